@@ -1,0 +1,336 @@
+//! The transport layer of hpcomm: how frames move between the ranks of a job.
+//!
+//! A transport moves *frames* — a small header and a payload — from one rank
+//! to another, reliably but not necessarily in order. Everything that gives
+//! the frames a meaning (message matching, MPI ordering, eager and rendezvous
+//! protocols) lives above, in `hpcomm-runtime`. The contract is small so that
+//! very different fabrics fit under it:
+//!
+//! - [`Transport::try_send`] hands one frame over, or returns
+//!   [`TransportError::WouldBlock`] when the backend has no room: back-pressure
+//!   is a return value, never a hidden block.
+//! - [`Transport::poll`] is the only place where a backend makes progress and
+//!   reports [`Event`]s (frames, finished reads, lost peers). No backend starts
+//!   a thread of its own.
+//! - [`Transport::expose`] and [`Transport::start_read`] are the zero-copy
+//!   path: the receiver of a large message reads the sender's registered
+//!   buffer directly, where [`Capabilities::rma_read`] says the backend can.
+//! - [`Capabilities`] tells the runtime the limits that drive its protocol
+//!   choice (inline, eager and frame sizes, whether reads work).
+//!
+//! Memory that a transport may read or write on the user's behalf is held in
+//! a [`Regions`] table, filled only inside [`Regions::scope`], which removes
+//! (and revokes) every region before the borrowed buffers can go away.
+//!
+//! Backends are modules of this crate and are reached through the [`Backend`]
+//! enum. This issue's backend is [`loopback`]: ranks as threads of one
+//! process. It is the reference every other backend is tested against, with
+//! the generic [`conformance`] suite.
+//!
+//! ```
+//! use hpcomm_transport::{loopback::Loopback, Event, PeerId, Regions, Transport};
+//!
+//! let mut eps = Loopback::fabric(2, Default::default());
+//! let mut b = eps.pop().unwrap();
+//! let mut a = eps.pop().unwrap();
+//! a.try_send(PeerId(1), b"hdr", b"payload").unwrap();
+//! let regions = Regions::new();
+//! let mut got = Vec::new();
+//! while got.is_empty() {
+//!     b.poll(&regions, &mut |ev: Event<'_>| {
+//!         if let Event::Frame { src, header, payload } = ev {
+//!             got.push((src, header.to_vec(), payload.to_vec()));
+//!         }
+//!     })
+//!     .unwrap();
+//! }
+//! assert_eq!(got[0], (PeerId(0), b"hdr".to_vec(), b"payload".to_vec()));
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod conformance;
+pub mod loopback;
+pub mod region;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use region::{RegionId, RegionScope, Regions, RemoteKey};
+
+/// The index of an endpoint in the job: a rank of the world communicator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+impl PeerId {
+    /// The index as a `usize`, for tables indexed by peer.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a backend can do, and its limits. The runtime's protocol choice is a
+/// pure function of a message's length and this value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's name, as `hpcomm info` shows it.
+    pub name: &'static str,
+    /// Largest frame header, in bytes.
+    pub max_header: usize,
+    /// Largest frame payload, in bytes. Longer data is sent in several frames.
+    pub max_payload: usize,
+    /// Payloads up to this size complete locally as soon as `try_send`
+    /// returns (a ring cell, `fi_inject`): the runtime may keep a copy of such
+    /// a small frame when the backend pushes back, instead of pinning the
+    /// user's buffer.
+    pub inline_limit: usize,
+    /// Messages up to this size are sent eagerly (data with the envelope);
+    /// longer ones use a rendezvous, so that a receiver never buffers an
+    /// unbounded unexpected message. At most `max_payload`.
+    pub eager_limit: usize,
+    /// Whether [`Transport::start_read`] works: the receiver of a rendezvous
+    /// reads the sender's exposed buffer directly (single copy). Without it
+    /// the sender streams the data in frames after a clear-to-send.
+    pub rma_read: bool,
+    /// Largest single read; longer reads are split by the runtime.
+    pub max_read: usize,
+    /// Whether frames between a pair arrive in the order they were sent. The
+    /// runtime does not rely on it; it only saves the reorder buffer work.
+    pub ordered: bool,
+    /// A latency hint, for algorithm selection and `hpcomm info`.
+    pub latency_hint: Duration,
+    /// A bandwidth hint in bytes per second, for the same purposes.
+    pub bandwidth_hint: u64,
+}
+
+impl Capabilities {
+    /// Checks the relations every backend must keep between its limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.eager_limit > self.max_payload {
+            return Err(format!(
+                "{}: eager limit {} exceeds the frame payload limit {}",
+                self.name, self.eager_limit, self.max_payload
+            ));
+        }
+        if self.inline_limit > self.eager_limit {
+            return Err(format!(
+                "{}: inline limit {} exceeds the eager limit {}",
+                self.name, self.inline_limit, self.eager_limit
+            ));
+        }
+        if self.max_header < 64 {
+            return Err(format!(
+                "{}: headers must allow at least 64 bytes",
+                self.name
+            ));
+        }
+        if self.rma_read && self.max_read == 0 {
+            return Err(format!(
+                "{}: reads offered with a zero read size",
+                self.name
+            ));
+        }
+        if self.max_payload == 0 {
+            return Err(format!("{}: zero frame payload", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// Something a backend reports from [`Transport::poll`].
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A frame arrived. The slices are valid only for the call of the sink.
+    Frame {
+        /// Who sent it.
+        src: PeerId,
+        /// The header bytes, as given to `try_send`.
+        header: &'a [u8],
+        /// The payload bytes, as given to `try_send`.
+        payload: &'a [u8],
+    },
+    /// A read started with [`Transport::start_read`] has landed in its region.
+    ReadDone {
+        /// The token given to `start_read`.
+        token: u64,
+    },
+    /// A read failed; the destination holds no meaningful data.
+    ReadFailed {
+        /// The token given to `start_read`.
+        token: u64,
+        /// Why.
+        error: TransportError,
+    },
+    /// A peer is gone: every frame it sent before has been delivered already,
+    /// and no more will come.
+    PeerLost {
+        /// The lost peer.
+        peer: PeerId,
+    },
+}
+
+/// Errors of the transport layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The backend has no room now; progress (`poll`) and try again.
+    #[error("the transport has no room now (back-pressure); progress and retry")]
+    WouldBlock,
+    /// The peer is gone.
+    #[error("peer {0} is gone")]
+    PeerLost(PeerId),
+    /// The peer index is outside the job.
+    #[error("peer {peer} does not exist in a job of {size}")]
+    InvalidPeer {
+        /// The peer asked for.
+        peer: PeerId,
+        /// The number of peers.
+        size: usize,
+    },
+    /// A frame exceeds the backend's limits.
+    #[error("frame too large: header {header} B and payload {payload} B (limits {max_header} B and {max_payload} B)")]
+    FrameTooLarge {
+        /// Header length given.
+        header: usize,
+        /// Payload length given.
+        payload: usize,
+        /// The backend's header limit.
+        max_header: usize,
+        /// The backend's payload limit.
+        max_payload: usize,
+    },
+    /// A region is not registered (or no longer), or a range falls outside it.
+    #[error("memory region missing, revoked, read-only or too short")]
+    InvalidRegion,
+    /// The backend does not offer this operation; see [`Capabilities`].
+    #[error("not supported by the {0} transport")]
+    Unsupported(&'static str),
+}
+
+/// The interface every backend implements. See the crate documentation for
+/// the contract, and `docs/architecture.md` for how shm, tcp and libfabric map
+/// onto it.
+pub trait Transport {
+    /// The backend's capabilities and limits.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// This endpoint's index.
+    fn peer_id(&self) -> PeerId;
+
+    /// The number of endpoints in the job.
+    fn peer_count(&self) -> usize;
+
+    /// Hands one frame to `dst` (which may be this endpoint itself). On
+    /// success the frame will be delivered exactly once, and both slices may
+    /// be reused at once. [`TransportError::WouldBlock`] means "no room now";
+    /// nothing was sent.
+    fn try_send(
+        &mut self,
+        dst: PeerId,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<(), TransportError>;
+
+    /// Makes progress and reports events to `sink`; returns how many. Never
+    /// blocks. `regions` is the endpoint's own table, for backends that land
+    /// data in registered memory while polling.
+    fn poll(
+        &mut self,
+        regions: &Regions,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> Result<usize, TransportError>;
+
+    /// Blocks until an event may be ready or `timeout` passes. The runtime
+    /// calls it only when it has nothing else to do, so that oversubscribed
+    /// ranks leave the cores to each other.
+    fn wait(&mut self, timeout: Duration);
+
+    /// Makes a registered region readable by peers and returns the key they
+    /// need. The exposure ends when the region leaves the table.
+    fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError>;
+
+    /// Starts reading `len` bytes at `src_offset` of the region `key` that
+    /// `src` exposed into `dst` at `dst_offset`. Completion is reported by
+    /// `poll` as [`Event::ReadDone`] or [`Event::ReadFailed`] with `token`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_read(
+        &mut self,
+        regions: &Regions,
+        src: PeerId,
+        key: RemoteKey,
+        src_offset: usize,
+        dst: RegionId,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError>;
+}
+
+/// The built-in backends, dispatched by `match`. New backends (shm, tcp, ofi)
+/// are added as variants.
+#[derive(Debug)]
+pub enum Backend {
+    /// Ranks as threads of one process.
+    Loopback(loopback::Loopback),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            Backend::Loopback($t) => $e,
+        }
+    };
+}
+
+impl Transport for Backend {
+    fn capabilities(&self) -> &Capabilities {
+        dispatch!(self, t => t.capabilities())
+    }
+    fn peer_id(&self) -> PeerId {
+        dispatch!(self, t => t.peer_id())
+    }
+    fn peer_count(&self) -> usize {
+        dispatch!(self, t => t.peer_count())
+    }
+    #[inline]
+    fn try_send(
+        &mut self,
+        dst: PeerId,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<(), TransportError> {
+        dispatch!(self, t => t.try_send(dst, header, payload))
+    }
+    #[inline]
+    fn poll(
+        &mut self,
+        regions: &Regions,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> Result<usize, TransportError> {
+        dispatch!(self, t => t.poll(regions, sink))
+    }
+    fn wait(&mut self, timeout: Duration) {
+        dispatch!(self, t => t.wait(timeout))
+    }
+    fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
+        dispatch!(self, t => t.expose(regions, region))
+    }
+    fn start_read(
+        &mut self,
+        regions: &Regions,
+        src: PeerId,
+        key: RemoteKey,
+        src_offset: usize,
+        dst: RegionId,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        dispatch!(self, t => t.start_read(regions, src, key, src_offset, dst, dst_offset, len, token))
+    }
+}

@@ -1,0 +1,381 @@
+//! Memory regions: user buffers that a transport may read or write while an
+//! operation is in flight.
+//!
+//! A non-blocking receive must be able to land data in the user's buffer
+//! whenever the progress engine runs, and a rendezvous send must leave its
+//! buffer readable by the peer until the peer says it is done. Both need the
+//! buffer to outlive the operation, and safe Rust must not be able to break
+//! that even with `std::mem::forget`.
+//!
+//! The answer is the same as `std::thread::scope`'s: memory enters a
+//! [`Regions`] table only through a [`RegionScope`], which exists only inside
+//! [`Regions::scope`]; the scope's lifetime `'s` is invariant and every
+//! registered borrow must outlive it; and when `scope` returns — normally or
+//! by unwinding — every region registered in it is removed and its exposure
+//! to peers revoked. Forgetting a request or a handle therefore leaks, at
+//! worst, a table entry until the scope ends; it never leaves a dangling
+//! pointer behind.
+//!
+//! The table is per endpoint and single-threaded (`!Send`); what a peer
+//! thread may touch is only the revocable exposure that a backend attaches.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use crate::loopback;
+
+/// A handle to a registered region. Stale handles (the region was removed)
+/// are detected by a generation count and find nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegionId {
+    index: u32,
+    generation: u32,
+}
+
+/// What a peer needs to read an exposed region: an address-like value and a
+/// key, whose meaning is the backend's (a libfabric MR key and virtual
+/// address; a process id and address for shm; a window number for loopback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RemoteKey {
+    /// An address or base offset, backend-defined.
+    pub addr: u64,
+    /// A key, backend-defined.
+    pub key: u64,
+}
+
+/// A backend's handle on an exposed region, revoked when the region leaves
+/// the table.
+#[derive(Debug)]
+pub(crate) enum Exposure {
+    Loopback(loopback::WindowGuard),
+}
+
+impl Exposure {
+    fn revoke(self) {
+        match self {
+            Exposure::Loopback(guard) => guard.revoke(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    exposure: Option<Exposure>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Regions registered by each open scope, innermost last. Scopes of one
+    /// table nest (each `scope` call returns before its caller's does); the
+    /// vectors are kept for reuse, `open` of them are in use.
+    scopes: Vec<Vec<RegionId>>,
+    open: usize,
+}
+
+impl Table {
+    fn entry(&self, id: RegionId) -> Option<&Entry> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.entry.as_ref()
+    }
+
+    fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    fn insert(&mut self, entry: Entry) -> RegionId {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.entry = Some(entry);
+        RegionId {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn remove(&mut self, id: RegionId) -> Option<Entry> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        Some(entry)
+    }
+}
+
+/// An endpoint's table of registered memory. Cloning gives another handle to
+/// the same table.
+#[derive(Clone, Debug, Default)]
+pub struct Regions {
+    table: Rc<RefCell<Table>>,
+}
+
+impl Regions {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` with a scope in which buffers can be registered; removes every
+    /// region registered in it before returning (also when `f` panics).
+    pub fn scope<'env, R>(&self, f: impl for<'s> FnOnce(&'s RegionScope<'s, 'env>) -> R) -> R {
+        let depth = {
+            let mut table = self.table.borrow_mut();
+            if table.scopes.len() == table.open {
+                table.scopes.push(Vec::new());
+            }
+            table.open += 1;
+            table.open - 1
+        };
+        // Declared before `scope`, so dropped after it: removes the regions
+        // once `f` is done with them (also when it unwinds), and before the
+        // borrows they came from can end.
+        let _close = CloseOnDrop {
+            regions: self,
+            depth,
+        };
+        let scope = RegionScope {
+            regions: self.clone(),
+            depth,
+            _invariant: PhantomData,
+            _env: PhantomData,
+        };
+        f(&scope)
+    }
+
+    /// The length of a live region.
+    pub fn len(&self, id: RegionId) -> Option<usize> {
+        self.table.borrow().entry(id).map(|e| e.len)
+    }
+
+    /// Whether the table holds no live region.
+    pub fn is_empty(&self) -> bool {
+        self.table.borrow().slots.iter().all(|s| s.entry.is_none())
+    }
+
+    /// Calls `f` with the bytes of a live region.
+    pub fn with<R>(&self, id: RegionId, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let table = self.table.borrow();
+        let entry = table.entry(id)?;
+        // SAFETY: the entry was made from a `&'s [u8]` or `&'s mut [u8]` by a
+        // `RegionScope<'s>` that is still alive (it removes its entries when
+        // dropped, and `'s` outlives it), so the memory is valid for `len`
+        // bytes. Only shared access is given while the `RefCell` borrow holds,
+        // and mutable access (`with_mut`) needs the exclusive borrow.
+        let bytes = unsafe { std::slice::from_raw_parts(entry.ptr.as_ptr(), entry.len) };
+        Some(f(bytes))
+    }
+
+    /// Calls `f` with the bytes of a live region registered as writable.
+    pub fn with_mut<R>(&self, id: RegionId, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        let mut table = self.table.borrow_mut();
+        let entry = table.entry_mut(id)?;
+        if !entry.writable {
+            return None;
+        }
+        // SAFETY: the entry was made from a `&'s mut [u8]` by a live
+        // `RegionScope<'s>` (see `with`): the user gave up access to it for
+        // `'s`, and the exclusive `RefCell` borrow makes this the only
+        // reference made from it now.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(entry.ptr.as_ptr(), entry.len) };
+        Some(f(bytes))
+    }
+
+    /// Removes a region before its scope ends (for example when its request
+    /// completes), revoking any exposure. Removing early is always safe.
+    pub fn release(&self, id: RegionId) {
+        // Take the entry out first and revoke after the borrow ends: revoking
+        // may wait for a peer's read in progress.
+        let entry = self.table.borrow_mut().remove(id);
+        if let Some(Entry {
+            exposure: Some(exposure),
+            ..
+        }) = entry
+        {
+            exposure.revoke();
+        }
+    }
+
+    /// The raw extent of a live region and whether it is writable, for a
+    /// backend that exposes it.
+    pub(crate) fn raw(&self, id: RegionId) -> Option<(NonNull<u8>, usize, bool)> {
+        self.table
+            .borrow()
+            .entry(id)
+            .map(|e| (e.ptr, e.len, e.writable))
+    }
+
+    /// Attaches a backend's exposure to a live region; it is revoked when the
+    /// region goes. Returns the exposure back when the region is gone.
+    pub(crate) fn attach(&self, id: RegionId, exposure: Exposure) -> Result<(), Exposure> {
+        let mut table = self.table.borrow_mut();
+        match table.entry_mut(id) {
+            Some(entry) => {
+                if let Some(old) = entry.exposure.replace(exposure) {
+                    drop(table);
+                    old.revoke();
+                }
+                Ok(())
+            }
+            None => Err(exposure),
+        }
+    }
+
+    fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
+        let mut table = self.table.borrow_mut();
+        let id = table.insert(Entry {
+            ptr,
+            len,
+            writable,
+            exposure: None,
+        });
+        table.scopes[depth].push(id);
+        id
+    }
+}
+
+/// Closes the innermost scope of a table: removes its regions.
+struct CloseOnDrop<'a> {
+    regions: &'a Regions,
+    depth: usize,
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        let ids = {
+            let mut table = self.regions.table.borrow_mut();
+            debug_assert_eq!(table.open, self.depth + 1, "region scopes must nest");
+            table.open = self.depth;
+            std::mem::take(&mut table.scopes[self.depth])
+        };
+        for &id in &ids {
+            self.regions.release(id);
+        }
+        // Give the (now empty) vector back for reuse.
+        let mut ids = ids;
+        ids.clear();
+        self.regions.table.borrow_mut().scopes[self.depth] = ids;
+    }
+}
+
+/// The registration handle inside [`Regions::scope`]. Buffers registered
+/// here must outlive the scope; they are removed from the table when it ends.
+///
+/// As with `std::thread::scope`, `'env` is the lifetime of everything the
+/// scope may borrow, and `'s` the scope's own: `&'s RegionScope<'s, 'env>`
+/// implies `'env: 's`.
+#[derive(Debug)]
+pub struct RegionScope<'s, 'env: 's> {
+    regions: Regions,
+    depth: usize,
+    // Invariant in 's: a scope must not be usable as one with a shorter
+    // lifetime, or a shorter borrow could be registered (as thread::scope).
+    _invariant: PhantomData<&'s mut &'s ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl<'s> RegionScope<'s, '_> {
+    /// Registers a buffer that peers and the engine may read.
+    pub fn register(&self, bytes: &'s [u8]) -> RegionId {
+        let ptr = NonNull::from(bytes).cast::<u8>();
+        self.regions.insert(self.depth, ptr, bytes.len(), false)
+    }
+
+    /// Registers a buffer that the engine may write (a receive buffer).
+    pub fn register_mut(&self, bytes: &'s mut [u8]) -> RegionId {
+        let len = bytes.len();
+        let ptr = NonNull::from(bytes).cast::<u8>();
+        self.regions.insert(self.depth, ptr, len, true)
+    }
+
+    /// The table this scope registers into.
+    pub fn regions(&self) -> &Regions {
+        &self.regions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_removed_when_the_scope_ends() {
+        let regions = Regions::new();
+        let mut recv = vec![0u8; 8];
+        let send = [7u8; 4];
+        let (r, s) = regions.scope(|scope| {
+            let r = scope.register_mut(&mut recv);
+            let s = scope.register(&send);
+            regions.with_mut(r, |b| b.copy_from_slice(&[1; 8])).unwrap();
+            assert_eq!(regions.with(s, |b| b.to_vec()), Some(vec![7; 4]));
+            assert!(
+                regions.with_mut(s, |_| ()).is_none(),
+                "read-only region written"
+            );
+            (r, s)
+        });
+        assert!(regions.with(r, |_| ()).is_none());
+        assert!(regions.with(s, |_| ()).is_none());
+        assert!(regions.is_empty());
+        assert_eq!(recv, vec![1; 8]);
+    }
+
+    #[test]
+    fn stale_handles_find_nothing_after_reuse() {
+        let regions = Regions::new();
+        let a = [1u8; 2];
+        let b = [2u8; 3];
+        regions.scope(|scope| {
+            let first = scope.register(&a);
+            regions.release(first);
+            let second = scope.register(&b);
+            assert_eq!(regions.len(first), None);
+            assert_eq!(regions.len(second), Some(3));
+        });
+    }
+
+    #[test]
+    fn regions_are_removed_when_the_scope_unwinds() {
+        let regions = Regions::new();
+        let buf = [0u8; 16];
+        let leaked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            regions.scope(|scope| {
+                let id = scope.register(&buf);
+                std::panic::panic_any(id);
+            })
+        }))
+        .unwrap_err();
+        let id = *leaked.downcast::<RegionId>().unwrap();
+        assert!(regions.with(id, |_| ()).is_none());
+    }
+}
