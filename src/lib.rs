@@ -1,1 +1,53 @@
-//! x
+//! **hpcomm**: an MPI-style communication runtime for tightly coupled HPC
+//! programs, in Rust.
+//!
+//! Point-to-point messaging with MPI's semantics — tags, wildcards,
+//! non-overtaking order, eager and rendezvous protocols, communicators
+//! with private matching spaces — over a pluggable transport. The API is
+//! safe: errors are values ([`Error`]), never aborts, and non-blocking
+//! requests cannot outlive the buffers they use ([`Communicator::scope`]).
+//!
+//! Start with [`init`] in a program run by a launcher (a singleton without
+//! one), or with [`threads`] to run ranks as threads of one process — the
+//! way to test parallel code under `cargo test`:
+//!
+//! ```
+//! let results = hpcomm::threads(3, |comm| {
+//!     if comm.rank() == 0 {
+//!         // Collect one greeting from each other rank, in any order.
+//!         let mut from = Vec::new();
+//!         for _ in 1..comm.size() {
+//!             let mut buf = [0u64; 1];
+//!             let status = comm.recv(&mut buf, hpcomm::Rank::ANY, 42).unwrap();
+//!             assert_eq!(buf[0], status.source.0 as u64 * 100);
+//!             from.push(status.source.0);
+//!         }
+//!         from.sort();
+//!         from
+//!     } else {
+//!         comm.send(&[comm.rank() as u64 * 100], 0, 42).unwrap();
+//!         Vec::new()
+//!     }
+//! })
+//! .unwrap();
+//! assert_eq!(results[0], vec![1, 2]);
+//! ```
+//!
+//! The layers below are crates of their own: `hpcomm-transport` (the
+//! [`Transport`](hpcomm_transport::Transport) trait and its backends),
+//! `hpcomm-runtime` (matching, protocols, communicators) and
+//! `hpcomm-collectives`. `docs/architecture.md` in the repository maps them.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use hpcomm_runtime::{
+    init, test_any, threads, threads_with, wait_all, wait_any, Communicator, Config, ContextId,
+    Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,
+};
+
+/// The transport layer, for settings such as
+/// [`LoopbackConfig`](transport::loopback::LoopbackConfig).
+pub use hpcomm_transport as transport;
+
+/// Element types that can be sent: plain old data.
+pub use bytemuck::Pod;

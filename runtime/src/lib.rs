@@ -1,1 +1,47 @@
-//! x
+//! The hpcomm runtime: MPI-style point-to-point messaging over any
+//! [`hpcomm_transport::Transport`].
+//!
+//! What lives here, from the bottom up:
+//! - [`wire`]: every frame header, in one file.
+//! - [`protocol`]: the choice between inline, eager and rendezvous.
+//! - [`matching`]: the pure matching engine (posted and unexpected queues,
+//!   sequence numbers per source).
+//! - `engine`: requests and protocol state driven by transport events.
+//! - [`Communicator`], [`Scope`] and [`Request`]: the public API, with MPI's
+//!   semantics as the reference.
+//! - [`Universe`], [`init`], [`threads`]: joining a job.
+//! - [`Config`]: every `HPCOMM_*` setting.
+//!
+//! Users normally depend on the `hpcomm` crate, which re-exports this API.
+//!
+//! ```
+//! let sums = hpcomm_runtime::threads(4, |comm| {
+//!     let right = (comm.rank() + 1) % comm.size();
+//!     let left = (comm.rank() + comm.size() - 1) % comm.size();
+//!     let mut got = [0u32];
+//!     comm.sendrecv(&[comm.rank() as u32], right, 0, &mut got, left, 0).unwrap();
+//!     got[0]
+//! })
+//! .unwrap();
+//! assert_eq!(sums, vec![3, 0, 1, 2]);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod comm;
+pub mod config;
+mod engine;
+mod error;
+pub mod matching;
+pub mod protocol;
+mod request;
+mod types;
+mod universe;
+pub mod wire;
+
+pub use comm::Communicator;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use request::{test_any, wait_all, wait_any, Request, Scope};
+pub use types::{ContextId, Rank, Status, Tag};
+pub use universe::{init, threads, threads_with, ThreadsConfig, Universe};

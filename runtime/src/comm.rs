@@ -1,0 +1,522 @@
+//! Communicators and blocking point-to-point operations.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytemuck::Pod;
+use hpcomm_transport::{PeerId, Transport};
+
+use crate::config::Config;
+use crate::engine::{Completed, Engine, ReqId};
+use crate::error::{Error, Result};
+use crate::matching::Pattern;
+use crate::request::Scope;
+use crate::types::{ContextId, Rank, Status, Tag};
+
+/// A group of ranks with a private matching space (`MPI_Comm`).
+///
+/// A communicator is used from the thread that owns its universe; it is
+/// neither `Send` nor `Sync`. Operations take `&self`.
+#[derive(Debug)]
+pub struct Communicator {
+    engine: Rc<RefCell<Engine>>,
+    config: Rc<Config>,
+    ctx: ContextId,
+    rank: u32,
+    /// World peer of each rank.
+    group: Rc<[PeerId]>,
+}
+
+/// Where a receive may come from, after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Null,
+    Any,
+    Rank(u32),
+}
+
+/// How a waiting rank backs off: spin, then yield, then sleep in the
+/// transport (which wakes when a frame arrives).
+struct Backoff<'a> {
+    config: &'a Config,
+    idle: u32,
+}
+
+impl Backoff<'_> {
+    fn idle(&mut self, engine: &mut Engine) -> IdleStep {
+        self.idle = self.idle.saturating_add(1);
+        if self.idle <= self.config.spin {
+            std::hint::spin_loop();
+            IdleStep::Again
+        } else if self.idle <= self.config.spin + self.config.yields {
+            IdleStep::Yield
+        } else {
+            engine.transport.wait(self.config.idle_wait);
+            IdleStep::Again
+        }
+    }
+}
+
+enum IdleStep {
+    Again,
+    Yield,
+}
+
+pub(crate) fn as_bytes<T: Pod>(buf: &[T]) -> Result<&[u8]> {
+    if std::mem::size_of::<T>() == 0 {
+        return Err(Error::InvalidCount(
+            "zero-sized element types cannot be sent".into(),
+        ));
+    }
+    Ok(bytemuck::cast_slice(buf))
+}
+
+pub(crate) fn as_bytes_mut<T: Pod>(buf: &mut [T]) -> Result<&mut [u8]> {
+    if std::mem::size_of::<T>() == 0 {
+        return Err(Error::InvalidCount(
+            "zero-sized element types cannot be received".into(),
+        ));
+    }
+    Ok(bytemuck::cast_slice_mut(buf))
+}
+
+impl Communicator {
+    pub(crate) fn new(
+        engine: Rc<RefCell<Engine>>,
+        config: Rc<Config>,
+        ctx: ContextId,
+        rank: u32,
+        group: Rc<[PeerId]>,
+    ) -> Communicator {
+        engine.borrow_mut().open_context(ctx, &group);
+        Communicator {
+            engine,
+            config,
+            ctx,
+            rank,
+            group,
+        }
+    }
+
+    /// This process's rank in the communicator.
+    pub fn rank(&self) -> usize {
+        self.rank as usize
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> usize {
+        self.group.len()
+    }
+
+    /// The point-to-point context id (for diagnostics).
+    pub fn context(&self) -> ContextId {
+        self.ctx
+    }
+
+    /// The world rank of each rank of this communicator.
+    pub fn world_ranks(&self) -> Vec<usize> {
+        self.group.iter().map(|p| p.index()).collect()
+    }
+
+    pub(crate) fn engine(&self) -> &Rc<RefCell<Engine>> {
+        &self.engine
+    }
+
+    pub(crate) fn peer(&self, rank: u32) -> PeerId {
+        self.group[rank as usize]
+    }
+
+    /// The same group on the companion context, for the runtime's own
+    /// collective traffic.
+    pub(crate) fn collective_view(&self) -> Communicator {
+        Communicator {
+            engine: self.engine.clone(),
+            config: self.config.clone(),
+            ctx: self.ctx.collective(),
+            rank: self.rank,
+            group: self.group.clone(),
+        }
+    }
+
+    pub(crate) fn context_id(&self) -> ContextId {
+        self.ctx
+    }
+
+    /// Validates a destination: `None` for the null process.
+    pub(crate) fn check_dest(&self, dest: Rank) -> Result<Option<u32>> {
+        if dest == Rank::NULL {
+            return Ok(None);
+        }
+        match dest.index() {
+            Some(r) if r < self.size() => Ok(Some(r as u32)),
+            _ => Err(Error::InvalidRank {
+                rank: dest.0,
+                size: self.size(),
+            }),
+        }
+    }
+
+    pub(crate) fn check_source(&self, src: Rank) -> Result<Source> {
+        match src {
+            Rank::NULL => Ok(Source::Null),
+            Rank::ANY => Ok(Source::Any),
+            r => match r.index() {
+                Some(i) if i < self.size() => Ok(Source::Rank(i as u32)),
+                _ => Err(Error::InvalidRank {
+                    rank: r.0,
+                    size: self.size(),
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn check_send_tag(tag: Tag) -> Result<i32> {
+        if tag.0 < 0 {
+            return Err(Error::InvalidTag {
+                tag: tag.0,
+                max: Tag::MAX.0,
+            });
+        }
+        Ok(tag.0)
+    }
+
+    pub(crate) fn check_recv_tag(tag: Tag) -> Result<Option<i32>> {
+        match tag {
+            Tag::ANY => Ok(None),
+            t => Communicator::check_send_tag(t).map(Some),
+        }
+    }
+
+    pub(crate) fn pattern(&self, src: Source, tag: Option<i32>) -> (Pattern, Option<PeerId>) {
+        match src {
+            Source::Rank(r) => (Pattern { src: Some(r), tag }, Some(self.peer(r))),
+            Source::Any | Source::Null => (Pattern { src: None, tag }, None),
+        }
+    }
+
+    /// Turns a completion into a status for elements of `elem` bytes.
+    pub(crate) fn status(c: Completed, elem: usize) -> Result<Status> {
+        if c.bytes % elem != 0 {
+            return Err(Error::PartialElement {
+                bytes: c.bytes,
+                elem_size: elem,
+            });
+        }
+        Ok(Status {
+            source: Rank(c.src as i32),
+            tag: Tag(c.tag),
+            count: c.bytes / elem,
+        })
+    }
+
+    /// Drives progress until `done` holds, backing off when idle.
+    pub(crate) fn block_until(&self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
+        let mut backoff = Backoff {
+            config: &self.config,
+            idle: 0,
+        };
+        loop {
+            let mut engine = self.engine.borrow_mut();
+            if done(&mut engine) {
+                return Ok(());
+            }
+            if engine.progress()? {
+                backoff.idle = 0;
+                continue;
+            }
+            if done(&mut engine) {
+                return Ok(());
+            }
+            if let IdleStep::Yield = backoff.idle(&mut engine) {
+                drop(engine);
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Waits for a request and takes its outcome.
+    pub(crate) fn wait_id(&self, id: ReqId) -> Result<Completed> {
+        self.block_until(|e| e.is_done(id))?;
+        self.engine
+            .borrow_mut()
+            .take(id)
+            .unwrap_or_else(|| Err(Error::InvalidCount("request already completed".into())))
+    }
+
+    fn send_mode<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag, sync: bool) -> Result<()> {
+        let Some(dst) = self.check_dest(dest)? else {
+            return Ok(());
+        };
+        let tag = Communicator::check_send_tag(tag)?;
+        let bytes = as_bytes(buf)?;
+        let regions = self.engine.borrow().regions.clone();
+        regions.scope(|scope| {
+            let region = scope.register(bytes);
+            let id = self.engine.borrow_mut().start_send(
+                self.ctx,
+                self.rank,
+                dst,
+                self.peer(dst),
+                tag,
+                region,
+                bytes.len(),
+                sync,
+            )?;
+            self.wait_id(id).map(|_| ())
+        })
+    }
+
+    /// Sends `buf` to `dest` with `tag` (`MPI_Send`). Returns when `buf` may
+    /// be reused: at once for small messages, after the receiver has matched
+    /// large ones.
+    pub fn send<T: Pod>(
+        &self,
+        buf: &[T],
+        dest: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<()> {
+        self.send_mode(buf, dest.into(), tag.into(), false)
+    }
+
+    /// Synchronous send (`MPI_Ssend`): returns only once the receiver has
+    /// matched the message.
+    pub fn ssend<T: Pod>(
+        &self,
+        buf: &[T],
+        dest: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<()> {
+        self.send_mode(buf, dest.into(), tag.into(), true)
+    }
+
+    /// Receives into `buf` from `src` with `tag`, either possibly a wildcard
+    /// (`MPI_Recv`). A message longer than `buf` is an [`Error::Truncated`];
+    /// a shorter one leaves the rest of `buf` untouched.
+    pub fn recv<T: Pod>(
+        &self,
+        buf: &mut [T],
+        src: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Status> {
+        let src = self.check_source(src.into())?;
+        let tag = Communicator::check_recv_tag(tag.into())?;
+        if src == Source::Null {
+            return Ok(Status::EMPTY);
+        }
+        let elem = std::mem::size_of::<T>();
+        let bytes = as_bytes_mut(buf)?;
+        let (pattern, peer) = self.pattern(src, tag);
+        let regions = self.engine.borrow().regions.clone();
+        regions.scope(|scope| {
+            let region = scope.register_mut(bytes);
+            let id = self
+                .engine
+                .borrow_mut()
+                .start_recv(self.ctx, pattern, peer, region)?;
+            Communicator::status(self.wait_id(id)?, elem)
+        })
+    }
+
+    /// Sends `sendbuf` to `dest` and receives into `recvbuf` from `src` at
+    /// the same time (`MPI_Sendrecv`), so that exchanges cannot deadlock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sendrecv<S: Pod, R: Pod>(
+        &self,
+        sendbuf: &[S],
+        dest: impl Into<Rank>,
+        send_tag: impl Into<Tag>,
+        recvbuf: &mut [R],
+        src: impl Into<Rank>,
+        recv_tag: impl Into<Tag>,
+    ) -> Result<Status> {
+        let (dest, send_tag, src, recv_tag) =
+            (dest.into(), send_tag.into(), src.into(), recv_tag.into());
+        self.scope(|s| {
+            let r = s.irecv(recvbuf, src, recv_tag)?;
+            let w = s.isend(sendbuf, dest, send_tag)?;
+            let status = r.wait();
+            w.wait()?;
+            status
+        })
+    }
+
+    /// Waits for a message that `src` and `tag` accept and describes it
+    /// without receiving it (`MPI_Probe`). The status's `count` is in bytes.
+    pub fn probe(&self, src: impl Into<Rank>, tag: impl Into<Tag>) -> Result<Status> {
+        let src = self.check_source(src.into())?;
+        let tag = Communicator::check_recv_tag(tag.into())?;
+        if src == Source::Null {
+            return Ok(Status::EMPTY);
+        }
+        let (pattern, peer) = self.pattern(src, tag);
+        let mut found = None;
+        self.block_until(|e| {
+            found = e.probe(self.ctx, pattern);
+            found.is_some() || peer.is_some_and(|p| e.is_lost(p))
+        })?;
+        match found {
+            Some(env) => Ok(Status {
+                source: Rank(env.src as i32),
+                tag: Tag(env.tag),
+                count: env.len,
+            }),
+            None => Err(Error::PeerFailed {
+                rank: peer.map_or(0, |p| p.index()),
+            }),
+        }
+    }
+
+    /// Like [`probe`](Self::probe), but returns `None` at once when no such
+    /// message has arrived (`MPI_Iprobe`).
+    pub fn iprobe(&self, src: impl Into<Rank>, tag: impl Into<Tag>) -> Result<Option<Status>> {
+        let src = self.check_source(src.into())?;
+        let tag = Communicator::check_recv_tag(tag.into())?;
+        if src == Source::Null {
+            return Ok(Some(Status::EMPTY));
+        }
+        let (pattern, _) = self.pattern(src, tag);
+        let mut engine = self.engine.borrow_mut();
+        engine.progress()?;
+        Ok(engine.probe(self.ctx, pattern).map(|env| Status {
+            source: Rank(env.src as i32),
+            tag: Tag(env.tag),
+            count: env.len,
+        }))
+    }
+
+    /// Runs `f` with a [`Scope`] for non-blocking operations. Buffers given
+    /// to requests stay borrowed until the scope ends, and the scope waits
+    /// for every request it started (even one dropped or forgotten) before it
+    /// returns. See [`Scope`] for why this makes requests sound.
+    pub fn scope<'env, R>(
+        &'env self,
+        f: impl for<'s> FnOnce(&Scope<'s, 'env>) -> Result<R>,
+    ) -> Result<R> {
+        let regions = self.engine.borrow().regions.clone();
+        regions.scope(|region_scope| {
+            let scope = Scope::new(self, region_scope);
+            let out = f(&scope);
+            let rest = scope.complete_all();
+            out.and_then(|v| rest.map(|()| v))
+        })
+    }
+
+    /// A new communicator with the same group and a fresh context
+    /// (`MPI_Comm_dup`). Collective over this communicator.
+    pub fn dup(&self) -> Result<Communicator> {
+        let all = self.exchange([0, 0, u64::from(self.engine.borrow().state.next_ctx)])?;
+        let ctx = self.agree_context(&all);
+        Ok(Communicator::new(
+            self.engine.clone(),
+            self.config.clone(),
+            ctx,
+            self.rank,
+            self.group.clone(),
+        ))
+    }
+
+    /// Splits the communicator by `color` (`MPI_Comm_split`): ranks with the
+    /// same colour form a new communicator, ordered by `key` and then by
+    /// rank here. A rank with colour `None` (`MPI_UNDEFINED`) gets `None`.
+    /// Collective over this communicator.
+    pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let mine = [
+            color.map_or(u64::MAX, u64::from),
+            u64::from(key as u32),
+            u64::from(self.engine.borrow().state.next_ctx),
+        ];
+        let all = self.exchange(mine)?;
+        let ctx = self.agree_context(&all);
+        let Some(color) = color else { return Ok(None) };
+        let mut members: Vec<(i32, usize)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, rec)| rec[0] == u64::from(color))
+            .map(|(rank, rec)| (rec[1] as u32 as i32, rank))
+            .collect();
+        members.sort_unstable();
+        let group: Rc<[PeerId]> = members.iter().map(|&(_, r)| self.group[r]).collect();
+        let rank = members
+            .iter()
+            .position(|&(_, r)| r == self.rank())
+            .expect("this rank has its own colour") as u32;
+        Ok(Some(Communicator::new(
+            self.engine.clone(),
+            self.config.clone(),
+            ctx,
+            rank,
+            group,
+        )))
+    }
+
+    /// The new context every member computes from the exchanged counters:
+    /// above every id any member has used.
+    fn agree_context(&self, all: &[[u64; 3]]) -> ContextId {
+        let next = all
+            .iter()
+            .map(|rec| rec[2])
+            .max()
+            .expect("a communicator is never empty");
+        let ctx = ContextId(next as u32);
+        let mut engine = self.engine.borrow_mut();
+        engine.state.next_ctx = engine.state.next_ctx.max(ctx.0 + 2);
+        ctx
+    }
+
+    /// Ring all-gather of one small record per rank, on the collective
+    /// context (used to build communicators before collectives exist).
+    fn exchange(&self, mine: [u64; 3]) -> Result<Vec<[u64; 3]>> {
+        let n = self.size();
+        let me = self.rank();
+        let mut all = vec![[0u64; 3]; n];
+        all[me] = mine;
+        let coll = self.collective_view();
+        let (right, left) = ((me + 1) % n, (me + n - 1) % n);
+        for step in 0..n.saturating_sub(1) {
+            let outgoing = all[(me + n - step) % n];
+            let mut incoming = [0u64; 3];
+            coll.sendrecv(
+                &outgoing,
+                right,
+                EXCHANGE_TAG,
+                &mut incoming,
+                left,
+                EXCHANGE_TAG,
+            )?;
+            all[(me + n - step - 1) % n] = incoming;
+        }
+        Ok(all)
+    }
+
+    /// Dissemination barrier on the collective context, used by
+    /// finalization. `hpcomm-collectives` offers the public one.
+    pub(crate) fn barrier_internal(&self) -> Result<()> {
+        let n = self.size();
+        let coll = self.collective_view();
+        let mut k = 1;
+        while k < n {
+            let to = (self.rank() + k) % n;
+            let from = (self.rank() + n - k) % n;
+            coll.sendrecv::<u8, u8>(&[], to, BARRIER_TAG, &mut [], from, BARRIER_TAG)?;
+            k *= 2;
+        }
+        Ok(())
+    }
+
+    /// Drives progress until no frame waits for the transport, or `deadline`.
+    pub(crate) fn drain(&self, deadline: Instant) -> Result<()> {
+        self.block_until(|e| !e.has_backlog() || Instant::now() >= deadline)?;
+        if self.engine.borrow().has_backlog() {
+            return Err(Error::Timeout {
+                after: self.config.finalize_timeout,
+                what: "the last frames to leave".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Tags of the runtime's own traffic on collective contexts.
+const EXCHANGE_TAG: i32 = 1;
+const BARRIER_TAG: i32 = 2;

@@ -1,0 +1,1025 @@
+//! The progress engine of one endpoint: requests, protocols and the glue
+//! between the transport and the matching engine.
+//!
+//! `Engine` owns the transport, the region table and the [`State`]. The
+//! state machine reacts to transport events (`State::on_event`) and queues
+//! what it wants sent (the outbox) or started (jobs: reads, data pushes);
+//! `Engine::flush` hands those to the transport as room allows. Nothing here
+//! blocks: the communicator's wait loop calls [`Engine::progress`] and backs
+//! off when nothing happens.
+
+use std::collections::VecDeque;
+
+use hpcomm_transport::{
+    Backend, Capabilities, Event, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
+};
+
+use crate::error::{Error, Result};
+use crate::matching::{Envelope, Matcher, Pattern};
+use crate::protocol::{select, Limits, Protocol, Rendezvous};
+use crate::types::ContextId;
+use crate::wire::{Header, HeaderBuf, MessageHeader, MAX_HEADER};
+
+/// A request's handle: a slot and its generation, so that a stale handle
+/// (or a stale id echoed by a peer) finds nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReqId {
+    index: u32,
+    generation: u32,
+}
+
+impl ReqId {
+    fn to_wire(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    fn from_wire(w: u64) -> ReqId {
+        ReqId {
+            index: w as u32,
+            generation: (w >> 32) as u32,
+        }
+    }
+}
+
+/// What a finished operation reports: the matched envelope, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Completed {
+    pub src: u32,
+    pub tag: i32,
+    pub bytes: usize,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// A receive waiting in its context's matcher.
+    Posted,
+    /// A rendezvous receive reading the sender's buffer in chunks.
+    Reading {
+        outstanding: u32,
+        sreq: u64,
+        error: Option<Error>,
+    },
+    /// A rendezvous receive taking `DATA` frames.
+    Streaming {
+        got: usize,
+        len: usize,
+    },
+    /// An eager send whose frame waits in the outbox (holding its region).
+    Queued {
+        then_await: bool,
+    },
+    /// A send waiting for `ACK` (synchronous eager) or `FIN` (rendezvous).
+    AwaitReply,
+    /// A pipelined send waiting for `CTS`.
+    AwaitCts,
+    /// A pipelined send whose data a job is pushing.
+    Pushing,
+    Done(Result<Completed>),
+}
+
+#[derive(Debug)]
+struct Req {
+    stage: Stage,
+    region: Option<RegionId>,
+    /// The peer the request depends on; `None` for an unmatched any-source
+    /// receive.
+    peer: Option<PeerId>,
+    info: Completed,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    req: Option<Req>,
+}
+
+/// What is kept of a message that arrived before its receive.
+#[derive(Debug)]
+enum Stored {
+    Eager {
+        data: Vec<u8>,
+        sync: Option<(PeerId, u64)>,
+    },
+    Rts {
+        peer: PeerId,
+        sreq: u64,
+        key: RemoteKey,
+        read: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct CtxState {
+    matcher: Matcher<Stored, ReqId>,
+    /// Next sequence number per destination rank.
+    send_seq: Vec<u32>,
+    /// World peer of each rank, once this endpoint has the communicator.
+    group: Option<Vec<PeerId>>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Empty,
+    Owned(Vec<u8>),
+    Region { region: RegionId, req: ReqId },
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    dst: PeerId,
+    header: HeaderBuf,
+    header_len: u8,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Job {
+    /// Read `len` bytes at `offset` of the peer's exposed buffer into the
+    /// same offset of the request's region.
+    Read {
+        req: ReqId,
+        peer: PeerId,
+        key: RemoteKey,
+        offset: usize,
+        len: usize,
+    },
+    /// Push the request's region from `offset` in `DATA` frames.
+    Push {
+        req: ReqId,
+        peer: PeerId,
+        rreq: u64,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Job {
+    fn peer(&self) -> PeerId {
+        match *self {
+            Job::Read { peer, .. } | Job::Push { peer, .. } => peer,
+        }
+    }
+}
+
+/// The protocol state of an endpoint, apart from its transport.
+#[derive(Debug)]
+pub(crate) struct State {
+    limits: Limits,
+    ctxs: Vec<Option<CtxState>>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    outbox: VecDeque<Outgoing>,
+    jobs: VecDeque<Job>,
+    lost: Vec<bool>,
+    released: Vec<(ReqId, Envelope, Stored)>,
+    /// Recycled buffers for unexpected eager payloads.
+    pool: Vec<Vec<u8>>,
+    /// The lowest context id this endpoint has not used.
+    pub next_ctx: u32,
+}
+
+/// An endpoint: transport, registered memory and protocol state.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub transport: Backend,
+    pub regions: Regions,
+    pub state: State,
+    pub caps: Capabilities,
+}
+
+const POOL_KEEP: usize = 256;
+
+fn header_of(h: &Header) -> (HeaderBuf, u8) {
+    let mut buf = [0u8; MAX_HEADER];
+    let n = h.encode(&mut buf);
+    (buf, n as u8)
+}
+
+impl Engine {
+    /// An engine over `transport`, with the eager threshold overridden when
+    /// configured.
+    pub fn new(transport: Backend, eager_override: Option<usize>) -> Engine {
+        let caps = transport.capabilities().clone();
+        let limits = Limits::new(&caps, eager_override);
+        let n = transport.peer_count();
+        Engine {
+            transport,
+            regions: Regions::new(),
+            caps,
+            state: State {
+                limits,
+                ctxs: Vec::new(),
+                slots: Vec::new(),
+                free: Vec::new(),
+                outbox: VecDeque::new(),
+                jobs: VecDeque::new(),
+                lost: vec![false; n],
+                released: Vec::new(),
+                pool: Vec::new(),
+                next_ctx: 2,
+            },
+        }
+    }
+
+    /// Whether `peer` is known to be gone.
+    pub fn is_lost(&self, peer: PeerId) -> bool {
+        self.state.lost[peer.index()]
+    }
+
+    /// Starts a send of the registered `region` (`len` bytes) from rank `me`
+    /// to rank `dst` (world `peer`) of context `ctx`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_send(
+        &mut self,
+        ctx: ContextId,
+        me: u32,
+        dst: u32,
+        peer: PeerId,
+        tag: i32,
+        region: RegionId,
+        len: usize,
+        sync: bool,
+    ) -> Result<ReqId> {
+        if self.is_lost(peer) {
+            return Err(Error::PeerFailed { rank: peer.index() });
+        }
+        let seq = self.state.next_seq(ctx, dst);
+        let msg = MessageHeader {
+            ctx,
+            src: me,
+            tag,
+            seq,
+        };
+        let info = Completed {
+            src: me,
+            tag,
+            bytes: len,
+        };
+        let id = self.state.alloc(Req {
+            stage: Stage::AwaitReply,
+            region: Some(region),
+            peer: Some(peer),
+            info,
+        });
+        match select(len, &self.state.limits) {
+            protocol @ (Protocol::Inline | Protocol::Eager) => {
+                let header = Header::Eager {
+                    msg,
+                    sync: sync.then(|| id.to_wire()),
+                };
+                let (hbuf, hlen) = header_of(&header);
+                let sent = if self.state.outbox.is_empty() {
+                    let transport = &mut self.transport;
+                    self.regions
+                        .with(region, |b| {
+                            transport.try_send(peer, &hbuf[..hlen as usize], b)
+                        })
+                        .unwrap_or(Err(TransportError::InvalidRegion))
+                } else {
+                    Err(TransportError::WouldBlock)
+                };
+                match sent {
+                    Ok(()) => self.state.sent(&self.regions, id, sync),
+                    Err(TransportError::WouldBlock) if protocol == Protocol::Inline => {
+                        let data = self
+                            .regions
+                            .with(region, |b| b.to_vec())
+                            .unwrap_or_default();
+                        self.state.outbox.push_back(Outgoing {
+                            dst: peer,
+                            header: hbuf,
+                            header_len: hlen,
+                            body: Body::Owned(data),
+                        });
+                        self.state.sent(&self.regions, id, sync);
+                    }
+                    Err(TransportError::WouldBlock) => {
+                        self.state.slot(id).expect("just allocated").stage =
+                            Stage::Queued { then_await: sync };
+                        self.state.outbox.push_back(Outgoing {
+                            dst: peer,
+                            header: hbuf,
+                            header_len: hlen,
+                            body: Body::Region { region, req: id },
+                        });
+                    }
+                    Err(e) => self
+                        .state
+                        .finish(&self.regions, id, Err(transport_error(e))),
+                }
+            }
+            Protocol::Rendezvous(mode) => {
+                let read = mode == Rendezvous::Read;
+                let key = if read {
+                    match self.transport.expose(&self.regions, region) {
+                        Ok(key) => key,
+                        Err(e) => {
+                            self.state
+                                .finish(&self.regions, id, Err(transport_error(e)));
+                            return Ok(id);
+                        }
+                    }
+                } else {
+                    RemoteKey::default()
+                };
+                if !read {
+                    self.state.slot(id).expect("just allocated").stage = Stage::AwaitCts;
+                }
+                let header = Header::Rts {
+                    msg,
+                    read,
+                    len: len as u64,
+                    sreq: id.to_wire(),
+                    key,
+                };
+                self.state.push_control(peer, &header);
+            }
+        }
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Posts a receive into the writable `region` for messages `pattern`
+    /// accepts on `ctx`. `peer` is the world peer of a specific source.
+    pub fn start_recv(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        peer: Option<PeerId>,
+        region: RegionId,
+    ) -> Result<ReqId> {
+        let id = self.state.alloc(Req {
+            stage: Stage::Posted,
+            region: Some(region),
+            peer,
+            info: Completed::default(),
+        });
+        let state = &mut self.state;
+        match state.ctx(ctx).matcher.post(pattern, id) {
+            Some((env, stored)) => state.deliver_stored(&self.regions, id, env, stored),
+            None => {
+                if let Some(p) = peer.filter(|p| state.lost[p.index()]) {
+                    state.ctx(ctx).matcher.cancel(|_, r| r == id);
+                    state.finish(
+                        &self.regions,
+                        id,
+                        Err(Error::PeerFailed { rank: p.index() }),
+                    );
+                }
+            }
+        }
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// The envelope of the earliest unexpected message `pattern` accepts.
+    pub fn probe(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Envelope> {
+        self.state
+            .ctx(ctx)
+            .matcher
+            .probe(pattern)
+            .map(|(env, _)| *env)
+    }
+
+    /// Records the group of a communicator this endpoint belongs to.
+    pub fn open_context(&mut self, ctx: ContextId, group: &[PeerId]) {
+        for c in [ctx, ctx.collective()] {
+            self.state.ctx(c).group = Some(group.to_vec());
+        }
+        self.state.next_ctx = self.state.next_ctx.max(ctx.0 + 2);
+    }
+
+    /// Whether the request has finished (or is unknown).
+    pub fn is_done(&self, id: ReqId) -> bool {
+        match self.state.get(id) {
+            Some(req) => matches!(req.stage, Stage::Done(_)),
+            None => true,
+        }
+    }
+
+    /// Takes the outcome of a finished request and frees it; `None` while it
+    /// is still in flight or when the handle is stale.
+    pub fn take(&mut self, id: ReqId) -> Option<Result<Completed>> {
+        let slot = self.state.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation || !matches!(slot.req.as_ref()?.stage, Stage::Done(_)) {
+            return None;
+        }
+        let req = slot.req.take().expect("checked above");
+        slot.generation = slot.generation.wrapping_add(1);
+        self.state.free.push(id.index);
+        match req.stage {
+            Stage::Done(result) => Some(result),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Whether the request exists (not yet taken).
+    pub fn exists(&self, id: ReqId) -> bool {
+        self.state.get(id).is_some()
+    }
+
+    /// One round of progress: flush, poll, flush. Returns whether anything
+    /// happened.
+    pub fn progress(&mut self) -> Result<bool> {
+        let mut busy = self.flush()?;
+        let Engine {
+            transport,
+            regions,
+            state,
+            ..
+        } = self;
+        let mut failure = None;
+        let events = transport.poll(regions, &mut |ev| {
+            if failure.is_none() {
+                if let Err(e) = state.on_event(regions, ev) {
+                    failure = Some(e);
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        busy |= events > 0;
+        busy |= self.flush()?;
+        Ok(busy)
+    }
+
+    /// Whether frames or jobs are still waiting for the transport.
+    pub fn has_backlog(&self) -> bool {
+        !self.state.outbox.is_empty() || !self.state.jobs.is_empty()
+    }
+
+    /// Hands queued frames and jobs to the transport while it has room.
+    fn flush(&mut self) -> Result<bool> {
+        let mut busy = false;
+        let Engine {
+            transport,
+            regions,
+            state,
+            ..
+        } = self;
+        while let Some(out) = state.outbox.front() {
+            let header = &out.header[..out.header_len as usize];
+            let result = match &out.body {
+                Body::Empty => transport.try_send(out.dst, header, &[]),
+                Body::Owned(data) => transport.try_send(out.dst, header, data),
+                Body::Region { region, .. } => regions
+                    .with(*region, |b| transport.try_send(out.dst, header, b))
+                    .unwrap_or(Err(TransportError::InvalidRegion)),
+            };
+            if result == Err(TransportError::WouldBlock) {
+                break;
+            }
+            busy = true;
+            let out = state.outbox.pop_front().expect("front exists");
+            match (out.body, result) {
+                (Body::Region { req, .. }, Ok(())) => {
+                    let then_await = matches!(
+                        state.get(req).map(|r| &r.stage),
+                        Some(Stage::Queued { then_await: true })
+                    );
+                    state.sent(regions, req, then_await);
+                }
+                (Body::Owned(data), Ok(())) => state.recycle(data),
+                (Body::Empty, Ok(())) => {}
+                (Body::Region { req, .. }, Err(e)) => {
+                    state.finish(regions, req, Err(transport_error(e)))
+                }
+                (_, Err(TransportError::PeerLost(p))) => state.peer_lost(regions, p),
+                (_, Err(e)) => return Err(Error::Transport(e)),
+            }
+        }
+        while let Some(job) = state.jobs.pop_front() {
+            match job {
+                Job::Read {
+                    req,
+                    peer,
+                    key,
+                    offset,
+                    len,
+                } => {
+                    let Some(dst) = state.get(req).and_then(|r| r.region) else {
+                        continue;
+                    };
+                    let token = req.to_wire();
+                    match transport.start_read(regions, peer, key, offset, dst, offset, len, token)
+                    {
+                        Ok(()) => {}
+                        Err(TransportError::WouldBlock) => {
+                            state.jobs.push_front(job);
+                            break;
+                        }
+                        Err(e) => state.read_done(regions, token, Some(transport_error(e))),
+                    }
+                    busy = true;
+                }
+                Job::Push {
+                    req,
+                    peer,
+                    rreq,
+                    mut offset,
+                    len,
+                } => {
+                    let Some(src) = state.get(req).and_then(|r| r.region) else {
+                        continue;
+                    };
+                    let chunk = state.limits.max_payload;
+                    let mut outcome = Ok(());
+                    while offset < len {
+                        let end = (offset + chunk).min(len);
+                        let (hbuf, hlen) = header_of(&Header::Data {
+                            rreq,
+                            offset: offset as u64,
+                        });
+                        outcome = regions
+                            .with(src, |b| {
+                                transport.try_send(peer, &hbuf[..hlen as usize], &b[offset..end])
+                            })
+                            .unwrap_or(Err(TransportError::InvalidRegion));
+                        if outcome.is_err() {
+                            break;
+                        }
+                        busy = true;
+                        offset = end;
+                    }
+                    match outcome {
+                        Err(TransportError::WouldBlock) => {
+                            state.jobs.push_front(Job::Push {
+                                req,
+                                peer,
+                                rreq,
+                                offset,
+                                len,
+                            });
+                            break;
+                        }
+                        Err(e) => state.finish(regions, req, Err(transport_error(e))),
+                        Ok(()) => {
+                            let info = state.get(req).map(|r| r.info).unwrap_or_default();
+                            state.finish(regions, req, Ok(info));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(busy)
+    }
+}
+
+fn transport_error(e: TransportError) -> Error {
+    match e {
+        TransportError::PeerLost(p) => Error::PeerFailed { rank: p.index() },
+        e => Error::Transport(e),
+    }
+}
+
+impl State {
+    fn ctx(&mut self, ctx: ContextId) -> &mut CtxState {
+        let i = ctx.0 as usize;
+        if i >= self.ctxs.len() {
+            self.ctxs.resize_with(i + 1, || None);
+        }
+        self.ctxs[i].get_or_insert_with(CtxState::default)
+    }
+
+    fn next_seq(&mut self, ctx: ContextId, dst: u32) -> u32 {
+        let seqs = &mut self.ctx(ctx).send_seq;
+        if dst as usize >= seqs.len() {
+            seqs.resize(dst as usize + 1, 0);
+        }
+        let seq = seqs[dst as usize];
+        seqs[dst as usize] = seq.wrapping_add(1);
+        seq
+    }
+
+    fn alloc(&mut self, req: Req) -> ReqId {
+        match self.free.pop() {
+            Some(index) => {
+                let slot = &mut self.slots[index as usize];
+                slot.req = Some(req);
+                ReqId {
+                    index,
+                    generation: slot.generation,
+                }
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    req: Some(req),
+                });
+                ReqId {
+                    index: (self.slots.len() - 1) as u32,
+                    generation: 0,
+                }
+            }
+        }
+    }
+
+    fn get(&self, id: ReqId) -> Option<&Req> {
+        let slot = self.slots.get(id.index as usize)?;
+        (slot.generation == id.generation)
+            .then_some(slot.req.as_ref())
+            .flatten()
+    }
+
+    fn slot(&mut self, id: ReqId) -> Option<&mut Req> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        (slot.generation == id.generation)
+            .then_some(slot.req.as_mut())
+            .flatten()
+    }
+
+    /// Ends a request with `result` and releases its region.
+    fn finish(&mut self, regions: &Regions, id: ReqId, result: Result<Completed>) {
+        if let Some(req) = self.slot(id) {
+            if matches!(req.stage, Stage::Done(_)) {
+                return;
+            }
+            req.stage = Stage::Done(result);
+            if let Some(region) = req.region.take() {
+                regions.release(region);
+            }
+        }
+    }
+
+    /// An eager frame of request `id` was handed to the transport.
+    fn sent(&mut self, regions: &Regions, id: ReqId, await_ack: bool) {
+        if await_ack {
+            if let Some(req) = self.slot(id) {
+                req.stage = Stage::AwaitReply;
+            }
+        } else {
+            let info = self.get(id).map(|r| r.info).unwrap_or_default();
+            self.finish(regions, id, Ok(info));
+        }
+    }
+
+    fn push_control(&mut self, dst: PeerId, header: &Header) {
+        let (buf, len) = header_of(header);
+        self.outbox.push_back(Outgoing {
+            dst,
+            header: buf,
+            header_len: len,
+            body: Body::Empty,
+        });
+    }
+
+    fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.pool.len() < POOL_KEEP && data.capacity() > 0 {
+            data.clear();
+            self.pool.push(data);
+        }
+    }
+
+    fn on_event(&mut self, regions: &Regions, ev: Event<'_>) -> Result<()> {
+        match ev {
+            Event::Frame {
+                src,
+                header,
+                payload,
+            } => self.on_frame(regions, src, header, payload),
+            Event::ReadDone { token } => {
+                self.read_done(regions, token, None);
+                Ok(())
+            }
+            Event::ReadFailed { token, error } => {
+                self.read_done(regions, token, Some(transport_error(error)));
+                Ok(())
+            }
+            Event::PeerLost { peer } => {
+                self.peer_lost(regions, peer);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        regions: &Regions,
+        src: PeerId,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<()> {
+        let header =
+            Header::decode(header).map_err(|e| Error::Protocol(format!("from rank {src}: {e}")))?;
+        match header {
+            Header::Eager { msg, sync } => {
+                let env = Envelope {
+                    src: msg.src,
+                    tag: msg.tag,
+                    len: payload.len(),
+                };
+                let sync = sync.map(|sreq| (src, sreq));
+                let pool = &mut self.pool;
+                let keep = || {
+                    let mut data = pool.pop().unwrap_or_default();
+                    data.extend_from_slice(payload);
+                    Stored::Eager { data, sync }
+                };
+                let i = msg.ctx.0 as usize;
+                if i >= self.ctxs.len() {
+                    self.ctxs.resize_with(i + 1, || None);
+                }
+                let ctx = self.ctxs[i].get_or_insert_with(CtxState::default);
+                let mut released = std::mem::take(&mut self.released);
+                if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut released) {
+                    self.deliver_eager(regions, id, env, payload, sync);
+                }
+                self.deliver_released(regions, released);
+            }
+            Header::Rts {
+                msg,
+                read,
+                len,
+                sreq,
+                key,
+            } => {
+                let len = usize::try_from(len)
+                    .map_err(|_| Error::Protocol(format!("rank {src} announced {len} bytes")))?;
+                let env = Envelope {
+                    src: msg.src,
+                    tag: msg.tag,
+                    len,
+                };
+                let keep = || Stored::Rts {
+                    peer: src,
+                    sreq,
+                    key,
+                    read,
+                };
+                let mut released = std::mem::take(&mut self.released);
+                if let Some(id) =
+                    self.ctx(msg.ctx)
+                        .matcher
+                        .arrive(env, msg.seq, keep, &mut released)
+                {
+                    self.start_rendezvous(regions, id, env, src, sreq, key, read);
+                }
+                self.deliver_released(regions, released);
+            }
+            Header::Ack { sreq } | Header::Fin { sreq } => {
+                let id = ReqId::from_wire(sreq);
+                if let Some(req) = self.get(id) {
+                    if matches!(req.stage, Stage::AwaitReply | Stage::AwaitCts) {
+                        let info = req.info;
+                        self.finish(regions, id, Ok(info));
+                    }
+                }
+            }
+            Header::Cts { sreq, rreq } => {
+                let id = ReqId::from_wire(sreq);
+                if let Some(req) = self.slot(id) {
+                    if matches!(req.stage, Stage::AwaitCts) {
+                        req.stage = Stage::Pushing;
+                        let len = req.info.bytes;
+                        self.jobs.push_back(Job::Push {
+                            req: id,
+                            peer: src,
+                            rreq,
+                            offset: 0,
+                            len,
+                        });
+                    }
+                }
+            }
+            Header::Data { rreq, offset } => {
+                let id = ReqId::from_wire(rreq);
+                // Data for a receive that already ended (it failed, and may
+                // have been taken) is dropped: its error was reported.
+                let Some(req) = self.slot(id) else {
+                    return Ok(());
+                };
+                let Stage::Streaming { got, len } = &mut req.stage else {
+                    return Ok(());
+                };
+                let start = offset as usize;
+                let end = start
+                    .checked_add(payload.len())
+                    .filter(|&e| e <= *len)
+                    .ok_or_else(|| {
+                        Error::Protocol(format!("rank {src} sent data past the message end"))
+                    })?;
+                *got += payload.len();
+                let complete = *got == *len;
+                let region = req.region;
+                let info = req.info;
+                let written = region
+                    .and_then(|r| regions.with_mut(r, |b| b[start..end].copy_from_slice(payload)));
+                if written.is_none() {
+                    self.finish(
+                        regions,
+                        id,
+                        Err(Error::Transport(TransportError::InvalidRegion)),
+                    );
+                } else if complete {
+                    self.finish(regions, id, Ok(info));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_released(
+        &mut self,
+        regions: &Regions,
+        mut released: Vec<(ReqId, Envelope, Stored)>,
+    ) {
+        for (id, env, stored) in released.drain(..) {
+            self.deliver_stored(regions, id, env, stored);
+        }
+        self.released = released;
+    }
+
+    /// A stored (unexpected or early) message meets its receive.
+    fn deliver_stored(&mut self, regions: &Regions, id: ReqId, env: Envelope, stored: Stored) {
+        match stored {
+            Stored::Eager { data, sync } => {
+                self.deliver_eager(regions, id, env, &data, sync);
+                self.recycle(data);
+            }
+            Stored::Rts {
+                peer,
+                sreq,
+                key,
+                read,
+            } => self.start_rendezvous(regions, id, env, peer, sreq, key, read),
+        }
+    }
+
+    fn deliver_eager(
+        &mut self,
+        regions: &Regions,
+        id: ReqId,
+        env: Envelope,
+        data: &[u8],
+        sync: Option<(PeerId, u64)>,
+    ) {
+        if let Some((peer, sreq)) = sync {
+            self.push_control(peer, &Header::Ack { sreq });
+        }
+        let Some(req) = self.slot(id) else { return };
+        let info = Completed {
+            src: env.src,
+            tag: env.tag,
+            bytes: data.len(),
+        };
+        req.info = info;
+        let result = match req.region.and_then(|r| {
+            regions.with_mut(r, |buf| match buf.get_mut(..data.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(data);
+                    Ok(info)
+                }
+                None => Err(Error::Truncated {
+                    needed: data.len(),
+                    capacity: buf.len(),
+                }),
+            })
+        }) {
+            Some(result) => result,
+            None => Err(Error::Transport(TransportError::InvalidRegion)),
+        };
+        self.finish(regions, id, result);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_rendezvous(
+        &mut self,
+        regions: &Regions,
+        id: ReqId,
+        env: Envelope,
+        peer: PeerId,
+        sreq: u64,
+        key: RemoteKey,
+        read: bool,
+    ) {
+        let max_read = self.limits.max_read;
+        let Some(req) = self.slot(id) else { return };
+        req.info = Completed {
+            src: env.src,
+            tag: env.tag,
+            bytes: env.len,
+        };
+        req.peer = Some(peer);
+        let capacity = req.region.and_then(|r| regions.len(r)).unwrap_or(0);
+        if env.len > capacity {
+            // Refuse the data; the sender completes, the receive reports it.
+            self.push_control(peer, &Header::Fin { sreq });
+            self.finish(
+                regions,
+                id,
+                Err(Error::Truncated {
+                    needed: env.len,
+                    capacity,
+                }),
+            );
+        } else if read {
+            let chunks = env.len.div_ceil(max_read) as u32;
+            req.stage = Stage::Reading {
+                outstanding: chunks,
+                sreq,
+                error: None,
+            };
+            for c in 0..chunks as usize {
+                let offset = c * max_read;
+                let len = max_read.min(env.len - offset);
+                self.jobs.push_back(Job::Read {
+                    req: id,
+                    peer,
+                    key,
+                    offset,
+                    len,
+                });
+            }
+        } else {
+            req.stage = Stage::Streaming {
+                got: 0,
+                len: env.len,
+            };
+            self.push_control(
+                peer,
+                &Header::Cts {
+                    sreq,
+                    rreq: id.to_wire(),
+                },
+            );
+        }
+    }
+
+    fn read_done(&mut self, regions: &Regions, token: u64, error: Option<Error>) {
+        let id = ReqId::from_wire(token);
+        let Some(req) = self.slot(id) else { return };
+        let Stage::Reading {
+            outstanding,
+            sreq,
+            error: first,
+        } = &mut req.stage
+        else {
+            return;
+        };
+        *outstanding -= 1;
+        if first.is_none() {
+            *first = error;
+        }
+        if *outstanding > 0 {
+            return;
+        }
+        let sreq = *sreq;
+        let result = match first.take() {
+            Some(e) => Err(e),
+            None => Ok(req.info),
+        };
+        if let Some(peer) = req.peer {
+            if !self.lost[peer.index()] {
+                self.push_control(peer, &Header::Fin { sreq });
+            }
+        }
+        self.finish(regions, id, result);
+    }
+
+    /// `peer` is gone: every operation that depends on it fails, and so does
+    /// every any-source receive on a communicator that contains it.
+    fn peer_lost(&mut self, regions: &Regions, peer: PeerId) {
+        if std::mem::replace(&mut self.lost[peer.index()], true) {
+            return;
+        }
+        tracing::debug!(peer = peer.index(), "peer lost");
+        let error = Error::PeerFailed { rank: peer.index() };
+        let mut failed = Vec::new();
+        for ctx in self.ctxs.iter_mut().flatten() {
+            let Some(group) = ctx.group.as_ref() else {
+                continue;
+            };
+            if !group.contains(&peer) {
+                continue;
+            }
+            failed.extend(ctx.matcher.cancel(|src, _| match src {
+                Some(s) => group.get(s as usize) == Some(&peer),
+                None => true,
+            }));
+        }
+        self.outbox.retain(|out| {
+            if out.dst != peer {
+                return true;
+            }
+            if let Body::Region { req, .. } = out.body {
+                failed.push(req);
+            }
+            false
+        });
+        self.jobs.retain(|job| job.peer() != peer);
+        for (index, slot) in self.slots.iter().enumerate() {
+            if let Some(req) = &slot.req {
+                if req.peer == Some(peer) && !matches!(req.stage, Stage::Done(_) | Stage::Posted) {
+                    failed.push(ReqId {
+                        index: index as u32,
+                        generation: slot.generation,
+                    });
+                }
+            }
+        }
+        for id in failed {
+            self.finish(regions, id, Err(error.clone()));
+        }
+    }
+}

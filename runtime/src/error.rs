@@ -1,0 +1,85 @@
+//! The error type of every fallible hpcomm call.
+
+use std::time::Duration;
+
+use hpcomm_transport::TransportError;
+
+/// What went wrong. Bad arguments are reported before anything is sent, and
+/// leave the communicator usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A rank outside the communicator (or a wildcard where none is allowed).
+    #[error("invalid rank {rank} for a communicator of {size} ranks")]
+    InvalidRank {
+        /// The rank given.
+        rank: i32,
+        /// The communicator's size.
+        size: usize,
+    },
+    /// A tag outside `0..=Tag::MAX` (or `Tag::ANY` where none is allowed).
+    #[error("invalid tag {tag}: tags go from 0 to {max}")]
+    InvalidTag {
+        /// The tag given.
+        tag: i32,
+        /// The largest tag.
+        max: i32,
+    },
+    /// A root outside the communicator.
+    #[error("invalid root {root} for a communicator of {size} ranks")]
+    InvalidRoot {
+        /// The root given.
+        root: i32,
+        /// The communicator's size.
+        size: usize,
+    },
+    /// A count, length or size that cannot be honoured.
+    #[error("invalid count: {0}")]
+    InvalidCount(String),
+    /// The message is longer than the receive buffer. The message has been
+    /// consumed; the buffer's contents are unspecified.
+    #[error("message truncated: {needed} bytes sent, the receive buffer holds {capacity}")]
+    Truncated {
+        /// Bytes in the message.
+        needed: usize,
+        /// Bytes in the receive buffer.
+        capacity: usize,
+    },
+    /// The message is not a whole number of the receive buffer's elements.
+    #[error("a message of {bytes} bytes is not a whole number of {elem_size}-byte elements")]
+    PartialElement {
+        /// Bytes in the message.
+        bytes: usize,
+        /// Size of one element of the receive buffer.
+        elem_size: usize,
+    },
+    /// A peer this operation depends on has failed or exited.
+    #[error("rank {rank} (world) failed or exited before the operation completed")]
+    PeerFailed {
+        /// The peer's rank in the world communicator.
+        rank: usize,
+    },
+    /// An operation did not complete within its bound.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// The bound.
+        after: Duration,
+        /// What was awaited.
+        what: String,
+    },
+    /// Starting the job failed.
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    /// An `HPCOMM_*` setting or an option is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Transport(#[from] TransportError),
+    /// A peer sent something this version cannot understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

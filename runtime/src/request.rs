@@ -1,0 +1,334 @@
+//! Non-blocking operations: scopes and requests.
+//!
+//! # Why a scope
+//!
+//! A non-blocking receive lands data in the user's buffer whenever progress
+//! runs, and a rendezvous send leaves its buffer for the peer to read until
+//! the peer is done. In safe Rust the buffer must therefore stay borrowed for
+//! as long as the operation may touch it — and `std::mem::forget` on a
+//! request handle must not end that borrow early.
+//!
+//! hpcomm answers as `std::thread::scope` does. Requests are started inside
+//! [`Communicator::scope`]; their buffers are borrowed for the whole scope
+//! (`'s`); and the scope does not return before every request it started has
+//! completed, whether the handle was waited on, dropped or forgotten. The
+//! buffers themselves are registered in the transport's region table, which
+//! removes them when the scope ends even by unwinding, so no path leaves the
+//! engine holding a dangling buffer.
+//!
+//! The alternative — buffers moved into the request and handed back on
+//! completion — would force users to copy halos and sub-slices into owned
+//! vectors first, which is exactly the copy a runtime should save them.
+//!
+//! ```
+//! hpcomm_runtime::threads(2, |comm| {
+//!     let peer = 1 - comm.rank();
+//!     let mine = [comm.rank() as u64; 4];
+//!     let mut theirs = [0u64; 4];
+//!     comm.scope(|s| {
+//!         let r = s.irecv(&mut theirs, peer, 7)?;
+//!         let w = s.isend(&mine, peer, 7)?;
+//!         hpcomm_runtime::wait_all(&mut [r, w])?;
+//!         Ok(())
+//!     })
+//!     .unwrap();
+//!     assert_eq!(theirs, [peer as u64; 4]);
+//! })
+//! .unwrap();
+//! ```
+
+use std::cell::RefCell;
+
+use bytemuck::Pod;
+use hpcomm_transport::RegionScope;
+
+use crate::comm::{as_bytes, as_bytes_mut, Communicator, Source};
+use crate::engine::{Engine, ReqId};
+use crate::error::Result;
+use crate::types::{Rank, Status, Tag};
+
+/// The handle for starting non-blocking operations; see
+/// [`Communicator::scope`]. Buffers passed in stay borrowed until the scope
+/// ends.
+pub struct Scope<'s, 'env: 's> {
+    comm: &'env Communicator,
+    regions: &'s RegionScope<'s, 'env>,
+    /// Every request started here, for the final wait.
+    started: RefCell<Vec<ReqId>>,
+}
+
+impl std::fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("started", &self.started.borrow().len())
+            .finish()
+    }
+}
+
+/// An operation in flight (`MPI_Request`). Complete it with
+/// [`wait`](Request::wait), [`test`](Request::test) or the `wait_*`/`test_*`
+/// functions; a request that is dropped is still completed by its scope.
+#[derive(Debug)]
+#[must_use = "a request does nothing until waited or tested (its scope waits for it at the end)"]
+pub struct Request<'a> {
+    comm: &'a Communicator,
+    state: State,
+    elem: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Active(ReqId),
+    /// Completed at start (the null process): reports this status once.
+    Ready(Status),
+    /// Completed and reported.
+    Inactive,
+}
+
+/// Requests kept by a scope before it prunes completed ones.
+const PRUNE_AT: usize = 1024;
+
+impl<'s, 'env> Scope<'s, 'env> {
+    pub(crate) fn new(comm: &'env Communicator, regions: &'s RegionScope<'s, 'env>) -> Self {
+        Scope {
+            comm,
+            regions,
+            started: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The communicator the scope's operations use.
+    pub fn comm(&self) -> &'env Communicator {
+        self.comm
+    }
+
+    fn track(&self, id: ReqId) {
+        let mut started = self.started.borrow_mut();
+        if started.len() >= PRUNE_AT && started.len().is_power_of_two() {
+            let engine = self.comm.engine().borrow();
+            started.retain(|&id| engine.exists(id));
+        }
+        started.push(id);
+    }
+
+    fn isend_mode<T: Pod>(
+        &self,
+        buf: &'s [T],
+        dest: Rank,
+        tag: Tag,
+        sync: bool,
+    ) -> Result<Request<'_>> {
+        let comm = self.comm;
+        let elem = std::mem::size_of::<T>();
+        let Some(dst) = comm.check_dest(dest)? else {
+            return Ok(Request {
+                comm,
+                state: State::Ready(Status::EMPTY),
+                elem,
+            });
+        };
+        let tag = Communicator::check_send_tag(tag)?;
+        let bytes = as_bytes(buf)?;
+        let region = self.regions.register(bytes);
+        let id = comm.engine().borrow_mut().start_send(
+            comm.context_id(),
+            comm.rank() as u32,
+            dst,
+            comm.peer(dst),
+            tag,
+            region,
+            bytes.len(),
+            sync,
+        );
+        let id = id.inspect_err(|_| self.regions.regions().release(region))?;
+        self.track(id);
+        Ok(Request {
+            comm,
+            state: State::Active(id),
+            elem,
+        })
+    }
+
+    /// Starts a send (`MPI_Isend`).
+    pub fn isend<T: Pod>(
+        &self,
+        buf: &'s [T],
+        dest: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Request<'_>> {
+        self.isend_mode(buf, dest.into(), tag.into(), false)
+    }
+
+    /// Starts a synchronous send (`MPI_Issend`): it completes once the
+    /// receiver has matched it.
+    pub fn issend<T: Pod>(
+        &self,
+        buf: &'s [T],
+        dest: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Request<'_>> {
+        self.isend_mode(buf, dest.into(), tag.into(), true)
+    }
+
+    /// Starts a receive (`MPI_Irecv`).
+    pub fn irecv<T: Pod>(
+        &self,
+        buf: &'s mut [T],
+        src: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Request<'_>> {
+        let comm = self.comm;
+        let elem = std::mem::size_of::<T>();
+        let src = comm.check_source(src.into())?;
+        let tag = Communicator::check_recv_tag(tag.into())?;
+        if src == Source::Null {
+            return Ok(Request {
+                comm,
+                state: State::Ready(Status::EMPTY),
+                elem,
+            });
+        }
+        let bytes = as_bytes_mut(buf)?;
+        let (pattern, peer) = comm.pattern(src, tag);
+        let region = self.regions.register_mut(bytes);
+        let id = comm
+            .engine()
+            .borrow_mut()
+            .start_recv(comm.context_id(), pattern, peer, region);
+        let id = id.inspect_err(|_| self.regions.regions().release(region))?;
+        self.track(id);
+        Ok(Request {
+            comm,
+            state: State::Active(id),
+            elem,
+        })
+    }
+
+    /// Waits for every request started in this scope that is still in
+    /// flight; returns the first error among them.
+    pub(crate) fn complete_all(&self) -> Result<()> {
+        let started = std::mem::take(&mut *self.started.borrow_mut());
+        let mut first = Ok(());
+        for id in started {
+            if !self.comm.engine().borrow().exists(id) {
+                continue;
+            }
+            let outcome = self.comm.wait_id(id);
+            if let (Err(e), Ok(())) = (outcome, &first) {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
+
+impl Request<'_> {
+    /// Whether the request still has an outcome to report.
+    pub fn is_active(&self) -> bool {
+        self.state != State::Inactive
+    }
+
+    /// Takes the outcome if the request has completed.
+    fn poll_done(&mut self, engine: &mut Engine) -> Option<Result<Status>> {
+        match self.state {
+            State::Inactive => Some(Ok(Status::EMPTY)),
+            State::Ready(status) => {
+                self.state = State::Inactive;
+                Some(Ok(status))
+            }
+            State::Active(id) => {
+                let outcome = engine.take(id)?;
+                self.state = State::Inactive;
+                Some(outcome.and_then(|c| Communicator::status(c, self.elem)))
+            }
+        }
+    }
+
+    /// Waits for completion (`MPI_Wait`). For a receive, the status says
+    /// who sent how much; an inactive request returns the empty status.
+    pub fn wait(mut self) -> Result<Status> {
+        let mut outcome = None;
+        let comm = self.comm;
+        comm.block_until(|engine| {
+            outcome = self.poll_done(engine);
+            outcome.is_some()
+        })?;
+        outcome.expect("block_until returned after completion")
+    }
+
+    /// Completes the request if it can without waiting (`MPI_Test`).
+    /// After it returned a status once, the request is inactive.
+    pub fn test(&mut self) -> Result<Option<Status>> {
+        let mut engine = self.comm.engine().borrow_mut();
+        if let Some(outcome) = self.poll_done(&mut engine) {
+            return outcome.map(Some);
+        }
+        engine.progress()?;
+        self.poll_done(&mut engine).transpose()
+    }
+}
+
+/// Waits for all requests (`MPI_Waitall`); all complete even when one fails,
+/// and the first error is returned.
+pub fn wait_all(requests: &mut [Request<'_>]) -> Result<Vec<Status>> {
+    let mut statuses = Vec::with_capacity(requests.len());
+    let mut first_error = None;
+    for request in requests.iter_mut() {
+        let comm = request.comm;
+        let mut outcome = None;
+        comm.block_until(|engine| {
+            outcome = request.poll_done(engine);
+            outcome.is_some()
+        })?;
+        match outcome.expect("completed") {
+            Ok(status) => statuses.push(status),
+            Err(e) => {
+                statuses.push(Status::EMPTY);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(statuses),
+    }
+}
+
+/// Waits until one active request completes and returns its index and
+/// status (`MPI_Waitany`); `None` when no request is active.
+pub fn wait_any(requests: &mut [Request<'_>]) -> Result<Option<(usize, Status)>> {
+    let Some(first) = requests.iter().find(|r| r.is_active()) else {
+        return Ok(None);
+    };
+    let comm = first.comm;
+    let mut found = None;
+    comm.block_until(|engine| {
+        found = take_any(engine, requests);
+        found.is_some()
+    })?;
+    let (index, outcome) = found.expect("completed");
+    outcome.map(|status| Some((index, status)))
+}
+
+/// Completes one active request if any has finished, without waiting
+/// (`MPI_Testany`); `None` when none has (or none is active).
+pub fn test_any(requests: &mut [Request<'_>]) -> Result<Option<(usize, Status)>> {
+    let Some(first) = requests.iter().find(|r| r.is_active()) else {
+        return Ok(None);
+    };
+    let engine = first.comm.engine().clone();
+    let mut engine = engine.borrow_mut();
+    engine.progress()?;
+    match take_any(&mut engine, requests) {
+        Some((index, outcome)) => outcome.map(|status| Some((index, status))),
+        None => Ok(None),
+    }
+}
+
+fn take_any(engine: &mut Engine, requests: &mut [Request<'_>]) -> Option<(usize, Result<Status>)> {
+    requests
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, r)| r.is_active())
+        .find_map(|(i, r)| r.poll_done(engine).map(|outcome| (i, outcome)))
+}

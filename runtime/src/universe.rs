@@ -1,0 +1,189 @@
+//! Starting and ending a job: the universe, `init` and in-process ranks.
+
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Instant;
+
+use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
+use hpcomm_transport::{Backend, PeerId, Transport};
+
+use crate::comm::Communicator;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::types::ContextId;
+
+/// This process's membership in a job: its endpoint and the world
+/// communicator (`MPI_Init` to `MPI_Finalize`).
+///
+/// Dropping the universe finalizes it; [`Universe::finalize`] does the same
+/// and reports problems.
+#[derive(Debug)]
+pub struct Universe {
+    world: Option<Communicator>,
+    config: Rc<Config>,
+}
+
+impl Universe {
+    /// A universe over an endpoint that is already connected to its peers.
+    pub fn from_transport(transport: Backend, config: Config) -> Universe {
+        let config = Rc::new(config);
+        let size = transport.peer_count();
+        let rank = transport.peer_id();
+        let engine = Rc::new(RefCell::new(Engine::new(transport, config.eager_limit)));
+        let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
+        let world = Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group);
+        Universe {
+            world: Some(world),
+            config,
+        }
+    }
+
+    /// The communicator of every rank of the job (`MPI_COMM_WORLD`).
+    pub fn world(&self) -> &Communicator {
+        self.world.as_ref().expect("present until finalized")
+    }
+
+    /// The name of the transport in use.
+    pub fn transport_name(&self) -> &'static str {
+        self.world().engine().borrow().caps.name
+    }
+
+    /// Ends this rank's part in the job (`MPI_Finalize`): waits until every
+    /// rank has arrived (so that nobody mistakes a normal exit for a
+    /// failure) and every queued frame has left. Ranks that already failed
+    /// are not waited for.
+    pub fn finalize(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    /// Leaves at once, without the final barrier: peers see this rank as
+    /// lost.
+    fn abandon(mut self) {
+        self.world = None;
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let Some(world) = self.world.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.config.finalize_timeout;
+        let barrier = match world.barrier_internal() {
+            Err(Error::PeerFailed { .. }) => Ok(()),
+            other => other,
+        };
+        let drained = world.drain(deadline);
+        barrier.and(drained)
+    }
+}
+
+impl Drop for Universe {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Leave at once: peers see this rank as lost instead of waiting.
+            return;
+        }
+        if let Err(e) = self.finish() {
+            tracing::warn!("finalization: {e}");
+        }
+    }
+}
+
+/// Joins the job this process was started in.
+///
+/// Without a launcher in the environment the program runs as a singleton:
+/// rank 0 of a world of 1. Settings come from the `HPCOMM_*` variables (see
+/// [`Config`]).
+pub fn init() -> Result<Universe> {
+    let config = Config::from_env()?;
+    let endpoint = Loopback::fabric(1, LoopbackConfig::default())
+        .pop()
+        .expect("one endpoint");
+    Ok(Universe::from_transport(
+        Backend::Loopback(endpoint),
+        config,
+    ))
+}
+
+/// Settings for [`threads_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ThreadsConfig {
+    /// The loopback fabric's settings (queue depth, reads, limits).
+    pub loopback: LoopbackConfig,
+    /// The runtime's settings.
+    pub runtime: Config,
+}
+
+/// Runs `f` on `n` ranks, each a thread of this process connected over the
+/// loopback transport, and returns each rank's result in rank order.
+///
+/// This is how to test parallel code under plain `cargo test`. Settings come
+/// from the `HPCOMM_*` variables. If a rank panics, the others see it as a
+/// failed peer (their operations with it return [`Error::PeerFailed`]), and
+/// the panic is re-raised here once every rank has ended.
+pub fn threads<R, F>(n: usize, f: F) -> Result<Vec<R>>
+where
+    R: Send,
+    F: Fn(&Communicator) -> R + Sync,
+{
+    let config = ThreadsConfig {
+        runtime: Config::from_env()?,
+        ..ThreadsConfig::default()
+    };
+    threads_with(n, &config, f)
+}
+
+/// [`threads`] with explicit settings.
+pub fn threads_with<R, F>(n: usize, config: &ThreadsConfig, f: F) -> Result<Vec<R>>
+where
+    R: Send,
+    F: Fn(&Communicator) -> R + Sync,
+{
+    if n == 0 {
+        return Err(Error::InvalidCount("a job needs at least one rank".into()));
+    }
+    let endpoints = Loopback::fabric(n, config.loopback.clone());
+    let f = &f;
+    let outcomes: Vec<std::thread::Result<R>> = std::thread::scope(|s| {
+        let handles: Vec<_> = endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(rank, endpoint)| {
+                let runtime = config.runtime.clone();
+                std::thread::Builder::new()
+                    .name(format!("hpcomm-rank-{rank}"))
+                    .spawn_scoped(s, move || {
+                        let universe =
+                            Universe::from_transport(Backend::Loopback(endpoint), runtime);
+                        let result = panic::catch_unwind(AssertUnwindSafe(|| f(universe.world())));
+                        match result {
+                            Ok(value) => {
+                                if let Err(e) = universe.finalize() {
+                                    tracing::warn!(rank, "finalization: {e}");
+                                }
+                                Ok(value)
+                            }
+                            Err(payload) => {
+                                universe.abandon();
+                                Err(payload)
+                            }
+                        }
+                    })
+                    .expect("spawning a rank thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(Err))
+            .collect()
+    });
+    let mut results = Vec::with_capacity(n);
+    for outcome in outcomes {
+        match outcome {
+            Ok(value) => results.push(value),
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+    Ok(results)
+}
