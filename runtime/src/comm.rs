@@ -405,7 +405,8 @@ impl Communicator {
     /// A new communicator with the same group and a fresh context
     /// (`MPI_Comm_dup`). Collective over this communicator.
     pub fn dup(&self) -> Result<Communicator> {
-        let all = self.exchange([0, 0, u64::from(self.engine.borrow().state.next_ctx)])?;
+        let next = self.engine.borrow().state.next_ctx;
+        let all = self.exchange([0, 0, u64::from(next)])?;
         let ctx = self.agree_context(&all);
         Ok(Communicator::new(
             self.engine.clone(),
@@ -421,10 +422,11 @@ impl Communicator {
     /// rank here. A rank with colour `None` (`MPI_UNDEFINED`) gets `None`.
     /// Collective over this communicator.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let next = self.engine.borrow().state.next_ctx;
         let mine = [
             color.map_or(u64::MAX, u64::from),
             u64::from(key as u32),
-            u64::from(self.engine.borrow().state.next_ctx),
+            u64::from(next),
         ];
         let all = self.exchange(mine)?;
         let ctx = self.agree_context(&all);
