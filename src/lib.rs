@@ -51,3 +51,8 @@ pub use hpcomm_transport as transport;
 
 /// Element types that can be sent: plain old data.
 pub use bytemuck::Pod;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -171,6 +171,7 @@ pub(crate) struct State {
     outbox: VecDeque<Outgoing>,
     jobs: VecDeque<Job>,
     lost: Vec<bool>,
+    lost_count: usize,
     released: Vec<(ReqId, Envelope, Stored)>,
     /// Recycled buffers for unexpected eager payloads.
     pool: Vec<Vec<u8>>,
@@ -214,6 +215,7 @@ impl Engine {
                 outbox: VecDeque::new(),
                 jobs: VecDeque::new(),
                 lost: vec![false; n],
+                lost_count: 0,
                 released: Vec::new(),
                 pool: Vec::new(),
                 next_ctx: 2,
@@ -358,7 +360,23 @@ impl Engine {
         match state.ctx(ctx).matcher.post(pattern, id) {
             Some((env, stored)) => state.deliver_stored(&self.regions, id, env, stored),
             None => {
-                if let Some(p) = peer.filter(|p| state.lost[p.index()]) {
+                // A receive that depends on a lost peer fails now; so does
+                // an any-source receive on a communicator with a lost member
+                // (the message it waits for might have been that peer's).
+                let lost = match peer {
+                    Some(p) => state.lost[p.index()].then_some(p),
+                    None if state.lost_count > 0 => {
+                        let lost = &state.lost;
+                        let i = ctx.0 as usize;
+                        state.ctxs.get(i).and_then(Option::as_ref).and_then(|c| {
+                            c.group
+                                .as_ref()
+                                .and_then(|g| g.iter().copied().find(|p| lost[p.index()]))
+                        })
+                    }
+                    None => None,
+                };
+                if let Some(p) = lost {
                     state.ctx(ctx).matcher.cancel(|_, r| r == id);
                     state.finish(
                         &self.regions,
@@ -983,6 +1001,7 @@ impl State {
         if std::mem::replace(&mut self.lost[peer.index()], true) {
             return;
         }
+        self.lost_count += 1;
         tracing::debug!(peer = peer.index(), "peer lost");
         let error = Error::PeerFailed { rank: peer.index() };
         let mut failed = Vec::new();

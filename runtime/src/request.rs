@@ -50,6 +50,33 @@ use crate::types::{Rank, Status, Tag};
 /// The handle for starting non-blocking operations; see
 /// [`Communicator::scope`]. Buffers passed in stay borrowed until the scope
 /// ends.
+///
+/// The borrow checker enforces it. A buffer that does not outlive the scope
+/// cannot be given to a request:
+///
+/// ```compile_fail,E0597
+/// hpcomm_runtime::threads(1, |comm| {
+///     comm.scope(|s| {
+///         let mut short_lived = [0u8; 4];
+///         let _r = s.irecv(&mut short_lived, 0, 0)?;
+///         Ok(())
+///     })
+/// });
+/// ```
+///
+/// and a receive buffer cannot be touched while the scope may still write
+/// it, even after its request was forgotten:
+///
+/// ```compile_fail,E0503
+/// hpcomm_runtime::threads(1, |comm| {
+///     let mut buf = [0u8; 4];
+///     comm.scope(|s| {
+///         std::mem::forget(s.irecv(&mut buf, 0, 0)?);
+///         let peek = buf[0];
+///         Ok(peek)
+///     })
+/// });
+/// ```
 pub struct Scope<'s, 'env: 's> {
     comm: &'env Communicator,
     regions: &'s RegionScope<'s, 'env>,

@@ -279,18 +279,18 @@ where
                 let mut frames = Vec::new();
                 let expected = (N as u32 * PER_PEER) as usize;
                 let start = Instant::now();
-                let mut next = vec![0u32; N];
+                let mut next = [0u32; N];
                 while frames.len() < expected || next.iter().any(|&n| n < PER_PEER) {
-                    for dst in 0..N {
-                        if next[dst] < PER_PEER {
-                            let seq = next[dst];
+                    for (dst, next) in next.iter_mut().enumerate() {
+                        if *next < PER_PEER {
+                            let seq = *next;
                             let payload = [me.0 as u8; 16];
                             match ep.try_send(
                                 PeerId(dst as u32),
                                 &seq.to_le_bytes(),
                                 &payload[..(seq % 17) as usize],
                             ) {
-                                Ok(()) => next[dst] += 1,
+                                Ok(()) => *next += 1,
                                 Err(TransportError::WouldBlock) => {}
                                 Err(e) => panic!("send failed: {e}"),
                             }
@@ -320,7 +320,7 @@ where
         .collect();
     for handle in handles {
         let frames = handle.join().expect("endpoint thread panicked");
-        let mut last = vec![None::<u32>; N];
+        let mut last = [None::<u32>; N];
         let mut seen = HashSet::new();
         for f in &frames {
             let seq = u32::from_le_bytes(f.header[..4].try_into().unwrap());
