@@ -308,14 +308,16 @@ mod tests {
             .collect()
     }
 
+    /// (posted receives, arriving messages, expected match per message)
+    type Case = (
+        &'static [(Option<u32>, Option<i32>)],
+        &'static [(u32, i32, &'static str)],
+        &'static [Option<u32>],
+    );
+
     #[test]
     fn posted_receives_match_in_posting_order() {
-        // (posted receives, arriving messages, expected match per message)
-        let table: &[(
-            &[(Option<u32>, Option<i32>)],
-            &[(u32, i32, &str)],
-            &[Option<u32>],
-        )] = &[
+        let table: &[Case] = &[
             // Same pattern twice: the first posted wins.
             (
                 &[(Some(1), Some(5)), (Some(1), Some(5))],
