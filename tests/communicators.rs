@@ -198,7 +198,12 @@ fn a_panicking_rank_fails_its_peers_operations() {
         assert_eq!(errors.len(), 2);
         for (_, specific, any) in errors {
             assert_eq!(specific, Err(Error::PeerFailed { rank: 2 }));
-            assert_eq!(any, Err(Error::PeerFailed { rank: 2 }));
+            // The any-source receive fails because a member is gone: rank 2,
+            // or rank 0 if it already left after its own failed receives.
+            assert!(
+                matches!(any, Err(Error::PeerFailed { rank: 0 | 2 })),
+                "any-source receive gave {any:?}"
+            );
         }
     });
 }
