@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytemuck::Pod;
-use hpcomm_transport::{PeerId, Transport};
+use hpcomm_transport::{PeerId, RegionScope, Transport};
 
 use crate::config::Config;
 use crate::engine::{Completed, Engine, ReqId};
@@ -139,10 +139,6 @@ impl Communicator {
         }
     }
 
-    pub(crate) fn context_id(&self) -> ContextId {
-        self.ctx
-    }
-
     /// Validates a destination: `None` for the null process.
     pub(crate) fn check_dest(&self, dest: Rank) -> Result<Option<u32>> {
         if dest == Rank::NULL {
@@ -244,27 +240,72 @@ impl Communicator {
             .unwrap_or_else(|| Err(Error::InvalidCount("request already completed".into())))
     }
 
-    fn send_mode<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag, sync: bool) -> Result<()> {
+    /// Validates and starts a send of `buf` registered in `scope`; `None`
+    /// for the null process. Shared by the blocking and scoped sends.
+    pub(crate) fn start_send_in<'s, T: Pod>(
+        &self,
+        scope: &RegionScope<'s, '_>,
+        buf: &'s [T],
+        dest: Rank,
+        tag: Tag,
+        sync: bool,
+    ) -> Result<Option<ReqId>> {
         let Some(dst) = self.check_dest(dest)? else {
-            return Ok(());
+            return Ok(None);
         };
         let tag = Communicator::check_send_tag(tag)?;
         let bytes = as_bytes(buf)?;
+        let region = scope.register(bytes);
+        let started = self.engine.borrow_mut().start_send(
+            self.ctx,
+            self.rank,
+            dst,
+            self.peer(dst),
+            tag,
+            region,
+            bytes.len(),
+            sync,
+        );
+        started
+            .inspect_err(|_| scope.regions().release(region))
+            .map(Some)
+    }
+
+    /// Validates and posts a receive into `buf` registered in `scope`;
+    /// `None` for the null process. Shared by the blocking and scoped
+    /// receives.
+    pub(crate) fn start_recv_in<'s, T: Pod>(
+        &self,
+        scope: &RegionScope<'s, '_>,
+        buf: &'s mut [T],
+        src: Rank,
+        tag: Tag,
+    ) -> Result<Option<ReqId>> {
+        let src = self.check_source(src)?;
+        let tag = Communicator::check_recv_tag(tag)?;
+        if src == Source::Null {
+            return Ok(None);
+        }
+        let bytes = as_bytes_mut(buf)?;
+        let (pattern, peer) = self.pattern(src, tag);
+        let region = scope.register_mut(bytes);
+        let started = self
+            .engine
+            .borrow_mut()
+            .start_recv(self.ctx, pattern, peer, region);
+        started
+            .inspect_err(|_| scope.regions().release(region))
+            .map(Some)
+    }
+
+    fn send_mode<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag, sync: bool) -> Result<()> {
         let regions = self.engine.borrow().regions.clone();
-        regions.scope(|scope| {
-            let region = scope.register(bytes);
-            let id = self.engine.borrow_mut().start_send(
-                self.ctx,
-                self.rank,
-                dst,
-                self.peer(dst),
-                tag,
-                region,
-                bytes.len(),
-                sync,
-            )?;
-            self.wait_id(id).map(|_| ())
-        })
+        regions.scope(
+            |scope| match self.start_send_in(scope, buf, dest, tag, sync)? {
+                Some(id) => self.wait_id(id).map(|_| ()),
+                None => Ok(()),
+            },
+        )
     }
 
     /// Sends `buf` to `dest` with `tag` (`MPI_Send`). Returns when `buf` may
@@ -299,23 +340,14 @@ impl Communicator {
         src: impl Into<Rank>,
         tag: impl Into<Tag>,
     ) -> Result<Status> {
-        let src = self.check_source(src.into())?;
-        let tag = Communicator::check_recv_tag(tag.into())?;
-        if src == Source::Null {
-            return Ok(Status::EMPTY);
-        }
         let elem = std::mem::size_of::<T>();
-        let bytes = as_bytes_mut(buf)?;
-        let (pattern, peer) = self.pattern(src, tag);
         let regions = self.engine.borrow().regions.clone();
-        regions.scope(|scope| {
-            let region = scope.register_mut(bytes);
-            let id = self
-                .engine
-                .borrow_mut()
-                .start_recv(self.ctx, pattern, peer, region)?;
-            Communicator::status(self.wait_id(id)?, elem)
-        })
+        regions.scope(
+            |scope| match self.start_recv_in(scope, buf, src.into(), tag.into())? {
+                Some(id) => Communicator::status(self.wait_id(id)?, elem),
+                None => Ok(Status::EMPTY),
+            },
+        )
     }
 
     /// Sends `sendbuf` to `dest` and receives into `recvbuf` from `src` at

@@ -584,6 +584,16 @@ impl Engine {
     }
 }
 
+/// The state of context `ctx` in `ctxs`, made on first use (a peer may send
+/// on a communicator before this rank has created it).
+fn context_in(ctxs: &mut Vec<Option<CtxState>>, ctx: ContextId) -> &mut CtxState {
+    let i = ctx.0 as usize;
+    if i >= ctxs.len() {
+        ctxs.resize_with(i + 1, || None);
+    }
+    ctxs[i].get_or_insert_with(CtxState::default)
+}
+
 fn transport_error(e: TransportError) -> Error {
     match e {
         TransportError::PeerLost(p) => Error::PeerFailed { rank: p.index() },
@@ -593,11 +603,7 @@ fn transport_error(e: TransportError) -> Error {
 
 impl State {
     fn ctx(&mut self, ctx: ContextId) -> &mut CtxState {
-        let i = ctx.0 as usize;
-        if i >= self.ctxs.len() {
-            self.ctxs.resize_with(i + 1, || None);
-        }
-        self.ctxs[i].get_or_insert_with(CtxState::default)
+        context_in(&mut self.ctxs, ctx)
     }
 
     fn next_seq(&mut self, ctx: ContextId, dst: u32) -> u32 {
@@ -734,11 +740,7 @@ impl State {
                     data.extend_from_slice(payload);
                     Stored::Eager { data, sync }
                 };
-                let i = msg.ctx.0 as usize;
-                if i >= self.ctxs.len() {
-                    self.ctxs.resize_with(i + 1, || None);
-                }
-                let ctx = self.ctxs[i].get_or_insert_with(CtxState::default);
+                let ctx = context_in(&mut self.ctxs, msg.ctx);
                 let mut released = std::mem::take(&mut self.released);
                 if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut released) {
                     self.deliver_eager(regions, id, env, payload, sync);

@@ -42,7 +42,7 @@ use std::cell::RefCell;
 use bytemuck::Pod;
 use hpcomm_transport::RegionScope;
 
-use crate::comm::{as_bytes, as_bytes_mut, Communicator, Source};
+use crate::comm::Communicator;
 use crate::engine::{Engine, ReqId};
 use crate::error::Result;
 use crate::types::{Rank, Status, Tag};
@@ -138,6 +138,21 @@ impl<'s, 'env> Scope<'s, 'env> {
         started.push(id);
     }
 
+    fn request(&self, started: Option<ReqId>, elem: usize) -> Request<'_> {
+        let state = match started {
+            Some(id) => {
+                self.track(id);
+                State::Active(id)
+            }
+            None => State::Ready(Status::EMPTY),
+        };
+        Request {
+            comm: self.comm,
+            state,
+            elem,
+        }
+    }
+
     fn isend_mode<T: Pod>(
         &self,
         buf: &'s [T],
@@ -145,35 +160,10 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: Tag,
         sync: bool,
     ) -> Result<Request<'_>> {
-        let comm = self.comm;
-        let elem = std::mem::size_of::<T>();
-        let Some(dst) = comm.check_dest(dest)? else {
-            return Ok(Request {
-                comm,
-                state: State::Ready(Status::EMPTY),
-                elem,
-            });
-        };
-        let tag = Communicator::check_send_tag(tag)?;
-        let bytes = as_bytes(buf)?;
-        let region = self.regions.register(bytes);
-        let id = comm.engine().borrow_mut().start_send(
-            comm.context_id(),
-            comm.rank() as u32,
-            dst,
-            comm.peer(dst),
-            tag,
-            region,
-            bytes.len(),
-            sync,
-        );
-        let id = id.inspect_err(|_| self.regions.regions().release(region))?;
-        self.track(id);
-        Ok(Request {
-            comm,
-            state: State::Active(id),
-            elem,
-        })
+        let started = self
+            .comm
+            .start_send_in(self.regions, buf, dest, tag, sync)?;
+        Ok(self.request(started, std::mem::size_of::<T>()))
     }
 
     /// Starts a send (`MPI_Isend`).
@@ -204,31 +194,10 @@ impl<'s, 'env> Scope<'s, 'env> {
         src: impl Into<Rank>,
         tag: impl Into<Tag>,
     ) -> Result<Request<'_>> {
-        let comm = self.comm;
-        let elem = std::mem::size_of::<T>();
-        let src = comm.check_source(src.into())?;
-        let tag = Communicator::check_recv_tag(tag.into())?;
-        if src == Source::Null {
-            return Ok(Request {
-                comm,
-                state: State::Ready(Status::EMPTY),
-                elem,
-            });
-        }
-        let bytes = as_bytes_mut(buf)?;
-        let (pattern, peer) = comm.pattern(src, tag);
-        let region = self.regions.register_mut(bytes);
-        let id = comm
-            .engine()
-            .borrow_mut()
-            .start_recv(comm.context_id(), pattern, peer, region);
-        let id = id.inspect_err(|_| self.regions.regions().release(region))?;
-        self.track(id);
-        Ok(Request {
-            comm,
-            state: State::Active(id),
-            elem,
-        })
+        let started = self
+            .comm
+            .start_recv_in(self.regions, buf, src.into(), tag.into())?;
+        Ok(self.request(started, std::mem::size_of::<T>()))
     }
 
     /// Waits for every request started in this scope that is still in
