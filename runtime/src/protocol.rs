@@ -118,6 +118,7 @@ mod tests {
             eager_limit: 16384,
             rma_read: true,
             max_read: 1 << 20,
+            revocable: true,
             ordered: true,
             latency_hint: Default::default(),
             bandwidth_hint: 0,

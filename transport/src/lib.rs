@@ -50,12 +50,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod conformance;
+pub mod exchange;
 pub mod loopback;
 pub mod region;
+pub mod shm;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use exchange::Exchange;
 pub use region::{RegionId, RegionScope, Regions, RemoteKey};
 
 /// The index of an endpoint in the job: a rank of the world communicator.
@@ -100,6 +103,12 @@ pub struct Capabilities {
     pub rma_read: bool,
     /// Largest single read; longer reads are split by the runtime.
     pub max_read: usize,
+    /// Whether a peer's read of a region fails once the region has left its
+    /// table (loopback windows, a closed libfabric registration). Where not
+    /// (shm's `process_vm_readv` reads whatever the address holds), the
+    /// runtime's own rule is what protects data: a sender keeps its buffer
+    /// until the reader's `FIN`.
+    pub revocable: bool,
     /// Whether frames between a pair arrive in the order they were sent. The
     /// runtime does not rely on it; it only saves the reorder buffer work.
     pub ordered: bool,
@@ -210,6 +219,9 @@ pub enum TransportError {
     /// The backend does not offer this operation; see [`Capabilities`].
     #[error("not supported by the {0} transport")]
     Unsupported(&'static str),
+    /// Setting up the backend failed (the message says what and why).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The interface every backend implements. See the crate documentation for
@@ -277,12 +289,15 @@ pub trait Transport {
 pub enum Backend {
     /// Ranks as threads of one process.
     Loopback(loopback::Loopback),
+    /// Processes on one host, through shared memory.
+    Shm(shm::Shm),
 }
 
 macro_rules! dispatch {
     ($self:ident, $t:ident => $e:expr) => {
         match $self {
             Backend::Loopback($t) => $e,
+            Backend::Shm($t) => $e,
         }
     };
 }

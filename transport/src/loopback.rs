@@ -152,6 +152,7 @@ impl Loopback {
             eager_limit: config.eager_limit.min(config.max_payload),
             rma_read: config.rma_read,
             max_read: if config.rma_read { 1 << 30 } else { 0 },
+            revocable: true,
             ordered: true,
             latency_hint: Duration::from_nanos(300),
             bandwidth_hint: 8_000_000_000,
