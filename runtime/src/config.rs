@@ -1,5 +1,7 @@
 //! Every `HPCOMM_*` setting, parsed in one place.
 //!
+//! Set by users:
+//!
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `HPCOMM_EAGER_LIMIT` | largest message sent eagerly, in bytes (at most the transport's frame payload) | the transport's |
@@ -7,12 +9,86 @@
 //! | `HPCOMM_YIELD` | further empty rounds in which it yields the core, before it sleeps in the transport | 256 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
+//! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
+//! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //!
-//! The same table is in `docs/configuration.md`.
+//! Set by `hpcomm run` for each rank (a program finds them through
+//! [`Config::launch`]):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `HPCOMM_RANK`, `HPCOMM_SIZE` | this rank and the job's size |
+//! | `HPCOMM_KVS` | the launcher's key-value server, `host:port` |
+//! | `HPCOMM_SECRET` | the job's secret, presented to the key-value server |
+//! | `HPCOMM_JOB` | the job's identifier |
+//! | `HPCOMM_TRANSPORT` | `auto`, `shm`, `tcp` or `ofi` |
+//! | `HPCOMM_LAUNCHER_PID` | the launcher's pid: a rank ends when the launcher does |
+//!
+//! The same tables are in `docs/configuration.md`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// Which transport a launched job uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// The best available: shm between ranks of one host.
+    Auto,
+    /// Shared memory.
+    Shm,
+    /// TCP sockets.
+    Tcp,
+    /// libfabric.
+    Ofi,
+}
+
+impl TransportChoice {
+    /// The name as the launcher and `HPCOMM_TRANSPORT` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportChoice::Auto => "auto",
+            TransportChoice::Shm => "shm",
+            TransportChoice::Tcp => "tcp",
+            TransportChoice::Ofi => "ofi",
+        }
+    }
+}
+
+impl std::str::FromStr for TransportChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(TransportChoice::Auto),
+            "shm" => Ok(TransportChoice::Shm),
+            "tcp" => Ok(TransportChoice::Tcp),
+            "ofi" => Ok(TransportChoice::Ofi),
+            other => Err(format!(
+                "unknown transport {other:?}: expected auto, shm, tcp or ofi"
+            )),
+        }
+    }
+}
+
+/// What `hpcomm run` tells each rank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub size: usize,
+    /// The key-value server.
+    pub kvs: SocketAddr,
+    /// The job's secret.
+    pub secret: String,
+    /// The job's identifier.
+    pub job: String,
+    /// The transport asked for.
+    pub transport: TransportChoice,
+    /// The launcher's pid, if given.
+    pub launcher_pid: Option<i32>,
+}
 
 /// Runtime settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +103,12 @@ pub struct Config {
     pub idle_wait: Duration,
     /// How long finalization waits for peers.
     pub finalize_timeout: Duration,
+    /// Bytes of each shm ring, if set.
+    pub shm_ring_bytes: Option<usize>,
+    /// Whether shm may use single-copy reads.
+    pub shm_cma: bool,
+    /// Present when the process was started by `hpcomm run`.
+    pub launch: Option<Launch>,
 }
 
 impl Default for Config {
@@ -37,6 +119,9 @@ impl Default for Config {
             yields: 256,
             idle_wait: Duration::from_micros(200),
             finalize_timeout: Duration::from_secs(30),
+            shm_ring_bytes: None,
+            shm_cma: true,
+            launch: None,
         }
     }
 }
@@ -65,7 +150,60 @@ impl Config {
         if let Some(v) = parse::<u64>(&lookup, "HPCOMM_FINALIZE_TIMEOUT")? {
             config.finalize_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_SHM_RING_BYTES")? {
+            if v < 16 << 10 || !v.is_power_of_two() {
+                return Err(Error::Config(format!(
+                    "HPCOMM_SHM_RING_BYTES={v} must be a power of two of at least 16384"
+                )));
+            }
+            config.shm_ring_bytes = Some(v);
+        }
+        if let Some(v) = parse::<u8>(&lookup, "HPCOMM_SHM_CMA")? {
+            config.shm_cma = v != 0;
+        }
+        config.launch = Config::launch_from(&lookup)?;
         Ok(config)
+    }
+
+    fn launch_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
+        let Some(rank) = parse::<usize>(lookup, "HPCOMM_RANK")? else {
+            return Ok(None);
+        };
+        let need = |name: &str| {
+            lookup(name).ok_or_else(|| {
+                Error::Bootstrap(format!(
+                    "HPCOMM_RANK is set but {name} is not: start the program with `hpcomm run`"
+                ))
+            })
+        };
+        let size = parse::<usize>(lookup, "HPCOMM_SIZE")?
+            .ok_or_else(|| need("HPCOMM_SIZE").unwrap_err())?;
+        if size == 0 || rank >= size {
+            return Err(Error::Config(format!(
+                "HPCOMM_RANK={rank} is not below HPCOMM_SIZE={size}"
+            )));
+        }
+        let kvs_text = need("HPCOMM_KVS")?;
+        let kvs = kvs_text.parse().map_err(|_| {
+            Error::Config(format!(
+                "HPCOMM_KVS={kvs_text:?} is not a host:port address"
+            ))
+        })?;
+        let transport = match lookup("HPCOMM_TRANSPORT") {
+            None => TransportChoice::Auto,
+            Some(t) => t
+                .parse()
+                .map_err(|e| Error::Config(format!("HPCOMM_TRANSPORT: {e}")))?,
+        };
+        Ok(Some(Launch {
+            rank,
+            size,
+            kvs,
+            secret: need("HPCOMM_SECRET")?,
+            job: need("HPCOMM_JOB")?,
+            transport,
+            launcher_pid: parse::<i32>(lookup, "HPCOMM_LAUNCHER_PID")?,
+        }))
     }
 }
 
@@ -87,15 +225,16 @@ fn parse<T: std::str::FromStr>(
 mod tests {
     use super::*;
 
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn settings_are_read_and_checked() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(Config::from_lookup(env(&[])).unwrap(), Config::default());
         let c = Config::from_lookup(env(&[
             ("HPCOMM_EAGER_LIMIT", "4096"),
@@ -106,5 +245,45 @@ mod tests {
         assert_eq!(c.spin, 0);
         let e = Config::from_lookup(env(&[("HPCOMM_YIELD", "-3")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_YIELD"), "{e}");
+        let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn launch_settings_are_complete_or_refused() {
+        static FULL: [(&str, &str); 7] = [
+            ("HPCOMM_RANK", "1"),
+            ("HPCOMM_SIZE", "4"),
+            ("HPCOMM_KVS", "127.0.0.1:4000"),
+            ("HPCOMM_SECRET", "abc"),
+            ("HPCOMM_JOB", "j1"),
+            ("HPCOMM_TRANSPORT", "shm"),
+            ("HPCOMM_LAUNCHER_PID", "77"),
+        ];
+        let launch = Config::from_lookup(env(&FULL)).unwrap().launch.unwrap();
+        assert_eq!(
+            (launch.rank, launch.size, launch.transport),
+            (1, 4, TransportChoice::Shm)
+        );
+        assert_eq!(launch.launcher_pid, Some(77));
+        let e = Config::from_lookup(env(&FULL[..2])).unwrap_err();
+        assert!(
+            matches!(e, Error::Bootstrap(ref m) if m.contains("HPCOMM_KVS")),
+            "{e}"
+        );
+        let e =
+            Config::from_lookup(env(&[("HPCOMM_RANK", "4"), ("HPCOMM_SIZE", "4")])).unwrap_err();
+        assert!(e.to_string().contains("not below"), "{e}");
+        static BAD: [(&str, &str); 5] = [
+            ("HPCOMM_RANK", "0"),
+            ("HPCOMM_SIZE", "1"),
+            ("HPCOMM_KVS", "x"),
+            ("HPCOMM_SECRET", "s"),
+            ("HPCOMM_JOB", "j"),
+        ];
+        assert!(Config::from_lookup(env(&BAD))
+            .unwrap_err()
+            .to_string()
+            .contains("HPCOMM_KVS"));
     }
 }

@@ -10,7 +10,8 @@
 //! - [`Communicator`], [`Scope`] and [`Request`]: the public API, with MPI's
 //!   semantics as the reference.
 //! - [`Universe`], [`init`], [`threads`]: joining a job.
-//! - [`Config`]: every `HPCOMM_*` setting.
+//! - [`Config`]: every `HPCOMM_*` setting; [`bootstrap`]: joining a job
+//!   started by `hpcomm run`.
 //!
 //! Users normally depend on the `hpcomm` crate, which re-exports this API.
 //!
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 mod comm;
 pub mod config;
 mod engine;
@@ -40,7 +42,7 @@ mod universe;
 pub mod wire;
 
 pub use comm::Communicator;
-pub use config::Config;
+pub use config::{Config, Launch, TransportChoice};
 pub use error::{Error, Result};
 pub use request::{test_any, wait_all, wait_any, Request, Scope};
 pub use types::{ContextId, Rank, Status, Tag};

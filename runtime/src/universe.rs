@@ -6,7 +6,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
+use hpcomm_transport::shm::{Shm, ShmConfig};
 use hpcomm_transport::{Backend, PeerId, Transport};
+
+use crate::bootstrap::KvsClient;
+use crate::config::TransportChoice;
 
 use crate::comm::Communicator;
 use crate::config::Config;
@@ -92,18 +96,51 @@ impl Drop for Universe {
 
 /// Joins the job this process was started in.
 ///
-/// Without a launcher in the environment the program runs as a singleton:
-/// rank 0 of a world of 1. Settings come from the `HPCOMM_*` variables (see
-/// [`Config`]).
+/// Under `hpcomm run`, the rank connects to the launcher, sets up the
+/// transport the job asked for and returns with the world communicator of
+/// every rank. Without a launcher in the environment the program runs as a
+/// singleton: rank 0 of a world of 1. Settings come from the `HPCOMM_*`
+/// variables (see [`Config`]).
 pub fn init() -> Result<Universe> {
     let config = Config::from_env()?;
-    let endpoint = Loopback::fabric(1, LoopbackConfig::default())
-        .pop()
-        .expect("one endpoint");
-    Ok(Universe::from_transport(
-        Backend::Loopback(endpoint),
-        config,
-    ))
+    let Some(launch) = config.launch.clone() else {
+        let endpoint = Loopback::fabric(1, LoopbackConfig::default())
+            .pop()
+            .expect("one endpoint");
+        return Ok(Universe::from_transport(
+            Backend::Loopback(endpoint),
+            config,
+        ));
+    };
+    // End with the launcher, whatever happens to it.
+    if let Some(launcher) = launch.launcher_pid {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(|e| Error::Bootstrap(format!("cannot tie this rank to the launcher: {e}")))?;
+        let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+        if parent != Some(launcher) {
+            return Err(Error::Bootstrap("the launcher has already exited".into()));
+        }
+    }
+    let mut kvs = KvsClient::connect(&launch)?;
+    let transport = match launch.transport {
+        TransportChoice::Auto | TransportChoice::Shm => {
+            let shm = ShmConfig {
+                ring_bytes: config.shm_ring_bytes,
+                cma: config.shm_cma,
+                ..ShmConfig::default()
+            };
+            let endpoint = Shm::open(launch.rank, launch.size, &mut kvs, &shm)
+                .map_err(|e| Error::Bootstrap(format!("shm transport: {e}")))?;
+            Backend::Shm(endpoint)
+        }
+        other => {
+            return Err(Error::Bootstrap(format!(
+                "the {} transport is not part of this build yet; use --transport shm",
+                other.name()
+            )))
+        }
+    };
+    Ok(Universe::from_transport(transport, config))
 }
 
 /// Settings for [`threads_with`].

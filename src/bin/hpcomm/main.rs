@@ -1,0 +1,122 @@
+//! The `hpcomm` command: start jobs (`run`), describe this machine's
+//! transports (`info`) and measure them (`bench`).
+#![forbid(unsafe_code)]
+
+mod bench;
+mod info;
+mod kvs;
+mod run;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// An MPI-style communication runtime: launcher and tools.
+#[derive(Parser)]
+#[command(name = "hpcomm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start N ranks of PROGRAM on this machine and supervise them.
+    Run {
+        /// Number of ranks.
+        #[arg(short = 'n', long = "np", value_name = "N")]
+        ranks: usize,
+        /// Transport between the ranks.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "shm", "tcp", "ofi"])]
+        transport: String,
+        /// End the job if it runs longer than this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+        /// Prefix every line of output with its rank.
+        #[arg(long)]
+        tag_output: bool,
+        /// Say what the launcher does.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The program and its arguments.
+        #[arg(last = true, required = true, value_name = "PROGRAM")]
+        program: Vec<String>,
+    },
+    /// Show which transports work here, with their limits.
+    Info,
+    /// Point-to-point benchmarks in the OSU format (run under `hpcomm run -n 2`).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        kind: bench::Kind,
+        /// Smallest message size in bytes.
+        #[arg(long, default_value_t = 0)]
+        min_size: usize,
+        /// Largest message size in bytes.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_size: usize,
+        /// Timed iterations per size (default: 10000, or 1000 above 8 KiB).
+        #[arg(long)]
+        iters: Option<usize>,
+        /// Messages in flight per window (bw, bibw, mr).
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HPCOMM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match Cli::parse().command {
+        Command::Run {
+            ranks,
+            transport,
+            timeout,
+            tag_output,
+            verbose,
+            program,
+        } => {
+            let timeout = match timeout.map(Duration::try_from_secs_f64) {
+                Some(Err(_)) => {
+                    eprintln!("hpcomm run: --timeout must be a non-negative number of seconds");
+                    std::process::exit(2);
+                }
+                Some(Ok(d)) => Some(d),
+                None => None,
+            };
+            run::run(run::RunOptions {
+                ranks,
+                transport,
+                timeout,
+                tag_output,
+                verbose,
+                program,
+            })
+        }
+        Command::Info => info::info(),
+        Command::Bench {
+            kind,
+            min_size,
+            max_size,
+            iters,
+            window,
+            json,
+        } => bench::bench(bench::BenchOptions {
+            kind,
+            min_size,
+            max_size,
+            iters,
+            window,
+            json,
+        }),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,258 @@
+//! `hpcomm run`: start the ranks of a job on this machine, serve them the
+//! key-value store, supervise them, and leave nothing behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+use crate::kvs::Kvs;
+
+/// What `hpcomm run` was asked to do.
+pub struct RunOptions {
+    pub ranks: usize,
+    pub transport: String,
+    pub timeout: Option<Duration>,
+    pub tag_output: bool,
+    pub verbose: bool,
+    pub program: Vec<String>,
+}
+
+struct Rank {
+    child: Child,
+    pid: u32,
+    status: Option<ExitStatus>,
+}
+
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hpcomm_runtime::bootstrap::hex_encode(&buf))
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn describe(rank: usize, pid: u32, status: ExitStatus) -> (String, i32) {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (
+            format!("rank {rank} (pid {pid}) exited with code {code}"),
+            code,
+        ),
+        (None, Some(sig)) => (
+            format!(
+                "rank {rank} (pid {pid}) killed by signal {sig} ({})",
+                signal_name(sig)
+            ),
+            128 + sig,
+        ),
+        _ => (format!("rank {rank} (pid {pid}) ended abnormally"), 1),
+    }
+}
+
+/// Copies a rank's output line by line, prefixed with its rank.
+fn relay(rank: usize, source: impl Read + Send + 'static, to_stderr: bool) {
+    thread::spawn(move || {
+        for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
+            let mut text = format!("[{rank}] ").into_bytes();
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            if to_stderr {
+                let _ = std::io::stderr().lock().write_all(&text);
+            } else {
+                let _ = std::io::stdout().lock().write_all(&text);
+            }
+        }
+    });
+}
+
+/// Runs the job; returns the launcher's exit code.
+pub fn run(options: RunOptions) -> i32 {
+    match launch(options) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("hpcomm run: {message}");
+            1
+        }
+    }
+}
+
+fn launch(o: RunOptions) -> Result<i32, String> {
+    if o.ranks == 0 {
+        return Err("-n must be at least 1".into());
+    }
+    let Some(program) = o.program.first() else {
+        return Err("no program given: hpcomm run -n N -- PROGRAM ARGS…".into());
+    };
+    let secret = random_hex(16).map_err(|e| format!("cannot make the job secret: {e}"))?;
+    let job = random_hex(4).map_err(|e| format!("cannot make the job id: {e}"))?;
+    let kvs = Kvs::start("127.0.0.1:0", secret.clone(), o.ranks)
+        .map_err(|e| format!("cannot start the key-value server: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
+    if o.verbose {
+        eprintln!(
+            "hpcomm run: job {job}: {} ranks of {program} over {}, key-value server at {}",
+            o.ranks,
+            o.transport,
+            kvs.addr()
+        );
+    }
+
+    let mut ranks: Vec<Rank> = Vec::with_capacity(o.ranks);
+    let mut group: Option<u32> = None;
+    for r in 0..o.ranks {
+        let mut cmd = Command::new(program);
+        cmd.args(&o.program[1..])
+            .env("HPCOMM_RANK", r.to_string())
+            .env("HPCOMM_SIZE", o.ranks.to_string())
+            .env("HPCOMM_KVS", kvs.addr().to_string())
+            .env("HPCOMM_SECRET", &secret)
+            .env("HPCOMM_JOB", &job)
+            .env("HPCOMM_TRANSPORT", &o.transport)
+            .env("HPCOMM_LAUNCHER_PID", std::process::id().to_string())
+            // One process group for the job, so that ending it reaches
+            // everything the ranks started too.
+            .process_group(group.map_or(0, |g| g as i32));
+        if r != 0 {
+            cmd.stdin(Stdio::null());
+        }
+        if o.tag_output {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                group.get_or_insert(pid);
+                if o.tag_output {
+                    if let Some(out) = child.stdout.take() {
+                        relay(r, out, false);
+                    }
+                    if let Some(err) = child.stderr.take() {
+                        relay(r, err, true);
+                    }
+                }
+                ranks.push(Rank {
+                    child,
+                    pid,
+                    status: None,
+                });
+            }
+            Err(e) => {
+                end_all(&mut ranks, group);
+                cleanup(&job);
+                eprintln!("hpcomm run: cannot start {program}: {e}");
+                return Ok(127);
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let code = loop {
+        let mut failure = None;
+        for (r, rank) in ranks.iter_mut().enumerate() {
+            if rank.status.is_none() {
+                if let Ok(Some(status)) = rank.child.try_wait() {
+                    rank.status = Some(status);
+                    if !status.success() && failure.is_none() {
+                        failure = Some(describe(r, rank.pid, status));
+                    }
+                }
+            }
+        }
+        if let Some((message, code)) = failure {
+            eprintln!("hpcomm run: {message}; ending the job");
+            end_all(&mut ranks, group);
+            break code;
+        }
+        if ranks.iter().all(|r| r.status.is_some()) {
+            break 0;
+        }
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("hpcomm run: interrupted; ending the job");
+            end_all(&mut ranks, group);
+            break 130;
+        }
+        if let Some(limit) = o.timeout {
+            if started.elapsed() >= limit {
+                eprintln!(
+                    "hpcomm run: the job did not finish within {} s (--timeout); ending its {} ranks",
+                    limit.as_secs_f64(),
+                    ranks.iter().filter(|r| r.status.is_none()).count()
+                );
+                end_all(&mut ranks, group);
+                break 124;
+            }
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    cleanup(&job);
+    Ok(code)
+}
+
+/// Ends every rank still running: SIGTERM to the job's process group, then
+/// SIGKILL after a grace period; reaps them all.
+fn end_all(ranks: &mut [Rank], group: Option<u32>) {
+    let Some(pgid) = group.and_then(|g| Pid::from_raw(g as i32)) else {
+        return;
+    };
+    let _ = kill_process_group(pgid, Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let mut running = 0;
+        for rank in ranks.iter_mut().filter(|r| r.status.is_none()) {
+            match rank.child.try_wait() {
+                Ok(Some(status)) => rank.status = Some(status),
+                _ => running += 1,
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
+    for rank in ranks.iter_mut().filter(|r| r.status.is_none()) {
+        let _ = rank.child.kill();
+        rank.status = rank.child.wait().ok();
+    }
+}
+
+/// Removes a shared-memory segment of this job that a rank could not
+/// unlink (the job ended while starting).
+fn cleanup(job: &str) {
+    let prefix = format!("hpcomm-{job}-");
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for entry in dir.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
