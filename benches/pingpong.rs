@@ -23,11 +23,7 @@ fn main() {
         let peer = 1 - comm.rank();
         let mut rows = Vec::new();
         for &size in &sizes {
-            let n = if size >= 1 << 20 {
-                (iters / 100).max(10)
-            } else {
-                iters
-            };
+            let n = if size >= 1 << 20 { (iters / 100).max(10) } else { iters };
             let msg = vec![1u8; size];
             let mut buf = vec![0u8; size];
             let mut start = Instant::now();
@@ -49,11 +45,7 @@ fn main() {
         Ok(rows)
     })
     .expect("job");
-    let rows = results
-        .into_iter()
-        .next()
-        .expect("rank 0")
-        .expect("rank 0 ran");
+    let rows = results.into_iter().next().expect("rank 0").expect("rank 0 ran");
     println!("# hpcomm ping-pong, 2 ranks as threads over loopback");
     println!("# Size          Latency (us)");
     for (size, us) in rows {

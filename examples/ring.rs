@@ -20,16 +20,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        ranks: 4,
-        laps: 1000,
-    };
+    let mut args = Args { ranks: 4, laps: 1000 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
             let v = it.next().ok_or(format!("{name} needs a value"))?;
-            v.parse()
-                .map_err(|_| format!("{name}: {v:?} is not a number"))
+            v.parse().map_err(|_| format!("{name}: {v:?} is not a number"))
         };
         match flag.as_str() {
             "--ranks" => args.ranks = value("--ranks")?,

@@ -102,15 +102,7 @@ fn dup_and_split_isolate_their_messages() {
                 }
                 let mut got = [0usize];
                 let size = c.size();
-                c.sendrecv(
-                    &[c.rank()],
-                    (c.rank() + 1) % size,
-                    0,
-                    &mut got,
-                    Rank::ANY,
-                    0,
-                )
-                .unwrap();
+                c.sendrecv(&[c.rank()], (c.rank() + 1) % size, 0, &mut got, Rank::ANY, 0).unwrap();
                 assert_eq!(got[0], (c.rank() + size - 1) % size);
             });
         }
@@ -159,13 +151,7 @@ fn scope_reports_errors_of_unwaited_requests() {
                     let _ = s.irecv(&mut small, 1, 0)?;
                     Ok("closure done")
                 });
-                assert_eq!(
-                    outcome,
-                    Err(Error::Truncated {
-                        needed: 8,
-                        capacity: 2
-                    })
-                );
+                assert_eq!(outcome, Err(Error::Truncated { needed: 8, capacity: 2 }));
             } else {
                 comm.send(&[1u8; 8], 0, 0).unwrap();
             }
@@ -237,10 +223,7 @@ fn threads_and_init_basics() {
     watchdog(60, "basics", || {
         let ranks = hpcomm::threads(8, |comm| (comm.rank(), comm.size())).unwrap();
         assert_eq!(ranks, (0..8).map(|r| (r, 8)).collect::<Vec<_>>());
-        assert!(matches!(
-            hpcomm::threads(0, |_| ()),
-            Err(Error::InvalidCount(_))
-        ));
+        assert!(matches!(hpcomm::threads(0, |_| ()), Err(Error::InvalidCount(_))));
         let universe = hpcomm::init().unwrap();
         let world = universe.world();
         assert_eq!((world.rank(), world.size()), (0, 1));

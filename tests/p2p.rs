@@ -41,10 +41,7 @@ fn thirty_preposted_wildcard_receives_complete_with_wait_any() {
                                 Ok(())
                             })
                             .unwrap();
-                            assert!(
-                                seen.iter().all(|&s| s),
-                                "{label}: a request never completed"
-                            );
+                            assert!(seen.iter().all(|&s| s), "{label}: a request never completed");
                             for (i, buf) in bufs.iter().enumerate() {
                                 assert!(
                                     buf.iter()
@@ -64,8 +61,7 @@ fn thirty_preposted_wildcard_receives_complete_with_wait_any() {
                                     (0..len(i)).map(|j| (i * 1_000_000 + j) as u32).collect();
                                 comm.send(&msg, 0, i as i32).unwrap();
                                 if i + 1 < 30 {
-                                    ctl.send(&[0u8], 1 + (i + 1) % senders, i as i32 + 1)
-                                        .unwrap();
+                                    ctl.send(&[0u8], 1 + (i + 1) % senders, i as i32 + 1).unwrap();
                                 }
                             }
                         }
@@ -96,14 +92,7 @@ fn probe_waits_for_messages_from_1_byte_to_4_mib() {
                         );
                         ctl.send(&[0u8], 1, 0).unwrap();
                         let status = comm.probe(Rank::ANY, Tag::ANY).unwrap();
-                        assert_eq!(
-                            status,
-                            Status {
-                                source: Rank(1),
-                                tag: Tag(tag),
-                                count: size
-                            }
-                        );
+                        assert_eq!(status, Status { source: Rank(1), tag: Tag(tag), count: size });
                         assert_eq!(comm.iprobe(1, tag).unwrap(), Some(status));
                         let mut buf = vec![0u8; status.count];
                         let got = comm.recv(&mut buf, status.source, status.tag).unwrap();
@@ -180,10 +169,7 @@ fn truncation_is_reported_and_the_communicator_stays_usable() {
                             };
                             assert_eq!(
                                 outcome,
-                                Err(Error::Truncated {
-                                    needed: len,
-                                    capacity: len / 2
-                                }),
+                                Err(Error::Truncated { needed: len, capacity: len / 2 }),
                                 "{name}: {len} B, preposted {preposted}"
                             );
                             let mut next = [0u32; 2];
@@ -210,10 +196,7 @@ fn partial_elements_are_an_error() {
                 let mut buf = [0u32; 4];
                 assert_eq!(
                     comm.recv(&mut buf, 1, 0),
-                    Err(Error::PartialElement {
-                        bytes: 5,
-                        elem_size: 4
-                    })
+                    Err(Error::PartialElement { bytes: 5, elem_size: 4 })
                 );
             } else {
                 comm.send(&[1u8; 5], 0, 0).unwrap();
@@ -229,12 +212,8 @@ fn zero_bytes_extreme_tags_and_invalid_arguments() {
         for n in 1..=4 {
             run("arguments", n, &Default::default(), |comm| {
                 let size = comm.size();
-                let bad_ranks = [
-                    Rank(-5),
-                    Rank(size as i32),
-                    Rank(i32::MAX),
-                    Rank::from(usize::MAX),
-                ];
+                let bad_ranks =
+                    [Rank(-5), Rank(size as i32), Rank(i32::MAX), Rank::from(usize::MAX)];
                 for r in bad_ranks {
                     assert_eq!(
                         comm.send(&[1u8], r, 0),
@@ -255,36 +234,20 @@ fn zero_bytes_extreme_tags_and_invalid_arguments() {
                 for t in [Tag(-2), Tag(i32::MIN), Tag::ANY] {
                     assert_eq!(
                         comm.send(&[1u8], 0, t),
-                        Err(Error::InvalidTag {
-                            tag: t.0,
-                            max: i32::MAX
-                        })
+                        Err(Error::InvalidTag { tag: t.0, max: i32::MAX })
                     );
                 }
-                assert!(matches!(
-                    comm.recv(&mut [0u8], 0, Tag(-7)),
-                    Err(Error::InvalidTag { .. })
-                ));
+                assert!(matches!(comm.recv(&mut [0u8], 0, Tag(-7)), Err(Error::InvalidTag { .. })));
 
                 // After all those errors, the communicator works: a ring of
                 // zero-byte messages and of messages with the largest tag.
                 let right = (comm.rank() + 1) % size;
                 let left = (comm.rank() + size - 1) % size;
-                let status = comm
-                    .sendrecv::<u64, u64>(&[], right, 0, &mut [], left, 0)
-                    .unwrap();
-                assert_eq!(
-                    status,
-                    Status {
-                        source: Rank(left as i32),
-                        tag: Tag(0),
-                        count: 0
-                    }
-                );
+                let status = comm.sendrecv::<u64, u64>(&[], right, 0, &mut [], left, 0).unwrap();
+                assert_eq!(status, Status { source: Rank(left as i32), tag: Tag(0), count: 0 });
                 let mut got = [0u8; 3];
-                let status = comm
-                    .sendrecv(&[9u8, 9, 9], right, Tag::MAX, &mut got, left, Tag::MAX)
-                    .unwrap();
+                let status =
+                    comm.sendrecv(&[9u8, 9, 9], right, Tag::MAX, &mut got, left, Tag::MAX).unwrap();
                 assert_eq!((status.tag, status.count, got), (Tag::MAX, 3, [9, 9, 9]));
                 let status = comm
                     .sendrecv::<u8, u8>(&[], right, Tag::MAX, &mut [], Rank::ANY, Tag::ANY)
@@ -306,10 +269,7 @@ fn null_process_operations_complete_at_once() {
             comm.send(&[1u32, 2], Rank::NULL, 5).unwrap();
             comm.ssend(&[1u32, 2], Rank::NULL, 5).unwrap();
             let mut buf = [7u32; 2];
-            assert_eq!(
-                comm.recv(&mut buf, Rank::NULL, Tag::ANY).unwrap(),
-                Status::EMPTY
-            );
+            assert_eq!(comm.recv(&mut buf, Rank::NULL, Tag::ANY).unwrap(), Status::EMPTY);
             assert_eq!(buf, [7, 7]);
             assert_eq!(comm.probe(Rank::NULL, 3).unwrap(), Status::EMPTY);
             comm.scope(|s| {
@@ -335,10 +295,7 @@ fn sends_to_oneself() {
                 let me = comm.rank();
                 comm.send(&[me as u16; 3], me, 1).unwrap();
                 let mut small = [0u16; 3];
-                assert_eq!(
-                    comm.recv(&mut small, me, 1).unwrap().source,
-                    Rank(me as i32)
-                );
+                assert_eq!(comm.recv(&mut small, me, 1).unwrap().source, Rank(me as i32));
                 assert_eq!(small, [me as u16; 3]);
                 for len in [0, eager, eager + 1, 1 << 20] {
                     let msg: Vec<u8> = (0..len).map(|i| (i * 7 + me) as u8).collect();
@@ -374,11 +331,8 @@ fn messages_do_not_overtake() {
                         assert!(buf[..len].iter().all(|&b| b == i as u8));
                     }
                 } else {
-                    let msgs: Vec<Vec<u8>> = sizes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &l)| vec![i as u8; l])
-                        .collect();
+                    let msgs: Vec<Vec<u8>> =
+                        sizes.iter().enumerate().map(|(i, &l)| vec![i as u8; l]).collect();
                     comm.scope(|s| {
                         let mut reqs = Vec::new();
                         for m in &msgs {
@@ -448,10 +402,7 @@ fn ten_thousand_outstanding_requests() {
                 })
                 .unwrap();
                 assert!(
-                    incoming
-                        .iter()
-                        .enumerate()
-                        .all(|(i, &v)| v == i as u64 * 3 + peer as u64),
+                    incoming.iter().enumerate().all(|(i, &v)| v == i as u64 * 3 + peer as u64),
                     "{name}: data out of order"
                 );
             });

@@ -32,10 +32,7 @@ pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A rank's connection to the key-value server.
@@ -59,26 +56,19 @@ impl KvsClient {
             })?;
         stream.set_nodelay(true).ok();
         let writer = stream.try_clone().map_err(|e| Error::Bootstrap(lost(e)))?;
-        let mut client = KvsClient {
-            reader: BufReader::new(stream),
-            writer,
-            job: launch.job.clone(),
-        };
+        let mut client =
+            KvsClient { reader: BufReader::new(stream), writer, job: launch.job.clone() };
         let answer = client
             .request(&format!("HELLO {} {}", launch.secret, launch.rank))
             .map_err(Error::Bootstrap)?;
         if answer != "OK" {
-            return Err(Error::Bootstrap(format!(
-                "the launcher refused this rank: {answer}"
-            )));
+            return Err(Error::Bootstrap(format!("the launcher refused this rank: {answer}")));
         }
         Ok(client)
     }
 
     fn request(&mut self, line: &str) -> std::result::Result<String, String> {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(lost)?;
+        self.writer.write_all(format!("{line}\n").as_bytes()).map_err(lost)?;
         let mut answer = String::new();
         if self.reader.read_line(&mut answer).map_err(lost)? == 0 {
             return Err(lost("connection closed"));
@@ -93,10 +83,7 @@ impl Exchange for KvsClient {
     }
 
     fn put(&mut self, key: &str, value: &[u8]) -> std::result::Result<(), String> {
-        match self
-            .request(&format!("PUT {key} {}", hex_encode(value)))?
-            .as_str()
-        {
+        match self.request(&format!("PUT {key} {}", hex_encode(value)))?.as_str() {
             "OK" => Ok(()),
             other => Err(lost(format!("PUT {key}: {other}"))),
         }

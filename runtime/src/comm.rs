@@ -36,24 +36,52 @@ pub(crate) enum Source {
     Rank(u32),
 }
 
-/// How a waiting rank backs off: spin, then yield, then sleep in the
-/// transport (which wakes when a frame arrives).
+/// How a waiting rank backs off when progress finds nothing to do: a few
+/// rounds of pure spinning, then spinning for up to the configured time,
+/// then yielding the core, then sleeping in the transport (which wakes when
+/// a frame arrives). Any progress starts it over.
 struct Backoff<'a> {
     config: &'a Config,
-    idle: u32,
+    phase: Phase,
 }
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Spin { rounds: u32, until: Option<Instant> },
+    Yield(u32),
+    Sleep,
+}
+
+const FRESH: Phase = Phase::Spin { rounds: 0, until: None };
+
+/// Empty rounds always spun before looking at the clock.
+const SPIN_ROUNDS: u32 = 64;
 
 impl Backoff<'_> {
     fn idle(&mut self, engine: &mut Engine) -> IdleStep {
-        self.idle = self.idle.saturating_add(1);
-        if self.idle <= self.config.spin {
-            std::hint::spin_loop();
-            IdleStep::Again
-        } else if self.idle <= self.config.spin + self.config.yields {
-            IdleStep::Yield
-        } else {
-            engine.transport.wait(self.config.idle_wait);
-            IdleStep::Again
+        match self.phase {
+            Phase::Spin { rounds, until } => {
+                let rounds = rounds + 1;
+                let spin = self.config.spin.unwrap_or_default();
+                let until = match until {
+                    None if rounds > SPIN_ROUNDS => Some(Instant::now() + spin),
+                    other => other,
+                };
+                let spinning = rounds <= SPIN_ROUNDS
+                    || (rounds % 16 != 0 || until.is_some_and(|u| Instant::now() < u));
+                self.phase = if spinning { Phase::Spin { rounds, until } } else { Phase::Yield(0) };
+                std::hint::spin_loop();
+                IdleStep::Again
+            }
+            Phase::Yield(n) if n < self.config.yields => {
+                self.phase = Phase::Yield(n + 1);
+                IdleStep::Yield
+            }
+            Phase::Yield(_) | Phase::Sleep => {
+                self.phase = Phase::Sleep;
+                engine.transport.wait(self.config.idle_wait);
+                IdleStep::Again
+            }
         }
     }
 }
@@ -65,18 +93,14 @@ enum IdleStep {
 
 pub(crate) fn as_bytes<T: Pod>(buf: &[T]) -> Result<&[u8]> {
     if std::mem::size_of::<T>() == 0 {
-        return Err(Error::InvalidCount(
-            "zero-sized element types cannot be sent".into(),
-        ));
+        return Err(Error::InvalidCount("zero-sized element types cannot be sent".into()));
     }
     Ok(bytemuck::cast_slice(buf))
 }
 
 pub(crate) fn as_bytes_mut<T: Pod>(buf: &mut [T]) -> Result<&mut [u8]> {
     if std::mem::size_of::<T>() == 0 {
-        return Err(Error::InvalidCount(
-            "zero-sized element types cannot be received".into(),
-        ));
+        return Err(Error::InvalidCount("zero-sized element types cannot be received".into()));
     }
     Ok(bytemuck::cast_slice_mut(buf))
 }
@@ -90,13 +114,7 @@ impl Communicator {
         group: Rc<[PeerId]>,
     ) -> Communicator {
         engine.borrow_mut().open_context(ctx, &group);
-        Communicator {
-            engine,
-            config,
-            ctx,
-            rank,
-            group,
-        }
+        Communicator { engine, config, ctx, rank, group }
     }
 
     /// This process's rank in the communicator.
@@ -146,10 +164,7 @@ impl Communicator {
         }
         match dest.index() {
             Some(r) if r < self.size() => Ok(Some(r as u32)),
-            _ => Err(Error::InvalidRank {
-                rank: dest.0,
-                size: self.size(),
-            }),
+            _ => Err(Error::InvalidRank { rank: dest.0, size: self.size() }),
         }
     }
 
@@ -159,20 +174,14 @@ impl Communicator {
             Rank::ANY => Ok(Source::Any),
             r => match r.index() {
                 Some(i) if i < self.size() => Ok(Source::Rank(i as u32)),
-                _ => Err(Error::InvalidRank {
-                    rank: r.0,
-                    size: self.size(),
-                }),
+                _ => Err(Error::InvalidRank { rank: r.0, size: self.size() }),
             },
         }
     }
 
     pub(crate) fn check_send_tag(tag: Tag) -> Result<i32> {
         if tag.0 < 0 {
-            return Err(Error::InvalidTag {
-                tag: tag.0,
-                max: Tag::MAX.0,
-            });
+            return Err(Error::InvalidTag { tag: tag.0, max: Tag::MAX.0 });
         }
         Ok(tag.0)
     }
@@ -194,31 +203,21 @@ impl Communicator {
     /// Turns a completion into a status for elements of `elem` bytes.
     pub(crate) fn status(c: Completed, elem: usize) -> Result<Status> {
         if c.bytes % elem != 0 {
-            return Err(Error::PartialElement {
-                bytes: c.bytes,
-                elem_size: elem,
-            });
+            return Err(Error::PartialElement { bytes: c.bytes, elem_size: elem });
         }
-        Ok(Status {
-            source: Rank(c.src as i32),
-            tag: Tag(c.tag),
-            count: c.bytes / elem,
-        })
+        Ok(Status { source: Rank(c.src as i32), tag: Tag(c.tag), count: c.bytes / elem })
     }
 
     /// Drives progress until `done` holds, backing off when idle.
     pub(crate) fn block_until(&self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
-        let mut backoff = Backoff {
-            config: &self.config,
-            idle: 0,
-        };
+        let mut backoff = Backoff { config: &self.config, phase: FRESH };
         loop {
             let mut engine = self.engine.borrow_mut();
             if done(&mut engine) {
                 return Ok(());
             }
             if engine.progress()? {
-                backoff.idle = 0;
+                backoff.phase = FRESH;
                 continue;
             }
             if done(&mut engine) {
@@ -266,9 +265,7 @@ impl Communicator {
             bytes.len(),
             sync,
         );
-        started
-            .inspect_err(|_| scope.regions().release(region))
-            .map(Some)
+        started.inspect_err(|_| scope.regions().release(region)).map(Some)
     }
 
     /// Validates and posts a receive into `buf` registered in `scope`;
@@ -280,32 +277,50 @@ impl Communicator {
         buf: &'s mut [T],
         src: Rank,
         tag: Tag,
-    ) -> Result<Option<ReqId>> {
+    ) -> Result<Started> {
         let src = self.check_source(src)?;
         let tag = Communicator::check_recv_tag(tag)?;
         if src == Source::Null {
-            return Ok(None);
+            return Ok(Started::Null);
         }
         let bytes = as_bytes_mut(buf)?;
         let (pattern, peer) = self.pattern(src, tag);
+        if let Some(done) = self.engine.borrow_mut().try_recv_now(self.ctx, pattern, bytes) {
+            return done.map(Started::Done);
+        }
         let region = scope.register_mut(bytes);
-        let started = self
-            .engine
-            .borrow_mut()
-            .start_recv(self.ctx, pattern, peer, region);
-        started
-            .inspect_err(|_| scope.regions().release(region))
-            .map(Some)
+        let started = self.engine.borrow_mut().start_recv(self.ctx, pattern, peer, region);
+        started.inspect_err(|_| scope.regions().release(region)).map(Started::Pending)
+    }
+
+    /// Sends a small standard-mode message at once if it can: `Some(())`
+    /// when sent, `None` when the request path must be taken.
+    pub(crate) fn send_now<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<Option<()>> {
+        let Some(dst) = self.check_dest(dest)? else {
+            return Ok(Some(()));
+        };
+        let tag = Communicator::check_send_tag(tag)?;
+        let bytes = as_bytes(buf)?;
+        let sent = self.engine.borrow_mut().try_send_now(
+            self.ctx,
+            self.rank,
+            dst,
+            self.peer(dst),
+            tag,
+            bytes,
+        )?;
+        Ok(sent.then_some(()))
     }
 
     fn send_mode<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag, sync: bool) -> Result<()> {
+        if !sync && self.send_now(buf, dest, tag)?.is_some() {
+            return Ok(());
+        }
         let regions = self.engine.borrow().regions.clone();
-        regions.scope(
-            |scope| match self.start_send_in(scope, buf, dest, tag, sync)? {
-                Some(id) => self.wait_id(id).map(|_| ()),
-                None => Ok(()),
-            },
-        )
+        regions.scope(|scope| match self.start_send_in(scope, buf, dest, tag, sync)? {
+            Some(id) => self.wait_id(id).map(|_| ()),
+            None => Ok(()),
+        })
     }
 
     /// Sends `buf` to `dest` with `tag` (`MPI_Send`). Returns when `buf` may
@@ -342,12 +357,11 @@ impl Communicator {
     ) -> Result<Status> {
         let elem = std::mem::size_of::<T>();
         let regions = self.engine.borrow().regions.clone();
-        regions.scope(
-            |scope| match self.start_recv_in(scope, buf, src.into(), tag.into())? {
-                Some(id) => Communicator::status(self.wait_id(id)?, elem),
-                None => Ok(Status::EMPTY),
-            },
-        )
+        regions.scope(|scope| match self.start_recv_in(scope, buf, src.into(), tag.into())? {
+            Started::Pending(id) => Communicator::status(self.wait_id(id)?, elem),
+            Started::Done(completed) => Communicator::status(completed, elem),
+            Started::Null => Ok(Status::EMPTY),
+        })
     }
 
     /// Sends `sendbuf` to `dest` and receives into `recvbuf` from `src` at
@@ -388,14 +402,10 @@ impl Communicator {
             found.is_some() || peer.is_some_and(|p| e.is_lost(p))
         })?;
         match found {
-            Some(env) => Ok(Status {
-                source: Rank(env.src as i32),
-                tag: Tag(env.tag),
-                count: env.len,
-            }),
-            None => Err(Error::PeerFailed {
-                rank: peer.map_or(0, |p| p.index()),
-            }),
+            Some(env) => {
+                Ok(Status { source: Rank(env.src as i32), tag: Tag(env.tag), count: env.len })
+            }
+            None => Err(Error::PeerFailed { rank: peer.map_or(0, |p| p.index()) }),
         }
     }
 
@@ -455,11 +465,7 @@ impl Communicator {
     /// Collective over this communicator.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
         let next = self.engine.borrow().state.next_ctx;
-        let mine = [
-            color.map_or(u64::MAX, u64::from),
-            u64::from(key as u32),
-            u64::from(next),
-        ];
+        let mine = [color.map_or(u64::MAX, u64::from), u64::from(key as u32), u64::from(next)];
         let all = self.exchange(mine)?;
         let ctx = self.agree_context(&all);
         let Some(color) = color else { return Ok(None) };
@@ -475,23 +481,13 @@ impl Communicator {
             .iter()
             .position(|&(_, r)| r == self.rank())
             .expect("this rank has its own colour") as u32;
-        Ok(Some(Communicator::new(
-            self.engine.clone(),
-            self.config.clone(),
-            ctx,
-            rank,
-            group,
-        )))
+        Ok(Some(Communicator::new(self.engine.clone(), self.config.clone(), ctx, rank, group)))
     }
 
     /// The new context every member computes from the exchanged counters:
     /// above every id any member has used.
     fn agree_context(&self, all: &[[u64; 3]]) -> ContextId {
-        let next = all
-            .iter()
-            .map(|rec| rec[2])
-            .max()
-            .expect("a communicator is never empty");
+        let next = all.iter().map(|rec| rec[2]).max().expect("a communicator is never empty");
         let ctx = ContextId(next as u32);
         let mut engine = self.engine.borrow_mut();
         engine.state.next_ctx = engine.state.next_ctx.max(ctx.0 + 2);
@@ -510,14 +506,7 @@ impl Communicator {
         for step in 0..n.saturating_sub(1) {
             let outgoing = all[(me + n - step) % n];
             let mut incoming = [0u64; 3];
-            coll.sendrecv(
-                &outgoing,
-                right,
-                EXCHANGE_TAG,
-                &mut incoming,
-                left,
-                EXCHANGE_TAG,
-            )?;
+            coll.sendrecv(&outgoing, right, EXCHANGE_TAG, &mut incoming, left, EXCHANGE_TAG)?;
             all[(me + n - step - 1) % n] = incoming;
         }
         Ok(all)
@@ -549,6 +538,16 @@ impl Communicator {
         }
         Ok(())
     }
+}
+
+/// How a receive started.
+pub(crate) enum Started {
+    /// In flight, as this request.
+    Pending(ReqId),
+    /// Completed at once (the message was waiting).
+    Done(Completed),
+    /// With the null process: nothing to do.
+    Null,
 }
 
 /// Tags of the runtime's own traffic on collective contexts.

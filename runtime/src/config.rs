@@ -5,7 +5,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `HPCOMM_EAGER_LIMIT` | largest message sent eagerly, in bytes (at most the transport's frame payload) | the transport's |
-//! | `HPCOMM_SPIN` | empty progress rounds a waiting rank spins before it yields | 64 |
+//! | `HPCOMM_SPIN_US` | how long a waiting rank spins on progress before it yields, in µs | 50 when the job's ranks on this host fit its cores, else 0 |
 //! | `HPCOMM_YIELD` | further empty rounds in which it yields the core, before it sleeps in the transport | 256 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
@@ -64,9 +64,7 @@ impl std::str::FromStr for TransportChoice {
             "shm" => Ok(TransportChoice::Shm),
             "tcp" => Ok(TransportChoice::Tcp),
             "ofi" => Ok(TransportChoice::Ofi),
-            other => Err(format!(
-                "unknown transport {other:?}: expected auto, shm, tcp or ofi"
-            )),
+            other => Err(format!("unknown transport {other:?}: expected auto, shm, tcp or ofi")),
         }
     }
 }
@@ -95,8 +93,9 @@ pub struct Launch {
 pub struct Config {
     /// Overrides the transport's eager threshold.
     pub eager_limit: Option<usize>,
-    /// Empty progress rounds spent spinning.
-    pub spin: u32,
+    /// How long a waiting rank spins before yielding; `None`: decided from
+    /// the number of ranks on this host and its cores.
+    pub spin: Option<Duration>,
     /// Empty progress rounds spent yielding, after spinning.
     pub yields: u32,
     /// Longest sleep in the transport when idle.
@@ -115,7 +114,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             eager_limit: None,
-            spin: 64,
+            spin: None,
             yields: 256,
             idle_wait: Duration::from_micros(200),
             finalize_timeout: Duration::from_secs(30),
@@ -138,8 +137,8 @@ impl Config {
         if let Some(v) = parse::<usize>(&lookup, "HPCOMM_EAGER_LIMIT")? {
             config.eager_limit = Some(v);
         }
-        if let Some(v) = parse::<u32>(&lookup, "HPCOMM_SPIN")? {
-            config.spin = v;
+        if let Some(v) = parse::<u64>(&lookup, "HPCOMM_SPIN_US")? {
+            config.spin = Some(Duration::from_micros(v));
         }
         if let Some(v) = parse::<u32>(&lookup, "HPCOMM_YIELD")? {
             config.yields = v;
@@ -185,15 +184,11 @@ impl Config {
         }
         let kvs_text = need("HPCOMM_KVS")?;
         let kvs = kvs_text.parse().map_err(|_| {
-            Error::Config(format!(
-                "HPCOMM_KVS={kvs_text:?} is not a host:port address"
-            ))
+            Error::Config(format!("HPCOMM_KVS={kvs_text:?} is not a host:port address"))
         })?;
         let transport = match lookup("HPCOMM_TRANSPORT") {
             None => TransportChoice::Auto,
-            Some(t) => t
-                .parse()
-                .map_err(|e| Error::Config(format!("HPCOMM_TRANSPORT: {e}")))?,
+            Some(t) => t.parse().map_err(|e| Error::Config(format!("HPCOMM_TRANSPORT: {e}")))?,
         };
         Ok(Some(Launch {
             rank,
@@ -214,9 +209,7 @@ fn parse<T: std::str::FromStr>(
     match lookup(name) {
         None => Ok(None),
         Some(raw) => raw.trim().parse().map(Some).map_err(|_| {
-            Error::Config(format!(
-                "{name}={raw:?} is not a valid non-negative integer"
-            ))
+            Error::Config(format!("{name}={raw:?} is not a valid non-negative integer"))
         }),
     }
 }
@@ -226,23 +219,16 @@ mod tests {
     use super::*;
 
     fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     #[test]
     fn settings_are_read_and_checked() {
         assert_eq!(Config::from_lookup(env(&[])).unwrap(), Config::default());
-        let c = Config::from_lookup(env(&[
-            ("HPCOMM_EAGER_LIMIT", "4096"),
-            ("HPCOMM_SPIN", " 0 "),
-        ]))
-        .unwrap();
+        let c = Config::from_lookup(env(&[("HPCOMM_EAGER_LIMIT", "4096"), ("HPCOMM_SPIN_US", " 0 ")]))
+            .unwrap();
         assert_eq!(c.eager_limit, Some(4096));
-        assert_eq!(c.spin, 0);
+        assert_eq!(c.spin, Some(Duration::ZERO));
         let e = Config::from_lookup(env(&[("HPCOMM_YIELD", "-3")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_YIELD"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
@@ -261,16 +247,10 @@ mod tests {
             ("HPCOMM_LAUNCHER_PID", "77"),
         ];
         let launch = Config::from_lookup(env(&FULL)).unwrap().launch.unwrap();
-        assert_eq!(
-            (launch.rank, launch.size, launch.transport),
-            (1, 4, TransportChoice::Shm)
-        );
+        assert_eq!((launch.rank, launch.size, launch.transport), (1, 4, TransportChoice::Shm));
         assert_eq!(launch.launcher_pid, Some(77));
         let e = Config::from_lookup(env(&FULL[..2])).unwrap_err();
-        assert!(
-            matches!(e, Error::Bootstrap(ref m) if m.contains("HPCOMM_KVS")),
-            "{e}"
-        );
+        assert!(matches!(e, Error::Bootstrap(ref m) if m.contains("HPCOMM_KVS")), "{e}");
         let e =
             Config::from_lookup(env(&[("HPCOMM_RANK", "4"), ("HPCOMM_SIZE", "4")])).unwrap_err();
         assert!(e.to_string().contains("not below"), "{e}");
@@ -281,9 +261,6 @@ mod tests {
             ("HPCOMM_SECRET", "s"),
             ("HPCOMM_JOB", "j"),
         ];
-        assert!(Config::from_lookup(env(&BAD))
-            .unwrap_err()
-            .to_string()
-            .contains("HPCOMM_KVS"));
+        assert!(Config::from_lookup(env(&BAD)).unwrap_err().to_string().contains("HPCOMM_KVS"));
     }
 }

@@ -34,10 +34,7 @@ impl ReqId {
     }
 
     fn from_wire(w: u64) -> ReqId {
-        ReqId {
-            index: w as u32,
-            generation: (w >> 32) as u32,
-        }
+        ReqId { index: w as u32, generation: (w >> 32) as u32 }
     }
 }
 
@@ -96,16 +93,8 @@ struct Slot {
 /// What is kept of a message that arrived before its receive.
 #[derive(Debug)]
 enum Stored {
-    Eager {
-        data: Vec<u8>,
-        sync: Option<(PeerId, u64)>,
-    },
-    Rts {
-        peer: PeerId,
-        sreq: u64,
-        key: RemoteKey,
-        read: bool,
-    },
+    Eager { data: Vec<u8>, sync: Option<(PeerId, u64)> },
+    Rts { peer: PeerId, sreq: u64, key: RemoteKey, read: bool },
 }
 
 #[derive(Debug, Default)]
@@ -136,21 +125,9 @@ struct Outgoing {
 enum Job {
     /// Read `len` bytes at `offset` of the peer's exposed buffer into the
     /// same offset of the request's region.
-    Read {
-        req: ReqId,
-        peer: PeerId,
-        key: RemoteKey,
-        offset: usize,
-        len: usize,
-    },
+    Read { req: ReqId, peer: PeerId, key: RemoteKey, offset: usize, len: usize },
     /// Push the request's region from `offset` in `DATA` frames.
-    Push {
-        req: ReqId,
-        peer: PeerId,
-        rreq: u64,
-        offset: usize,
-        len: usize,
-    },
+    Push { req: ReqId, peer: PeerId, rreq: u64, offset: usize, len: usize },
 }
 
 impl Job {
@@ -228,6 +205,46 @@ impl Engine {
         self.state.lost[peer.index()]
     }
 
+    /// Sends a standard-mode message of eager size at once, straight from
+    /// `bytes`, with no request: the fast path of every small send. Returns
+    /// `false` (and sends nothing) when the message must take the request
+    /// path: rendezvous size, a backlog to keep order with, or no room.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_send_now(
+        &mut self,
+        ctx: ContextId,
+        me: u32,
+        dst: u32,
+        peer: PeerId,
+        tag: i32,
+        bytes: &[u8],
+    ) -> Result<bool> {
+        if !matches!(select(bytes.len(), &self.state.limits), Protocol::Inline | Protocol::Eager)
+            || !self.state.outbox.is_empty()
+        {
+            return Ok(false);
+        }
+        if self.is_lost(peer) {
+            return Err(Error::PeerFailed { rank: peer.index() });
+        }
+        let seqs = &mut self.state.ctx(ctx).send_seq;
+        if dst as usize >= seqs.len() {
+            seqs.resize(dst as usize + 1, 0);
+        }
+        let seq = seqs[dst as usize];
+        let (hbuf, hlen) =
+            header_of(&Header::Eager { msg: MessageHeader { ctx, src: me, tag, seq }, sync: None });
+        match self.transport.try_send(peer, &hbuf[..hlen as usize], bytes) {
+            Ok(()) => {
+                // The sequence number is spent only once the frame is out.
+                self.state.ctx(ctx).send_seq[dst as usize] = seq.wrapping_add(1);
+                Ok(true)
+            }
+            Err(TransportError::WouldBlock) => Ok(false),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
     /// Starts a send of the registered `region` (`len` bytes) from rank `me`
     /// to rank `dst` (world `peer`) of context `ctx`.
     #[allow(clippy::too_many_arguments)]
@@ -246,17 +263,8 @@ impl Engine {
             return Err(Error::PeerFailed { rank: peer.index() });
         }
         let seq = self.state.next_seq(ctx, dst);
-        let msg = MessageHeader {
-            ctx,
-            src: me,
-            tag,
-            seq,
-        };
-        let info = Completed {
-            src: me,
-            tag,
-            bytes: len,
-        };
+        let msg = MessageHeader { ctx, src: me, tag, seq };
+        let info = Completed { src: me, tag, bytes: len };
         let id = self.state.alloc(Req {
             stage: Stage::AwaitReply,
             region: Some(region),
@@ -265,17 +273,12 @@ impl Engine {
         });
         match select(len, &self.state.limits) {
             protocol @ (Protocol::Inline | Protocol::Eager) => {
-                let header = Header::Eager {
-                    msg,
-                    sync: sync.then(|| id.to_wire()),
-                };
+                let header = Header::Eager { msg, sync: sync.then(|| id.to_wire()) };
                 let (hbuf, hlen) = header_of(&header);
                 let sent = if self.state.outbox.is_empty() {
                     let transport = &mut self.transport;
                     self.regions
-                        .with(region, |b| {
-                            transport.try_send(peer, &hbuf[..hlen as usize], b)
-                        })
+                        .with(region, |b| transport.try_send(peer, &hbuf[..hlen as usize], b))
                         .unwrap_or(Err(TransportError::InvalidRegion))
                 } else {
                     Err(TransportError::WouldBlock)
@@ -283,10 +286,7 @@ impl Engine {
                 match sent {
                     Ok(()) => self.state.sent(&self.regions, id, sync),
                     Err(TransportError::WouldBlock) if protocol == Protocol::Inline => {
-                        let data = self
-                            .regions
-                            .with(region, |b| b.to_vec())
-                            .unwrap_or_default();
+                        let data = self.regions.with(region, |b| b.to_vec()).unwrap_or_default();
                         self.state.outbox.push_back(Outgoing {
                             dst: peer,
                             header: hbuf,
@@ -305,9 +305,7 @@ impl Engine {
                             body: Body::Region { region, req: id },
                         });
                     }
-                    Err(e) => self
-                        .state
-                        .finish(&self.regions, id, Err(transport_error(e))),
+                    Err(e) => self.state.finish(&self.regions, id, Err(transport_error(e))),
                 }
             }
             Protocol::Rendezvous(mode) => {
@@ -316,8 +314,7 @@ impl Engine {
                     match self.transport.expose(&self.regions, region) {
                         Ok(key) => key,
                         Err(e) => {
-                            self.state
-                                .finish(&self.regions, id, Err(transport_error(e)));
+                            self.state.finish(&self.regions, id, Err(transport_error(e)));
                             return Ok(id);
                         }
                     }
@@ -327,18 +324,43 @@ impl Engine {
                 if !read {
                     self.state.slot(id).expect("just allocated").stage = Stage::AwaitCts;
                 }
-                let header = Header::Rts {
-                    msg,
-                    read,
-                    len: len as u64,
-                    sreq: id.to_wire(),
-                    key,
-                };
+                let header = Header::Rts { msg, read, len: len as u64, sreq: id.to_wire(), key };
                 self.state.push_control(peer, &header);
             }
         }
-        self.flush()?;
+        if self.has_backlog() {
+            self.flush()?;
+        }
         Ok(id)
+    }
+
+    /// Receives at once, straight into `buf`, an eager message that has
+    /// already arrived: the fast path of a receive that comes late. `None`
+    /// when no such message is waiting (the request path must be taken).
+    pub fn try_recv_now(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        buf: &mut [u8],
+    ) -> Option<Result<Completed>> {
+        let state = &mut self.state;
+        let (env, stored) = state
+            .ctx(ctx)
+            .matcher
+            .take_unexpected(pattern, |stored| matches!(stored, Stored::Eager { .. }))?;
+        let Stored::Eager { data, sync } = stored else { unreachable!("only eager taken") };
+        if let Some((peer, sreq)) = sync {
+            state.push_control(peer, &Header::Ack { sreq });
+        }
+        let result = match buf.get_mut(..data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&data);
+                Ok(Completed { src: env.src, tag: env.tag, bytes: data.len() })
+            }
+            None => Err(Error::Truncated { needed: data.len(), capacity: buf.len() }),
+        };
+        state.recycle(data);
+        Some(result)
     }
 
     /// Posts a receive into the writable `region` for messages `pattern`
@@ -378,11 +400,7 @@ impl Engine {
                 };
                 if let Some(p) = lost {
                     state.ctx(ctx).matcher.cancel(|_, r| r == id);
-                    state.finish(
-                        &self.regions,
-                        id,
-                        Err(Error::PeerFailed { rank: p.index() }),
-                    );
+                    state.finish(&self.regions, id, Err(Error::PeerFailed { rank: p.index() }));
                 }
             }
         }
@@ -392,11 +410,7 @@ impl Engine {
 
     /// The envelope of the earliest unexpected message `pattern` accepts.
     pub fn probe(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Envelope> {
-        self.state
-            .ctx(ctx)
-            .matcher
-            .probe(pattern)
-            .map(|(env, _)| *env)
+        self.state.ctx(ctx).matcher.probe(pattern).map(|(env, _)| *env)
     }
 
     /// Records the group of a communicator this endpoint belongs to.
@@ -439,13 +453,8 @@ impl Engine {
     /// One round of progress: flush, poll, flush. Returns whether anything
     /// happened.
     pub fn progress(&mut self) -> Result<bool> {
-        let mut busy = self.flush()?;
-        let Engine {
-            transport,
-            regions,
-            state,
-            ..
-        } = self;
+        let mut busy = self.has_backlog() && self.flush()?;
+        let Engine { transport, regions, state, .. } = self;
         let mut failure = None;
         let events = transport.poll(regions, &mut |ev| {
             if failure.is_none() {
@@ -458,7 +467,9 @@ impl Engine {
             return Err(e);
         }
         busy |= events > 0;
-        busy |= self.flush()?;
+        if self.has_backlog() {
+            busy |= self.flush()?;
+        }
         Ok(busy)
     }
 
@@ -470,12 +481,7 @@ impl Engine {
     /// Hands queued frames and jobs to the transport while it has room.
     fn flush(&mut self) -> Result<bool> {
         let mut busy = false;
-        let Engine {
-            transport,
-            regions,
-            state,
-            ..
-        } = self;
+        let Engine { transport, regions, state, .. } = self;
         while let Some(out) = state.outbox.front() {
             let header = &out.header[..out.header_len as usize];
             let result = match &out.body {
@@ -509,13 +515,7 @@ impl Engine {
         }
         while let Some(job) = state.jobs.pop_front() {
             match job {
-                Job::Read {
-                    req,
-                    peer,
-                    key,
-                    offset,
-                    len,
-                } => {
+                Job::Read { req, peer, key, offset, len } => {
                     let Some(dst) = state.get(req).and_then(|r| r.region) else {
                         continue;
                     };
@@ -531,13 +531,7 @@ impl Engine {
                     }
                     busy = true;
                 }
-                Job::Push {
-                    req,
-                    peer,
-                    rreq,
-                    mut offset,
-                    len,
-                } => {
+                Job::Push { req, peer, rreq, mut offset, len } => {
                     let Some(src) = state.get(req).and_then(|r| r.region) else {
                         continue;
                     };
@@ -545,10 +539,7 @@ impl Engine {
                     let mut outcome = Ok(());
                     while offset < len {
                         let end = (offset + chunk).min(len);
-                        let (hbuf, hlen) = header_of(&Header::Data {
-                            rreq,
-                            offset: offset as u64,
-                        });
+                        let (hbuf, hlen) = header_of(&Header::Data { rreq, offset: offset as u64 });
                         outcome = regions
                             .with(src, |b| {
                                 transport.try_send(peer, &hbuf[..hlen as usize], &b[offset..end])
@@ -562,13 +553,7 @@ impl Engine {
                     }
                     match outcome {
                         Err(TransportError::WouldBlock) => {
-                            state.jobs.push_front(Job::Push {
-                                req,
-                                peer,
-                                rreq,
-                                offset,
-                                len,
-                            });
+                            state.jobs.push_front(Job::Push { req, peer, rreq, offset, len });
                             break;
                         }
                         Err(e) => state.finish(regions, req, Err(transport_error(e))),
@@ -621,36 +606,23 @@ impl State {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
                 slot.req = Some(req);
-                ReqId {
-                    index,
-                    generation: slot.generation,
-                }
+                ReqId { index, generation: slot.generation }
             }
             None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    req: Some(req),
-                });
-                ReqId {
-                    index: (self.slots.len() - 1) as u32,
-                    generation: 0,
-                }
+                self.slots.push(Slot { generation: 0, req: Some(req) });
+                ReqId { index: (self.slots.len() - 1) as u32, generation: 0 }
             }
         }
     }
 
     fn get(&self, id: ReqId) -> Option<&Req> {
         let slot = self.slots.get(id.index as usize)?;
-        (slot.generation == id.generation)
-            .then_some(slot.req.as_ref())
-            .flatten()
+        (slot.generation == id.generation).then_some(slot.req.as_ref()).flatten()
     }
 
     fn slot(&mut self, id: ReqId) -> Option<&mut Req> {
         let slot = self.slots.get_mut(id.index as usize)?;
-        (slot.generation == id.generation)
-            .then_some(slot.req.as_mut())
-            .flatten()
+        (slot.generation == id.generation).then_some(slot.req.as_mut()).flatten()
     }
 
     /// Ends a request with `result` and releases its region.
@@ -680,12 +652,7 @@ impl State {
 
     fn push_control(&mut self, dst: PeerId, header: &Header) {
         let (buf, len) = header_of(header);
-        self.outbox.push_back(Outgoing {
-            dst,
-            header: buf,
-            header_len: len,
-            body: Body::Empty,
-        });
+        self.outbox.push_back(Outgoing { dst, header: buf, header_len: len, body: Body::Empty });
     }
 
     fn recycle(&mut self, mut data: Vec<u8>) {
@@ -697,11 +664,7 @@ impl State {
 
     fn on_event(&mut self, regions: &Regions, ev: Event<'_>) -> Result<()> {
         match ev {
-            Event::Frame {
-                src,
-                header,
-                payload,
-            } => self.on_frame(regions, src, header, payload),
+            Event::Frame { src, header, payload } => self.on_frame(regions, src, header, payload),
             Event::ReadDone { token } => {
                 self.read_done(regions, token, None);
                 Ok(())
@@ -728,11 +691,7 @@ impl State {
             Header::decode(header).map_err(|e| Error::Protocol(format!("from rank {src}: {e}")))?;
         match header {
             Header::Eager { msg, sync } => {
-                let env = Envelope {
-                    src: msg.src,
-                    tag: msg.tag,
-                    len: payload.len(),
-                };
+                let env = Envelope { src: msg.src, tag: msg.tag, len: payload.len() };
                 let sync = sync.map(|sreq| (src, sreq));
                 let pool = &mut self.pool;
                 let keep = || {
@@ -747,31 +706,14 @@ impl State {
                 }
                 self.deliver_released(regions, released);
             }
-            Header::Rts {
-                msg,
-                read,
-                len,
-                sreq,
-                key,
-            } => {
+            Header::Rts { msg, read, len, sreq, key } => {
                 let len = usize::try_from(len)
                     .map_err(|_| Error::Protocol(format!("rank {src} announced {len} bytes")))?;
-                let env = Envelope {
-                    src: msg.src,
-                    tag: msg.tag,
-                    len,
-                };
-                let keep = || Stored::Rts {
-                    peer: src,
-                    sreq,
-                    key,
-                    read,
-                };
+                let env = Envelope { src: msg.src, tag: msg.tag, len };
+                let keep = || Stored::Rts { peer: src, sreq, key, read };
                 let mut released = std::mem::take(&mut self.released);
                 if let Some(id) =
-                    self.ctx(msg.ctx)
-                        .matcher
-                        .arrive(env, msg.seq, keep, &mut released)
+                    self.ctx(msg.ctx).matcher.arrive(env, msg.seq, keep, &mut released)
                 {
                     self.start_rendezvous(regions, id, env, src, sreq, key, read);
                 }
@@ -792,13 +734,7 @@ impl State {
                     if matches!(req.stage, Stage::AwaitCts) {
                         req.stage = Stage::Pushing;
                         let len = req.info.bytes;
-                        self.jobs.push_back(Job::Push {
-                            req: id,
-                            peer: src,
-                            rreq,
-                            offset: 0,
-                            len,
-                        });
+                        self.jobs.push_back(Job::Push { req: id, peer: src, rreq, offset: 0, len });
                     }
                 }
             }
@@ -813,10 +749,8 @@ impl State {
                     return Ok(());
                 };
                 let start = offset as usize;
-                let end = start
-                    .checked_add(payload.len())
-                    .filter(|&e| e <= *len)
-                    .ok_or_else(|| {
+                let end =
+                    start.checked_add(payload.len()).filter(|&e| e <= *len).ok_or_else(|| {
                         Error::Protocol(format!("rank {src} sent data past the message end"))
                     })?;
                 *got += payload.len();
@@ -826,11 +760,7 @@ impl State {
                 let written = region
                     .and_then(|r| regions.with_mut(r, |b| b[start..end].copy_from_slice(payload)));
                 if written.is_none() {
-                    self.finish(
-                        regions,
-                        id,
-                        Err(Error::Transport(TransportError::InvalidRegion)),
-                    );
+                    self.finish(regions, id, Err(Error::Transport(TransportError::InvalidRegion)));
                 } else if complete {
                     self.finish(regions, id, Ok(info));
                 }
@@ -857,12 +787,9 @@ impl State {
                 self.deliver_eager(regions, id, env, &data, sync);
                 self.recycle(data);
             }
-            Stored::Rts {
-                peer,
-                sreq,
-                key,
-                read,
-            } => self.start_rendezvous(regions, id, env, peer, sreq, key, read),
+            Stored::Rts { peer, sreq, key, read } => {
+                self.start_rendezvous(regions, id, env, peer, sreq, key, read)
+            }
         }
     }
 
@@ -878,11 +805,7 @@ impl State {
             self.push_control(peer, &Header::Ack { sreq });
         }
         let Some(req) = self.slot(id) else { return };
-        let info = Completed {
-            src: env.src,
-            tag: env.tag,
-            bytes: data.len(),
-        };
+        let info = Completed { src: env.src, tag: env.tag, bytes: data.len() };
         req.info = info;
         let result = match req.region.and_then(|r| {
             regions.with_mut(r, |buf| match buf.get_mut(..data.len()) {
@@ -890,10 +813,7 @@ impl State {
                     dst.copy_from_slice(data);
                     Ok(info)
                 }
-                None => Err(Error::Truncated {
-                    needed: data.len(),
-                    capacity: buf.len(),
-                }),
+                None => Err(Error::Truncated { needed: data.len(), capacity: buf.len() }),
             })
         }) {
             Some(result) => result,
@@ -915,66 +835,31 @@ impl State {
     ) {
         let max_read = self.limits.max_read;
         let Some(req) = self.slot(id) else { return };
-        req.info = Completed {
-            src: env.src,
-            tag: env.tag,
-            bytes: env.len,
-        };
+        req.info = Completed { src: env.src, tag: env.tag, bytes: env.len };
         req.peer = Some(peer);
         let capacity = req.region.and_then(|r| regions.len(r)).unwrap_or(0);
         if env.len > capacity {
             // Refuse the data; the sender completes, the receive reports it.
             self.push_control(peer, &Header::Fin { sreq });
-            self.finish(
-                regions,
-                id,
-                Err(Error::Truncated {
-                    needed: env.len,
-                    capacity,
-                }),
-            );
+            self.finish(regions, id, Err(Error::Truncated { needed: env.len, capacity }));
         } else if read {
             let chunks = env.len.div_ceil(max_read) as u32;
-            req.stage = Stage::Reading {
-                outstanding: chunks,
-                sreq,
-                error: None,
-            };
+            req.stage = Stage::Reading { outstanding: chunks, sreq, error: None };
             for c in 0..chunks as usize {
                 let offset = c * max_read;
                 let len = max_read.min(env.len - offset);
-                self.jobs.push_back(Job::Read {
-                    req: id,
-                    peer,
-                    key,
-                    offset,
-                    len,
-                });
+                self.jobs.push_back(Job::Read { req: id, peer, key, offset, len });
             }
         } else {
-            req.stage = Stage::Streaming {
-                got: 0,
-                len: env.len,
-            };
-            self.push_control(
-                peer,
-                &Header::Cts {
-                    sreq,
-                    rreq: id.to_wire(),
-                },
-            );
+            req.stage = Stage::Streaming { got: 0, len: env.len };
+            self.push_control(peer, &Header::Cts { sreq, rreq: id.to_wire() });
         }
     }
 
     fn read_done(&mut self, regions: &Regions, token: u64, error: Option<Error>) {
         let id = ReqId::from_wire(token);
         let Some(req) = self.slot(id) else { return };
-        let Stage::Reading {
-            outstanding,
-            sreq,
-            error: first,
-        } = &mut req.stage
-        else {
+        let Stage::Reading { outstanding, sreq, error: first } = &mut req.stage else {
             return;
         };
         *outstanding -= 1;
@@ -1032,10 +917,7 @@ impl State {
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(req) = &slot.req {
                 if req.peer == Some(peer) && !matches!(req.stage, Stage::Done(_) | Stage::Posted) {
-                    failed.push(ReqId {
-                        index: index as u32,
-                        generation: slot.generation,
-                    });
+                    failed.push(ReqId { index: index as u32, generation: slot.generation });
                 }
             }
         }

@@ -130,25 +130,34 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     /// returned and the receive is not queued; otherwise `req` is queued.
     pub fn post(&mut self, pattern: Pattern, req: R) -> Option<(Envelope, P)> {
         if let Some((src, i)) = self.find_unexpected(pattern) {
-            let u = self.sources[src]
-                .unexpected
-                .remove(i)
-                .expect("index found above");
+            let u = self.sources[src].unexpected.remove(i).expect("index found above");
             self.unexpected -= 1;
             return Some((u.env, u.payload));
         }
         let order = self.next_order;
         self.next_order += 1;
-        let posted = Posted {
-            tag: pattern.tag,
-            order,
-            req,
-        };
+        let posted = Posted { tag: pattern.tag, order, req };
         match pattern.src {
             Some(src) => self.source(src).posted.push_back(posted),
             None => self.any_source.push_back(posted),
         }
         None
+    }
+
+    /// Removes and returns the earliest unexpected message `pattern` accepts
+    /// if `take` approves of it; posts nothing.
+    pub fn take_unexpected(
+        &mut self,
+        pattern: Pattern,
+        take: impl FnOnce(&P) -> bool,
+    ) -> Option<(Envelope, P)> {
+        let (src, i) = self.find_unexpected(pattern)?;
+        if !take(&self.sources[src].unexpected[i].payload) {
+            return None;
+        }
+        let u = self.sources[src].unexpected.remove(i).expect("index found above");
+        self.unexpected -= 1;
+        Some((u.env, u.payload))
     }
 
     /// The earliest unexpected message `pattern` accepts: (source, index).
@@ -202,6 +211,9 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     }
 
     fn release_early(&mut self, src: u32, released: &mut Vec<(R, Envelope, P)>) {
+        if self.sources[src as usize].early.is_empty() {
+            return;
+        }
         loop {
             let q = self.source(src);
             let Some((env, payload)) = q.early.remove(&q.expected) else {
@@ -219,11 +231,7 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         self.unexpected += 1;
-        self.source(env.src).unexpected.push_back(Unexpected {
-            env,
-            arrival,
-            payload,
-        });
+        self.source(env.src).unexpected.push_back(Unexpected { env, arrival, payload });
     }
 
     /// Removes and returns the earliest posted receive that accepts `env`.
@@ -325,11 +333,7 @@ mod tests {
                 &[Some(0), Some(1)],
             ),
             // An older any-source receive beats a newer specific one.
-            (
-                &[(None, None), (Some(2), Some(1))],
-                &[(2, 1, "a"), (2, 1, "b")],
-                &[Some(0), Some(1)],
-            ),
+            (&[(None, None), (Some(2), Some(1))], &[(2, 1, "a"), (2, 1, "b")], &[Some(0), Some(1)]),
             // A newer any-source receive loses to an older specific one.
             (
                 &[(Some(2), Some(1)), (None, Some(1))],
@@ -337,11 +341,7 @@ mod tests {
                 &[Some(0), Some(1)],
             ),
             // Tag mismatch leaves the message unexpected.
-            (
-                &[(Some(0), Some(7))],
-                &[(0, 8, "a"), (0, 7, "b")],
-                &[None, Some(0)],
-            ),
+            (&[(Some(0), Some(7))], &[(0, 8, "a"), (0, 7, "b")], &[None, Some(0)]),
             // Any-tag receives take whatever comes first from their source.
             (
                 &[(Some(0), None), (Some(0), None)],
@@ -363,11 +363,7 @@ mod tests {
     fn receives_take_the_earliest_unexpected_message() {
         let mut m = M::new();
         let mut seqs = [0; 8];
-        arrive_all(
-            &mut m,
-            &mut seqs,
-            &[(2, 1, "a"), (1, 1, "b"), (2, 2, "c"), (1, 2, "d")],
-        );
+        arrive_all(&mut m, &mut seqs, &[(2, 1, "a"), (1, 1, "b"), (2, 2, "c"), (1, 2, "d")]);
         assert_eq!(m.unexpected_len(), 4);
         // (pattern, expected message)
         let table = [
@@ -395,20 +391,13 @@ mod tests {
         assert_eq!(m.arrive(env(0, 3), 2, || "third", &mut released), None);
         assert_eq!(m.arrive(env(0, 1), 1, || "second", &mut released), None);
         assert!(released.is_empty());
-        assert_eq!(
-            m.unexpected_len(),
-            0,
-            "early messages are not matchable yet"
-        );
+        assert_eq!(m.unexpected_len(), 0, "early messages are not matchable yet");
         assert!(m.probe(pat(None, None)).is_none());
         // seq 0 (tag 9) matches the any-tag receive 11, and releases 1 and 2:
         // "second" (tag 1) matches 10, "third" stays unexpected.
         assert_eq!(m.arrive(env(0, 9), 0, || "first", &mut released), Some(11));
         assert_eq!(released, vec![(10, env(0, 1), "second")]);
-        assert_eq!(
-            m.probe(pat(None, None)).map(|(e, n)| (e.tag, *n)),
-            Some((3, "third"))
-        );
+        assert_eq!(m.probe(pat(None, None)).map(|(e, n)| (e.tag, *n)), Some((3, "third")));
     }
 
     #[test]
@@ -431,14 +420,8 @@ mod tests {
         let mut released = Vec::new();
         m.source(0).expected = u32::MAX;
         assert_eq!(m.arrive(env(0, 0), 0, || "after", &mut released), None);
-        assert_eq!(
-            m.arrive(env(0, 0), u32::MAX, || "before", &mut released),
-            None
-        );
-        assert_eq!(
-            m.post(pat(Some(0), None), 1).map(|(_, n)| n),
-            Some("before")
-        );
+        assert_eq!(m.arrive(env(0, 0), u32::MAX, || "before", &mut released), None);
+        assert_eq!(m.post(pat(Some(0), None), 1).map(|(_, n)| n), Some("before"));
         assert_eq!(m.post(pat(Some(0), None), 2).map(|(_, n)| n), Some("after"));
     }
 }

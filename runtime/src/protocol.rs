@@ -83,15 +83,8 @@ mod tests {
             max_payload: 4096,
             max_read: 1 << 20,
         };
-        let pipe = Limits {
-            rma_read: false,
-            ..read
-        };
-        let none = Limits {
-            inline: 0,
-            eager: 0,
-            ..read
-        };
+        let pipe = Limits { rma_read: false, ..read };
+        let none = Limits { inline: 0, eager: 0, ..read };
         let table = [
             (read, 0, Protocol::Inline),
             (read, 64, Protocol::Inline),

@@ -42,7 +42,7 @@ use std::cell::RefCell;
 use bytemuck::Pod;
 use hpcomm_transport::RegionScope;
 
-use crate::comm::Communicator;
+use crate::comm::{Communicator, Started};
 use crate::engine::{Engine, ReqId};
 use crate::error::Result;
 use crate::types::{Rank, Status, Tag};
@@ -86,9 +86,7 @@ pub struct Scope<'s, 'env: 's> {
 
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope")
-            .field("started", &self.started.borrow().len())
-            .finish()
+        f.debug_struct("Scope").field("started", &self.started.borrow().len()).finish()
     }
 }
 
@@ -117,11 +115,7 @@ const PRUNE_AT: usize = 1024;
 
 impl<'s, 'env> Scope<'s, 'env> {
     pub(crate) fn new(comm: &'env Communicator, regions: &'s RegionScope<'s, 'env>) -> Self {
-        Scope {
-            comm,
-            regions,
-            started: RefCell::new(Vec::new()),
-        }
+        Scope { comm, regions, started: RefCell::new(Vec::new()) }
     }
 
     /// The communicator the scope's operations use.
@@ -146,11 +140,7 @@ impl<'s, 'env> Scope<'s, 'env> {
             }
             None => State::Ready(Status::EMPTY),
         };
-        Request {
-            comm: self.comm,
-            state,
-            elem,
-        }
+        Request { comm: self.comm, state, elem }
     }
 
     fn isend_mode<T: Pod>(
@@ -160,9 +150,12 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: Tag,
         sync: bool,
     ) -> Result<Request<'_>> {
-        let started = self
-            .comm
-            .start_send_in(self.regions, buf, dest, tag, sync)?;
+        if !sync && dest != Rank::NULL && self.comm.send_now(buf, dest, tag)?.is_some() {
+            let status = Status { source: Rank(self.comm.rank() as i32), tag, count: buf.len() };
+            let elem = std::mem::size_of::<T>();
+            return Ok(Request { comm: self.comm, state: State::Ready(status), elem });
+        }
+        let started = self.comm.start_send_in(self.regions, buf, dest, tag, sync)?;
         Ok(self.request(started, std::mem::size_of::<T>()))
     }
 
@@ -194,10 +187,15 @@ impl<'s, 'env> Scope<'s, 'env> {
         src: impl Into<Rank>,
         tag: impl Into<Tag>,
     ) -> Result<Request<'_>> {
-        let started = self
-            .comm
-            .start_recv_in(self.regions, buf, src.into(), tag.into())?;
-        Ok(self.request(started, std::mem::size_of::<T>()))
+        let elem = std::mem::size_of::<T>();
+        Ok(match self.comm.start_recv_in(self.regions, buf, src.into(), tag.into())? {
+            Started::Pending(id) => self.request(Some(id), elem),
+            Started::Done(completed) => {
+                let status = Communicator::status(completed, elem)?;
+                Request { comm: self.comm, state: State::Ready(status), elem }
+            }
+            Started::Null => self.request(None, elem),
+        })
     }
 
     /// Waits for every request started in this scope that is still in
@@ -267,16 +265,24 @@ impl Request<'_> {
 /// Waits for all requests (`MPI_Waitall`); all complete even when one fails,
 /// and the first error is returned.
 pub fn wait_all(requests: &mut [Request<'_>]) -> Result<Vec<Status>> {
+    let mut outcomes: Vec<Option<Result<Status>>> = vec![None; requests.len()];
+    if let Some(first) = requests.first() {
+        // One sweep per round of progress, not one wait per request.
+        let mut left = requests.len();
+        first.comm.block_until(|engine| {
+            for (request, outcome) in requests.iter_mut().zip(outcomes.iter_mut()) {
+                if outcome.is_none() {
+                    *outcome = request.poll_done(engine);
+                    left -= usize::from(outcome.is_some());
+                }
+            }
+            left == 0
+        })?;
+    }
     let mut statuses = Vec::with_capacity(requests.len());
     let mut first_error = None;
-    for request in requests.iter_mut() {
-        let comm = request.comm;
-        let mut outcome = None;
-        comm.block_until(|engine| {
-            outcome = request.poll_done(engine);
-            outcome.is_some()
-        })?;
-        match outcome.expect("completed") {
+    for outcome in outcomes {
+        match outcome.expect("every request completed") {
             Ok(status) => statuses.push(status),
             Err(e) => {
                 statuses.push(Status::EMPTY);

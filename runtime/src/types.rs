@@ -103,9 +103,5 @@ pub struct Status {
 impl Status {
     /// The status of an operation with the null process, or of a request
     /// that was already completed (MPI's "empty status").
-    pub const EMPTY: Status = Status {
-        source: Rank::NULL,
-        tag: Tag::ANY,
-        count: 0,
-    };
+    pub const EMPTY: Status = Status { source: Rank::NULL, tag: Tag::ANY, count: 0 };
 }

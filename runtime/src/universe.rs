@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
@@ -31,17 +31,20 @@ pub struct Universe {
 
 impl Universe {
     /// A universe over an endpoint that is already connected to its peers.
-    pub fn from_transport(transport: Backend, config: Config) -> Universe {
+    pub fn from_transport(transport: Backend, mut config: Config) -> Universe {
+        // Spin before yielding only when every rank can have a core: with
+        // more ranks than cores, a spinning rank steals the time of the one
+        // it waits for.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fits = transport.peer_count() <= cores;
+        config.spin.get_or_insert(if fits { Duration::from_micros(50) } else { Duration::ZERO });
         let config = Rc::new(config);
         let size = transport.peer_count();
         let rank = transport.peer_id();
         let engine = Rc::new(RefCell::new(Engine::new(transport, config.eager_limit)));
         let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
         let world = Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group);
-        Universe {
-            world: Some(world),
-            config,
-        }
+        Universe { world: Some(world), config }
     }
 
     /// The communicator of every rank of the job (`MPI_COMM_WORLD`).
@@ -104,13 +107,8 @@ impl Drop for Universe {
 pub fn init() -> Result<Universe> {
     let config = Config::from_env()?;
     let Some(launch) = config.launch.clone() else {
-        let endpoint = Loopback::fabric(1, LoopbackConfig::default())
-            .pop()
-            .expect("one endpoint");
-        return Ok(Universe::from_transport(
-            Backend::Loopback(endpoint),
-            config,
-        ));
+        let endpoint = Loopback::fabric(1, LoopbackConfig::default()).pop().expect("one endpoint");
+        return Ok(Universe::from_transport(Backend::Loopback(endpoint), config));
     };
     // End with the launcher, whatever happens to it.
     if let Some(launcher) = launch.launcher_pid {
@@ -164,10 +162,7 @@ where
     R: Send,
     F: Fn(&Communicator) -> R + Sync,
 {
-    let config = ThreadsConfig {
-        runtime: Config::from_env()?,
-        ..ThreadsConfig::default()
-    };
+    let config = ThreadsConfig { runtime: Config::from_env()?, ..ThreadsConfig::default() };
     threads_with(n, &config, f)
 }
 
@@ -210,10 +205,7 @@ where
                     .expect("spawning a rank thread")
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(Err))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(Err)).collect()
     });
     let mut results = Vec::with_capacity(n);
     for outcome in outcomes {

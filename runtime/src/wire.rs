@@ -144,21 +144,12 @@ impl Header {
                 put_message(buf, EAGER, &msg);
                 24
             }
-            Header::Eager {
-                msg,
-                sync: Some(sreq),
-            } => {
+            Header::Eager { msg, sync: Some(sreq) } => {
                 put_message(buf, EAGER_SYNC, &msg);
                 put64(buf, 24, sreq);
                 32
             }
-            Header::Rts {
-                msg,
-                read,
-                len,
-                sreq,
-                key,
-            } => {
+            Header::Rts { msg, read, len, sreq, key } => {
                 put_message(buf, RTS, &msg);
                 buf[2] = u8::from(read);
                 put64(buf, 24, len);
@@ -225,34 +216,19 @@ impl Header {
             seq: get32(b, 16),
         };
         Ok(match b[1] {
-            EAGER => Header::Eager {
-                msg: msg(),
-                sync: None,
-            },
-            EAGER_SYNC => Header::Eager {
-                msg: msg(),
-                sync: Some(get64(b, 24)),
-            },
+            EAGER => Header::Eager { msg: msg(), sync: None },
+            EAGER_SYNC => Header::Eager { msg: msg(), sync: Some(get64(b, 24)) },
             RTS => Header::Rts {
                 msg: msg(),
                 read: b[2] & 1 != 0,
                 len: get64(b, 24),
                 sreq: get64(b, 32),
-                key: RemoteKey {
-                    addr: get64(b, 40),
-                    key: get64(b, 48),
-                },
+                key: RemoteKey { addr: get64(b, 40), key: get64(b, 48) },
             },
             ACK => Header::Ack { sreq: get64(b, 8) },
             FIN => Header::Fin { sreq: get64(b, 8) },
-            CTS => Header::Cts {
-                sreq: get64(b, 8),
-                rreq: get64(b, 16),
-            },
-            _ => Header::Data {
-                rreq: get64(b, 8),
-                offset: get64(b, 16),
-            },
+            CTS => Header::Cts { sreq: get64(b, 8), rreq: get64(b, 16) },
+            _ => Header::Data { rreq: get64(b, 8), offset: get64(b, 16) },
         })
     }
 }
@@ -262,25 +238,14 @@ mod tests {
     use super::*;
 
     fn msg() -> MessageHeader {
-        MessageHeader {
-            ctx: ContextId(6),
-            src: 3,
-            tag: i32::MAX,
-            seq: u32::MAX - 1,
-        }
+        MessageHeader { ctx: ContextId(6), src: 3, tag: i32::MAX, seq: u32::MAX - 1 }
     }
 
     #[test]
     fn every_kind_round_trips() {
         let cases = [
-            Header::Eager {
-                msg: msg(),
-                sync: None,
-            },
-            Header::Eager {
-                msg: msg(),
-                sync: Some(u64::MAX),
-            },
+            Header::Eager { msg: msg(), sync: None },
+            Header::Eager { msg: msg(), sync: Some(u64::MAX) },
             Header::Rts {
                 msg: msg(),
                 read: true,
@@ -288,20 +253,11 @@ mod tests {
                 sreq: 9,
                 key: RemoteKey { addr: 1, key: 2 },
             },
-            Header::Rts {
-                msg: msg(),
-                read: false,
-                len: 5,
-                sreq: 9,
-                key: RemoteKey::default(),
-            },
+            Header::Rts { msg: msg(), read: false, len: 5, sreq: 9, key: RemoteKey::default() },
             Header::Ack { sreq: 5 },
             Header::Fin { sreq: 6 },
             Header::Cts { sreq: 7, rreq: 8 },
-            Header::Data {
-                rreq: 10,
-                offset: 1 << 33,
-            },
+            Header::Data { rreq: 10, offset: 1 << 33 },
         ];
         for h in cases {
             let mut buf = [0u8; MAX_HEADER];
@@ -315,17 +271,11 @@ mod tests {
         let mut buf = [0u8; MAX_HEADER];
         let n = Header::Ack { sreq: 1 }.encode(&mut buf);
         assert!(Header::decode(&buf[..1]).unwrap_err().contains("too short"));
-        assert!(Header::decode(&buf[..n - 1])
-            .unwrap_err()
-            .contains("expected 16"));
+        assert!(Header::decode(&buf[..n - 1]).unwrap_err().contains("expected 16"));
         buf[0] = 99;
-        assert!(Header::decode(&buf[..n])
-            .unwrap_err()
-            .contains("version 99"));
+        assert!(Header::decode(&buf[..n]).unwrap_err().contains("version 99"));
         buf[0] = VERSION;
         buf[1] = 200;
-        assert!(Header::decode(&buf[..n])
-            .unwrap_err()
-            .contains("unknown frame kind"));
+        assert!(Header::decode(&buf[..n]).unwrap_err().contains("unknown frame kind"));
     }
 }

@@ -49,10 +49,7 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
         (
             "pipeline",
             ThreadsConfig {
-                loopback: LoopbackConfig {
-                    rma_read: false,
-                    ..LoopbackConfig::default()
-                },
+                loopback: LoopbackConfig { rma_read: false, ..LoopbackConfig::default() },
                 ..base.clone()
             },
         ),
@@ -66,10 +63,7 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
                     inline_limit: 0,
                     rma_read: true,
                 },
-                runtime: Config {
-                    eager_limit: Some(256),
-                    ..Config::default()
-                },
+                runtime: Config { eager_limit: Some(256), ..Config::default() },
             },
         ),
     ]
@@ -77,10 +71,7 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
 
 /// The eager threshold in force under `config`.
 pub fn eager_limit(config: &ThreadsConfig) -> usize {
-    config
-        .runtime
-        .eager_limit
-        .unwrap_or(config.loopback.eager_limit)
+    config.runtime.eager_limit.unwrap_or(config.loopback.eager_limit)
 }
 
 /// Runs `f` on `n` ranks under `config`, labelling failures.

@@ -62,15 +62,9 @@ fn poll_until<T: Transport>(
     let start = Instant::now();
     while !done(frames, others) {
         ep.poll(regions, &mut |ev| match ev {
-            Event::Frame {
-                src,
-                header,
-                payload,
-            } => frames.push(Received {
-                src,
-                header: header.to_vec(),
-                payload: payload.to_vec(),
-            }),
+            Event::Frame { src, header, payload } => {
+                frames.push(Received { src, header: header.to_vec(), payload: payload.to_vec() })
+            }
             Event::ReadDone { token } => others.push(format!("done {token}")),
             Event::ReadFailed { token, .. } => others.push(format!("failed {token}")),
             Event::PeerLost { peer } => others.push(format!("lost {peer}")),
@@ -92,12 +86,7 @@ fn send_blocking<T: Transport>(ep: &mut T, regions: &Regions, dst: PeerId, h: &[
             Ok(()) => break,
             Err(TransportError::WouldBlock) => {
                 ep.poll(regions, &mut |ev| {
-                    if let Event::Frame {
-                        src,
-                        header,
-                        payload,
-                    } = ev
-                    {
+                    if let Event::Frame { src, header, payload } = ev {
                         kept.push((src, header.to_vec(), payload.to_vec()));
                     }
                 })
@@ -130,18 +119,8 @@ pub fn frames_arrive_intact<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     let mut eps = make(2);
     let regions = [Regions::new(), Regions::new()];
     let caps = eps[0].capabilities().clone();
-    let sizes = [
-        0,
-        1,
-        7,
-        64,
-        caps.inline_limit,
-        caps.eager_limit,
-        caps.max_payload,
-    ];
-    let header: Vec<u8> = (0..caps.max_header.min(64))
-        .map(|i| i as u8 ^ 0x5a)
-        .collect();
+    let sizes = [0, 1, 7, 64, caps.inline_limit, caps.eager_limit, caps.max_payload];
+    let header: Vec<u8> = (0..caps.max_header.min(64)).map(|i| i as u8 ^ 0x5a).collect();
     for dst in 0..2 {
         for &size in &sizes {
             let payload: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
@@ -158,10 +137,7 @@ pub fn frames_arrive_intact<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
             assert_eq!(frames.len(), 1, "one frame sent, several received");
             assert_eq!(frames[0].src, PeerId(0));
             assert_eq!(frames[0].header, header);
-            assert_eq!(
-                frames[0].payload, payload,
-                "payload of {size} B to peer {dst}"
-            );
+            assert_eq!(frames[0].payload, payload, "payload of {size} B to peer {dst}");
         }
     }
 }
@@ -189,10 +165,7 @@ pub fn invalid_frames_and_peers_are_errors<T: Transport>(make: &impl Fn(usize) -
         let buf = [0u8; 8];
         regions.scope(|s| {
             let id = s.register(&buf);
-            assert!(
-                eps[0].expose(&regions, id).is_err(),
-                "expose without rma_read"
-            );
+            assert!(eps[0].expose(&regions, id).is_err(), "expose without rma_read");
         });
     }
 }
@@ -210,10 +183,7 @@ pub fn back_pressure_is_a_return_value<T: Transport>(make: &impl Fn(usize) -> Ve
     while (accepted as usize) * size < 64 << 20 {
         let started = Instant::now();
         let r = eps[0].try_send(PeerId(1), &accepted.to_le_bytes(), &payload);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "try_send blocked"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "try_send blocked");
         match r {
             Ok(()) => accepted += 1,
             Err(TransportError::WouldBlock) => {
@@ -223,10 +193,7 @@ pub fn back_pressure_is_a_return_value<T: Transport>(make: &impl Fn(usize) -> Ve
             Err(e) => panic!("unexpected error under load: {e}"),
         }
     }
-    assert!(
-        pushed_back,
-        "no back-pressure after {accepted} unread frames"
-    );
+    assert!(pushed_back, "no back-pressure after {accepted} unread frames");
     // Drain, then check sending works again.
     let mut frames = Vec::new();
     let want = accepted as usize;
@@ -238,13 +205,7 @@ pub fn back_pressure_is_a_return_value<T: Transport>(make: &impl Fn(usize) -> Ve
         |f, _| f.len() >= want,
         "drain",
     );
-    send_blocking(
-        &mut eps[0],
-        &regions[0],
-        PeerId(1),
-        &u64::MAX.to_le_bytes(),
-        &payload,
-    );
+    send_blocking(&mut eps[0], &regions[0], PeerId(1), &u64::MAX.to_le_bytes(), &payload);
     poll_until(
         &mut eps[1],
         &regions[1],
@@ -297,12 +258,7 @@ where
                         }
                     }
                     ep.poll(&regions, &mut |ev| {
-                        if let Event::Frame {
-                            src,
-                            header,
-                            payload,
-                        } = ev
-                        {
+                        if let Event::Frame { src, header, payload } = ev {
                             frames.push(Received {
                                 src,
                                 header: header.to_vec(),
@@ -324,24 +280,12 @@ where
         let mut seen = HashSet::new();
         for f in &frames {
             let seq = u32::from_le_bytes(f.header[..4].try_into().unwrap());
-            assert!(
-                seen.insert((f.src, seq)),
-                "frame {seq} from {} twice",
-                f.src
-            );
+            assert!(seen.insert((f.src, seq)), "frame {seq} from {} twice", f.src);
             assert_eq!(f.payload.len(), (seq % 17) as usize);
-            assert!(
-                f.payload.iter().all(|&b| b == f.src.0 as u8),
-                "payload corrupted"
-            );
+            assert!(f.payload.iter().all(|&b| b == f.src.0 as u8), "payload corrupted");
             if ordered {
                 let prev = last[f.src.index()].replace(seq);
-                assert_eq!(
-                    prev.map_or(0, |p| p + 1),
-                    seq,
-                    "out of order from {}",
-                    f.src
-                );
+                assert_eq!(prev.map_or(0, |p| p + 1), seq, "out of order from {}", f.src);
             }
         }
         assert_eq!(seen.len(), N * PER_PEER as usize);
@@ -368,9 +312,7 @@ where
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         regions.scope(|s| {
             let id = s.register(&data);
-            key_tx
-                .send(owner.expose(&regions, id).expect("expose"))
-                .unwrap();
+            key_tx.send(owner.expose(&regions, id).expect("expose")).unwrap();
             // Keep progressing (as the runtime would) until the reader is done.
             let start = Instant::now();
             while done_rx.try_recv().is_err() {
@@ -386,12 +328,8 @@ where
     let mut dst = vec![0u8; 100_000];
     regions.scope(|s| {
         let id = s.register_mut(&mut dst);
-        reader
-            .start_read(&regions, PeerId(0), key, 0, id, 0, 60_000, 1)
-            .expect("read");
-        reader
-            .start_read(&regions, PeerId(0), key, 60_000, id, 60_000, 40_000, 2)
-            .expect("read");
+        reader.start_read(&regions, PeerId(0), key, 0, id, 0, 60_000, 1).expect("read");
+        reader.start_read(&regions, PeerId(0), key, 60_000, id, 60_000, 40_000, 2).expect("read");
         let mut others = Vec::new();
         poll_until(
             &mut reader,
@@ -452,30 +390,13 @@ pub fn lost_peers_are_reported<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     let mut eps = make(3);
     let regions = Regions::new();
     let mut leaving = eps.pop().unwrap();
-    send_blocking(
-        &mut leaving,
-        &Regions::new(),
-        PeerId(0),
-        b"last words",
-        b"bye",
-    );
+    send_blocking(&mut leaving, &Regions::new(), PeerId(0), b"last words", b"bye");
     drop(leaving);
     let mut frames = Vec::new();
     let mut others = Vec::new();
-    poll_until(
-        &mut eps[0],
-        &regions,
-        &mut frames,
-        &mut others,
-        |_, o| !o.is_empty(),
-        "peer loss",
-    );
+    poll_until(&mut eps[0], &regions, &mut frames, &mut others, |_, o| !o.is_empty(), "peer loss");
     assert_eq!(others, vec!["lost 2".to_string()]);
-    assert_eq!(
-        frames.len(),
-        1,
-        "the lost peer's last frame must arrive first"
-    );
+    assert_eq!(frames.len(), 1, "the lost peer's last frame must arrive first");
     assert_eq!(frames[0].header, b"last words");
     let start = Instant::now();
     loop {
@@ -487,8 +408,6 @@ pub fn lost_peers_are_reported<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     }
     // Polling again reports nothing new.
     others.clear();
-    eps[0]
-        .poll(&regions, &mut |ev| others.push(format!("{ev:?}")))
-        .unwrap();
+    eps[0].poll(&regions, &mut |ev| others.push(format!("{ev:?}"))).unwrap();
     assert!(others.is_empty(), "peer loss reported twice: {others:?}");
 }

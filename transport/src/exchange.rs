@@ -50,11 +50,7 @@ impl Local {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         );
-        Local {
-            shared: Arc::default(),
-            ranks,
-            job,
-        }
+        Local { shared: Arc::default(), ranks, job }
     }
 
     /// Fails every present and future wait of the job's ranks with `reason`
@@ -80,11 +76,7 @@ impl Local {
         let left = PATIENCE
             .checked_sub(since.elapsed())
             .ok_or_else(|| format!("timed out after {PATIENCE:?} waiting for {what}"))?;
-        let (state, _) = self
-            .shared
-            .1
-            .wait_timeout(state, left)
-            .map_err(|e| e.to_string())?;
+        let (state, _) = self.shared.1.wait_timeout(state, left).map_err(|e| e.to_string())?;
         Ok(state)
     }
 }
@@ -96,10 +88,7 @@ impl Exchange for Local {
 
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
         let (lock, cv) = &*self.shared;
-        lock.lock()
-            .map_err(|e| e.to_string())?
-            .values
-            .insert(key.to_string(), value.to_vec());
+        lock.lock().map_err(|e| e.to_string())?.values.insert(key.to_string(), value.to_vec());
         cv.notify_all();
         Ok(())
     }

@@ -134,16 +134,10 @@ impl Capabilities {
             ));
         }
         if self.max_header < 64 {
-            return Err(format!(
-                "{}: headers must allow at least 64 bytes",
-                self.name
-            ));
+            return Err(format!("{}: headers must allow at least 64 bytes", self.name));
         }
         if self.rma_read && self.max_read == 0 {
-            return Err(format!(
-                "{}: reads offered with a zero read size",
-                self.name
-            ));
+            return Err(format!("{}: reads offered with a zero read size", self.name));
         }
         if self.max_payload == 0 {
             return Err(format!("{}: zero frame payload", self.name));

@@ -97,9 +97,7 @@ pub(crate) struct WindowGuard {
 
 impl fmt::Debug for Fabric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fabric")
-            .field("size", &self.alive.len())
-            .finish()
+        f.debug_struct("Fabric").field("size", &self.alive.len()).finish()
     }
 }
 
@@ -162,9 +160,8 @@ impl Loopback {
             windows: Mutex::new(HashMap::new()),
             next_window: AtomicU64::new(1),
         });
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
-            .map(|_| crossbeam_channel::bounded::<Frame>(config.capacity.max(1)))
-            .unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::bounded::<Frame>(config.capacity.max(1))).unzip();
         receivers
             .into_iter()
             .enumerate()
@@ -183,10 +180,7 @@ impl Loopback {
 
     fn check_peer(&self, peer: PeerId) -> Result<(), TransportError> {
         if peer.index() >= self.peers.len() {
-            return Err(TransportError::InvalidPeer {
-                peer,
-                size: self.peers.len(),
-            });
+            return Err(TransportError::InvalidPeer { peer, size: self.peers.len() });
         }
         if !self.fabric.alive[peer.index()].load(Ordering::Acquire) {
             return Err(TransportError::PeerLost(peer));
@@ -209,9 +203,7 @@ impl Loopback {
             .ok_or(TransportError::InvalidRegion)?;
         let extent = lock(&window.extent);
         let extent = extent.as_ref().ok_or(TransportError::InvalidRegion)?;
-        let end = src_offset
-            .checked_add(len)
-            .ok_or(TransportError::InvalidRegion)?;
+        let end = src_offset.checked_add(len).ok_or(TransportError::InvalidRegion)?;
         if end > extent.len {
             return Err(TransportError::InvalidRegion);
         }
@@ -324,9 +316,7 @@ impl Transport for Loopback {
         if delivered < POLL_BATCH {
             for p in newly_lost {
                 self.lost_reported[p] = true;
-                sink(Event::PeerLost {
-                    peer: PeerId(p as u32),
-                });
+                sink(Event::PeerLost { peer: PeerId(p as u32) });
                 events += 1;
             }
         }
@@ -349,15 +339,9 @@ impl Transport for Loopback {
         }
         let (ptr, len, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
         let key = self.fabric.next_window.fetch_add(1, Ordering::Relaxed);
-        let window = Arc::new(Window {
-            extent: Mutex::new(Some(Extent { ptr, len })),
-        });
+        let window = Arc::new(Window { extent: Mutex::new(Some(Extent { ptr, len })) });
         lock(&self.fabric.windows).insert(key, window.clone());
-        let guard = WindowGuard {
-            fabric: self.fabric.clone(),
-            key,
-            window,
-        };
+        let guard = WindowGuard { fabric: self.fabric.clone(), key, window };
         match regions.attach(region, Exposure::Loopback(guard)) {
             Ok(()) => Ok(RemoteKey { addr: 0, key }),
             Err(exposure) => {
@@ -384,10 +368,7 @@ impl Transport for Loopback {
             return Err(TransportError::Unsupported("loopback (reads disabled)"));
         }
         if src.index() >= self.peers.len() {
-            return Err(TransportError::InvalidPeer {
-                peer: src,
-                size: self.peers.len(),
-            });
+            return Err(TransportError::InvalidPeer { peer: src, size: self.peers.len() });
         }
         // The copy happens now; its completion is reported by the next poll,
         // as an asynchronous backend (libfabric) would.

@@ -106,19 +106,13 @@ impl Table {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    entry: None,
-                });
+                self.slots.push(Slot { generation: 0, entry: None });
                 (self.slots.len() - 1) as u32
             }
         };
         let slot = &mut self.slots[index as usize];
         slot.entry = Some(entry);
-        RegionId {
-            index,
-            generation: slot.generation,
-        }
+        RegionId { index, generation: slot.generation }
     }
 
     fn remove(&mut self, id: RegionId) -> Option<Entry> {
@@ -160,10 +154,7 @@ impl Regions {
         // Declared before `scope`, so dropped after it: removes the regions
         // once `f` is done with them (also when it unwinds), and before the
         // borrows they came from can end.
-        let _close = CloseOnDrop {
-            regions: self,
-            depth,
-        };
+        let _close = CloseOnDrop { regions: self, depth };
         let scope = RegionScope {
             regions: self.clone(),
             depth,
@@ -217,11 +208,7 @@ impl Regions {
         // Take the entry out first and revoke after the borrow ends: revoking
         // may wait for a peer's read in progress.
         let entry = self.table.borrow_mut().remove(id);
-        if let Some(Entry {
-            exposure: Some(exposure),
-            ..
-        }) = entry
-        {
+        if let Some(Entry { exposure: Some(exposure), .. }) = entry {
             exposure.revoke();
         }
     }
@@ -229,10 +216,7 @@ impl Regions {
     /// The raw extent of a live region and whether it is writable, for a
     /// backend that exposes it.
     pub(crate) fn raw(&self, id: RegionId) -> Option<(NonNull<u8>, usize, bool)> {
-        self.table
-            .borrow()
-            .entry(id)
-            .map(|e| (e.ptr, e.len, e.writable))
+        self.table.borrow().entry(id).map(|e| (e.ptr, e.len, e.writable))
     }
 
     /// Attaches a backend's exposure to a live region; it is revoked when the
@@ -253,12 +237,7 @@ impl Regions {
 
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
         let mut table = self.table.borrow_mut();
-        let id = table.insert(Entry {
-            ptr,
-            len,
-            writable,
-            exposure: None,
-        });
+        let id = table.insert(Entry { ptr, len, writable, exposure: None });
         table.scopes[depth].push(id);
         id
     }
@@ -338,10 +317,7 @@ mod tests {
             let s = scope.register(&send);
             regions.with_mut(r, |b| b.copy_from_slice(&[1; 8])).unwrap();
             assert_eq!(regions.with(s, |b| b.to_vec()), Some(vec![7; 4]));
-            assert!(
-                regions.with_mut(s, |_| ()).is_none(),
-                "read-only region written"
-            );
+            assert!(regions.with_mut(s, |_| ()).is_none(), "read-only region written");
             (r, s)
         });
         assert!(regions.with(r, |_| ()).is_none());

@@ -12,13 +12,7 @@ fn loopback_with_reads() {
 #[test]
 fn loopback_without_reads() {
     conformance::run_all(|n| {
-        Loopback::fabric(
-            n,
-            LoopbackConfig {
-                rma_read: false,
-                ..LoopbackConfig::default()
-            },
-        )
+        Loopback::fabric(n, LoopbackConfig { rma_read: false, ..LoopbackConfig::default() })
     });
 }
 

@@ -12,14 +12,7 @@ fn shm_with_single_copy_reads() {
 #[test]
 fn shm_without_single_copy_reads() {
     conformance::run_all(|n| {
-        Shm::local_job(
-            n,
-            &ShmConfig {
-                cma: false,
-                ..ShmConfig::default()
-            },
-        )
-        .expect("shm job")
+        Shm::local_job(n, &ShmConfig { cma: false, ..ShmConfig::default() }).expect("shm job")
     });
 }
 
@@ -28,11 +21,7 @@ fn shm_with_small_rings() {
     conformance::run_all(|n| {
         Shm::local_job(
             n,
-            &ShmConfig {
-                ring_bytes: Some(16 << 10),
-                eager_limit: 1024,
-                ..ShmConfig::default()
-            },
+            &ShmConfig { ring_bytes: Some(16 << 10), eager_limit: 1024, ..ShmConfig::default() },
         )
         .expect("shm job")
     });

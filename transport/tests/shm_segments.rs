@@ -7,11 +7,7 @@ use hpcomm_transport::shm::{Shm, ShmConfig};
 fn segments_are_unlinked_once_every_rank_has_attached() {
     let before = shm_files();
     let job = Shm::local_job(3, &ShmConfig::default()).expect("shm job");
-    assert_eq!(
-        shm_files(),
-        before,
-        "a segment is still linked in /dev/shm while the job runs"
-    );
+    assert_eq!(shm_files(), before, "a segment is still linked in /dev/shm while the job runs");
     drop(job);
     assert_eq!(shm_files(), before);
 }
@@ -19,9 +15,7 @@ fn segments_are_unlinked_once_every_rank_has_attached() {
 fn shm_files() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
         .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
+            d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
         })
         .unwrap_or_default();
     names.retain(|n| n.starts_with(&format!("hpcomm-local{}x", std::process::id())));

@@ -141,9 +141,7 @@ pub fn bench(o: BenchOptions) -> i32 {
 
 fn run(o: &BenchOptions) -> Result<()> {
     if o.window == 0 || o.max_size < o.min_size {
-        return Err(Error::InvalidCount(
-            "need --window ≥ 1 and --min-size ≤ --max-size".into(),
-        ));
+        return Err(Error::InvalidCount("need --window ≥ 1 and --min-size ≤ --max-size".into()));
     }
     let universe = hpcomm::init()?;
     let comm = universe.world();

@@ -4,10 +4,7 @@ use hpcomm_transport::shm::{Shm, ShmConfig};
 use hpcomm_transport::{Capabilities, Transport};
 
 fn print_caps(caps: &Capabilities) {
-    println!(
-        "    frame payload  {} B (header {} B)",
-        caps.max_payload, caps.max_header
-    );
+    println!("    frame payload  {} B (header {} B)", caps.max_payload, caps.max_header);
     println!("    inline limit   {} B", caps.inline_limit);
     println!("    eager limit    {} B", caps.eager_limit);
     println!(
@@ -20,11 +17,7 @@ fn print_caps(caps: &Capabilities) {
     );
     println!(
         "    ordered        {}",
-        if caps.ordered {
-            "yes"
-        } else {
-            "no (the runtime restores order)"
-        }
+        if caps.ordered { "yes" } else { "no (the runtime restores order)" }
     );
 }
 

@@ -42,16 +42,14 @@ impl Kvs {
             secret,
             ranks,
         });
-        thread::Builder::new()
-            .name("hpcomm-kvs".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let shared = shared.clone();
-                    let _ = thread::Builder::new()
-                        .name("hpcomm-kvs-conn".into())
-                        .spawn(move || serve(stream, &shared));
-                }
-            })?;
+        thread::Builder::new().name("hpcomm-kvs".into()).spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = shared.clone();
+                let _ = thread::Builder::new()
+                    .name("hpcomm-kvs-conn".into())
+                    .spawn(move || serve(stream, &shared));
+            }
+        })?;
         Ok(Kvs { addr })
     }
 
@@ -64,18 +62,11 @@ impl Kvs {
 /// Compares without an early exit, so that timing tells nothing about the
 /// secret.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn serve(stream: TcpStream, shared: &Shared) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let refuse = |mut stream: &TcpStream, why: &str| {
         eprintln!("hpcomm run: refused a connection to the key-value server from {peer}: {why}");
         let _ = stream.write_all(b"ERR refused\n");
@@ -137,10 +128,7 @@ fn handle(request: &str, shared: &Shared) -> String {
             if let Some(v) = state.values.get(key) {
                 return format!("VAL {}\n", hex_encode(v));
             }
-            state = shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         },
         (Some("FENCE"), None, None) => {
             let generation = state.generation;
@@ -151,10 +139,7 @@ fn handle(request: &str, shared: &Shared) -> String {
                 shared.changed.notify_all();
             }
             while state.generation == generation {
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
+                state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             "OK\n".into()
         }

@@ -76,14 +76,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let code = match Cli::parse().command {
-        Command::Run {
-            ranks,
-            transport,
-            timeout,
-            tag_output,
-            verbose,
-            program,
-        } => {
+        Command::Run { ranks, transport, timeout, tag_output, verbose, program } => {
             let timeout = match timeout.map(Duration::try_from_secs_f64) {
                 Some(Err(_)) => {
                     eprintln!("hpcomm run: --timeout must be a non-negative number of seconds");
@@ -92,31 +85,12 @@ fn main() {
                 Some(Ok(d)) => Some(d),
                 None => None,
             };
-            run::run(run::RunOptions {
-                ranks,
-                transport,
-                timeout,
-                tag_output,
-                verbose,
-                program,
-            })
+            run::run(run::RunOptions { ranks, transport, timeout, tag_output, verbose, program })
         }
         Command::Info => info::info(),
-        Command::Bench {
-            kind,
-            min_size,
-            max_size,
-            iters,
-            window,
-            json,
-        } => bench::bench(bench::BenchOptions {
-            kind,
-            min_size,
-            max_size,
-            iters,
-            window,
-            json,
-        }),
+        Command::Bench { kind, min_size, max_size, iters, window, json } => {
+            bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
+        }
     };
     std::process::exit(code);
 }

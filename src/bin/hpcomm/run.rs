@@ -54,15 +54,9 @@ fn signal_name(sig: i32) -> &'static str {
 
 fn describe(rank: usize, pid: u32, status: ExitStatus) -> (String, i32) {
     match (status.code(), status.signal()) {
-        (Some(code), _) => (
-            format!("rank {rank} (pid {pid}) exited with code {code}"),
-            code,
-        ),
+        (Some(code), _) => (format!("rank {rank} (pid {pid}) exited with code {code}"), code),
         (None, Some(sig)) => (
-            format!(
-                "rank {rank} (pid {pid}) killed by signal {sig} ({})",
-                signal_name(sig)
-            ),
+            format!("rank {rank} (pid {pid}) killed by signal {sig} ({})", signal_name(sig)),
             128 + sig,
         ),
         _ => (format!("rank {rank} (pid {pid}) ended abnormally"), 1),
@@ -108,11 +102,9 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     let kvs = Kvs::start("127.0.0.1:0", secret.clone(), o.ranks)
         .map_err(|e| format!("cannot start the key-value server: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
+    for sig in
+        [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP]
+    {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
@@ -158,11 +150,7 @@ fn launch(o: RunOptions) -> Result<i32, String> {
                         relay(r, err, true);
                     }
                 }
-                ranks.push(Rank {
-                    child,
-                    pid,
-                    status: None,
-                });
+                ranks.push(Rank { child, pid, status: None });
             }
             Err(e) => {
                 end_all(&mut ranks, group);

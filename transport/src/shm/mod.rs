@@ -69,11 +69,7 @@ pub struct ShmConfig {
 
 impl Default for ShmConfig {
     fn default() -> Self {
-        ShmConfig {
-            ring_bytes: None,
-            cma: true,
-            eager_limit: 16 * 1024,
-        }
+        ShmConfig { ring_bytes: None, cma: true, eager_limit: 16 * 1024 }
     }
 }
 
@@ -112,14 +108,7 @@ impl Layout {
         let ctls = (blocks + ranks * std::mem::size_of::<RankBlock>()).next_multiple_of(PAGE);
         let data = (ctls + ranks * ranks * std::mem::size_of::<RingCtl>()).next_multiple_of(PAGE);
         let total = data + ranks * ranks * ring_bytes;
-        Layout {
-            ranks,
-            ring_bytes,
-            blocks,
-            ctls,
-            data,
-            total,
-        }
+        Layout { ranks, ring_bytes, blocks, ctls, data, total }
     }
 
     fn ring(&self, src: usize, dst: usize) -> usize {
@@ -145,11 +134,7 @@ impl Segment {
     fn at<T>(&self, offset: usize) -> &T {
         assert!(offset + std::mem::size_of::<T>() <= self.map.len());
         let ptr = self.map.as_ptr().wrapping_add(offset);
-        assert_eq!(
-            ptr as usize % std::mem::align_of::<T>(),
-            0,
-            "misaligned segment field"
-        );
+        assert_eq!(ptr as usize % std::mem::align_of::<T>(), 0, "misaligned segment field");
         // SAFETY: in bounds and aligned (checked above); the mapping lives as
         // long as `self`; the types placed here (`SegmentHeader`,
         // `RankBlock`, `RingCtl`) consist of atomics, for which all-zero
@@ -206,6 +191,9 @@ pub struct Shm {
     lost: Vec<bool>,
     next_ring: usize,
     polls: u32,
+    /// Peers sent to whose doorbell has not been checked since.
+    doorbells: Vec<bool>,
+    doorbells_pending: usize,
 }
 
 fn setup(what: impl std::fmt::Display) -> TransportError {
@@ -217,10 +205,7 @@ fn read_remote(pid: i32, addr: u64, dst: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < dst.len() {
         let rest = &mut dst[done..];
-        let local = libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
-        };
+        let local = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
         let remote = libc::iovec {
             iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void,
             iov_len: rest.len(),
@@ -268,9 +253,7 @@ impl Shm {
                 .mode(0o600)
                 .open(&path)
                 .map_err(|e| {
-                    setup(format!(
-                        "cannot create the shared-memory segment {path}: {e}"
-                    ))
+                    setup(format!("cannot create the shared-memory segment {path}: {e}"))
                 })?;
             if let Err(e) = rustix::fs::fallocate(
                 &file,
@@ -298,11 +281,10 @@ impl Shm {
         } else {
             let path = String::from_utf8(exchange.get("shm.path").map_err(setup)?)
                 .map_err(|_| setup("the segment name is not UTF-8"))?;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| setup(format!("cannot open the shared-memory segment {path}: {e}")))?;
+            let file =
+                OpenOptions::new().read(true).write(true).open(&path).map_err(|e| {
+                    setup(format!("cannot open the shared-memory segment {path}: {e}"))
+                })?;
             (file, path)
         };
         let (file, path) = file;
@@ -319,9 +301,7 @@ impl Shm {
         if me == 0 {
             header.version.store(VERSION, Ordering::Relaxed);
             header.ranks.store(ranks as u32, Ordering::Relaxed);
-            header
-                .ring_bytes
-                .store(ring_bytes as u64, Ordering::Relaxed);
+            header.ring_bytes.store(ring_bytes as u64, Ordering::Relaxed);
             header.magic.store(MAGIC, Ordering::Release);
             // Only now may the others attach.
             exchange.put("shm.path", path.as_bytes()).map_err(setup)?;
@@ -330,15 +310,12 @@ impl Shm {
             || header.ranks.load(Ordering::Relaxed) != ranks as u32
             || header.ring_bytes.load(Ordering::Relaxed) != ring_bytes as u64
         {
-            return Err(setup(format!(
-                "segment {path} was made for another job or version"
-            )));
+            return Err(setup(format!("segment {path} was made for another job or version")));
         }
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         let mine = segment.block(me);
         mine.pid.store(pid as u32, Ordering::Relaxed);
-        mine.probe_addr
-            .store(&CMA_PROBE as *const AtomicU64 as u64, Ordering::Relaxed);
+        mine.probe_addr.store(&CMA_PROBE as *const AtomicU64 as u64, Ordering::Relaxed);
         mine.state.store(STATE_ATTACHED, Ordering::Release);
         exchange.fence().map_err(setup)?;
         if me == 0 {
@@ -356,8 +333,7 @@ impl Shm {
         let cma = config.cma
             && read_remote(peer_pid, peer_addr, &mut word).is_ok()
             && u64::from_ne_bytes(word) == CMA_PROBE.load(Ordering::Relaxed);
-        mine.cma
-            .store(if cma { CMA_OK } else { CMA_DENIED }, Ordering::Release);
+        mine.cma.store(if cma { CMA_OK } else { CMA_DENIED }, Ordering::Release);
         exchange.fence().map_err(setup)?;
         let rma_read = (0..ranks).all(|r| segment.block(r).cma.load(Ordering::Acquire) == CMA_OK);
         if !rma_read && me == 0 {
@@ -376,24 +352,13 @@ impl Shm {
             offset: layout.ctls + ring * std::mem::size_of::<RingCtl>(),
         };
         let producers = (0..ranks)
-            .map(|dst| {
-                Producer::new(
-                    ctl(layout.ring(me, dst)),
-                    segment.data(layout.ring(me, dst)),
-                )
-            })
+            .map(|dst| Producer::new(ctl(layout.ring(me, dst)), segment.data(layout.ring(me, dst))))
             .collect::<Vec<_>>();
         let consumers = (0..ranks)
-            .map(|src| {
-                Consumer::new(
-                    ctl(layout.ring(src, me)),
-                    segment.data(layout.ring(src, me)),
-                )
-            })
+            .map(|src| Consumer::new(ctl(layout.ring(src, me)), segment.data(layout.ring(src, me))))
             .collect();
-        let pids = (0..ranks)
-            .map(|r| segment.block(r).pid.load(Ordering::Acquire) as i32)
-            .collect();
+        let pids =
+            (0..ranks).map(|r| segment.block(r).pid.load(Ordering::Acquire) as i32).collect();
         let max_payload = (ring_bytes / 4 - RECORD_HEADER - MAX_HEADER)
             .min(producers[0].max_frame() - MAX_HEADER);
         let eager_limit = config.eager_limit.min(max_payload);
@@ -423,6 +388,8 @@ impl Shm {
             lost: vec![false; ranks],
             next_ring: 0,
             polls: 0,
+            doorbells: vec![false; ranks],
+            doorbells_pending: 0,
         })
     }
 
@@ -446,22 +413,47 @@ impl Shm {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(setup("a rank panicked while setting up")))
+                    h.join().unwrap_or_else(|_| Err(setup("a rank panicked while setting up")))
                 })
                 .collect()
         })
     }
 
-    fn ring_doorbell(&self, dst: usize) {
-        let block = self.segment.block(dst);
-        // Pairs with the fence in `wait`: either the sleeper sees our frame
-        // when it re-checks, or we see it asleep here and wake it.
-        fence(Ordering::SeqCst);
-        if block.sleeping.0.load(Ordering::Relaxed) != 0 {
-            block.doorbell.0.fetch_add(1, Ordering::Release);
-            let _ = futex::wake(&block.doorbell.0, futex::Flags::empty(), u32::MAX);
+    /// Wakes `dst` at once if it is visibly asleep; otherwise remembers to
+    /// check again, with the store-load fence that makes the check exact, at
+    /// the next `poll` or `wait` (once per round, not once per frame).
+    #[inline]
+    fn ring_doorbell(&mut self, dst: usize) {
+        if self.segment.block(dst).sleeping.0.load(Ordering::Relaxed) != 0 {
+            self.wake(dst);
+        } else if !self.doorbells[dst] {
+            self.doorbells[dst] = true;
+            self.doorbells_pending += 1;
         }
+    }
+
+    fn wake(&self, dst: usize) {
+        let block = self.segment.block(dst);
+        block.doorbell.0.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&block.doorbell.0, futex::Flags::empty(), u32::MAX);
+    }
+
+    /// Checks every peer sent to since the last call: pairs with the fence
+    /// in `wait`, so that either the sleeper sees our frames when it
+    /// re-checks its rings, or we see it asleep here and wake it.
+    fn ring_pending_doorbells(&mut self) {
+        if self.doorbells_pending == 0 {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        for dst in 0..self.ranks {
+            if std::mem::take(&mut self.doorbells[dst])
+                && self.segment.block(dst).sleeping.0.load(Ordering::Relaxed) != 0
+            {
+                self.wake(dst);
+            }
+        }
+        self.doorbells_pending = 0;
     }
 
     /// Notes peers that have left (cleanly, or whose process is gone).
@@ -484,10 +476,7 @@ impl Shm {
 
 impl Drop for Shm {
     fn drop(&mut self) {
-        self.segment
-            .block(self.me.index())
-            .state
-            .store(STATE_DEPARTED, Ordering::Release);
+        self.segment.block(self.me.index()).state.store(STATE_DEPARTED, Ordering::Release);
         for r in 0..self.ranks {
             if r != self.me.index() {
                 let block = self.segment.block(r);
@@ -528,10 +517,7 @@ impl Transport for Shm {
         }
         let d = dst.index();
         if d >= self.ranks {
-            return Err(TransportError::InvalidPeer {
-                peer: dst,
-                size: self.ranks,
-            });
+            return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
         }
         if self.lost[d] || self.leaving[d] {
             return Err(TransportError::PeerLost(dst));
@@ -565,13 +551,8 @@ impl Transport for Shm {
             let leaving = self.leaving[src];
             let batch = if leaving { usize::MAX } else { POLL_BATCH };
             let peer = PeerId(src as u32);
-            events += self.consumers[src].poll(batch, |header, payload| {
-                sink(Event::Frame {
-                    src: peer,
-                    header,
-                    payload,
-                })
-            });
+            events += self.consumers[src]
+                .poll(batch, |header, payload| sink(Event::Frame { src: peer, header, payload }));
             if leaving && !self.lost[src] {
                 // Its ring is drained: everything it sent has been delivered.
                 self.lost[src] = true;
@@ -584,6 +565,7 @@ impl Transport for Shm {
     }
 
     fn wait(&mut self, timeout: Duration) {
+        self.ring_pending_doorbells();
         if !self.completions.is_empty() {
             return;
         }
@@ -604,16 +586,11 @@ impl Transport for Shm {
 
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
         if !self.caps.rma_read {
-            return Err(TransportError::Unsupported(
-                "shm (single-copy reads not permitted)",
-            ));
+            return Err(TransportError::Unsupported("shm (single-copy reads not permitted)"));
         }
         let (ptr, _, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
         let pid = self.pids[self.me.index()];
-        Ok(RemoteKey {
-            addr: ptr.as_ptr() as u64,
-            key: pid as u64,
-        })
+        Ok(RemoteKey { addr: ptr.as_ptr() as u64, key: pid as u64 })
     }
 
     fn start_read(
@@ -628,15 +605,10 @@ impl Transport for Shm {
         token: u64,
     ) -> Result<(), TransportError> {
         if !self.caps.rma_read {
-            return Err(TransportError::Unsupported(
-                "shm (single-copy reads not permitted)",
-            ));
+            return Err(TransportError::Unsupported("shm (single-copy reads not permitted)"));
         }
         if src.index() >= self.ranks {
-            return Err(TransportError::InvalidPeer {
-                peer: src,
-                size: self.ranks,
-            });
+            return Err(TransportError::InvalidPeer { peer: src, size: self.ranks });
         }
         let result = regions
             .with_mut(dst, |d| match d.get_mut(dst_offset..dst_offset + len) {

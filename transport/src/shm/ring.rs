@@ -129,9 +129,7 @@ mod model {
 
     impl ModelData {
         pub(crate) fn new(len: usize) -> ModelData {
-            ModelData {
-                cells: Arc::new((0..len).map(|_| UnsafeCell::new(0)).collect()),
-            }
+            ModelData { cells: Arc::new((0..len).map(|_| UnsafeCell::new(0)).collect()) }
         }
     }
 
@@ -149,9 +147,8 @@ mod model {
 
         fn read<R>(&self, at: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
             // SAFETY: loom checks the ordering this relies on.
-            let copy: Vec<u8> = (0..len)
-                .map(|i| self.cells[at + i].with(|p| unsafe { *p }))
-                .collect();
+            let copy: Vec<u8> =
+                (0..len).map(|i| self.cells[at + i].with(|p| unsafe { *p })).collect();
             f(&copy)
         }
     }
@@ -188,12 +185,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
     /// The producer of a ring whose control block starts zeroed.
     pub(crate) fn new(ctl: C, data: D) -> Self {
         assert!(data.len() % ALIGN == 0 && data.len() >= 2 * ALIGN);
-        Producer {
-            ctl,
-            data,
-            tail: 0,
-            cached_head: 0,
-        }
+        Producer { ctl, data, tail: 0, cached_head: 0 }
     }
 
     /// The largest frame (header plus payload) that fits.
@@ -225,8 +217,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
             at = 0;
         }
         put_u32(&self.data, at, size as u32);
-        self.data
-            .write(at + 4, &(header.len() as u16).to_le_bytes());
+        self.data.write(at + 4, &(header.len() as u16).to_le_bytes());
         self.data.write(at + 6, &KIND_FRAME.to_le_bytes());
         put_u32(&self.data, at + 8, payload.len() as u32);
         self.data.write(at + RECORD_HEADER, header);
@@ -240,12 +231,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
 impl<C: CtlRef, D: Bytes> Consumer<C, D> {
     /// The consumer of a ring whose control block starts zeroed.
     pub(crate) fn new(ctl: C, data: D) -> Self {
-        Consumer {
-            ctl,
-            data,
-            head: 0,
-            cached_tail: 0,
-        }
+        Consumer { ctl, data, head: 0, cached_tail: 0 }
     }
 
     /// Whether a frame is waiting (one acquire load).
@@ -275,11 +261,10 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
                 )
             });
             if kind == KIND_FRAME {
-                self.data
-                    .read(at + RECORD_HEADER, header_len + payload_len, |bytes| {
-                        let (header, payload) = bytes.split_at(header_len);
-                        sink(header, payload);
-                    });
+                self.data.read(at + RECORD_HEADER, header_len + payload_len, |bytes| {
+                    let (header, payload) = bytes.split_at(header_len);
+                    sink(header, payload);
+                });
                 frames += 1;
             }
             self.head += size as u64;
@@ -313,11 +298,7 @@ mod tests {
         // SAFETY: `backing` outlives the rings in every test below (it is
         // returned alongside them and dropped last).
         let (a, b) = unsafe { (Data::new(ptr, bytes), Data::new(ptr, bytes)) };
-        (
-            Producer::new(Owned(ctl.clone()), a),
-            Consumer::new(Owned(ctl), b),
-            backing,
-        )
+        (Producer::new(Owned(ctl.clone()), a), Consumer::new(Owned(ctl), b), backing)
     }
 
     #[test]
@@ -375,10 +356,8 @@ mod loom_tests {
     #[test]
     fn ring_protocol_is_race_free() {
         loom::model(|| {
-            let ctl = Arc::new(RingCtl {
-                tail: Line(AtomicU64::new(0)),
-                head: Line(AtomicU64::new(0)),
-            });
+            let ctl =
+                Arc::new(RingCtl { tail: Line(AtomicU64::new(0)), head: Line(AtomicU64::new(0)) });
             let data = ModelData::new(256);
             let mut producer = Producer::new(Shared(ctl.clone()), data.clone());
             let mut consumer = Consumer::new(Shared(ctl), data);
