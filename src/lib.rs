@@ -40,6 +40,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod selftest;
+
 pub use hpcomm_runtime::{
     init, test_any, threads, threads_with, wait_all, wait_any, Communicator, Config, ContextId,
     Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,

@@ -127,6 +127,18 @@ impl Communicator {
         self.group.len()
     }
 
+    /// Messages up to this many bytes are sent eagerly; longer ones wait
+    /// for the receiver (rendezvous). Set by the transport and
+    /// `HPCOMM_EAGER_LIMIT`.
+    pub fn eager_limit(&self) -> usize {
+        self.engine.borrow().state.limits().eager
+    }
+
+    /// The name of the transport in use.
+    pub fn transport_name(&self) -> &'static str {
+        self.engine.borrow().caps.name
+    }
+
     /// The point-to-point context id (for diagnostics).
     pub fn context(&self) -> ContextId {
         self.ctx

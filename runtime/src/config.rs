@@ -225,8 +225,9 @@ mod tests {
     #[test]
     fn settings_are_read_and_checked() {
         assert_eq!(Config::from_lookup(env(&[])).unwrap(), Config::default());
-        let c = Config::from_lookup(env(&[("HPCOMM_EAGER_LIMIT", "4096"), ("HPCOMM_SPIN_US", " 0 ")]))
-            .unwrap();
+        let c =
+            Config::from_lookup(env(&[("HPCOMM_EAGER_LIMIT", "4096"), ("HPCOMM_SPIN_US", " 0 ")]))
+                .unwrap();
         assert_eq!(c.eager_limit, Some(4096));
         assert_eq!(c.spin, Some(Duration::ZERO));
         let e = Config::from_lookup(env(&[("HPCOMM_YIELD", "-3")])).unwrap_err();

@@ -587,6 +587,11 @@ fn transport_error(e: TransportError) -> Error {
 }
 
 impl State {
+    /// The thresholds in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     fn ctx(&mut self, ctx: ContextId) -> &mut CtxState {
         context_in(&mut self.ctxs, ctx)
     }

@@ -44,6 +44,19 @@ enum Command {
     },
     /// Show which transports work here, with their limits.
     Info,
+    /// Run the semantic self-test suite on this job's ranks (under
+    /// `hpcomm run`; alone, as a single rank).
+    Selftest {
+        /// Cases to run (default: all that fit the job's size).
+        cases: Vec<String>,
+        /// List the cases and exit.
+        #[arg(long)]
+        list: bool,
+        /// For testing the launcher: this rank kills itself with SIGKILL
+        /// once the job has started.
+        #[arg(long, value_name = "RANK")]
+        crash: Option<usize>,
+    },
     /// Point-to-point benchmarks in the OSU format (run under `hpcomm run -n 2`).
     Bench {
         /// Which benchmark.
@@ -67,6 +80,66 @@ enum Command {
     },
 }
 
+/// Runs the self-test cases in this rank; rank 0 reports. Returns the exit
+/// code (a failing check panics, which ends the rank and so the job).
+fn selftest(names: &[String], list: bool, crash: Option<usize>) -> i32 {
+    use hpcomm::selftest::{case, CASES};
+    if list {
+        for c in CASES {
+            println!("{:<16} (at least {} ranks)", c.name, c.min_ranks);
+        }
+        return 0;
+    }
+    let cases: Vec<_> = if names.is_empty() {
+        CASES.iter().collect()
+    } else {
+        match names.iter().map(|n| case(n).ok_or(n)).collect::<Result<Vec<_>, _>>() {
+            Ok(cases) => cases,
+            Err(name) => {
+                eprintln!("hpcomm selftest: no case {name:?} (see --list)");
+                return 2;
+            }
+        }
+    };
+    let outcome = (|| -> hpcomm::Result<()> {
+        let universe = hpcomm::init()?;
+        let world = universe.world();
+        if crash.is_some() {
+            // Make sure every rank has joined before one of them dies.
+            world.dup()?;
+            if crash == Some(world.rank()) {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            world.recv::<u8>(&mut [], hpcomm::Rank::ANY, 0)?;
+        }
+        for c in &cases {
+            let ran = c.run(world)?;
+            if world.rank() == 0 {
+                match ran {
+                    true => println!(
+                        "ok   {} ({} ranks over {})",
+                        c.name,
+                        world.size(),
+                        world.transport_name()
+                    ),
+                    false => println!("skip {} (needs {} ranks)", c.name, c.min_ranks),
+                }
+            }
+        }
+        universe.finalize()
+    })();
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hpcomm selftest: {e}");
+            1
+        }
+    }
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,6 +161,7 @@ fn main() {
             run::run(run::RunOptions { ranks, transport, timeout, tag_output, verbose, program })
         }
         Command::Info => info::info(),
+        Command::Selftest { cases, list, crash } => selftest(&cases, list, crash),
         Command::Bench { kind, min_size, max_size, iters, window, json } => {
             bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
         }

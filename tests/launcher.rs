@@ -1,0 +1,327 @@
+//! `hpcomm run` end to end: real multi-process jobs over shm, the launcher's
+//! supervision and clean-up, and the `bench` and `info` commands.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::watchdog;
+
+fn hpcomm() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hpcomm"));
+    // Tests set what they need; the caller's settings must not leak in.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HPCOMM_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = hpcomm().args(args).envs(env.iter().copied()).output().expect("run hpcomm");
+    (output, started.elapsed())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = text(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) && !cmdline.contains("cargo") {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn selftest_cases() -> usize {
+    hpcomm::selftest::CASES.len()
+}
+
+/// The whole semantic suite as 2 to 8 processes over shm, with single-copy
+/// reads.
+#[test]
+fn selftest_passes_over_shm_processes() {
+    watchdog(600, "selftest shm", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        for n in ["2", "3", "4", "8"] {
+            let (out, _) = run(&["run", "-n", n, "--timeout", "240", "--", exe, "selftest"], &[]);
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{n} ranks: {}\n{stdout}", text(&out.stderr));
+            assert_eq!(
+                stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+                selftest_cases(),
+                "{stdout}"
+            );
+            assert!(stdout.contains("over shm"), "{stdout}");
+        }
+    });
+}
+
+/// The suite again with the pipelined rendezvous (no single-copy reads), a
+/// 256-byte eager limit and the smallest rings, so that back-pressure is
+/// constant; the fallback is logged once.
+#[test]
+fn selftest_passes_with_pipelined_copies_and_small_rings() {
+    watchdog(600, "selftest pipelined", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let env = [
+            ("HPCOMM_SHM_CMA", "0"),
+            ("HPCOMM_EAGER_LIMIT", "256"),
+            ("HPCOMM_SHM_RING_BYTES", "16384"),
+        ];
+        for n in ["2", "4"] {
+            let (out, _) = run(&["run", "-n", n, "--timeout", "240", "--", exe, "selftest"], &env);
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert!(out.status.success(), "{n} ranks: {stderr}\n{stdout}");
+            assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), selftest_cases());
+            assert_eq!(
+                stderr.matches("large messages use the pipelined copy").count(),
+                1,
+                "{stderr}"
+            );
+        }
+    });
+}
+
+/// A rank that exits with an error code ends the job at once; the launcher
+/// names it and exits with its code; no rank is left behind.
+#[test]
+fn an_abnormal_exit_is_reported_and_ends_the_job() {
+    watchdog(60, "abnormal exit", || {
+        let script = r#"if [ "$HPCOMM_RANK" = 1 ]; then exit 3; fi; sleep 30.1357"#;
+        let (out, took) = run(&["run", "-n", "3", "--", "sh", "-c", script], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("rank 1 (pid ") && stderr.contains("exited with code 3"),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(20), "the other ranks were not ended ({took:?})");
+        assert_eq!(processes_with("30.1357"), Vec::<String>::new());
+    });
+}
+
+/// A rank killed by a signal is reported with the signal.
+#[test]
+fn a_killed_rank_is_reported_with_its_signal() {
+    watchdog(60, "signal", || {
+        let script = r#"if [ "$HPCOMM_RANK" = 0 ]; then kill -9 $$; fi; sleep 30.2461"#;
+        let (out, _) = run(&["run", "-n", "2", "--", "sh", "-c", script], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(137), "{stderr}");
+        assert!(
+            stderr.contains("rank 0 (pid ") && stderr.contains("killed by signal 9 (SIGKILL)"),
+            "{stderr}"
+        );
+        assert_eq!(processes_with("30.2461"), Vec::<String>::new());
+    });
+}
+
+/// `--timeout` ends a hung job with a clear message, including processes
+/// the ranks started themselves.
+#[test]
+fn timeout_ends_a_hung_job_and_everything_it_started() {
+    watchdog(60, "timeout", || {
+        let (out, took) = run(
+            &["run", "-n", "2", "--timeout", "1", "--", "sh", "-c", "sleep 30.3579 & wait"],
+            &[],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(124), "{stderr}");
+        assert!(stderr.contains("did not finish within 1 s"), "{stderr}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        assert_eq!(processes_with("30.3579"), Vec::<String>::new());
+    });
+}
+
+/// A rank killed with SIGKILL once the job has started: the launcher names
+/// it, ends the others, and nothing of the job is left in /dev/shm.
+#[test]
+fn a_crash_after_start_leaves_no_segment() {
+    watchdog(60, "crash", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let (out, _) = run(&["run", "-n", "3", "-v", "--", exe, "selftest", "--crash", "1"], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(137), "{stderr}");
+        assert!(
+            stderr.contains("rank 1 (pid ") && stderr.contains("killed by signal 9"),
+            "{stderr}"
+        );
+        let job = stderr
+            .split("job ")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .expect("-v names the job")
+            .to_string();
+        let left: Vec<_> = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(&job))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "segment of job {job} left behind");
+    });
+}
+
+/// Connections without the job's secret are refused and logged, and the
+/// job goes on.
+#[test]
+fn strangers_are_refused_and_logged() {
+    watchdog(60, "strangers", || {
+        let script = r#"
+            host=${HPCOMM_KVS%:*}; port=${HPCOMM_KVS#*:}
+            exec 3<>/dev/tcp/$host/$port; echo "HELLO wrong-secret 0" >&3; read -r a <&3; exec 3>&-
+            exec 3<>/dev/tcp/$host/$port; printf 'GET shm.path\n' >&3; read -r b <&3; exec 3>&-
+            exec 3<>/dev/tcp/$host/$port; printf '\001\377\376 random bytes\n' >&3; read -r c <&3; exec 3>&-
+            echo "answers: $a / $b / $c"
+        "#;
+        let (out, _) = run(&["run", "-n", "1", "--", "bash", "-c", script], &[]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(stdout.contains("answers: ERR refused / ERR refused / ERR refused"), "{stdout}");
+        assert_eq!(
+            stderr.matches("refused a connection to the key-value server").count(),
+            3,
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("wrong secret") && stderr.contains("malformed greeting"),
+            "{stderr}"
+        );
+    });
+}
+
+/// `--tag-output` prefixes every line with its rank.
+#[test]
+fn tag_output_prefixes_lines_with_the_rank() {
+    watchdog(60, "tag-output", || {
+        let (out, _) = run(
+            &["run", "-n", "2", "--tag-output", "--", "sh", "-c", "echo hello from $HPCOMM_RANK"],
+            &[],
+        );
+        let stdout = text(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            stdout.contains("[0] hello from 0") && stdout.contains("[1] hello from 1"),
+            "{stdout}"
+        );
+    });
+}
+
+/// Set-up failures are clear errors: a full /dev/shm (a segment far larger
+/// than it can hold), a transport this build lacks, a missing program.
+#[test]
+fn setup_failures_are_clear_errors() {
+    watchdog(60, "setup failures", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let (out, _) = run(
+            &["run", "-n", "2", "--", exe, "selftest"],
+            &[("HPCOMM_SHM_RING_BYTES", "1099511627776")],
+        );
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("/dev/shm is full") && stderr.contains("bytes"), "{stderr}");
+
+        let (out, _) = run(&["run", "-n", "2", "--transport", "tcp", "--", exe, "selftest"], &[]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("not part of this build"), "{}", text(&out.stderr));
+
+        let (out, _) = run(&["run", "-n", "2", "--", "/nonexistent/program"], &[]);
+        assert_eq!(out.status.code(), Some(127));
+        assert!(text(&out.stderr).contains("cannot start /nonexistent/program"));
+    });
+}
+
+/// The benchmarks run under the launcher and print OSU tables or JSON;
+/// outside a 2-rank job they refuse with a clear message.
+#[test]
+fn benchmarks_print_osu_tables_and_json() {
+    watchdog(120, "bench", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let (out, _) = run(
+            &["run", "-n", "2", "--", exe, "bench", "latency", "--max-size", "64", "--iters", "50"],
+            &[],
+        );
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(stdout.contains("# Size") && stdout.contains("Latency (us)"), "{stdout}");
+        let rows: Vec<_> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(rows.len(), 8, "sizes 0, 1, 2, …, 64: {stdout}");
+        for (kind, column) in
+            [("bw", "Bandwidth (MB/s)"), ("bibw", "Bandwidth (MB/s)"), ("mr", "Messages/s")]
+        {
+            let args = [
+                "run",
+                "-n",
+                "2",
+                "--",
+                exe,
+                "bench",
+                kind,
+                "--min-size",
+                "1",
+                "--max-size",
+                "65536",
+                "--iters",
+                "5",
+                "--window",
+                "8",
+            ];
+            let (out, _) = run(&args, &[]);
+            let stdout = text(&out.stdout);
+            assert!(out.status.success() && stdout.contains(column), "{kind}: {stdout}");
+            assert_eq!(stdout.lines().filter(|l| !l.starts_with('#')).count(), 17, "{stdout}");
+        }
+        let args = [
+            "run",
+            "-n",
+            "2",
+            "--",
+            exe,
+            "bench",
+            "mr",
+            "--min-size",
+            "8",
+            "--max-size",
+            "8",
+            "--iters",
+            "5",
+            "--json",
+        ];
+        let (out, _) = run(&args, &[]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+        assert_eq!(json["benchmark"], "mr");
+        assert_eq!(json["transport"], "shm");
+        assert!(json["results"][0]["value"].as_f64().unwrap() > 0.0);
+
+        let (out, _) = run(&["bench", "latency"], &[]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("exactly 2 ranks"), "{}", text(&out.stderr));
+    });
+}
+
+/// `hpcomm info` lists the transports and their limits; without a launcher
+/// a program runs as a singleton.
+#[test]
+fn info_and_singleton() {
+    watchdog(60, "info", || {
+        let (out, _) = run(&["info"], &[]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success());
+        assert!(stdout.contains("shm: available") && stdout.contains("eager limit"), "{stdout}");
+        assert!(stdout.contains("tcp: not part of this build yet"), "{stdout}");
+        let (out, _) = run(&["selftest", "arguments"], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("ok   arguments (1 ranks over loopback)"));
+    });
+}
