@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example ring -- [--ranks N] [--laps L]
+//! hpcomm run -n N -- target/release/examples/ring [--laps L]
 //! ```
 //!
 //! With no launcher around, the example starts its own ranks as threads of
-//! this process (over the loopback transport). Each lap, every rank
+//! this process (over the loopback transport); under `hpcomm run` each rank
+//! is a process (over shared memory). Each lap, every rank
 //! receives the token from its left neighbour, adds one and passes it on;
 //! rank 0 checks that the token counted every hop. A second ring passes a
 //! 1 MiB block, which travels by rendezvous.
@@ -66,6 +68,11 @@ fn ring(comm: &Communicator, laps: usize, block_len: usize) -> hpcomm::Result<(D
     Ok((start.elapsed(), block[0]))
 }
 
+fn fail(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("ring: {e}");
+    std::process::exit(1);
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -77,28 +84,32 @@ fn main() {
     let (ranks, laps) = (args.ranks, args.laps);
     let big = (1 << 20) / 8;
     let big_laps = laps.div_ceil(10);
-    let results = hpcomm::threads(ranks, |comm| -> hpcomm::Result<_> {
+    let job = |comm: &Communicator| -> hpcomm::Result<_> {
         let small = ring(comm, laps, 1)?;
         let large = ring(comm, big_laps, big)?;
         Ok((small, large))
-    });
-    let results = match results {
-        Ok(results) => results,
-        Err(e) => {
-            eprintln!("ring: {e}");
-            std::process::exit(1);
-        }
     };
-    let ((small_time, token), (large_time, large_token)) = match &results[0] {
-        Ok(r) => *r,
-        Err(e) => {
-            eprintln!("ring: rank 0 failed: {e}");
-            std::process::exit(1);
+    let (ranks, transport, outcome) = if hpcomm::launched() {
+        // One process per rank: only rank 0 reports.
+        let universe = hpcomm::init().unwrap_or_else(|e| fail(&e));
+        let world = universe.world();
+        let outcome = job(world);
+        let shape = (world.size(), world.transport_name(), outcome);
+        if world.rank() != 0 {
+            if let Err(e) = &shape.2 {
+                fail(e);
+            }
+            return;
         }
+        shape
+    } else {
+        let mut results = hpcomm::threads(ranks, job).unwrap_or_else(|e| fail(&e));
+        (ranks, "loopback", results.swap_remove(0))
     };
+    let ((small_time, token), (large_time, large_token)) = outcome.unwrap_or_else(|e| fail(&e));
     let hops = (laps * ranks) as u64;
     let big_hops = (big_laps * ranks) as u64;
-    println!("hpcomm ring: {ranks} ranks as threads over loopback, {laps} laps");
+    println!("hpcomm ring: {ranks} ranks over {transport}, {laps} laps");
     println!(
         "  8 B token    {hops:>8} hops in {:>9.3} ms = {:>8.3} µs per hop",
         small_time.as_secs_f64() * 1e3,

@@ -43,8 +43,8 @@
 pub mod selftest;
 
 pub use hpcomm_runtime::{
-    init, test_any, threads, threads_with, wait_all, wait_any, Communicator, Config, ContextId,
-    Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,
+    init, launched, test_any, threads, threads_with, wait_all, wait_any, Communicator, Config,
+    ContextId, Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,
 };
 
 /// The transport layer, for settings such as

@@ -8,7 +8,8 @@
  * latency: ping-pong, half the round trip. bw/mr: rank 0 sends a window of
  * non-blocking messages, rank 1 answers each window with 4 bytes. bibw: both
  * send a window at once. Iterations: 10000 (100 warm-up) up to 8 KiB, 1000
- * (10 warm-up) above.
+ * (10 warm-up) above. With more ranks (even), pairs 0-1, 2-3, … run at once
+ * and rank 0 reports its own pair.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -20,12 +21,12 @@
 
 static double run_latency(int rank, size_t size, int iters, int skip, char *s, char *r)
 {
-    int peer = 1 - rank;
+    int peer = rank ^ 1;
     double start = 0;
     for (int i = 0; i < iters + skip; i++) {
         if (i == skip)
             start = MPI_Wtime();
-        if (rank == 0) {
+        if (rank % 2 == 0) {
             MPI_Send(s, (int)size, MPI_CHAR, peer, TAG, MPI_COMM_WORLD);
             MPI_Recv(r, (int)size, MPI_CHAR, peer, TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         } else {
@@ -40,9 +41,11 @@ static double run_latency(int rank, size_t size, int iters, int skip, char *s, c
 static double run_windows(int rank, size_t size, int window, int iters, int skip, int both, char *s,
                           char *r)
 {
-    int peer = 1 - rank;
-    int sender = rank == 0 || both, receiver = rank == 1 || both;
-    MPI_Request *reqs = malloc(sizeof(MPI_Request) * 2 * window);
+    int peer = rank ^ 1;
+    int sender = rank % 2 == 0 || both, receiver = rank % 2 == 1 || both;
+    MPI_Request *reqs = malloc(sizeof(MPI_Request) * 2 * (size_t)window);
+    if (!reqs)
+        MPI_Abort(MPI_COMM_WORLD, 1);
     char ack[4] = {0};
     double start = 0;
     for (int i = 0; i < iters + skip; i++) {
@@ -56,7 +59,7 @@ static double run_windows(int rank, size_t size, int window, int iters, int skip
             for (int w = 0; w < window; w++)
                 MPI_Isend(s, (int)size, MPI_CHAR, peer, TAG, MPI_COMM_WORLD, &reqs[n++]);
         MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE);
-        if (rank == 0)
+        if (rank % 2 == 0)
             MPI_Recv(ack, 4, MPI_CHAR, peer, ACK, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         else
             MPI_Send(ack, 4, MPI_CHAR, peer, ACK, MPI_COMM_WORLD);
@@ -71,7 +74,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size_ranks);
-    if (argc < 2 || size_ranks != 2) {
+    if (argc < 2 || size_ranks < 2 || size_ranks % 2) {
         if (rank == 0)
             fprintf(stderr, "usage: mpirun -n 2 %s latency|bw|bibw|mr [min] [max] [window]\n", argv[0]);
         MPI_Finalize();

@@ -11,6 +11,7 @@
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
+//! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
 //! [`Config::launch`]):
@@ -200,6 +201,12 @@ impl Config {
             launcher_pid: parse::<i32>(lookup, "HPCOMM_LAUNCHER_PID")?,
         }))
     }
+}
+
+/// The log filter for the `hpcomm` command (`HPCOMM_LOG`, in tracing's
+/// `EnvFilter` syntax), if set.
+pub fn log_filter() -> Option<String> {
+    std::env::var("HPCOMM_LOG").ok()
 }
 
 fn parse<T: std::str::FromStr>(

@@ -51,27 +51,19 @@ enum Stage {
     /// A receive waiting in its context's matcher.
     Posted,
     /// A rendezvous receive reading the sender's buffer in chunks.
-    Reading {
-        outstanding: u32,
-        sreq: u64,
-        error: Option<Error>,
-    },
+    Reading { outstanding: u32, sreq: u64, error: Option<Box<Error>> },
     /// A rendezvous receive taking `DATA` frames.
-    Streaming {
-        got: usize,
-        len: usize,
-    },
+    Streaming { got: usize, len: usize },
     /// An eager send whose frame waits in the outbox (holding its region).
-    Queued {
-        then_await: bool,
-    },
+    Queued { then_await: bool },
     /// A send waiting for `ACK` (synchronous eager) or `FIN` (rendezvous).
     AwaitReply,
     /// A pipelined send waiting for `CTS`.
     AwaitCts,
     /// A pipelined send whose data a job is pushing.
     Pushing,
-    Done(Result<Completed>),
+    /// Finished; the error is boxed to keep every request slot small.
+    Done(Result<Completed, Box<Error>>),
 }
 
 #[derive(Debug)]
@@ -344,10 +336,12 @@ impl Engine {
         buf: &mut [u8],
     ) -> Option<Result<Completed>> {
         let state = &mut self.state;
-        let (env, stored) = state
-            .ctx(ctx)
-            .matcher
-            .take_unexpected(pattern, |stored| matches!(stored, Stored::Eager { .. }))?;
+        let matcher = &mut state.ctx(ctx).matcher;
+        if matcher.unexpected_len() == 0 {
+            return None;
+        }
+        let (env, stored) =
+            matcher.take_unexpected(pattern, |stored| matches!(stored, Stored::Eager { .. }))?;
         let Stored::Eager { data, sync } = stored else { unreachable!("only eager taken") };
         if let Some((peer, sreq)) = sync {
             state.push_control(peer, &Header::Ack { sreq });
@@ -440,7 +434,7 @@ impl Engine {
         slot.generation = slot.generation.wrapping_add(1);
         self.state.free.push(id.index);
         match req.stage {
-            Stage::Done(result) => Some(result),
+            Stage::Done(result) => Some(result.map_err(|e| *e)),
             _ => unreachable!("checked above"),
         }
     }
@@ -636,7 +630,7 @@ impl State {
             if matches!(req.stage, Stage::Done(_)) {
                 return;
             }
-            req.stage = Stage::Done(result);
+            req.stage = Stage::Done(result.map_err(Box::new));
             if let Some(region) = req.region.take() {
                 regions.release(region);
             }
@@ -869,14 +863,14 @@ impl State {
         };
         *outstanding -= 1;
         if first.is_none() {
-            *first = error;
+            *first = error.map(Box::new);
         }
         if *outstanding > 0 {
             return;
         }
         let sreq = *sreq;
         let result = match first.take() {
-            Some(e) => Err(e),
+            Some(e) => Err(*e),
             None => Ok(req.info),
         };
         if let Some(peer) = req.peer {

@@ -46,4 +46,4 @@ pub use config::{Config, Launch, TransportChoice};
 pub use error::{Error, Result};
 pub use request::{test_any, wait_all, wait_any, Request, Scope};
 pub use types::{ContextId, Rank, Status, Tag};
-pub use universe::{init, threads, threads_with, ThreadsConfig, Universe};
+pub use universe::{init, launched, threads, threads_with, ThreadsConfig, Universe};

@@ -141,6 +141,13 @@ pub fn init() -> Result<Universe> {
     Ok(Universe::from_transport(transport, config))
 }
 
+/// Whether this process was started by `hpcomm run` (so that [`init`]
+/// joins a job of several processes). Programs that can also run alone use
+/// it to start their own ranks with [`threads`] instead.
+pub fn launched() -> bool {
+    std::env::var_os("HPCOMM_RANK").is_some()
+}
+
 /// Settings for [`threads_with`].
 #[derive(Clone, Debug, Default)]
 pub struct ThreadsConfig {

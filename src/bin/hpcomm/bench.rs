@@ -7,7 +7,10 @@
 //! - `bibw`: both ranks send a window to each other at once.
 //! - `mr`: as `bw`, reported in messages per second.
 //!
-//! Each size runs `skip` warm-up iterations before the timed ones.
+//! Each size runs `skip` warm-up iterations before the timed ones. With
+//! more than 2 ranks (an even number), ranks pair up — 0 with 1, 2 with 3,
+//! … — and every pair runs at once; rank 0 reports its own pair, which shows
+//! how the job behaves when ranks share cores.
 
 use std::time::Instant;
 
@@ -66,7 +69,7 @@ fn iterations(o: &BenchOptions, size: usize) -> (usize, usize) {
 }
 
 fn latency(comm: &Communicator, size: usize, iters: usize, skip: usize) -> Result<f64> {
-    let peer = 1 - comm.rank();
+    let peer = comm.rank() ^ 1;
     let sbuf = vec![b'a'; size];
     let mut rbuf = vec![0u8; size];
     let mut start = Instant::now();
@@ -74,7 +77,7 @@ fn latency(comm: &Communicator, size: usize, iters: usize, skip: usize) -> Resul
         if i == skip {
             start = Instant::now();
         }
-        if comm.rank() == 0 {
+        if comm.rank() % 2 == 0 {
             comm.send(&sbuf, peer, TAG)?;
             comm.recv(&mut rbuf, peer, TAG)?;
         } else {
@@ -94,11 +97,11 @@ fn windows(
     skip: usize,
     both: bool,
 ) -> Result<f64> {
-    let peer = 1 - comm.rank();
+    let peer = comm.rank() ^ 1;
     let sbuf = vec![b'a'; size];
     let mut rbufs: Vec<Vec<u8>> = (0..window).map(|_| vec![0u8; size]).collect();
-    let sender = comm.rank() == 0 || both;
-    let receiver = comm.rank() == 1 || both;
+    let sender = comm.rank() % 2 == 0 || both;
+    let receiver = comm.rank() % 2 == 1 || both;
     let mut start = Instant::now();
     for i in 0..iters + skip {
         if i == skip {
@@ -119,7 +122,7 @@ fn windows(
             hpcomm::wait_all(&mut reqs)?;
             Ok(())
         })?;
-        if comm.rank() == 0 {
+        if comm.rank() % 2 == 0 {
             comm.recv(&mut [0u8; 4], peer, ACK)?;
         } else {
             comm.send(&[0u8; 4], peer, ACK)?;
@@ -145,9 +148,10 @@ fn run(o: &BenchOptions) -> Result<()> {
     }
     let universe = hpcomm::init()?;
     let comm = universe.world();
-    if comm.size() != 2 {
+    if comm.size() < 2 || comm.size() % 2 != 0 {
         return Err(Error::InvalidCount(format!(
-            "the benchmark needs exactly 2 ranks, this job has {}: hpcomm run -n 2 -- hpcomm bench …",
+            "the benchmark needs an even number of ranks (exactly 2 for the classic figures), \
+             this job has {}: hpcomm run -n 2 -- hpcomm bench …",
             comm.size()
         )));
     }
@@ -190,11 +194,18 @@ fn run(o: &BenchOptions) -> Result<()> {
                 "transport": universe.transport_name(),
                 "unit": unit,
                 "window": o.window,
+                "pairs": comm.size() / 2,
                 "results": results,
             });
             println!("{doc}");
         } else {
-            println!("# hpcomm {title} (transport {})", universe.transport_name());
+            let pairs = comm.size() / 2;
+            let shape = if pairs > 1 {
+                format!(", {pairs} pairs at once, pair 0 shown")
+            } else {
+                String::new()
+            };
+            println!("# hpcomm {title} (transport {}{shape})", universe.transport_name());
             println!("# Size      {column}");
             for (size, value) in rows {
                 match o.kind {

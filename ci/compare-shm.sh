@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Side-by-side comparison on one machine, in one run: hpcomm over shm
+# against MPICH (Debian's, ch4:ucx) and Open MPI (Debian's, vader BTL), with
+# the same benchmark method (`hpcomm bench` and benches/mpi/p2p.c), runs
+# interleaved and repeated, medians reported. Writes target/compare/shm.md.
+#
+#   bash ci/compare-shm.sh            # REPS=5 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${REPS:-5}
+out=target/compare
+mkdir -p "$out/raw"
+rm -f "$out"/raw/*
+
+if ! command -v mpicc.mpich >/dev/null || ! command -v mpicc.openmpi >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y mpich libmpich-dev openmpi-bin libopenmpi-dev
+fi
+cargo build --release --bin hpcomm
+mpicc.mpich -O2 -o "$out/p2p-mpich" benches/mpi/p2p.c 2>/dev/null
+mpicc.openmpi -O2 -o "$out/p2p-openmpi" benches/mpi/p2p.c 2>/dev/null
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+run_one() { # impl ranks kind min max
+    case $1 in
+    hpcomm) target/release/hpcomm run -n "$2" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
+    mpich) mpirun.mpich -n "$2" "$out/p2p-mpich" "$3" "$4" "$5" ;;
+    openmpi) mpirun.openmpi --oversubscribe -n "$2" --mca btl self,vader "$out/p2p-openmpi" "$3" "$4" "$5" ;;
+    esac 2>/dev/null | grep -v '^#'
+}
+
+# label ranks kind min max
+cases=(
+    "latency 2 latency 0 65536"
+    "mr 2 mr 1 8"
+    "bw 2 bw 4096 4194304"
+    "latency-4 4 latency 8 8"
+    "mr-4 4 mr 8 8"
+)
+for rep in $(seq "$reps"); do
+    for c in "${cases[@]}"; do
+        read -r label ranks kind min max <<<"$c"
+        for impl in hpcomm mpich openmpi; do
+            run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$out/raw/$label.$impl.$rep" || true
+        done
+    done
+done
+
+python3 - "$out" "$reps" <<'PY'
+import statistics, sys, glob, os, platform, datetime
+out, reps = sys.argv[1], int(sys.argv[2])
+titles = {
+    "latency": ("One-way latency, 2 ranks (µs, lower is better)", "lower"),
+    "mr": ("Message rate, 2 ranks, window 64 (messages/s, higher is better)", "higher"),
+    "bw": ("Bandwidth, 2 ranks, window 64 (MB/s, higher is better)", "higher"),
+    "latency-4": ("One-way latency, 4 ranks on the machine's cores: two pairs at once, pair 0 (µs)", "lower"),
+    "mr-4": ("Message rate, 4 ranks: two pairs at once, pair 0 (messages/s)", "higher"),
+}
+def load(label, impl):
+    rows = {}
+    for f in glob.glob(f"{out}/raw/{label}.{impl}.*"):
+        for line in open(f):
+            parts = line.split()
+            if len(parts) == 2:
+                rows.setdefault(int(parts[0]), []).append(float(parts[1]))
+    return {k: statistics.median(v) for k, v in rows.items()}
+lines = [f"Machine: {platform.node()}, {os.cpu_count()} cores; {datetime.date.today()}; medians of {reps} interleaved runs.",
+         "Ratios > 1 mean hpcomm is better.", ""]
+for label, (title, better) in titles.items():
+    h, m, o = (load(label, i) for i in ("hpcomm", "mpich", "openmpi"))
+    lines += [f"### {title}", "", "| size (B) | hpcomm | MPICH | Open MPI | vs MPICH | vs Open MPI |", "|---:|---:|---:|---:|---:|---:|"]
+    for size in sorted(h):
+        def ratio(other):
+            if size not in other or other[size] == 0 or h[size] == 0:
+                return "–"
+            r = other[size] / h[size] if better == "lower" else h[size] / other[size]
+            return f"{r:.2f}"
+        fmt = (lambda v: f"{v:.2f}") if better == "lower" else (lambda v: f"{v:,.0f}")
+        cell = lambda d: fmt(d[size]) if size in d else "–"
+        lines.append(f"| {size} | {cell(h)} | {cell(m)} | {cell(o)} | {ratio(m)} | {ratio(o)} |")
+    lines.append("")
+text = "\n".join(lines)
+open(f"{out}/shm.md", "w").write(text)
+print(text)
+PY
