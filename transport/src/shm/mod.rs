@@ -63,13 +63,15 @@ pub struct ShmConfig {
     pub ring_bytes: Option<usize>,
     /// Whether to use `process_vm_readv` for large messages where allowed.
     pub cma: bool,
-    /// Eager limit offered to the runtime.
+    /// Eager limit offered to the runtime. 8 KiB: above it, one
+    /// `process_vm_readv` beats two copies through a ring on the machines
+    /// measured (`docs/performance.md`).
     pub eager_limit: usize,
 }
 
 impl Default for ShmConfig {
     fn default() -> Self {
-        ShmConfig { ring_bytes: None, cma: true, eager_limit: 16 * 1024 }
+        ShmConfig { ring_bytes: None, cma: true, eager_limit: 8 * 1024 }
     }
 }
 
