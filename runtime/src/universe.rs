@@ -54,7 +54,7 @@ impl Universe {
 
     /// The name of the transport in use.
     pub fn transport_name(&self) -> &'static str {
-        self.world().engine().borrow().caps.name
+        self.world().transport_name()
     }
 
     /// Ends this rank's part in the job (`MPI_Finalize`): waits until every

@@ -69,11 +69,6 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
     ]
 }
 
-/// The eager threshold in force under `config`.
-pub fn eager_limit(config: &ThreadsConfig) -> usize {
-    config.runtime.eager_limit.unwrap_or(config.loopback.eager_limit)
-}
-
 /// Runs `f` on `n` ranks under `config`, labelling failures.
 pub fn run<R: Send>(
     label: &str,

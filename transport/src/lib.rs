@@ -23,9 +23,10 @@
 //! (and revokes) every region before the borrowed buffers can go away.
 //!
 //! Backends are modules of this crate and are reached through the [`Backend`]
-//! enum. This issue's backend is [`loopback`]: ranks as threads of one
-//! process. It is the reference every other backend is tested against, with
-//! the generic [`conformance`] suite.
+//! enum: [`loopback`] (ranks as threads of one process: the reference every
+//! other backend is tested against, with the generic [`conformance`] suite)
+//! and [`shm`] (processes of one host, through shared memory). Backends that
+//! need the job's bootstrap while they set up get it as an [`Exchange`].
 //!
 //! ```
 //! use hpcomm_transport::{loopback::Loopback, Event, PeerId, Regions, Transport};
@@ -277,7 +278,7 @@ pub trait Transport {
     ) -> Result<(), TransportError>;
 }
 
-/// The built-in backends, dispatched by `match`. New backends (shm, tcp, ofi)
+/// The built-in backends, dispatched by `match`. New backends (tcp, ofi)
 /// are added as variants.
 #[derive(Debug)]
 pub enum Backend {

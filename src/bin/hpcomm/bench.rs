@@ -208,10 +208,7 @@ fn run(o: &BenchOptions) -> Result<()> {
             println!("# hpcomm {title} (transport {}{shape})", universe.transport_name());
             println!("# Size      {column}");
             for (size, value) in rows {
-                match o.kind {
-                    Kind::Mr => println!("{size:<10}{value:>16.2}"),
-                    _ => println!("{size:<10}{value:>16.2}"),
-                }
+                println!("{size:<10}{value:>16.2}");
             }
         }
     }

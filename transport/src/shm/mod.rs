@@ -202,6 +202,17 @@ fn setup(what: impl std::fmt::Display) -> TransportError {
     TransportError::Setup(what.to_string())
 }
 
+/// Removes a segment's name when dropped while it holds one.
+struct Unlink(Option<String>);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Reads `dst.len()` bytes at `addr` in process `pid`.
 fn read_remote(pid: i32, addr: u64, dst: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
@@ -290,6 +301,9 @@ impl Shm {
             (file, path)
         };
         let (file, path) = file;
+        // Until every rank has attached, an error on rank 0 must not leave
+        // the segment's name behind.
+        let mut name_guard = Unlink((me == 0).then(|| path.clone()));
         let map = MmapRaw::map_raw(&file).map_err(|e| setup(format!("cannot map {path}: {e}")))?;
         if map.len() < layout.total {
             return Err(setup(format!(
@@ -322,6 +336,7 @@ impl Shm {
         exchange.fence().map_err(setup)?;
         if me == 0 {
             // Everyone has the segment mapped: the name is no longer needed.
+            name_guard.0 = None;
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!("could not unlink {path}: {e}");
             }
