@@ -219,17 +219,13 @@ impl Engine {
         if self.is_lost(peer) {
             return Err(Error::PeerFailed { rank: peer.index() });
         }
-        let seqs = &mut self.state.ctx(ctx).send_seq;
-        if dst as usize >= seqs.len() {
-            seqs.resize(dst as usize + 1, 0);
-        }
-        let seq = seqs[dst as usize];
+        let seq = *self.state.seq_slot(ctx, dst);
         let (hbuf, hlen) =
             header_of(&Header::Eager { msg: MessageHeader { ctx, src: me, tag, seq }, sync: None });
         match self.transport.try_send(peer, &hbuf[..hlen as usize], bytes) {
             Ok(()) => {
                 // The sequence number is spent only once the frame is out.
-                self.state.ctx(ctx).send_seq[dst as usize] = seq.wrapping_add(1);
+                *self.state.seq_slot(ctx, dst) = seq.wrapping_add(1);
                 Ok(true)
             }
             Err(TransportError::WouldBlock) => Ok(false),
@@ -590,13 +586,19 @@ impl State {
         context_in(&mut self.ctxs, ctx)
     }
 
-    fn next_seq(&mut self, ctx: ContextId, dst: u32) -> u32 {
+    /// The next sequence number for messages to `dst` on `ctx`.
+    fn seq_slot(&mut self, ctx: ContextId, dst: u32) -> &mut u32 {
         let seqs = &mut self.ctx(ctx).send_seq;
         if dst as usize >= seqs.len() {
             seqs.resize(dst as usize + 1, 0);
         }
-        let seq = seqs[dst as usize];
-        seqs[dst as usize] = seq.wrapping_add(1);
+        &mut seqs[dst as usize]
+    }
+
+    fn next_seq(&mut self, ctx: ContextId, dst: u32) -> u32 {
+        let slot = self.seq_slot(ctx, dst);
+        let seq = *slot;
+        *slot = seq.wrapping_add(1);
         seq
     }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,9 @@ fn describe(rank: usize, pid: u32, status: ExitStatus) -> (String, i32) {
     }
 }
 
-/// Copies a rank's output line by line, prefixed with its rank.
-fn relay(rank: usize, source: impl Read + Send + 'static, to_stderr: bool) {
+/// Copies a rank's output line by line, prefixed with its rank; says on
+/// `done` when the stream has ended.
+fn relay(rank: usize, source: impl Read + Send + 'static, to_stderr: bool, done: mpsc::Sender<()>) {
     thread::spawn(move || {
         for line in BufReader::new(source).split(b'\n').map_while(Result::ok) {
             let mut text = format!("[{rank}] ").into_bytes();
@@ -76,7 +77,21 @@ fn relay(rank: usize, source: impl Read + Send + 'static, to_stderr: bool) {
                 let _ = std::io::stdout().lock().write_all(&text);
             }
         }
+        let _ = done.send(());
     });
+}
+
+/// Waits until `count` relays have copied everything, or `limit` passes
+/// (a process a rank left behind in the background may hold a pipe open).
+fn drain_relays(done: &mpsc::Receiver<()>, count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for _ in 0..count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done.recv_timeout(left).is_err() {
+            eprintln!("hpcomm run: some output may be missing (a pipe stayed open)");
+            return;
+        }
+    }
 }
 
 /// Runs the job; returns the launcher's exit code.
@@ -119,6 +134,8 @@ fn launch(o: RunOptions) -> Result<i32, String> {
 
     let mut ranks: Vec<Rank> = Vec::with_capacity(o.ranks);
     let mut group: Option<u32> = None;
+    let (relay_done, relays_done) = mpsc::channel();
+    let mut relays = 0;
     for r in 0..o.ranks {
         let mut cmd = Command::new(program);
         cmd.args(&o.program[1..])
@@ -144,10 +161,12 @@ fn launch(o: RunOptions) -> Result<i32, String> {
                 group.get_or_insert(pid);
                 if o.tag_output {
                     if let Some(out) = child.stdout.take() {
-                        relay(r, out, false);
+                        relay(r, out, false, relay_done.clone());
+                        relays += 1;
                     }
                     if let Some(err) = child.stderr.take() {
-                        relay(r, err, true);
+                        relay(r, err, true, relay_done.clone());
+                        relays += 1;
                     }
                 }
                 ranks.push(Rank { child, pid, status: None });
@@ -201,6 +220,7 @@ fn launch(o: RunOptions) -> Result<i32, String> {
         thread::sleep(Duration::from_millis(5));
     };
     cleanup(&job);
+    drain_relays(&relays_done, relays, Duration::from_secs(5));
     Ok(code)
 }
 
