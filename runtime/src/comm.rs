@@ -297,11 +297,13 @@ impl Communicator {
         }
         let bytes = as_bytes_mut(buf)?;
         let (pattern, peer) = self.pattern(src, tag);
-        if let Some(done) = self.engine.borrow_mut().try_recv_now(self.ctx, pattern, bytes) {
+        let mut engine = self.engine.borrow_mut();
+        if let Some(done) = engine.try_recv_now(self.ctx, pattern, bytes) {
             return done.map(Started::Done);
         }
         let region = scope.register_mut(bytes);
-        let started = self.engine.borrow_mut().start_recv(self.ctx, pattern, peer, region);
+        let started = engine.start_recv(self.ctx, pattern, peer, region);
+        drop(engine);
         started.inspect_err(|_| scope.regions().release(region)).map(Started::Pending)
     }
 

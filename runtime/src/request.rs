@@ -265,36 +265,27 @@ impl Request<'_> {
 /// Waits for all requests (`MPI_Waitall`); all complete even when one fails,
 /// and the first error is returned.
 pub fn wait_all(requests: &mut [Request<'_>]) -> Result<Vec<Status>> {
-    let mut outcomes: Vec<Option<Result<Status>>> = vec![None; requests.len()];
+    let mut statuses = Vec::with_capacity(requests.len());
+    let mut first_error = None;
     if let Some(first) = requests.first() {
         // Requests mostly complete in order: take them from a cursor that
         // stops at the first one still in flight, so that a round of
         // progress costs O(1) here, not a sweep of every request. One that
         // completes early waits, done, in the engine until the cursor comes.
-        let mut cursor = 0;
-        first.comm.block_until(|engine| {
-            while let Some(request) = requests.get_mut(cursor) {
+        let comm = first.comm;
+        comm.block_until(|engine| {
+            while let Some(request) = requests.get_mut(statuses.len()) {
                 match request.poll_done(engine) {
-                    Some(outcome) => {
-                        outcomes[cursor] = Some(outcome);
-                        cursor += 1;
+                    Some(Ok(status)) => statuses.push(status),
+                    Some(Err(e)) => {
+                        statuses.push(Status::EMPTY);
+                        first_error.get_or_insert(e);
                     }
                     None => return false,
                 }
             }
             true
         })?;
-    }
-    let mut statuses = Vec::with_capacity(requests.len());
-    let mut first_error = None;
-    for outcome in outcomes {
-        match outcome.expect("every request completed") {
-            Ok(status) => statuses.push(status),
-            Err(e) => {
-                statuses.push(Status::EMPTY);
-                first_error.get_or_insert(e);
-            }
-        }
     }
     match first_error {
         Some(e) => Err(e),
