@@ -93,6 +93,21 @@ fn selftest_passes_with_pipelined_copies_and_small_rings() {
     });
 }
 
+/// Ranks may be started through a tool that stays their parent (`perf
+/// record`, valgrind, a shell that does not `exec`): they still join the job.
+#[test]
+fn ranks_started_through_a_wrapper_join_the_job() {
+    watchdog(120, "wrapper", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        // `; exit $?` keeps the shell alive as the rank's parent.
+        let script = format!("{exe} selftest; exit $?");
+        let (out, _) = run(&["run", "-n", "2", "--timeout", "100", "--", "sh", "-c", &script], &[]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+        assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), selftest_cases());
+    });
+}
+
 /// A rank that exits with an error code ends the job at once; the launcher
 /// names it and exits with its code; no rank is left behind.
 #[test]

@@ -394,7 +394,9 @@ impl Engine {
                 }
             }
         }
-        self.flush()?;
+        if self.has_backlog() {
+            self.flush()?;
+        }
         Ok(id)
     }
 
@@ -701,24 +703,25 @@ impl State {
                     Stored::Eager { data, sync }
                 };
                 let ctx = context_in(&mut self.ctxs, msg.ctx);
-                let mut released = std::mem::take(&mut self.released);
-                if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut released) {
+                if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut self.released) {
                     self.deliver_eager(regions, id, env, payload, sync);
                 }
-                self.deliver_released(regions, released);
+                if !self.released.is_empty() {
+                    self.deliver_released(regions);
+                }
             }
             Header::Rts { msg, read, len, sreq, key } => {
                 let len = usize::try_from(len)
                     .map_err(|_| Error::Protocol(format!("rank {src} announced {len} bytes")))?;
                 let env = Envelope { src: msg.src, tag: msg.tag, len };
                 let keep = || Stored::Rts { peer: src, sreq, key, read };
-                let mut released = std::mem::take(&mut self.released);
-                if let Some(id) =
-                    self.ctx(msg.ctx).matcher.arrive(env, msg.seq, keep, &mut released)
-                {
+                let ctx = context_in(&mut self.ctxs, msg.ctx);
+                if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut self.released) {
                     self.start_rendezvous(regions, id, env, src, sreq, key, read);
                 }
-                self.deliver_released(regions, released);
+                if !self.released.is_empty() {
+                    self.deliver_released(regions);
+                }
             }
             Header::Ack { sreq } | Header::Fin { sreq } => {
                 let id = ReqId::from_wire(sreq);
@@ -770,11 +773,8 @@ impl State {
         Ok(())
     }
 
-    fn deliver_released(
-        &mut self,
-        regions: &Regions,
-        mut released: Vec<(ReqId, Envelope, Stored)>,
-    ) {
+    fn deliver_released(&mut self, regions: &Regions) {
+        let mut released = std::mem::take(&mut self.released);
         for (id, env, stored) in released.drain(..) {
             self.deliver_stored(regions, id, env, stored);
         }

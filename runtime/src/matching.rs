@@ -129,10 +129,12 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     /// Posts a receive. If an unexpected message matches, it is removed and
     /// returned and the receive is not queued; otherwise `req` is queued.
     pub fn post(&mut self, pattern: Pattern, req: R) -> Option<(Envelope, P)> {
-        if let Some((src, i)) = self.find_unexpected(pattern) {
-            let u = self.sources[src].unexpected.remove(i).expect("index found above");
-            self.unexpected -= 1;
-            return Some((u.env, u.payload));
+        if self.unexpected > 0 {
+            if let Some((src, i)) = self.find_unexpected(pattern) {
+                let u = self.sources[src].unexpected.remove(i).expect("index found above");
+                self.unexpected -= 1;
+                return Some((u.env, u.payload));
+            }
         }
         let order = self.next_order;
         self.next_order += 1;
@@ -238,6 +240,16 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     fn take_posted(&mut self, env: &Envelope) -> Option<R> {
         let tag_ok = |p: &Posted<R>| p.tag.is_none_or(|t| t == env.tag);
         let q = self.sources.get_mut(env.src as usize)?;
+        // The common case: no any-source receive is waiting and the oldest
+        // receive for this source takes the message.
+        if self.any_source.is_empty() {
+            return match q.posted.front() {
+                Some(p) if tag_ok(p) => q.posted.pop_front().map(|p| p.req),
+                _ => {
+                    q.posted.iter().position(tag_ok).and_then(|i| q.posted.remove(i)).map(|p| p.req)
+                }
+            };
+        }
         let specific = q.posted.iter().position(tag_ok);
         let any = self.any_source.iter().position(tag_ok);
         let from_specific = match (specific, any) {

@@ -116,7 +116,16 @@ pub fn init() -> Result<Universe> {
             .map_err(|e| Error::Bootstrap(format!("cannot tie this rank to the launcher: {e}")))?;
         let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
         if parent != Some(launcher) {
-            return Err(Error::Bootstrap("the launcher has already exited".into()));
+            // Either the launcher died before the tie was made, or a tool
+            // sits between it and this rank (`hpcomm run -- perf record …`,
+            // valgrind, a shell). Only the first is an error; in the second
+            // case the launcher still ends the whole process group.
+            let alive = rustix::process::Pid::from_raw(launcher)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+            if !alive {
+                return Err(Error::Bootstrap("the launcher has already exited".into()));
+            }
+            tracing::debug!(launcher, ?parent, "started through an intermediate process");
         }
     }
     let mut kvs = KvsClient::connect(&launch)?;

@@ -86,6 +86,7 @@ struct Table {
 }
 
 impl Table {
+    #[inline]
     fn entry(&self, id: RegionId) -> Option<&Entry> {
         let slot = self.slots.get(id.index as usize)?;
         if slot.generation != id.generation {
@@ -94,6 +95,7 @@ impl Table {
         slot.entry.as_ref()
     }
 
+    #[inline]
     fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
@@ -102,6 +104,7 @@ impl Table {
         slot.entry.as_mut()
     }
 
+    #[inline]
     fn insert(&mut self, entry: Entry) -> RegionId {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -115,6 +118,7 @@ impl Table {
         RegionId { index, generation: slot.generation }
     }
 
+    #[inline]
     fn remove(&mut self, id: RegionId) -> Option<Entry> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
@@ -165,6 +169,7 @@ impl Regions {
     }
 
     /// The length of a live region.
+    #[inline]
     pub fn len(&self, id: RegionId) -> Option<usize> {
         self.table.borrow().entry(id).map(|e| e.len)
     }
@@ -175,6 +180,7 @@ impl Regions {
     }
 
     /// Calls `f` with the bytes of a live region.
+    #[inline]
     pub fn with<R>(&self, id: RegionId, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let table = self.table.borrow();
         let entry = table.entry(id)?;
@@ -188,6 +194,7 @@ impl Regions {
     }
 
     /// Calls `f` with the bytes of a live region registered as writable.
+    #[inline]
     pub fn with_mut<R>(&self, id: RegionId, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
         let mut table = self.table.borrow_mut();
         let entry = table.entry_mut(id)?;
@@ -204,6 +211,7 @@ impl Regions {
 
     /// Removes a region before its scope ends (for example when its request
     /// completes), revoking any exposure. Removing early is always safe.
+    #[inline]
     pub fn release(&self, id: RegionId) {
         // Take the entry out first and revoke after the borrow ends: revoking
         // may wait for a peer's read in progress.
@@ -235,6 +243,7 @@ impl Regions {
         }
     }
 
+    #[inline]
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
         let mut table = self.table.borrow_mut();
         let id = table.insert(Entry { ptr, len, writable, exposure: None });
@@ -285,12 +294,14 @@ pub struct RegionScope<'s, 'env: 's> {
 
 impl<'s> RegionScope<'s, '_> {
     /// Registers a buffer that peers and the engine may read.
+    #[inline]
     pub fn register(&self, bytes: &'s [u8]) -> RegionId {
         let ptr = NonNull::from(bytes).cast::<u8>();
         self.regions.insert(self.depth, ptr, bytes.len(), false)
     }
 
     /// Registers a buffer that the engine may write (a receive buffer).
+    #[inline]
     pub fn register_mut(&self, bytes: &'s mut [u8]) -> RegionId {
         let len = bytes.len();
         let ptr = NonNull::from(bytes).cast::<u8>();
