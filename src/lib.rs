@@ -47,6 +47,13 @@ pub use hpcomm_runtime::{
     ContextId, Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,
 };
 
+/// Every `HPCOMM_*` setting.
+pub use hpcomm_runtime::config;
+
+/// Collective operations: bring the trait into scope to call them on a
+/// [`Communicator`].
+pub use hpcomm_collectives::{op, repro, select, Collectives};
+
 /// The transport layer, for settings such as
 /// [`LoopbackConfig`](transport::loopback::LoopbackConfig).
 pub use hpcomm_transport as transport;

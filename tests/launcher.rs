@@ -47,22 +47,67 @@ fn selftest_cases() -> usize {
     hpcomm::selftest::CASES.len()
 }
 
-/// The whole semantic suite as 2 to 8 processes over shm, with single-copy
-/// reads.
+/// The whole semantic suite, point-to-point and collective, as 1 to 8
+/// processes over shm, with single-copy reads.
 #[test]
 fn selftest_passes_over_shm_processes() {
-    watchdog(600, "selftest shm", || {
+    watchdog(900, "selftest shm", || {
         let exe = env!("CARGO_BIN_EXE_hpcomm");
-        for n in ["2", "3", "4", "8"] {
-            let (out, _) = run(&["run", "-n", n, "--timeout", "240", "--", exe, "selftest"], &[]);
+        for n in [1usize, 2, 3, 4, 7, 8] {
+            let ranks = n.to_string();
+            let (out, _) =
+                run(&["run", "-n", &ranks, "--timeout", "300", "--", exe, "selftest"], &[]);
             let stdout = text(&out.stdout);
             assert!(out.status.success(), "{n} ranks: {}\n{stdout}", text(&out.stderr));
+            let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
             assert_eq!(
                 stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-                selftest_cases(),
+                fitting,
                 "{stdout}"
             );
             assert!(stdout.contains("over shm"), "{stdout}");
+        }
+    });
+}
+
+/// The collective cases as processes over shm with each algorithm forced
+/// in turn through `HPCOMM_<COLLECTIVE>`.
+#[test]
+fn every_collective_algorithm_over_shm_processes() {
+    use hpcomm::select;
+    fn names<A: Copy>(all: &[A], name: fn(A) -> &'static str) -> Vec<&'static str> {
+        all.iter().map(|&a| name(a)).collect()
+    }
+    watchdog(900, "collective algorithms shm", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let algorithms = [
+            ("barrier", names(select::Barrier::ALL, select::Barrier::name)),
+            ("bcast", names(select::Bcast::ALL, select::Bcast::name)),
+            ("reduce", names(select::Reduce::ALL, select::Reduce::name)),
+            ("allreduce", names(select::Allreduce::ALL, select::Allreduce::name)),
+            ("allgather", names(select::Allgather::ALL, select::Allgather::name)),
+            ("alltoall", names(select::Alltoall::ALL, select::Alltoall::name)),
+        ];
+        for (collective, names) in algorithms {
+            let (_, cases) = hpcomm::selftest::COLLECTIVE_CASES
+                .iter()
+                .find(|(c, _)| *c == collective)
+                .expect("known collective");
+            let var = format!("HPCOMM_{}", collective.to_uppercase());
+            for algorithm in names {
+                for n in ["1", "2", "3", "4", "7", "8"] {
+                    let mut args = vec!["run", "-n", n, "--timeout", "200", "--", exe, "selftest"];
+                    args.extend(cases.iter());
+                    let (out, _) = run(&args, &[(&var, algorithm)]);
+                    let stdout = text(&out.stdout);
+                    assert!(
+                        out.status.success(),
+                        "{var}={algorithm} on {n} ranks: {}\n{stdout}",
+                        text(&out.stderr)
+                    );
+                    assert_eq!(stdout.matches("ok ").count(), cases.len(), "{stdout}");
+                }
+            }
         }
     });
 }

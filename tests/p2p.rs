@@ -35,7 +35,8 @@ macro_rules! cases {
         #[test]
         fn every_case_is_tested() {
             let tested = [$($name),*];
-            for case in hpcomm::selftest::CASES {
+            // The collective cases are tested in `tests/collectives.rs`.
+            for case in hpcomm::selftest::CASES.iter().filter(|c| !c.name.starts_with("coll-")) {
                 assert!(tested.contains(&case.name), "case {} has no test", case.name);
             }
         }

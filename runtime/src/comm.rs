@@ -149,6 +149,20 @@ impl Communicator {
         self.group.iter().map(|p| p.index()).collect()
     }
 
+    /// The settings this communicator runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The same group on the communicator's collective context: messages
+    /// sent on it never match point-to-point traffic on `self`. This is the
+    /// channel collective layers (`hpcomm-collectives`) build on; an
+    /// application sending on it would disturb them. Tags below 16 are the
+    /// runtime's own.
+    pub fn collective_comm(&self) -> Communicator {
+        self.collective_view()
+    }
+
     pub(crate) fn engine(&self) -> &Rc<RefCell<Engine>> {
         &self.engine
     }
@@ -392,12 +406,22 @@ impl Communicator {
     ) -> Result<Status> {
         let (dest, send_tag, src, recv_tag) =
             (dest.into(), send_tag.into(), src.into(), recv_tag.into());
+        self.check_dest(dest)?;
+        Communicator::check_send_tag(send_tag)?;
+        self.check_source(src)?;
+        Communicator::check_recv_tag(recv_tag)?;
         self.scope(|s| {
-            let r = s.irecv(recvbuf, src, recv_tag)?;
-            let w = s.isend(sendbuf, dest, send_tag)?;
-            let status = r.wait();
-            w.wait()?;
-            status
+            // Both start before either outcome is looked at: a receive that
+            // fails at once (a truncated message was already waiting) must
+            // not keep the send from going out, or the peer would wait
+            // for it forever.
+            let r = s.irecv(recvbuf, src, recv_tag);
+            let w = s.isend(sendbuf, dest, send_tag);
+            let status = r.and_then(|r| r.wait());
+            let sent = w.and_then(|w| w.wait());
+            let status = status?;
+            sent?;
+            Ok(status)
         })
     }
 

@@ -12,6 +12,7 @@
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
+//! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests) | chosen by message and communicator size |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
 //! [`Config::launch`]):
@@ -27,6 +28,7 @@
 //!
 //! The same tables are in `docs/configuration.md`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -107,9 +109,16 @@ pub struct Config {
     pub shm_ring_bytes: Option<usize>,
     /// Whether shm may use single-copy reads.
     pub shm_cma: bool,
+    /// Collective algorithms forced by name, keyed by collective
+    /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
+    pub algorithms: BTreeMap<String, String>,
     /// Present when the process was started by `hpcomm run`.
     pub launch: Option<Launch>,
 }
+
+/// The collectives whose algorithm a `HPCOMM_<NAME>` variable can force.
+pub const FORCEABLE_COLLECTIVES: [&str; 6] =
+    ["barrier", "bcast", "reduce", "allreduce", "allgather", "alltoall"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -121,6 +130,7 @@ impl Default for Config {
             finalize_timeout: Duration::from_secs(30),
             shm_ring_bytes: None,
             shm_cma: true,
+            algorithms: BTreeMap::new(),
             launch: None,
         }
     }
@@ -160,6 +170,11 @@ impl Config {
         }
         if let Some(v) = parse::<u8>(&lookup, "HPCOMM_SHM_CMA")? {
             config.shm_cma = v != 0;
+        }
+        for name in FORCEABLE_COLLECTIVES {
+            if let Some(v) = lookup(&format!("HPCOMM_{}", name.to_uppercase())) {
+                config.algorithms.insert(name.to_string(), v.trim().to_string());
+            }
         }
         config.launch = Config::launch_from(&lookup)?;
         Ok(config)

@@ -76,6 +76,12 @@ pub enum Error {
     /// The transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] TransportError),
+    /// Ranks called a collective operation with arguments that do not fit
+    /// together (a length, count or root that differs between ranks). The
+    /// operation still ran to its end on every rank, so none is left
+    /// waiting; the data it produced is unspecified.
+    #[error("collective arguments differ between ranks: {0}")]
+    CollectiveMismatch(String),
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),

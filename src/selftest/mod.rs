@@ -17,6 +17,8 @@
 //! hpcomm::threads(3, |comm| hpcomm::selftest::run_all(comm).unwrap()).unwrap();
 //! ```
 
+mod collectives;
+
 use crate::{Communicator, Error, Rank, Result, Status, Tag};
 
 /// One case of the suite.
@@ -71,6 +73,28 @@ pub const CASES: &[Case] = &[
     Case { name: "scope-errors", min_ranks: 2, body: scope_errors },
     Case { name: "split", min_ranks: 1, body: split },
     Case { name: "dup", min_ranks: 2, body: dup_isolation },
+    Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
+    Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
+    Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },
+    Case { name: "coll-allreduce", min_ranks: 1, body: collectives::all_reduce },
+    Case { name: "coll-repro", min_ranks: 1, body: collectives::reproducible_sum },
+    Case { name: "coll-gather-scatter", min_ranks: 1, body: collectives::gather_scatter },
+    Case { name: "coll-allgather", min_ranks: 1, body: collectives::all_gather },
+    Case { name: "coll-alltoall", min_ranks: 1, body: collectives::all_to_all },
+    Case { name: "coll-reduce-scatter", min_ranks: 1, body: collectives::reduce_scatter },
+    Case { name: "coll-scan", min_ranks: 1, body: collectives::scan },
+    Case { name: "coll-errors", min_ranks: 1, body: collectives::errors },
+];
+
+/// The collective cases that exercise each forceable collective's
+/// algorithms (`HPCOMM_<COLLECTIVE>`), by collective.
+pub const COLLECTIVE_CASES: &[(&str, &[&str])] = &[
+    ("barrier", &["coll-barrier"]),
+    ("bcast", &["coll-bcast"]),
+    ("reduce", &["coll-reduce", "coll-reduce-scatter"]),
+    ("allreduce", &["coll-allreduce", "coll-repro"]),
+    ("allgather", &["coll-allgather"]),
+    ("alltoall", &["coll-alltoall"]),
 ];
 
 /// The case called `name`.
@@ -302,6 +326,18 @@ fn truncation(comm: &Communicator) {
                 comm.send(&[7u32, 8], 0, 2).unwrap();
             }
         }
+    }
+    // A send-receive whose receive is truncated at once (the message was
+    // already waiting) still sends.
+    if comm.rank() < 2 {
+        let peer = 1 - comm.rank();
+        comm.send(&[1u64, 2, 3], peer, 3).unwrap();
+        comm.probe(peer, 3).unwrap();
+        let outcome = comm.sendrecv(&[4u64, 5], peer, 4, &mut [0u64; 1], peer, 3);
+        assert_eq!(outcome, Err(Error::Truncated { needed: 24, capacity: 8 }));
+        let mut got = [0u64; 2];
+        comm.recv(&mut got, peer, 4).unwrap();
+        assert_eq!(got, [4, 5]);
     }
 }
 

@@ -1,0 +1,25 @@
+//! The algorithms, one per file, each with its cost in α-β-γ terms (α: the
+//! latency of a message, β: the time per byte, γ: the time per byte
+//! combined) and its restrictions in its doc comment. They run on a
+//! [`Channel`](crate::channel::Channel) and work in place; the public API in
+//! `lib.rs` validates arguments, copies inputs and picks one through
+//! [`select`](crate::select).
+
+pub(crate) mod allgather_bruck;
+pub(crate) mod allgather_recursive_doubling;
+pub(crate) mod allgather_ring;
+pub(crate) mod allreduce_rabenseifner;
+pub(crate) mod allreduce_recursive_doubling;
+pub(crate) mod allreduce_ring;
+pub(crate) mod alltoall_bruck;
+pub(crate) mod alltoall_pairwise;
+pub(crate) mod barrier_dissemination;
+pub(crate) mod bcast_binomial;
+pub(crate) mod bcast_scatter_allgather;
+pub(crate) mod gather_linear;
+pub(crate) mod halving;
+pub(crate) mod reduce_binomial;
+pub(crate) mod reduce_rabenseifner;
+pub(crate) mod reduce_scatter_ring;
+pub(crate) mod scan_recursive_doubling;
+pub(crate) mod scatter_linear;

@@ -1,0 +1,669 @@
+//! The collective cases of the self-test suite.
+//!
+//! Each case runs on four communicators built from the one it is given —
+//! itself, a duplicate, a rank-reversed split and a split into halves — and
+//! checks every operation against closed forms (sums of `i·n + rank`) or,
+//! for operations without one, against a fold over the ranks in rank order
+//! computed locally from the same inputs. Values are chosen so that float
+//! results are exact, and so that a non-commutative operation (2×2 matrix
+//! products) shows any change of order.
+
+use std::fmt::Debug;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytemuck::Pod;
+
+use crate::op::{
+    BitAnd, BitOr, BitXor, Integer, LocF64, LogicalAnd, LogicalOr, Max, MaxLoc, Min, MinLoc,
+    Number, Operation, Prod, Sum, UserOp,
+};
+use crate::{Collectives, Communicator, Error};
+
+/// Runs `f` on the communicator, a duplicate, a rank-reversed split and a
+/// split into a lower and an upper half.
+fn on_variants(comm: &Communicator, f: impl Fn(&Communicator)) {
+    let (n, r) = (comm.size(), comm.rank());
+    f(comm);
+    f(&comm.dup().unwrap());
+    let reversed = comm.split(Some(0), (n - r) as i32).unwrap().expect("one colour");
+    assert_eq!(reversed.rank(), n - 1 - r);
+    f(&reversed);
+    let half = comm.split(Some((r >= n / 2) as u32), r as i32).unwrap().expect("one colour");
+    assert_eq!(half.size(), if r >= n / 2 { n - n / 2 } else { n / 2 });
+    f(&half);
+}
+
+/// Element types under test.
+trait Elem: Pod + PartialEq + PartialOrd + Debug {
+    /// `v`, wrapped into the type as integer arithmetic wraps.
+    fn of(v: u64) -> Self;
+}
+
+macro_rules! elems {
+    ($($t:ty),*) => {$(impl Elem for $t { fn of(v: u64) -> Self { v as $t } })*};
+}
+elems!(i8, i16, i32, i64, u8, u16, u32, u64, isize, usize, f32, f64);
+
+/// Calls `$f::<T>($args)` for every numeric element type.
+macro_rules! for_numbers {
+    ($f:ident($($a:expr),*)) => {{
+        $f::<i8>($($a),*); $f::<i16>($($a),*); $f::<i32>($($a),*); $f::<i64>($($a),*);
+        $f::<u8>($($a),*); $f::<u16>($($a),*); $f::<u32>($($a),*); $f::<u64>($($a),*);
+        $f::<isize>($($a),*); $f::<usize>($($a),*); $f::<f32>($($a),*); $f::<f64>($($a),*);
+    }};
+}
+macro_rules! for_integers {
+    ($f:ident($($a:expr),*)) => {{
+        $f::<i8>($($a),*); $f::<i16>($($a),*); $f::<i32>($($a),*); $f::<i64>($($a),*);
+        $f::<u8>($($a),*); $f::<u16>($($a),*); $f::<u32>($($a),*); $f::<u64>($($a),*);
+        $f::<isize>($($a),*); $f::<usize>($($a),*);
+    }};
+}
+
+/// Rank `r`'s element `i`: `i·n + r`.
+fn linear<T: Elem>(n: usize, r: usize, len: usize) -> Vec<T> {
+    (0..len).map(|i| T::of((i * n + r) as u64)).collect()
+}
+
+/// Σ_r (i·n + r) = n²·i + n(n−1)/2.
+fn linear_sum<T: Elem>(n: usize, len: usize) -> Vec<T> {
+    (0..len).map(|i| T::of((n * n * i + n * (n - 1) / 2) as u64)).collect()
+}
+
+/// Small factors, so that float products stay exact.
+fn factors<T: Elem>(r: usize, len: usize) -> Vec<T> {
+    (0..len).map(|i| T::of(1 + ((i + r) % 3) as u64)).collect()
+}
+
+/// Mixed bit patterns.
+fn bits<T: Elem>(r: usize, len: usize) -> Vec<T> {
+    (0..len)
+        .map(|i| T::of((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (r % 7 + 1)))
+        .collect()
+}
+
+/// The reference: contributions folded in rank order.
+fn fold<T: Pod>(n: usize, input: impl Fn(usize) -> Vec<T>, op: &impl Operation<T>) -> Vec<T> {
+    let mut acc = input(0);
+    for r in 1..n {
+        op.apply(&mut acc, &input(r), true);
+    }
+    acc
+}
+
+/// A 2×2 integer matrix product: associative, not commutative.
+fn matmul(a: &[i64; 4], b: &[i64; 4]) -> [i64; 4] {
+    [
+        a[0].wrapping_mul(b[0]).wrapping_add(a[1].wrapping_mul(b[2])),
+        a[0].wrapping_mul(b[1]).wrapping_add(a[1].wrapping_mul(b[3])),
+        a[2].wrapping_mul(b[0]).wrapping_add(a[3].wrapping_mul(b[2])),
+        a[2].wrapping_mul(b[1]).wrapping_add(a[3].wrapping_mul(b[3])),
+    ]
+}
+
+/// Rank `r`'s matrices, which do not commute with each other's.
+fn matrices(r: usize, len: usize) -> Vec<[i64; 4]> {
+    (0..len).map(|i| [r as i64 + 1, i as i64 % 5 + 1, 1, 0]).collect()
+}
+
+type Matmul = fn(&[i64; 4], &[i64; 4]) -> [i64; 4];
+
+fn ordered() -> UserOp<Matmul> {
+    UserOp::non_commutative(matmul as Matmul)
+}
+
+/// Lengths that reach every algorithm the selection picks.
+const LENGTHS: [usize; 5] = [0, 1, 3, 300, 20_000];
+
+fn all_reduce_numbers<T: Elem + Number>(c: &Communicator, len: usize) {
+    let (n, r) = (c.size(), c.rank());
+    let mut got = vec![T::of(0); len];
+    c.all_reduce(&linear::<T>(n, r, len), &mut got, Sum).unwrap();
+    assert_eq!(got, linear_sum::<T>(n, len), "sum of {len}");
+    c.all_reduce(&factors::<T>(r, len), &mut got, Prod).unwrap();
+    assert_eq!(got, fold(n, |r| factors(r, len), &Prod), "product");
+    let mut buf = bits::<T>(r, len);
+    c.all_reduce_in_place(&mut buf, Min).unwrap();
+    assert_eq!(buf, fold(n, |r| bits(r, len), &Min), "min");
+    c.all_reduce(&bits::<T>(r, len), &mut got, Max).unwrap();
+    assert_eq!(got, fold(n, |r| bits(r, len), &Max), "max");
+}
+
+fn all_reduce_integers<T: Elem + Integer>(c: &Communicator, len: usize) {
+    let r = c.rank();
+    let n = c.size();
+    let mut got = vec![T::of(0); len];
+    for (name, op) in [("and", 0), ("or", 1), ("xor", 2)] {
+        let input = |r| bits::<T>(r, len);
+        match op {
+            0 => c.all_reduce(&input(r), &mut got, BitAnd).unwrap(),
+            1 => c.all_reduce(&input(r), &mut got, BitOr).unwrap(),
+            _ => c.all_reduce(&input(r), &mut got, BitXor).unwrap(),
+        }
+        let want = match op {
+            0 => fold(n, input, &BitAnd),
+            1 => fold(n, input, &BitOr),
+            _ => fold(n, input, &BitXor),
+        };
+        assert_eq!(got, want, "bitwise {name}");
+    }
+    // Element i is true on rank r when bit r of i is set.
+    let truth = |r: usize| (0..len).map(|i| T::of(((i >> (r % 8)) & 1) as u64 * 3)).collect();
+    // With one rank nothing is combined: the input comes back as it was.
+    let normal = |t: bool, i: usize| T::of(if n == 1 { ((i & 1) * 3) as u64 } else { t as u64 });
+    let mut buf: Vec<T> = truth(r);
+    c.all_reduce_in_place(&mut buf, LogicalAnd).unwrap();
+    let all = |i: usize| (0..n).all(|r| (i >> (r % 8)) & 1 == 1);
+    assert_eq!(buf, (0..len).map(|i| normal(all(i), i)).collect::<Vec<_>>(), "land");
+    let mut buf: Vec<T> = truth(r);
+    c.all_reduce_in_place(&mut buf, LogicalOr).unwrap();
+    let any = |i: usize| (0..n).any(|r| (i >> (r % 8)) & 1 == 1);
+    assert_eq!(buf, (0..len).map(|i| normal(any(i), i)).collect::<Vec<_>>(), "lor");
+}
+
+/// Each rank's copy of a float all-reduce, as bits, checked equal at rank
+/// 0 (over point-to-point, not the collectives under test).
+fn identical_everywhere(c: &Communicator, result: &[f64]) {
+    let mine: Vec<u64> = result.iter().map(|x| x.to_bits()).collect();
+    if c.rank() == 0 {
+        for from in 1..c.size() {
+            let mut theirs = vec![0u64; mine.len()];
+            c.recv(&mut theirs, from, 77).unwrap();
+            assert_eq!(theirs, mine, "rank {from}'s all-reduce result differs in its bits");
+        }
+    } else {
+        c.send(&mine, 0, 77).unwrap();
+    }
+}
+
+/// Every operation and element type; bitwise-identical float results;
+/// min-loc, max-loc and user operations.
+pub(super) fn all_reduce(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for len in LENGTHS {
+            for_numbers!(all_reduce_numbers(c, len));
+            for_integers!(all_reduce_integers(c, len));
+            // Inexact sums with mixed magnitudes: same bits on every rank.
+            let messy: Vec<f64> = (0..len)
+                .map(|i| (r as f64 + 0.1) * 10f64.powi(((i * 7 + r * 13) % 31) as i32 - 15))
+                .collect();
+            let mut got = vec![0.0; len];
+            c.all_reduce(&messy, &mut got, Sum).unwrap();
+            identical_everywhere(c, &got);
+            // Non-commutative: the product in rank order.
+            let mut m = matrices(r, len);
+            c.all_reduce_in_place(&mut m, ordered()).unwrap();
+            assert_eq!(m, fold(n, |r| matrices(r, len), &ordered()), "matrix product");
+            // Locations: ties go to the lowest rank.
+            let locs = |r: usize| -> Vec<LocF64> {
+                (0..len).map(|i| LocF64::new(((i * 7 + r * 3) % 5) as f64, r as i64)).collect()
+            };
+            let mut got = vec![LocF64::default(); len];
+            c.all_reduce(&locs(r), &mut got, MinLoc).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let v = (0..n).map(|r| (i * 7 + r * 3) % 5).min().unwrap();
+                let at = (0..n).find(|r| (i * 7 + r * 3) % 5 == v).unwrap();
+                assert_eq!(*g, LocF64::new(v as f64, at as i64), "minloc {i}");
+            }
+            c.all_reduce(&locs(r), &mut got, MaxLoc).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let v = (0..n).map(|r| (i * 7 + r * 3) % 5).max().unwrap();
+                let at = (0..n).find(|r| (i * 7 + r * 3) % 5 == v).unwrap();
+                assert_eq!(*g, LocF64::new(v as f64, at as i64), "maxloc {i}");
+            }
+            // A user closure, commutative and associative: a + b + 1, so
+            // the total is Σ + (n − 1).
+            let plus_one = UserOp::commutative(|a: &u32, b: &u32| a.wrapping_add(*b) + 1);
+            let mut got = vec![0u32; len];
+            c.all_reduce(&linear::<u32>(n, r, len), &mut got, plus_one).unwrap();
+            let want: Vec<u32> =
+                linear_sum::<u32>(n, len).iter().map(|s| s + n as u32 - 1).collect();
+            assert_eq!(got, want, "user operation");
+        }
+    });
+}
+
+/// The reproducible sum equals the correctly rounded sum of all
+/// contributions, on every communicator shape.
+pub(super) fn reproducible_sum(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        let value = |r: usize, i: usize| {
+            let sign = if (i + r) % 3 == 0 { -1.0 } else { 1.0 };
+            sign * (1.0 + r as f64 / 7.0) * 10f64.powi(((i * 11 + r * 5) % 41) as i32 - 20)
+        };
+        let len = 200;
+        let mine: Vec<f64> = (0..len).map(|i| value(r, i)).collect();
+        let mut got = vec![0.0; len];
+        c.all_reduce_sum_reproducible(&mine, &mut got).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let want = crate::repro::exact_sum((0..n).map(|r| value(r, i)));
+            assert_eq!(g.to_bits(), want.to_bits(), "element {i}");
+        }
+        identical_everywhere(c, &got);
+    });
+}
+
+fn reduce_numbers<T: Elem + Number>(c: &Communicator, len: usize, root: usize) {
+    let (n, r) = (c.size(), c.rank());
+    let sentinel = vec![T::of(99); len];
+    let mut got = sentinel.clone();
+    c.reduce(&linear::<T>(n, r, len), &mut got, Sum, root).unwrap();
+    if r == root {
+        assert_eq!(got, linear_sum::<T>(n, len), "sum at root {root}");
+    } else {
+        assert_eq!(got, sentinel, "reduce wrote to a non-root's buffer");
+    }
+    let mut buf = bits::<T>(r, len);
+    c.reduce_in_place(&mut buf, Max, root).unwrap();
+    if r == root {
+        assert_eq!(buf, fold(n, |r| bits(r, len), &Max), "max at root {root}");
+    } else {
+        assert_eq!(buf, bits::<T>(r, len), "reduce_in_place changed a non-root's input");
+    }
+}
+
+/// Every root, element type and operation kind; non-commutative order at
+/// every root.
+pub(super) fn reduce(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for root in 0..n {
+            for len in [0, 5, 3000] {
+                for_numbers!(reduce_numbers(c, len, root));
+                let mut got = vec![[0i64; 4]; len];
+                c.reduce(&matrices(r, len), &mut got, ordered(), root).unwrap();
+                if r == root {
+                    assert_eq!(got, fold(n, |r| matrices(r, len), &ordered()), "root {root}");
+                }
+                let mut buf = bits::<u16>(r, len);
+                c.reduce_in_place(&mut buf, BitXor, root).unwrap();
+                if r == root {
+                    assert_eq!(buf, fold(n, |r| bits(r, len), &BitXor));
+                }
+            }
+        }
+    });
+}
+
+fn pattern(root: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + root * 31 + len) as u8).collect()
+}
+
+/// 1 B to 4 MiB from every root; other element types.
+pub(super) fn broadcast(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for root in 0..n {
+            for len in [0, 1, 100, 12 << 10, 64 << 10, 4 << 20] {
+                let mut buf = if r == root { pattern(root, len) } else { vec![0u8; len] };
+                c.broadcast(&mut buf, root).unwrap();
+                assert!(buf == pattern(root, len), "{len} bytes from root {root}");
+            }
+            let mut f = if r == root { vec![1.5f64, -2.25, 1e300] } else { vec![0.0; 3] };
+            c.broadcast(&mut f, root).unwrap();
+            assert_eq!(f, [1.5, -2.25, 1e300]);
+        }
+    });
+}
+
+/// Entry and exit times of every rank: nobody leaves before everybody has
+/// come in.
+pub(super) fn barrier(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        for round in 0..3 {
+            // A different rank arrives late each round.
+            if r == round % n {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+            let entered = now();
+            c.barrier().unwrap();
+            let left = now();
+            if r == 0 {
+                let mut times = vec![(entered, left)];
+                for from in 1..n {
+                    let mut t = [0u64; 2];
+                    c.recv(&mut t, from, 78).unwrap();
+                    times.push((t[0], t[1]));
+                }
+                let last_in = times.iter().map(|t| t.0).max().unwrap();
+                let first_out = times.iter().map(|t| t.1).min().unwrap();
+                assert!(first_out >= last_in, "a rank left the barrier before all entered");
+            } else {
+                c.send(&[entered, left], 0, 78).unwrap();
+            }
+        }
+    });
+}
+
+/// Counts for the skewed shapes: even, one rank with everything, half the
+/// ranks with nothing, and all zero.
+fn count_shapes(n: usize) -> Vec<Vec<usize>> {
+    vec![
+        (0..n).map(|r| r % 3 + 1).collect(),
+        (0..n).map(|r| if r == n - 1 { 50 } else { 0 }).collect(),
+        (0..n).map(|r| if r % 2 == 0 { 0 } else { 4 + r }).collect(),
+        vec![0; n],
+    ]
+}
+
+/// Displacements with gaps between the blocks, in reverse rank order.
+fn gapped(counts: &[usize]) -> (Vec<usize>, usize) {
+    let mut displs = vec![0; counts.len()];
+    let mut at = 1;
+    for r in (0..counts.len()).rev() {
+        displs[r] = at;
+        at += counts[r] + 2;
+    }
+    (displs, at)
+}
+
+/// Gather and scatter, plain, in place and with counts, from every root.
+pub(super) fn gather_scatter(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        let block = |r: usize, len: usize| linear::<u32>(n, r, len);
+        for root in 0..n {
+            for b in [0, 1, 5, 10_000] {
+                let all: Vec<u32> = (0..n).flat_map(|r| block(r, b)).collect();
+                let mut got = vec![7u32; if r == root { n * b } else { 0 }];
+                c.gather(&block(r, b), &mut got, root).unwrap();
+                if r == root {
+                    assert_eq!(got, all, "gather of {b} to {root}");
+                }
+                let mut buf = if r == root {
+                    let mut v = vec![0u32; n * b];
+                    v[root * b..(root + 1) * b].copy_from_slice(&block(root, b));
+                    v
+                } else {
+                    block(r, b)
+                };
+                c.gather_in_place(&mut buf, root).unwrap();
+                if r == root {
+                    assert_eq!(buf, all, "gather_in_place");
+                }
+                let mut mine = vec![0u32; b];
+                c.scatter(if r == root { &all[..] } else { &[] }, &mut mine, root).unwrap();
+                assert_eq!(mine, block(r, b), "scatter of {b} from {root}");
+                let mut buf = if r == root { all.clone() } else { vec![0; b] };
+                c.scatter_in_place(&mut buf, root).unwrap();
+                if r == root {
+                    assert_eq!(buf, all, "scatter_in_place changed the root's buffer");
+                } else {
+                    assert_eq!(buf, block(r, b), "scatter_in_place");
+                }
+            }
+            for counts in count_shapes(n) {
+                let (displs, len) = gapped(&counts);
+                let mut want = vec![9u32; len];
+                for q in 0..n {
+                    want[displs[q]..displs[q] + counts[q]].copy_from_slice(&block(q, counts[q]));
+                }
+                let mut got = vec![9u32; if r == root { len } else { 0 }];
+                c.gather_v(&block(r, counts[r]), &mut got, &counts, &displs, root).unwrap();
+                if r == root {
+                    assert_eq!(got, want, "gather_v {counts:?}");
+                }
+                let mut mine = vec![0u32; counts[r]];
+                c.scatter_v(&want, &counts, &displs, &mut mine, root).unwrap();
+                assert_eq!(mine, block(r, counts[r]), "scatter_v {counts:?}");
+                let mut buf = if r == root {
+                    let mut v = vec![9u32; len];
+                    v[displs[root]..displs[root] + counts[root]]
+                        .copy_from_slice(&block(root, counts[root]));
+                    v
+                } else {
+                    block(r, counts[r])
+                };
+                c.gather_v_in_place(&mut buf, &counts, &displs, root).unwrap();
+                if r == root {
+                    assert_eq!(buf, want, "gather_v_in_place {counts:?}");
+                }
+                let mut buf = if r == root { want.clone() } else { vec![0; counts[r]] };
+                c.scatter_v_in_place(&mut buf, &counts, &displs, root).unwrap();
+                assert_eq!(
+                    buf,
+                    if r == root { want.clone() } else { block(r, counts[r]) },
+                    "scatter_v_in_place {counts:?}"
+                );
+            }
+        }
+    });
+}
+
+/// All-gather, plain, in place and with counts.
+pub(super) fn all_gather(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        let block = |r: usize, len: usize| linear::<i64>(n, r, len);
+        for b in [0, 1, 3, 1000, 40_000] {
+            let all: Vec<i64> = (0..n).flat_map(|r| block(r, b)).collect();
+            let mut got = vec![0i64; n * b];
+            c.all_gather(&block(r, b), &mut got).unwrap();
+            assert_eq!(got, all, "all_gather of {b}");
+            let mut buf = vec![0i64; n * b];
+            buf[r * b..(r + 1) * b].copy_from_slice(&block(r, b));
+            c.all_gather_in_place(&mut buf).unwrap();
+            assert_eq!(buf, all, "all_gather_in_place of {b}");
+        }
+        for counts in count_shapes(n) {
+            let (displs, len) = gapped(&counts);
+            let mut want = vec![5i64; len];
+            for q in 0..n {
+                want[displs[q]..displs[q] + counts[q]].copy_from_slice(&block(q, counts[q]));
+            }
+            let mut got = vec![5i64; len];
+            c.all_gather_v(&block(r, counts[r]), &mut got, &counts, &displs).unwrap();
+            assert_eq!(got, want, "all_gather_v {counts:?}");
+            let mut buf = vec![5i64; len];
+            buf[displs[r]..displs[r] + counts[r]].copy_from_slice(&block(r, counts[r]));
+            c.all_gather_v_in_place(&mut buf, &counts, &displs).unwrap();
+            assert_eq!(buf, want, "all_gather_v_in_place {counts:?}");
+        }
+    });
+}
+
+/// All-to-all, plain, in place and with counts and displacements.
+pub(super) fn all_to_all(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        // What rank `from` sends rank `to`: `len` elements.
+        let piece = |from: usize, to: usize, len: usize| -> Vec<u32> {
+            (0..len).map(|i| (from * 1000 + to * 10 + i) as u32).collect()
+        };
+        for b in [0, 1, 7, 300, 20_000] {
+            let send: Vec<u32> = (0..n).flat_map(|to| piece(r, to, b)).collect();
+            let want: Vec<u32> = (0..n).flat_map(|from| piece(from, r, b)).collect();
+            let mut got = vec![0u32; n * b];
+            c.all_to_all(&send, &mut got).unwrap();
+            assert_eq!(got, want, "all_to_all of {b}");
+            let mut buf = send.clone();
+            c.all_to_all_in_place(&mut buf).unwrap();
+            assert_eq!(buf, want, "all_to_all_in_place of {b}");
+        }
+        // Counts: rank `from` sends `count(from, to)` elements to `to`.
+        for shape in 0..3 {
+            let count = |from: usize, to: usize| match shape {
+                0 => (from + 2 * to) % 4,
+                1 => {
+                    if from == n - 1 {
+                        30
+                    } else {
+                        0
+                    }
+                }
+                _ => {
+                    if to % 2 == 0 {
+                        0
+                    } else {
+                        from + 1
+                    }
+                }
+            };
+            let scounts: Vec<usize> = (0..n).map(|to| count(r, to)).collect();
+            let rcounts: Vec<usize> = (0..n).map(|from| count(from, r)).collect();
+            let (sdispls, slen) = gapped(&scounts);
+            let (rdispls, rlen) = gapped(&rcounts);
+            let mut send = vec![0u32; slen];
+            for to in 0..n {
+                send[sdispls[to]..sdispls[to] + scounts[to]].copy_from_slice(&piece(
+                    r,
+                    to,
+                    scounts[to],
+                ));
+            }
+            let mut want = vec![3u32; rlen];
+            for from in 0..n {
+                want[rdispls[from]..rdispls[from] + rcounts[from]].copy_from_slice(&piece(
+                    from,
+                    r,
+                    rcounts[from],
+                ));
+            }
+            let mut got = vec![3u32; rlen];
+            c.all_to_all_v(&send, &scounts, &sdispls, &mut got, &rcounts, &rdispls).unwrap();
+            assert_eq!(got, want, "all_to_all_v shape {shape}");
+        }
+    });
+}
+
+/// Reduce-scatter with equal blocks and with counts, in place, with
+/// commutative and non-commutative operations.
+pub(super) fn reduce_scatter(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for b in [0, 1, 4, 5000] {
+            let total = linear_sum::<u64>(n, n * b);
+            let mut got = vec![0u64; b];
+            c.reduce_scatter_block(&linear::<u64>(n, r, n * b), &mut got, Sum).unwrap();
+            assert_eq!(got, total[r * b..(r + 1) * b], "reduce_scatter_block of {b}");
+            let mut buf = linear::<u64>(n, r, n * b);
+            c.reduce_scatter_block_in_place(&mut buf, Sum).unwrap();
+            assert_eq!(buf[..b], total[r * b..(r + 1) * b], "in place");
+            let product = fold(n, |r| matrices(r, n * b), &ordered());
+            let mut got = vec![[0i64; 4]; b];
+            c.reduce_scatter_block(&matrices(r, n * b), &mut got, ordered()).unwrap();
+            assert_eq!(got, product[r * b..(r + 1) * b], "non-commutative, {b}");
+        }
+        for counts in count_shapes(n) {
+            let len: usize = counts.iter().sum();
+            let at: usize = counts[..r].iter().sum();
+            let mine = at..at + counts[r];
+            let total = linear_sum::<i32>(n, len);
+            let mut got = vec![0i32; counts[r]];
+            c.reduce_scatter(&linear::<i32>(n, r, len), &mut got, &counts, Sum).unwrap();
+            assert_eq!(got, total[mine.clone()], "reduce_scatter {counts:?}");
+            let mut buf = linear::<i32>(n, r, len);
+            c.reduce_scatter_in_place(&mut buf, &counts, Sum).unwrap();
+            assert_eq!(buf[..counts[r]], total[mine.clone()], "in place {counts:?}");
+            let product = fold(n, |r| matrices(r, len), &ordered());
+            let mut buf = matrices(r, len);
+            c.reduce_scatter_in_place(&mut buf, &counts, ordered()).unwrap();
+            assert_eq!(buf[..counts[r]], product[mine], "non-commutative {counts:?}");
+        }
+    });
+}
+
+/// Inclusive and exclusive scans, in place, non-commutative.
+pub(super) fn scan(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for len in [0, 1, 6, 5000] {
+            // Σ_{q ≤ r} (i·n + q) = (r+1)·i·n + r(r+1)/2.
+            let prefix = |upto: usize| -> Vec<u64> {
+                (0..len).map(|i| (upto * i * n + upto * (upto - 1) / 2) as u64).collect()
+            };
+            let mut got = vec![0u64; len];
+            c.scan(&linear::<u64>(n, r, len), &mut got, Sum).unwrap();
+            assert_eq!(got, prefix(r + 1), "scan");
+            let mut buf = linear::<u64>(n, r, len);
+            c.scan_in_place(&mut buf, Sum).unwrap();
+            assert_eq!(buf, prefix(r + 1), "scan_in_place");
+            let mut got = vec![42u64; len];
+            c.exscan(&linear::<u64>(n, r, len), &mut got, Sum).unwrap();
+            assert_eq!(got, if r == 0 { vec![42; len] } else { prefix(r) }, "exscan");
+            let mut buf = linear::<u64>(n, r, len);
+            c.exscan_in_place(&mut buf, Sum).unwrap();
+            let want = if r == 0 { linear::<u64>(n, 0, len) } else { prefix(r) };
+            assert_eq!(buf, want, "exscan_in_place");
+            let mut m = matrices(r, len);
+            c.scan_in_place(&mut m, ordered()).unwrap();
+            assert_eq!(m, fold(r + 1, |q| matrices(q, len), &ordered()), "ordered scan");
+            let mut m = matrices(r, len);
+            c.exscan_in_place(&mut m, ordered()).unwrap();
+            if r > 0 {
+                assert_eq!(m, fold(r, |q| matrices(q, len), &ordered()), "ordered exscan");
+            }
+        }
+    });
+}
+
+/// Bad arguments are errors before anything is sent; lengths that differ
+/// between ranks are errors after the operation ran everywhere; the
+/// communicator works afterwards.
+pub(super) fn errors(comm: &Communicator) {
+    let (n, r) = (comm.size(), comm.rank());
+    let bad_root = |e: Error| matches!(e, Error::InvalidRoot { .. });
+    assert!(bad_root(comm.broadcast(&mut [0u8], n).unwrap_err()));
+    assert!(bad_root(comm.reduce(&[1u8], &mut [0], Sum, n + 3).unwrap_err()));
+    assert!(bad_root(comm.gather(&[1u8], &mut [], usize::MAX).unwrap_err()));
+    assert!(bad_root(comm.scatter_v(&[1u8], &[1], &[0], &mut [0], n).unwrap_err()));
+    let bad_count = |e: Error| matches!(e, Error::InvalidCount(_));
+    let counts = vec![1; n + 1];
+    assert!(bad_count(comm.all_gather_v(&[1u8], &mut [0; 8], &counts, &counts).unwrap_err()));
+    assert!(bad_count(comm.reduce_scatter(&[1u8], &mut [0], &counts, Sum).unwrap_err()));
+    assert!(bad_count(comm.all_reduce(&[1u8, 2], &mut [0], Sum).unwrap_err()));
+    assert!(bad_count(comm.all_gather(&[1u8, 2], &mut [0; 3]).unwrap_err()));
+    assert!(bad_count(comm.all_to_all(&[1u8; 3], &mut [0; 4]).unwrap_err()));
+    let over = vec![1; n];
+    let displs: Vec<usize> = (0..n).map(|q| q + 5).collect();
+    assert!(bad_count(comm.all_gather_v(&[1u8], &mut [0; 2], &over, &displs).unwrap_err()));
+    let overlapping = vec![0; n];
+    if n > 1 {
+        let e = comm.all_gather_v(&[1u8], &mut [0; 4], &over, &overlapping).unwrap_err();
+        assert!(bad_count(e));
+    }
+
+    // Lengths that disagree between ranks: every rank returns, and a rank
+    // that received a message of the wrong length reports it.
+    if n > 1 {
+        let len = if r == 1 { 5 } else { 3 };
+        let outcome = comm.broadcast(&mut vec![0u32; len], 0);
+        some_rank_saw_a_mismatch(comm, &outcome);
+        let len = if r == n - 1 { 2 } else { 4 };
+        let outcome = comm.all_reduce(&vec![1u64; len], &mut vec![0u64; len], Sum);
+        some_rank_saw_a_mismatch(comm, &outcome);
+        let len = if r == 0 { 2 * n } else { n };
+        let outcome = comm.all_to_all(&vec![1u8; len], &mut vec![0u8; len]);
+        some_rank_saw_a_mismatch(comm, &outcome);
+    }
+    // Still usable.
+    comm.barrier().unwrap();
+    let mut total = [0u64];
+    comm.all_reduce(&[1u64], &mut total, Sum).unwrap();
+    assert_eq!(total, [n as u64]);
+}
+
+/// Collects, at rank 0 over point-to-point, whether any rank's outcome was
+/// a mismatch, and checks that every error is one.
+fn some_rank_saw_a_mismatch(comm: &Communicator, outcome: &crate::Result<()>) {
+    let mine = match outcome {
+        Ok(()) => 0u8,
+        Err(Error::CollectiveMismatch(_)) => 1,
+        Err(e) => panic!("a mismatch gave another error: {e}"),
+    };
+    if comm.rank() == 0 {
+        let mut seen = mine;
+        for from in 1..comm.size() {
+            let mut theirs = [0u8];
+            comm.recv(&mut theirs, from, 79).unwrap();
+            seen |= theirs[0];
+        }
+        assert_eq!(seen, 1, "no rank reported the mismatch");
+    } else {
+        comm.send(&[mine], 0, 79).unwrap();
+    }
+}

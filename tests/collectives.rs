@@ -1,0 +1,135 @@
+//! The collective cases of the self-test suite (`hpcomm::selftest`, names
+//! `coll-*`) with ranks as threads over loopback: on 1, 2, 3, 4, 7 and 8
+//! ranks, under every protocol setting with the automatic choice of
+//! algorithm, and with each algorithm forced in turn.
+//! `tests/launcher.rs` runs the same cases as processes over shm.
+
+mod common;
+
+use hpcomm::select;
+use hpcomm::ThreadsConfig;
+
+use common::{settings, watchdog};
+
+const RANKS: [usize; 6] = [1, 2, 3, 4, 7, 8];
+
+fn run(name: &'static str, config: &ThreadsConfig, label: &str) {
+    let case = hpcomm::selftest::case(name).expect("known case");
+    for n in RANKS {
+        hpcomm::threads_with(n, config, |comm| case.run(comm).unwrap())
+            .unwrap_or_else(|e| panic!("{name} on {n} ranks ({label}): {e}"));
+    }
+}
+
+/// Runs a case under every protocol setting, algorithms chosen
+/// automatically.
+fn automatic(name: &'static str) {
+    watchdog(600, name, move || {
+        for (setting, config) in settings() {
+            run(name, &config, setting);
+        }
+    });
+}
+
+/// Runs the cases of `collective` with each of its algorithms forced.
+fn forced(collective: &'static str, algorithms: Vec<&'static str>) {
+    watchdog(900, collective, move || {
+        let (_, cases) = hpcomm::selftest::COLLECTIVE_CASES
+            .iter()
+            .find(|(c, _)| *c == collective)
+            .expect("known collective");
+        for algorithm in algorithms {
+            let mut config = ThreadsConfig::default();
+            config.runtime.algorithms.insert(collective.into(), algorithm.into());
+            for name in *cases {
+                run(name, &config, &format!("{collective}={algorithm}"));
+            }
+        }
+    });
+}
+
+macro_rules! automatic {
+    ($($test:ident: $name:literal;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                automatic($name);
+            }
+        )*
+        /// Every collective case has a test here.
+        #[test]
+        fn every_collective_case_is_tested() {
+            let tested = [$($name),*];
+            for case in hpcomm::selftest::CASES.iter().filter(|c| c.name.starts_with("coll-")) {
+                assert!(tested.contains(&case.name), "case {} has no test", case.name);
+            }
+        }
+    };
+}
+
+automatic! {
+    barrier_waits_for_every_rank: "coll-barrier";
+    broadcast_from_every_root_1_byte_to_4_mib: "coll-bcast";
+    reduce_every_root_type_and_operation: "coll-reduce";
+    all_reduce_every_type_and_operation_bitwise_identical: "coll-allreduce";
+    reproducible_sum_is_the_correctly_rounded_sum: "coll-repro";
+    gather_and_scatter_with_skewed_and_zero_counts: "coll-gather-scatter";
+    all_gather_with_skewed_and_zero_counts: "coll-allgather";
+    all_to_all_with_counts_and_displacements: "coll-alltoall";
+    reduce_scatter_commutative_or_not: "coll-reduce-scatter";
+    scan_and_exscan_in_rank_order: "coll-scan";
+    bad_arguments_and_mismatches_are_errors_not_hangs: "coll-errors";
+}
+
+fn names<A: Copy>(all: &[A], name: fn(A) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|&a| name(a)).collect()
+}
+
+#[test]
+fn every_barrier_algorithm() {
+    forced("barrier", names(select::Barrier::ALL, select::Barrier::name));
+}
+
+#[test]
+fn every_broadcast_algorithm() {
+    forced("bcast", names(select::Bcast::ALL, select::Bcast::name));
+}
+
+#[test]
+fn every_reduce_algorithm() {
+    forced("reduce", names(select::Reduce::ALL, select::Reduce::name));
+}
+
+#[test]
+fn every_all_reduce_algorithm() {
+    forced("allreduce", names(select::Allreduce::ALL, select::Allreduce::name));
+}
+
+#[test]
+fn every_all_gather_algorithm() {
+    forced("allgather", names(select::Allgather::ALL, select::Allgather::name));
+}
+
+#[test]
+fn every_all_to_all_algorithm() {
+    forced("alltoall", names(select::Alltoall::ALL, select::Alltoall::name));
+}
+
+/// Every collective key the selection reads is one the configuration
+/// parses, and unknown algorithm names are errors.
+#[test]
+fn unknown_algorithm_names_are_errors() {
+    let keys: Vec<&str> = hpcomm::selftest::COLLECTIVE_CASES.iter().map(|(c, _)| *c).collect();
+    assert_eq!(keys, hpcomm::config::FORCEABLE_COLLECTIVES);
+    let mut config = ThreadsConfig::default();
+    config.runtime.algorithms.insert("allreduce".into(), "fastest".into());
+    let out = hpcomm::threads_with(2, &config, |comm| {
+        use hpcomm::Collectives;
+        comm.all_reduce(&[1u8], &mut [0], hpcomm::op::Sum)
+    })
+    .unwrap();
+    for e in out {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("HPCOMM_ALLREDUCE") && e.contains("recursive_doubling"), "{e}");
+    }
+}
