@@ -52,7 +52,7 @@ pub use hpcomm_runtime::config;
 
 /// Collective operations: bring the trait into scope to call them on a
 /// [`Communicator`].
-pub use hpcomm_collectives::{op, repro, select, Collectives};
+pub use hpcomm_collectives::{op, repro, select, Collectives, NonBlocking};
 
 /// The transport layer, for settings such as
 /// [`LoopbackConfig`](transport::loopback::LoopbackConfig).

@@ -38,6 +38,11 @@
 //! not depend on the number of ranks or the algorithm at all, see
 //! [`Collectives::all_reduce_sum_reproducible`] and [`repro`].
 //!
+//! Non-blocking variants of barrier, broadcast, all-reduce and all-to-all
+//! with counts are started in a [`Scope`](hpcomm_runtime::Scope) through
+//! the [`NonBlocking`] trait and complete like any other request; the
+//! progress engine advances them whenever the rank communicates.
+//!
 //! # Errors
 //!
 //! Arguments a rank can check alone (a root outside the communicator,
@@ -51,6 +56,7 @@
 
 mod algorithms;
 mod channel;
+mod nonblocking;
 pub mod op;
 pub mod repro;
 pub mod select;
@@ -61,6 +67,7 @@ pub use hpcomm_runtime::Communicator;
 #[cfg(doc)]
 use hpcomm_runtime::Error;
 use hpcomm_runtime::Result;
+pub use nonblocking::NonBlocking;
 
 use algorithms::*;
 use channel::{bad_count, blocks, check_root, packed, Channel, CollTag};

@@ -5,13 +5,14 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytemuck::Pod;
-use hpcomm_transport::{PeerId, RegionScope, Transport};
+use hpcomm_transport::{PeerId, RegionId, RegionScope, Transport};
 
 use crate::config::Config;
 use crate::engine::{Completed, Engine, ReqId};
 use crate::error::{Error, Result};
 use crate::matching::Pattern;
 use crate::request::Scope;
+use crate::task::Task;
 use crate::types::{ContextId, Rank, Status, Tag};
 
 /// A group of ranks with a private matching space (`MPI_Comm`).
@@ -161,6 +162,21 @@ impl Communicator {
     /// runtime's own.
     pub fn collective_comm(&self) -> Communicator {
         self.collective_view()
+    }
+
+    /// Numbers the collective operations started on this communicator:
+    /// 1, 2, 3, … — the same on every rank, since every rank starts the
+    /// same collectives in the same order. Collective layers derive tags
+    /// from it so that operations in flight together never match each
+    /// other's messages.
+    pub fn next_collective(&self) -> u32 {
+        self.engine.borrow_mut().next_collective(self.ctx.collective())
+    }
+
+    /// Starts a task on this communicator's collective context.
+    pub(crate) fn start_task(&self, output: Option<RegionId>, task: Box<dyn Task>) -> ReqId {
+        let ctx = self.ctx.collective();
+        self.engine.borrow_mut().start_task(ctx, self.rank, self.group.clone(), output, task)
     }
 
     pub(crate) fn engine(&self) -> &Rc<RefCell<Engine>> {

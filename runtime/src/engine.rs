@@ -17,6 +17,7 @@ use hpcomm_transport::{
 use crate::error::{Error, Result};
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::protocol::{select, Limits, Protocol, Rendezvous};
+use crate::task::{Task, TaskCx};
 use crate::types::ContextId;
 use crate::wire::{Header, HeaderBuf, MessageHeader, MAX_HEADER};
 
@@ -62,6 +63,8 @@ enum Stage {
     AwaitCts,
     /// A pipelined send whose data a job is pushing.
     Pushing,
+    /// A task the engine advances (see [`crate::task`]).
+    Task,
     /// Finished; the error is boxed to keep every request slot small.
     Done(Result<Completed, Box<Error>>),
 }
@@ -74,6 +77,9 @@ struct Req {
     /// receive.
     peer: Option<PeerId>,
     info: Completed,
+    /// The region is the engine's own and outlives the request (a task's
+    /// receive buffer, taken back with the outcome).
+    keep_region: bool,
 }
 
 #[derive(Debug)]
@@ -96,6 +102,8 @@ struct CtxState {
     send_seq: Vec<u32>,
     /// World peer of each rank, once this endpoint has the communicator.
     group: Option<Vec<PeerId>>,
+    /// Collective operations started on this context, for their tags.
+    collectives: u32,
 }
 
 #[derive(Debug)]
@@ -155,6 +163,23 @@ pub(crate) struct Engine {
     pub regions: Regions,
     pub state: State,
     pub caps: Capabilities,
+    /// Tasks in progress, advanced by every round of progress.
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// A task and what it runs on.
+pub(crate) struct TaskEntry {
+    pub id: ReqId,
+    pub ctx: ContextId,
+    pub rank: u32,
+    pub group: std::rc::Rc<[PeerId]>,
+    pub task: Box<dyn Task>,
+}
+
+impl std::fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEntry").field("id", &self.id).field("ctx", &self.ctx).finish()
+    }
 }
 
 const POOL_KEEP: usize = 256;
@@ -176,6 +201,7 @@ impl Engine {
             transport,
             regions: Regions::new(),
             caps,
+            tasks: Vec::new(),
             state: State {
                 limits,
                 ctxs: Vec::new(),
@@ -258,6 +284,7 @@ impl Engine {
             region: Some(region),
             peer: Some(peer),
             info,
+            keep_region: false,
         });
         match select(len, &self.state.limits) {
             protocol @ (Protocol::Inline | Protocol::Eager) => {
@@ -362,11 +389,23 @@ impl Engine {
         peer: Option<PeerId>,
         region: RegionId,
     ) -> Result<ReqId> {
+        self.post_recv(ctx, pattern, peer, region, false)
+    }
+
+    fn post_recv(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        peer: Option<PeerId>,
+        region: RegionId,
+        keep_region: bool,
+    ) -> Result<ReqId> {
         let id = self.state.alloc(Req {
             stage: Stage::Posted,
             region: Some(region),
             peer,
             info: Completed::default(),
+            keep_region,
         });
         let state = &mut self.state;
         match state.ctx(ctx).matcher.post(pattern, id) {
@@ -411,6 +450,19 @@ impl Engine {
             self.state.ctx(c).group = Some(group.to_vec());
         }
         self.state.next_ctx = self.state.next_ctx.max(ctx.0 + 2);
+    }
+
+    /// Counts a collective operation started on `ctx`; returns its number
+    /// (the same on every rank, as collectives are called in order).
+    pub fn next_collective(&mut self, ctx: ContextId) -> u32 {
+        let c = self.state.ctx(ctx);
+        c.collectives = c.collectives.wrapping_add(1);
+        c.collectives
+    }
+
+    /// The region a request holds (a task's output buffer).
+    pub(crate) fn output_of(&self, id: ReqId) -> Option<RegionId> {
+        self.state.get(id).and_then(|r| r.region)
     }
 
     /// Whether the request has finished (or is unknown).
@@ -459,10 +511,80 @@ impl Engine {
             return Err(e);
         }
         busy |= events > 0;
+        if !self.tasks.is_empty() {
+            busy |= self.poll_tasks();
+        }
         if self.has_backlog() {
             busy |= self.flush()?;
         }
         Ok(busy)
+    }
+
+    /// Starts `task` on context `ctx` (as `rank` of `group`) and advances
+    /// it once. Its request finishes when the task does; `output`, if any,
+    /// is released then.
+    pub fn start_task(
+        &mut self,
+        ctx: ContextId,
+        rank: u32,
+        group: std::rc::Rc<[PeerId]>,
+        output: Option<RegionId>,
+        task: Box<dyn Task>,
+    ) -> ReqId {
+        let id = self.state.alloc(Req {
+            stage: Stage::Task,
+            region: output,
+            peer: None,
+            info: Completed::default(),
+            keep_region: false,
+        });
+        self.tasks.push(TaskEntry { id, ctx, rank, group, task });
+        self.poll_tasks();
+        id
+    }
+
+    /// Advances every task once; returns whether any did something.
+    fn poll_tasks(&mut self) -> bool {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let mut busy = false;
+        tasks.retain_mut(|entry| {
+            let (outcome, active) = {
+                let mut cx = TaskCx::new(self, entry.ctx, entry.rank, &entry.group, entry.id);
+                let outcome = entry.task.poll(&mut cx);
+                (outcome, cx.active())
+            };
+            busy |= active;
+            match outcome {
+                Ok(false) => true,
+                Ok(true) => {
+                    self.state.finish(&self.regions, entry.id, Ok(Completed::default()));
+                    busy = true;
+                    false
+                }
+                Err(e) => {
+                    self.state.finish(&self.regions, entry.id, Err(e));
+                    busy = true;
+                    false
+                }
+            }
+        });
+        // Tasks started while these ran (none today) come after them.
+        tasks.append(&mut self.tasks);
+        self.tasks = tasks;
+        busy
+    }
+
+    /// Posts a receive into the engine-owned `region` for a task; the
+    /// region stays when the receive finishes, for the task to take.
+    pub(crate) fn task_recv(
+        &mut self,
+        ctx: ContextId,
+        src: u32,
+        peer: PeerId,
+        tag: i32,
+        region: RegionId,
+    ) -> Result<ReqId> {
+        self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, true)
     }
 
     /// Whether frames or jobs are still waiting for the transport.
@@ -635,8 +757,10 @@ impl State {
                 return;
             }
             req.stage = Stage::Done(result.map_err(Box::new));
-            if let Some(region) = req.region.take() {
-                regions.release(region);
+            if !req.keep_region {
+                if let Some(region) = req.region.take() {
+                    regions.release(region);
+                }
             }
         }
     }

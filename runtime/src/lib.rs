@@ -9,6 +9,8 @@
 //! - `engine`: requests and protocol state driven by transport events.
 //! - [`Communicator`], [`Scope`] and [`Request`]: the public API, with MPI's
 //!   semantics as the reference.
+//! - [`task`]: state machines the engine advances by itself (non-blocking
+//!   collectives).
 //! - [`Universe`], [`init`], [`threads`]: joining a job.
 //! - [`Config`]: every `HPCOMM_*` setting; [`bootstrap`]: joining a job
 //!   started by `hpcomm run`.
@@ -37,6 +39,7 @@ mod error;
 pub mod matching;
 pub mod protocol;
 mod request;
+pub mod task;
 mod types;
 mod universe;
 pub mod wire;

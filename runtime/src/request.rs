@@ -45,6 +45,7 @@ use hpcomm_transport::RegionScope;
 use crate::comm::{Communicator, Started};
 use crate::engine::{Engine, ReqId};
 use crate::error::Result;
+use crate::task::Task;
 use crate::types::{Rank, Status, Tag};
 
 /// The handle for starting non-blocking operations; see
@@ -178,6 +179,17 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: impl Into<Tag>,
     ) -> Result<Request<'_>> {
         self.isend_mode(buf, dest.into(), tag.into(), true)
+    }
+
+    /// Starts `task`, which the progress engine then advances by itself,
+    /// on the collective context of the scope's communicator; `output`, if
+    /// given, is the buffer the task may write (borrowed until the scope
+    /// ends). The request completes when the task does. This is how
+    /// collective layers build non-blocking collectives.
+    pub fn start_task(&self, output: Option<&'s mut [u8]>, task: Box<dyn Task>) -> Request<'_> {
+        let region = output.map(|o| self.regions.register_mut(o));
+        let id = self.comm.start_task(region, task);
+        self.request(Some(id), 1)
     }
 
     /// Starts a receive (`MPI_Irecv`).

@@ -17,7 +17,7 @@ use crate::op::{
     BitAnd, BitOr, BitXor, Integer, LocF64, LogicalAnd, LogicalOr, Max, MaxLoc, Min, MinLoc,
     Number, Operation, Prod, Sum, UserOp,
 };
-use crate::{Collectives, Communicator, Error};
+use crate::{wait_all, Collectives, Communicator, Error, NonBlocking};
 
 /// Runs `f` on the communicator, a duplicate, a rank-reversed split and a
 /// split into a lower and an upper half.
@@ -666,4 +666,88 @@ fn some_rank_saw_a_mismatch(comm: &Communicator, outcome: &crate::Result<()>) {
     } else {
         comm.send(&[mine], 0, 79).unwrap();
     }
+}
+
+/// Non-blocking barrier, broadcast, all-reduce and all-to-all with counts,
+/// several in flight at once; and progress while the rank waits for
+/// something else.
+pub(super) fn non_blocking(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        for len in [0, 1, 100, 20_000] {
+            let root = len % n;
+            let mut bcast = if r == root { pattern(root, len) } else { vec![0u8; len] };
+            let mut sum = vec![0u64; len];
+            let mut product = vec![[0i64; 4]; len];
+            let count = |from: usize, to: usize| (from + 2 * to + len) % 5;
+            let scounts: Vec<usize> = (0..n).map(|to| count(r, to)).collect();
+            let rcounts: Vec<usize> = (0..n).map(|from| count(from, r)).collect();
+            let (sdispls, slen) = gapped(&scounts);
+            let (rdispls, rlen) = gapped(&rcounts);
+            let piece = |from: usize, to: usize, k: usize| -> Vec<u32> {
+                (0..k).map(|i| (from * 1000 + to * 10 + i) as u32).collect()
+            };
+            let mut send = vec![0u32; slen];
+            for to in 0..n {
+                send[sdispls[to]..sdispls[to] + scounts[to]].copy_from_slice(&piece(
+                    r,
+                    to,
+                    scounts[to],
+                ));
+            }
+            let mut got = vec![3u32; rlen];
+            c.scope(|s| {
+                let mut reqs = vec![
+                    s.ibarrier()?,
+                    s.ibroadcast(&mut bcast, root)?,
+                    s.iall_reduce(&linear::<u64>(n, r, len), &mut sum, Sum)?,
+                    s.iall_reduce(&matrices(r, len), &mut product, ordered())?,
+                    s.iall_to_all_v(&send, &scounts, &sdispls, &mut got, &rcounts, &rdispls)?,
+                ];
+                wait_all(&mut reqs)?;
+                Ok(())
+            })
+            .unwrap();
+            assert!(bcast == pattern(root, len), "ibroadcast of {len} from {root}");
+            assert_eq!(sum, linear_sum::<u64>(n, len), "iall_reduce sum of {len}");
+            assert_eq!(product, fold(n, |q| matrices(q, len), &ordered()), "ordered iall_reduce");
+            let mut want = vec![3u32; rlen];
+            for from in 0..n {
+                want[rdispls[from]..rdispls[from] + rcounts[from]].copy_from_slice(&piece(
+                    from,
+                    r,
+                    rcounts[from],
+                ));
+            }
+            assert_eq!(got, want, "iall_to_all_v");
+        }
+
+        // Progress: rank 0 waits in a receive from its last all-reduce
+        // partner, which sends only once its own all-reduce is done — and
+        // that needs rank 0's last-round message, which only the engine's
+        // own advancing of rank 0's all-reduce can send.
+        if n >= 4 && n.is_power_of_two() {
+            let partner = n / 2;
+            let mut total = [0u64];
+            c.scope(|s| {
+                let req = s.iall_reduce(&[r as u64], &mut total, Sum)?;
+                if r == 0 {
+                    c.recv(&mut [0u8], partner, 80)?;
+                    req.wait()?;
+                } else {
+                    req.wait()?;
+                    if r == partner {
+                        c.send(&[1u8], 0, 80)?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(total, [(n * (n - 1) / 2) as u64]);
+        }
+        // A bad root is an error at once.
+        let mut buf = [0u8];
+        let outcome = c.scope(|s| s.ibroadcast(&mut buf, n).map(|_| ()));
+        assert!(matches!(outcome, Err(Error::InvalidRoot { .. })));
+    });
 }

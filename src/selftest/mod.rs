@@ -84,6 +84,7 @@ pub const CASES: &[Case] = &[
     Case { name: "coll-reduce-scatter", min_ranks: 1, body: collectives::reduce_scatter },
     Case { name: "coll-scan", min_ranks: 1, body: collectives::scan },
     Case { name: "coll-errors", min_ranks: 1, body: collectives::errors },
+    Case { name: "coll-nonblocking", min_ranks: 1, body: collectives::non_blocking },
 ];
 
 /// The collective cases that exercise each forceable collective's

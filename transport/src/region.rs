@@ -72,6 +72,10 @@ struct Entry {
     len: usize,
     writable: bool,
     exposure: Option<Exposure>,
+    /// The memory itself, for a region the table owns (`ptr` points into
+    /// it; moving the vector does not move its contents, and it is never
+    /// resized while owned here).
+    owned: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -186,8 +190,9 @@ impl Regions {
         let entry = table.entry(id)?;
         // SAFETY: the entry was made from a `&'s [u8]` or `&'s mut [u8]` by a
         // `RegionScope<'s>` that is still alive (it removes its entries when
-        // dropped, and `'s` outlives it), so the memory is valid for `len`
-        // bytes. Only shared access is given while the `RefCell` borrow holds,
+        // dropped, and `'s` outlives it), or from a vector the entry owns
+        // (freed only when the entry is removed), so the memory is valid for
+        // `len` bytes. Only shared access is given while the `RefCell` borrow holds,
         // and mutable access (`with_mut`) needs the exclusive borrow.
         let bytes = unsafe { std::slice::from_raw_parts(entry.ptr.as_ptr(), entry.len) };
         Some(f(bytes))
@@ -202,11 +207,39 @@ impl Regions {
             return None;
         }
         // SAFETY: the entry was made from a `&'s mut [u8]` by a live
-        // `RegionScope<'s>` (see `with`): the user gave up access to it for
-        // `'s`, and the exclusive `RefCell` borrow makes this the only
+        // `RegionScope<'s>` (see `with`), so the user gave up access to it
+        // for `'s` — or from a vector the entry owns, which nobody else can
+        // reach. The exclusive `RefCell` borrow makes this the only
         // reference made from it now.
         let bytes = unsafe { std::slice::from_raw_parts_mut(entry.ptr.as_ptr(), entry.len) };
         Some(f(bytes))
+    }
+
+    /// Registers memory the table takes ownership of: a writable region
+    /// outside any scope, for buffers the engine itself sends from or
+    /// receives into. It lives until [`take_owned`](Regions::take_owned)
+    /// or [`release`](Regions::release) removes it.
+    pub fn insert_owned(&self, bytes: Vec<u8>) -> RegionId {
+        let mut owned = bytes;
+        let len = owned.len();
+        let ptr = NonNull::from(owned.as_mut_slice()).cast::<u8>();
+        let entry = Entry { ptr, len, writable: true, exposure: None, owned: Some(owned) };
+        self.table.borrow_mut().insert(entry)
+    }
+
+    /// Removes an owned region and gives its memory back; `None` (and
+    /// nothing removed) for a stale id or a region the table does not own.
+    pub fn take_owned(&self, id: RegionId) -> Option<Vec<u8>> {
+        let entry = {
+            let mut table = self.table.borrow_mut();
+            table.entry(id)?.owned.as_ref()?;
+            table.remove(id)?
+        };
+        let Entry { exposure, owned, .. } = entry;
+        if let Some(exposure) = exposure {
+            exposure.revoke();
+        }
+        owned
     }
 
     /// Removes a region before its scope ends (for example when its request
@@ -246,7 +279,7 @@ impl Regions {
     #[inline]
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
         let mut table = self.table.borrow_mut();
-        let id = table.insert(Entry { ptr, len, writable, exposure: None });
+        let id = table.insert(Entry { ptr, len, writable, exposure: None, owned: None });
         table.scopes[depth].push(id);
         id
     }
@@ -317,6 +350,27 @@ impl<'s> RegionScope<'s, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_regions_hold_their_memory_until_taken() {
+        let regions = Regions::new();
+        let id = regions.insert_owned(vec![1, 2, 3]);
+        regions.with_mut(id, |b| b[1] = 9).unwrap();
+        assert_eq!(regions.with(id, |b| b.to_vec()), Some(vec![1, 9, 3]));
+        // Scopes do not touch it.
+        regions.scope(|_| ());
+        assert_eq!(regions.len(id), Some(3));
+        assert_eq!(regions.take_owned(id), Some(vec![1, 9, 3]));
+        assert_eq!(regions.take_owned(id), None);
+        assert!(regions.is_empty());
+        // A borrowed region is not given away.
+        let data = [5u8; 2];
+        regions.scope(|scope| {
+            let b = scope.register(&data);
+            assert_eq!(regions.take_owned(b), None);
+            assert_eq!(regions.len(b), Some(2));
+        });
+    }
 
     #[test]
     fn regions_are_removed_when_the_scope_ends() {

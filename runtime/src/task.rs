@@ -1,0 +1,144 @@
+//! Tasks: state machines the progress engine advances by itself, such as
+//! non-blocking collectives.
+//!
+//! MPI requires a non-blocking collective to make progress while its rank
+//! is inside *any* communication call, not only when its own request is
+//! tested: a rank waiting for a point-to-point message must still forward
+//! its part of a broadcast, or its peers could wait forever. So a task is
+//! handed to the engine ([`Scope::start_task`](crate::Scope::start_task)),
+//! which polls it after every round of transport progress until it says it
+//! is done; its [`Request`](crate::Request) then completes.
+//!
+//! A task talks through a [`TaskCx`]: sends and receives of buffers the
+//! engine owns (so nothing a task starts can outlive memory it borrowed),
+//! on the collective context of the communicator it was started on, and
+//! one write into the output buffer its scope registered.
+
+use std::rc::Rc;
+
+use hpcomm_transport::{PeerId, RegionId};
+
+use crate::engine::{Engine, ReqId};
+use crate::error::{Error, Result};
+use crate::types::ContextId;
+
+/// A state machine advanced by the progress engine.
+pub trait Task {
+    /// Advances as far as possible without waiting; `Ok(true)` once
+    /// finished. An error ends the task and its request with it.
+    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool>;
+}
+
+/// A send or receive a task started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    id: ReqId,
+    /// The receive buffer, for receives.
+    region: Option<RegionId>,
+}
+
+/// What a task may do: transfers on its communicator's collective
+/// context, and writing its output.
+pub struct TaskCx<'a> {
+    engine: &'a mut Engine,
+    ctx: ContextId,
+    rank: u32,
+    group: &'a Rc<[PeerId]>,
+    id: ReqId,
+    active: bool,
+}
+
+impl std::fmt::Debug for TaskCx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCx").field("ctx", &self.ctx).field("rank", &self.rank).finish()
+    }
+}
+
+impl<'a> TaskCx<'a> {
+    pub(crate) fn new(
+        engine: &'a mut Engine,
+        ctx: ContextId,
+        rank: u32,
+        group: &'a Rc<[PeerId]>,
+        id: ReqId,
+    ) -> Self {
+        TaskCx { engine, ctx, rank, group, id, active: false }
+    }
+
+    /// Whether the task started or finished a transfer in this poll.
+    pub(crate) fn active(&self) -> bool {
+        self.active
+    }
+
+    /// This rank in the task's communicator.
+    pub fn rank(&self) -> usize {
+        self.rank as usize
+    }
+
+    /// The size of the task's communicator.
+    pub fn size(&self) -> usize {
+        self.group.len()
+    }
+
+    fn peer(&self, rank: usize) -> Result<PeerId> {
+        self.group
+            .get(rank)
+            .copied()
+            .ok_or(Error::InvalidRank { rank: rank as i32, size: self.group.len() })
+    }
+
+    /// Starts sending `data` to `to` with `tag` (not below 16).
+    pub fn send(&mut self, to: usize, tag: i32, data: Vec<u8>) -> Result<Transfer> {
+        let peer = self.peer(to)?;
+        let len = data.len();
+        let region = self.engine.regions.insert_owned(data);
+        let id = self
+            .engine
+            .start_send(self.ctx, self.rank, to as u32, peer, tag, region, len, false)?;
+        self.active = true;
+        Ok(Transfer { id, region: None })
+    }
+
+    /// Starts receiving up to `len` bytes from `from` with `tag`.
+    pub fn recv(&mut self, from: usize, tag: i32, len: usize) -> Result<Transfer> {
+        let peer = self.peer(from)?;
+        let region = self.engine.regions.insert_owned(vec![0; len]);
+        match self.engine.task_recv(self.ctx, from as u32, peer, tag, region) {
+            Ok(id) => {
+                self.active = true;
+                Ok(Transfer { id, region: Some(region) })
+            }
+            Err(e) => {
+                self.engine.regions.take_owned(region);
+                Err(e)
+            }
+        }
+    }
+
+    /// The outcome of a finished transfer, once: for a receive, the bytes
+    /// received (as many as the sender sent, up to the length asked for;
+    /// a longer message is [`Error::Truncated`]); for a send, nothing.
+    /// `None` while it is in flight.
+    pub fn test(&mut self, t: Transfer) -> Option<Result<Vec<u8>>> {
+        let outcome = self.engine.take(t.id)?;
+        self.active = true;
+        let data = t.region.and_then(|r| self.engine.regions.take_owned(r)).unwrap_or_default();
+        Some(outcome.map(|done| {
+            let mut data = data;
+            data.truncate(done.bytes);
+            data
+        }))
+    }
+
+    /// Calls `f` with the task's output buffer (registered when the task
+    /// was started); an error if it has none.
+    pub fn write_output(&mut self, f: impl FnOnce(&mut [u8])) -> Result<()> {
+        let region = self.engine.output_of(self.id).ok_or_else(|| {
+            Error::Protocol("a task without an output buffer tried to write one".into())
+        })?;
+        self.engine
+            .regions
+            .with_mut(region, f)
+            .ok_or(Error::Transport(hpcomm_transport::TransportError::InvalidRegion))
+    }
+}
