@@ -92,11 +92,17 @@ impl<'a> TaskCx<'a> {
         let peer = self.peer(to)?;
         let len = data.len();
         let region = self.engine.regions.insert_owned(data);
-        let id = self
-            .engine
-            .start_send(self.ctx, self.rank, to as u32, peer, tag, region, len, false)?;
-        self.active = true;
-        Ok(Transfer { id, region: None })
+        match self.engine.start_send(self.ctx, self.rank, to as u32, peer, tag, region, len, false)
+        {
+            Ok(id) => {
+                self.active = true;
+                Ok(Transfer { id, region: None })
+            }
+            Err(e) => {
+                self.engine.regions.take_owned(region);
+                Err(e)
+            }
+        }
     }
 
     /// Starts receiving up to `len` bytes from `from` with `tag`.
