@@ -297,22 +297,34 @@ fn bytes<T>(count: usize) -> usize {
     count * std::mem::size_of::<T>()
 }
 
+/// All-reduce into `buf`, of this rank's data in `input` or, without one,
+/// in `buf`.
 fn run_all_reduce<T: Pod>(
     comm: &Communicator,
+    input: Option<&[T]>,
     buf: &mut [T],
     op: &impl Operation<T>,
 ) -> Result<()> {
+    let copy_in = |buf: &mut [T]| {
+        if let Some(data) = input {
+            buf.copy_from_slice(data);
+        }
+    };
     if comm.size() == 1 {
+        copy_in(buf);
         return Ok(());
     }
     let ch = Channel::new(comm, CollTag::Allreduce);
-    let alg = select::allreduce(comm, bytes::<T>(buf.len()), buf.len(), op.commutative())?;
-    match alg {
+    match select::allreduce(comm, bytes::<T>(buf.len()), buf.len(), op.commutative())? {
         select::Allreduce::RecursiveDoubling => {
+            copy_in(buf);
             allreduce_recursive_doubling::all_reduce(&ch, buf, op)?
         }
-        select::Allreduce::Ring => allreduce_ring::all_reduce(&ch, buf, op)?,
-        select::Allreduce::Rabenseifner => allreduce_rabenseifner::all_reduce(&ch, buf, op)?,
+        select::Allreduce::Ring => {
+            copy_in(buf);
+            allreduce_ring::all_reduce(&ch, buf, op)?
+        }
+        select::Allreduce::Rabenseifner => allreduce_rabenseifner::all_reduce(&ch, input, buf, op)?,
     }
     ch.finish()
 }
@@ -535,19 +547,18 @@ impl Collectives for Communicator {
 
     fn all_reduce<T: Pod>(&self, send: &[T], recv: &mut [T], op: impl Operation<T>) -> Result<()> {
         same_len("all_reduce", send.len(), recv.len())?;
-        recv.copy_from_slice(send);
-        run_all_reduce(self, recv, &op)
+        run_all_reduce(self, Some(send), recv, &op)
     }
 
     fn all_reduce_in_place<T: Pod>(&self, buf: &mut [T], op: impl Operation<T>) -> Result<()> {
-        run_all_reduce(self, buf, &op)
+        run_all_reduce(self, None, buf, &op)
     }
 
     fn all_reduce_sum_reproducible(&self, send: &[f64], recv: &mut [f64]) -> Result<()> {
         same_len("all_reduce_sum_reproducible", send.len(), recv.len())?;
         let mut exact: Vec<repro::Exact> =
             send.iter().map(|&x| repro::Exact::from_f64(x)).collect();
-        run_all_reduce(self, &mut exact, &repro::ExactSum)?;
+        run_all_reduce(self, None, &mut exact, &repro::ExactSum)?;
         for (r, e) in recv.iter_mut().zip(&exact) {
             *r = e.to_f64();
         }

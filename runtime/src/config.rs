@@ -12,7 +12,7 @@
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
-//! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests) | chosen by message and communicator size |
+//! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
 //! [`Config::launch`]):
@@ -173,7 +173,11 @@ impl Config {
         }
         for name in FORCEABLE_COLLECTIVES {
             if let Some(v) = lookup(&format!("HPCOMM_{}", name.to_uppercase())) {
-                config.algorithms.insert(name.to_string(), v.trim().to_string());
+                // Empty and `auto` leave the choice to the selection.
+                let v = v.trim();
+                if !v.is_empty() && v != "auto" {
+                    config.algorithms.insert(name.to_string(), v.to_string());
+                }
             }
         }
         config.launch = Config::launch_from(&lookup)?;
@@ -256,6 +260,20 @@ mod tests {
         assert!(e.to_string().contains("HPCOMM_YIELD"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn collective_algorithms_are_forced_by_name() {
+        let c = Config::from_lookup(env(&[
+            ("HPCOMM_ALLREDUCE", " ring "),
+            ("HPCOMM_BCAST", "auto"),
+            ("HPCOMM_ALLTOALL", ""),
+            ("HPCOMM_BARRIER", "dissemination"),
+        ]))
+        .unwrap();
+        let forced: Vec<(&str, &str)> =
+            c.algorithms.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(forced, [("allreduce", "ring"), ("barrier", "dissemination")]);
     }
 
     #[test]

@@ -15,14 +15,24 @@ use super::halving;
 use crate::channel::Channel;
 use crate::op::Operation;
 
+/// All-reduce into `acc`, whose contents are this rank's data — or, when
+/// `input` is given and the communicator's size is a power of two, are
+/// ignored and the data is read from `input` (saving a copy).
 pub(crate) fn all_reduce<T: Pod>(
     ch: &Channel,
+    input: Option<&[T]>,
     acc: &mut [T],
     op: &impl Operation<T>,
 ) -> Result<()> {
+    let mut input = input;
+    if !ch.size().is_power_of_two() {
+        if let Some(data) = input.take() {
+            acc.copy_from_slice(data);
+        }
+    }
     let folded = halving::fold(ch, acc, op)?;
     if let Some(newrank) = folded.newrank {
-        halving::reduce_scatter(ch, acc, op, &folded, newrank)?;
+        halving::reduce_scatter(ch, acc, input, op, &folded, newrank)?;
         halving::all_gather(ch, acc, &folded, newrank)?;
     }
     halving::unfold(ch, acc, &folded)

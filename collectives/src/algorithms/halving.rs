@@ -72,29 +72,48 @@ pub(crate) fn unfold<T: Pod>(ch: &Channel, acc: &mut [T], f: &Folded) -> Result<
 /// Reduce-scatter by recursive halving among the folded ranks: afterwards
 /// rank `newrank` holds block `newrank` (of `pof2`) fully reduced.
 /// Cost: `log₂ p · α + (p−1)/p · (nβ + nγ)`.
+///
+/// With `input`, this rank's data is there rather than in `acc` (whose
+/// contents are then ignored): the first step sends from `input` and
+/// receives straight into `acc`, which saves copying the vector first.
 pub(crate) fn reduce_scatter<T: Pod>(
     ch: &Channel,
     acc: &mut [T],
+    mut input: Option<&[T]>,
     op: &impl Operation<T>,
     f: &Folded,
     newrank: usize,
 ) -> Result<()> {
     let len = acc.len();
-    let mut tmp = vec![T::zeroed(); len.div_ceil(2)];
+    let mut tmp = Vec::new();
     let (mut lo, mut hi) = (0, f.pof2);
     let mut mask = f.pof2 / 2;
     while mask > 0 {
         let partner = newrank ^ mask;
+        let peer = f.rank_of(partner);
         let mid = lo + (hi - lo) / 2;
         let (keep, give) =
             if newrank & mask == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
         let keep_range = f.blocks(len, keep.0, keep.1);
         let give_range = f.blocks(len, give.0, give.1);
-        let incoming = &mut tmp[..keep_range.len()];
-        ch.sendrecv(&acc[give_range], f.rank_of(partner), incoming, f.rank_of(partner))?;
-        op.apply(&mut acc[keep_range], incoming, newrank < partner);
+        if let Some(data) = input.take() {
+            let theirs = &mut acc[keep_range.clone()];
+            ch.sendrecv(&data[give_range], peer, theirs, peer)?;
+            op.apply(theirs, &data[keep_range], partner < newrank);
+        } else {
+            if tmp.is_empty() {
+                tmp = vec![T::zeroed(); len.div_ceil(2)];
+            }
+            let incoming = &mut tmp[..keep_range.len()];
+            ch.sendrecv(&acc[give_range], peer, incoming, peer)?;
+            op.apply(&mut acc[keep_range], incoming, newrank < partner);
+        }
         (lo, hi) = keep;
         mask >>= 1;
+    }
+    if let Some(data) = input {
+        // One rank: nothing was exchanged.
+        acc.copy_from_slice(data);
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ pub(crate) fn reduce<T: Pod>(
 ) -> Result<()> {
     let folded = halving::fold(ch, acc, op)?;
     if let Some(newrank) = folded.newrank {
-        halving::reduce_scatter(ch, acc, op, &folded, newrank)?;
+        halving::reduce_scatter(ch, acc, None, op, &folded, newrank)?;
         halving::gather(ch, acc, &folded, newrank)?;
     }
     let holder = folded.rank_of(0);

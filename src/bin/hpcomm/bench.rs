@@ -1,11 +1,16 @@
-//! `hpcomm bench`: point-to-point benchmarks with the OSU micro-benchmarks'
-//! method and output, run as the program of a 2-rank job.
+//! `hpcomm bench`: point-to-point and collective benchmarks with the OSU
+//! micro-benchmarks' method and output, run as the program of a job.
 //!
 //! - `latency`: ping-pong; one-way latency is half the round trip.
 //! - `bw`: rank 0 sends a window of non-blocking messages, rank 1 answers
 //!   the window with a 4-byte reply; bytes moved per second.
 //! - `bibw`: both ranks send a window to each other at once.
 //! - `mr`: as `bw`, reported in messages per second.
+//! - `allreduce`, `reduce` (sums of `f32`, sizes in bytes), `bcast` (from
+//!   rank 0), `allgather` (size per rank), `alltoall` (size per pair),
+//!   `barrier`: OSU's collective method — every iteration timed alone with
+//!   a barrier between iterations, the ranks' average latencies averaged.
+//!   Any number of ranks.
 //!
 //! Each size runs `skip` warm-up iterations before the timed ones. With
 //! more than 2 ranks (an even number), ranks pair up — 0 with 1, 2 with 3,
@@ -14,7 +19,8 @@
 
 use std::time::Instant;
 
-use hpcomm::{Communicator, Error, Result};
+use hpcomm::op::Sum;
+use hpcomm::{Collectives, Communicator, Error, Result};
 
 /// The benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,13 +33,33 @@ pub enum Kind {
     Bibw,
     /// Message rate (messages/s).
     Mr,
+    /// All-reduce of `f32` sums, average latency (µs).
+    Allreduce,
+    /// Reduce of `f32` sums to rank 0, average latency (µs).
+    Reduce,
+    /// Broadcast from rank 0, average latency (µs).
+    Bcast,
+    /// All-gather of a block per rank, average latency (µs).
+    Allgather,
+    /// All-to-all of a block per pair, average latency (µs).
+    Alltoall,
+    /// Barrier, average latency (µs).
+    Barrier,
+}
+
+impl Kind {
+    /// Whether this is a collective benchmark (any number of ranks).
+    pub fn collective(self) -> bool {
+        !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr)
+    }
 }
 
 /// Settings of a run.
 pub struct BenchOptions {
     pub kind: Kind,
     pub min_size: usize,
-    pub max_size: usize,
+    /// Default: 4 MiB for point-to-point, 1 MiB for collectives.
+    pub max_size: Option<usize>,
     pub iters: Option<usize>,
     pub window: usize,
     pub json: bool,
@@ -42,13 +68,28 @@ pub struct BenchOptions {
 const TAG: i32 = 1;
 const ACK: i32 = 2;
 
+impl BenchOptions {
+    fn max_size(&self) -> usize {
+        self.max_size.unwrap_or(if self.kind.collective() { 1 << 20 } else { 4 << 20 })
+    }
+}
+
 fn sizes(o: &BenchOptions) -> Vec<usize> {
+    if o.kind == Kind::Barrier {
+        return vec![0];
+    }
+    // Reductions work on 4-byte floats.
+    let min = if matches!(o.kind, Kind::Allreduce | Kind::Reduce) {
+        o.min_size.max(4)
+    } else {
+        o.min_size
+    };
     let mut sizes = Vec::new();
-    if o.min_size == 0 {
+    if min == 0 {
         sizes.push(0);
     }
-    let mut s = o.min_size.max(1).next_power_of_two();
-    while s <= o.max_size {
+    let mut s = min.max(1).next_power_of_two();
+    while s <= o.max_size() {
         sizes.push(s);
         s *= 2;
     }
@@ -57,6 +98,17 @@ fn sizes(o: &BenchOptions) -> Vec<usize> {
 
 /// OSU's defaults: fewer iterations for large messages.
 fn iterations(o: &BenchOptions, size: usize) -> (usize, usize) {
+    if o.kind.collective() {
+        let iters = o.iters.unwrap_or(if size > 8192 { 100 } else { 1000 });
+        let skip = if o.iters.is_some() {
+            iters / 10
+        } else if size > 8192 {
+            10
+        } else {
+            200
+        };
+        return (iters, skip);
+    }
     let iters = o.iters.unwrap_or(if size > 8192 { 1000 } else { 10_000 });
     let skip = if o.iters.is_some() {
         iters / 10
@@ -131,6 +183,47 @@ fn windows(
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// OSU's collective method: each iteration timed on its own, a barrier
+/// between iterations, the per-rank average latencies averaged over the
+/// ranks. Returns µs.
+fn collective(
+    comm: &Communicator,
+    kind: Kind,
+    size: usize,
+    iters: usize,
+    skip: usize,
+) -> Result<f64> {
+    let n = comm.size();
+    let floats = size / 4;
+    let send = vec![1.0f32; floats];
+    let mut recv = vec![0.0f32; floats];
+    let bytes = vec![b'a'; size];
+    let mut buf = vec![0u8; size];
+    let all_bytes = vec![b'a'; size * n];
+    let mut all = vec![0u8; size * n];
+    let mut timer = 0.0;
+    for i in 0..iters + skip {
+        let start = Instant::now();
+        match kind {
+            Kind::Allreduce => comm.all_reduce(&send, &mut recv, Sum)?,
+            Kind::Reduce => comm.reduce(&send, &mut recv, Sum, 0)?,
+            Kind::Bcast => comm.broadcast(&mut buf, 0)?,
+            Kind::Allgather => comm.all_gather(&bytes, &mut all)?,
+            Kind::Alltoall => comm.all_to_all(&all_bytes, &mut all)?,
+            Kind::Barrier => comm.barrier()?,
+            Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr => unreachable!("point-to-point"),
+        }
+        if i >= skip {
+            timer += start.elapsed().as_secs_f64();
+        }
+        comm.barrier()?;
+    }
+    let mine = [timer * 1e6 / iters as f64];
+    let mut total = [0.0f64];
+    comm.all_reduce(&mine, &mut total, Sum)?;
+    Ok(total[0] / n as f64)
+}
+
 /// Runs the benchmark in this rank; rank 0 prints. Returns the exit code.
 pub fn bench(o: BenchOptions) -> i32 {
     match run(&o) {
@@ -143,12 +236,12 @@ pub fn bench(o: BenchOptions) -> i32 {
 }
 
 fn run(o: &BenchOptions) -> Result<()> {
-    if o.window == 0 || o.max_size < o.min_size {
+    if o.window == 0 || o.max_size() < o.min_size {
         return Err(Error::InvalidCount("need --window ≥ 1 and --min-size ≤ --max-size".into()));
     }
     let universe = hpcomm::init()?;
     let comm = universe.world();
-    if comm.size() < 2 || comm.size() % 2 != 0 {
+    if !o.kind.collective() && (comm.size() < 2 || comm.size() % 2 != 0) {
         return Err(Error::InvalidCount(format!(
             "the benchmark needs an even number of ranks (exactly 2 for the classic figures), \
              this job has {}: hpcomm run -n 2 -- hpcomm bench …",
@@ -160,6 +253,12 @@ fn run(o: &BenchOptions) -> Result<()> {
         Kind::Bw => ("Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
         Kind::Bibw => ("Bi-Directional Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
         Kind::Mr => ("Message Rate Test", "Messages/s", "messages/s"),
+        Kind::Allreduce => ("Allreduce Latency Test", "Avg Latency(us)", "us"),
+        Kind::Reduce => ("Reduce Latency Test", "Avg Latency(us)", "us"),
+        Kind::Bcast => ("Broadcast Latency Test", "Avg Latency(us)", "us"),
+        Kind::Allgather => ("Allgather Latency Test", "Avg Latency(us)", "us"),
+        Kind::Alltoall => ("All-to-All Latency Test", "Avg Latency(us)", "us"),
+        Kind::Barrier => ("Barrier Latency Test", "Avg Latency(us)", "us"),
     };
     let mut rows = Vec::new();
     for size in sizes(o) {
@@ -179,6 +278,7 @@ fn run(o: &BenchOptions) -> Result<()> {
             Kind::Mr => {
                 (o.window * iters) as f64 / windows(comm, size, o.window, iters, skip, false)?
             }
+            kind => collective(comm, kind, size, iters, skip)?,
         };
         rows.push((size, value));
     }
@@ -194,13 +294,16 @@ fn run(o: &BenchOptions) -> Result<()> {
                 "transport": universe.transport_name(),
                 "unit": unit,
                 "window": o.window,
+                "ranks": comm.size(),
                 "pairs": comm.size() / 2,
                 "results": results,
             });
             println!("{doc}");
         } else {
             let pairs = comm.size() / 2;
-            let shape = if pairs > 1 {
+            let shape = if o.kind.collective() {
+                format!(", {} ranks", comm.size())
+            } else if pairs > 1 {
                 format!(", {pairs} pairs at once, pair 0 shown")
             } else {
                 String::new()

@@ -57,7 +57,8 @@ enum Command {
         #[arg(long, value_name = "RANK")]
         crash: Option<usize>,
     },
-    /// Point-to-point benchmarks in the OSU format (run under `hpcomm run -n 2`).
+    /// Point-to-point (run under `hpcomm run -n 2`) and collective (any
+    /// number of ranks) benchmarks in the OSU format.
     Bench {
         /// Which benchmark.
         #[arg(value_enum)]
@@ -65,10 +66,12 @@ enum Command {
         /// Smallest message size in bytes.
         #[arg(long, default_value_t = 0)]
         min_size: usize,
-        /// Largest message size in bytes.
-        #[arg(long, default_value_t = 4 << 20)]
-        max_size: usize,
-        /// Timed iterations per size (default: 10000, or 1000 above 8 KiB).
+        /// Largest message size in bytes (default: 4 MiB point-to-point,
+        /// 1 MiB collective).
+        #[arg(long)]
+        max_size: Option<usize>,
+        /// Timed iterations per size (default point-to-point: 10000, or
+        /// 1000 above 8 KiB; collective: 1000, or 100 above 8 KiB).
         #[arg(long)]
         iters: Option<usize>,
         /// Messages in flight per window (bw, bibw, mr).
