@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side comparison on one machine, in one run: hpcomm over shm
 # against MPICH (Debian's, ch4:ucx) and Open MPI (Debian's, vader BTL), with
-# the same benchmark method (`hpcomm bench` and benches/mpi/p2p.c), runs
-# interleaved and repeated, medians reported. Writes target/compare/shm.md.
+# the same benchmark method (`hpcomm bench` and benches/mpi/p2p.c and
+# coll.c), runs interleaved and repeated, medians reported. Writes
+# target/compare/shm.md.
 #
-#   bash ci/compare-shm.sh            # REPS=5 by default
+#   bash ci/compare-shm.sh            # REPS=3 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reps=${REPS:-5}
+reps=${REPS:-3}
 out=target/compare
 mkdir -p "$out/raw"
 rm -f "$out"/raw/*
@@ -20,13 +21,17 @@ fi
 cargo build --release --bin hpcomm
 mpicc.mpich -O2 -o "$out/p2p-mpich" benches/mpi/p2p.c 2>/dev/null
 mpicc.openmpi -O2 -o "$out/p2p-openmpi" benches/mpi/p2p.c 2>/dev/null
+mpicc.mpich -O2 -o "$out/coll-mpich" benches/mpi/coll.c 2>/dev/null
+mpicc.openmpi -O2 -o "$out/coll-openmpi" benches/mpi/coll.c 2>/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 run_one() { # impl ranks kind min max
+    local prog=p2p
+    case $3 in allreduce | reduce | bcast | allgather | alltoall | barrier) prog=coll ;; esac
     case $1 in
-    hpcomm) target/release/hpcomm run -n "$2" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
-    mpich) mpirun.mpich -n "$2" "$out/p2p-mpich" "$3" "$4" "$5" ;;
-    openmpi) mpirun.openmpi --oversubscribe -n "$2" --mca btl self,vader "$out/p2p-openmpi" "$3" "$4" "$5" ;;
+    hpcomm) timeout 300 target/release/hpcomm run -n "$2" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
+    mpich) timeout 300 mpirun.mpich -n "$2" "$out/$prog-mpich" "$3" "$4" "$5" ;;
+    openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" --mca btl self,vader "$out/$prog-openmpi" "$3" "$4" "$5" ;;
     esac 2>/dev/null | grep -v '^#'
 }
 
@@ -37,12 +42,19 @@ cases=(
     "bw 2 bw 4096 4194304"
     "latency-4 4 latency 8 8"
     "mr-4 4 mr 8 8"
+    "allreduce 2 allreduce 8 1048576"
+    "allreduce-4 4 allreduce 8 8"
+    "allreduce-4 4 allreduce 1048576 1048576"
+    "allreduce-8 8 allreduce 8 8"
+    "allreduce-8 8 allreduce 1048576 1048576"
+    "bcast 2 bcast 8 1048576"
+    "barrier-4 4 barrier 0 0"
 )
 for rep in $(seq "$reps"); do
     for c in "${cases[@]}"; do
         read -r label ranks kind min max <<<"$c"
         for impl in hpcomm mpich openmpi; do
-            run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$out/raw/$label.$impl.$rep" || true
+            run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$out/raw/$label.$impl.$rep.$min" || true
         done
     done
 done
@@ -56,6 +68,11 @@ titles = {
     "bw": ("Bandwidth, 2 ranks, window 64 (MB/s, higher is better)", "higher"),
     "latency-4": ("One-way latency, 4 ranks on the machine's cores: two pairs at once, pair 0 (µs)", "lower"),
     "mr-4": ("Message rate, 4 ranks: two pairs at once, pair 0 (messages/s)", "higher"),
+    "allreduce": ("All-reduce (sum of f32), 2 ranks, average latency (µs)", "lower"),
+    "allreduce-4": ("All-reduce (sum of f32), 4 ranks on 2 cores (µs)", "lower"),
+    "allreduce-8": ("All-reduce (sum of f32), 8 ranks on 2 cores (µs)", "lower"),
+    "bcast": ("Broadcast from rank 0, 2 ranks (µs)", "lower"),
+    "barrier-4": ("Barrier, 4 ranks on 2 cores (µs)", "lower"),
 }
 def load(label, impl):
     rows = {}

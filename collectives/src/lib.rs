@@ -232,6 +232,16 @@ pub trait Collectives {
         recv_displs: &[usize],
     ) -> Result<()>;
 
+    /// [`all_to_all_v`](Collectives::all_to_all_v) with the blocks sent and
+    /// received in `buf`: rank `j` is sent `counts[j]` elements from
+    /// `displs[j]`, and its block for this rank replaces them.
+    fn all_to_all_v_in_place<T: Pod>(
+        &self,
+        buf: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<()>;
+
     /// Combines every rank's `send` (`size × recv.len()` elements) with
     /// `op` and leaves block `r` of the result in rank `r`'s `recv`
     /// (`MPI_Reduce_scatter_block`).
@@ -775,6 +785,16 @@ impl Collectives for Communicator {
         recv_displs: &[usize],
     ) -> Result<()> {
         run_all_to_all(self, send, send_counts, send_displs, recv, recv_counts, recv_displs)
+    }
+
+    fn all_to_all_v_in_place<T: Pod>(
+        &self,
+        buf: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<()> {
+        let send = buf.to_vec();
+        run_all_to_all(self, &send, counts, displs, buf, counts, displs)
     }
 
     fn reduce_scatter_block<T: Pod>(
