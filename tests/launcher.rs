@@ -70,6 +70,40 @@ fn selftest_passes_over_shm_processes() {
     });
 }
 
+/// The whole semantic suite, point-to-point and collective, as processes
+/// over tcp on the loopback interface: one connection per pair, and four
+/// stripes with a small eager limit so that rendezvous data is striped.
+#[test]
+fn selftest_passes_over_tcp_processes() {
+    watchdog(900, "selftest tcp", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let runs: [(usize, &[(&str, &str)]); 6] = [
+            (1, &[]),
+            (2, &[]),
+            (3, &[]),
+            (4, &[("HPCOMM_TCP_STRIPES", "4"), ("HPCOMM_EAGER_LIMIT", "1024")]),
+            (7, &[]),
+            (8, &[]),
+        ];
+        for (n, env) in runs {
+            let ranks = n.to_string();
+            let args = ["run", "-n", &ranks, "--transport", "tcp", "--timeout", "300", "--", exe];
+            let mut args = args.to_vec();
+            args.push("selftest");
+            let (out, _) = run(&args, env);
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{n} ranks {env:?}: {}\n{stdout}", text(&out.stderr));
+            let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
+            assert_eq!(
+                stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+                fitting,
+                "{stdout}"
+            );
+            assert!(stdout.contains("over tcp"), "{stdout}");
+        }
+    });
+}
+
 /// The collective cases as processes over shm with each algorithm forced
 /// in turn through `HPCOMM_<COLLECTIVE>`.
 #[test]
@@ -379,7 +413,8 @@ fn info_and_singleton() {
         let stdout = text(&out.stdout);
         assert!(out.status.success());
         assert!(stdout.contains("shm: available") && stdout.contains("eager limit"), "{stdout}");
-        assert!(stdout.contains("tcp: not part of this build yet"), "{stdout}");
+        assert!(stdout.contains("tcp: available"), "{stdout}");
+        assert!(stdout.contains("ofi: not part of this build yet"), "{stdout}");
         let (out, _) = run(&["selftest", "arguments"], &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("ok   arguments (1 ranks over loopback)"));

@@ -11,6 +11,8 @@
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
+//! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
+//! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | `127.0.0.1` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //!
@@ -109,6 +111,10 @@ pub struct Config {
     pub shm_ring_bytes: Option<usize>,
     /// Whether shm may use single-copy reads.
     pub shm_cma: bool,
+    /// TCP connections per pair of ranks.
+    pub tcp_stripes: usize,
+    /// The address TCP listens on, if set.
+    pub tcp_bind: Option<std::net::IpAddr>,
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
     pub algorithms: BTreeMap<String, String>,
@@ -130,6 +136,8 @@ impl Default for Config {
             finalize_timeout: Duration::from_secs(30),
             shm_ring_bytes: None,
             shm_cma: true,
+            tcp_stripes: 1,
+            tcp_bind: None,
             algorithms: BTreeMap::new(),
             launch: None,
         }
@@ -170,6 +178,18 @@ impl Config {
         }
         if let Some(v) = parse::<u8>(&lookup, "HPCOMM_SHM_CMA")? {
             config.shm_cma = v != 0;
+        }
+        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_TCP_STRIPES")? {
+            if !(1..=64).contains(&v) {
+                return Err(Error::Config(format!("HPCOMM_TCP_STRIPES={v} must be 1 to 64")));
+            }
+            config.tcp_stripes = v;
+        }
+        if let Some(v) = lookup("HPCOMM_TCP_BIND") {
+            let ip = v.trim().parse().map_err(|_| {
+                Error::Config(format!("HPCOMM_TCP_BIND={v:?} is not an IP address"))
+            })?;
+            config.tcp_bind = Some(ip);
         }
         for name in FORCEABLE_COLLECTIVES {
             if let Some(v) = lookup(&format!("HPCOMM_{}", name.to_uppercase())) {
@@ -274,6 +294,20 @@ mod tests {
         let forced: Vec<(&str, &str)> =
             c.algorithms.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(forced, [("allreduce", "ring"), ("barrier", "dissemination")]);
+    }
+
+    #[test]
+    fn tcp_settings_are_checked() {
+        let c = Config::from_lookup(env(&[
+            ("HPCOMM_TCP_STRIPES", "4"),
+            ("HPCOMM_TCP_BIND", "10.0.0.7"),
+        ]))
+        .unwrap();
+        assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
+        let e = Config::from_lookup(env(&[("HPCOMM_TCP_STRIPES", "0")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_TCP_STRIPES"), "{e}");
+        let e = Config::from_lookup(env(&[("HPCOMM_TCP_BIND", "eth0")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_TCP_BIND"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
+use hpcomm_transport::tcp::{Tcp, TcpConfig};
 use hpcomm_transport::{Backend, PeerId, Transport};
 
 use crate::bootstrap::KvsClient;
@@ -34,10 +35,16 @@ impl Universe {
     pub fn from_transport(transport: Backend, mut config: Config) -> Universe {
         // Spin before yielding only when every rank can have a core: with
         // more ranks than cores, a spinning rank steals the time of the one
-        // it waits for.
+        // it waits for. How long: a hundred times the transport's latency,
+        // at least 50 µs — over TCP a peer that went to sleep costs tens of
+        // µs to wake, and a spin shorter than a round trip makes both sides
+        // take turns sleeping (8-byte latency on loopback: 60 µs with 50 µs
+        // of spin, 4 µs with 1 ms).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fits = transport.peer_count() <= cores;
-        config.spin.get_or_insert(if fits { Duration::from_micros(50) } else { Duration::ZERO });
+        let spin = (transport.capabilities().latency_hint * 100)
+            .clamp(Duration::from_micros(50), Duration::from_millis(2));
+        config.spin.get_or_insert(if fits { spin } else { Duration::ZERO });
         let config = Rc::new(config);
         let size = transport.peer_count();
         let rank = transport.peer_id();
@@ -140,9 +147,22 @@ pub fn init() -> Result<Universe> {
                 .map_err(|e| Error::Bootstrap(format!("shm transport: {e}")))?;
             Backend::Shm(endpoint)
         }
+        TransportChoice::Tcp => {
+            let mut tcp = TcpConfig {
+                stripes: config.tcp_stripes,
+                secret: launch.secret.clone(),
+                ..TcpConfig::default()
+            };
+            if let Some(bind) = config.tcp_bind {
+                tcp.bind = bind;
+            }
+            let endpoint = Tcp::open(launch.rank, launch.size, &mut kvs, &tcp)
+                .map_err(|e| Error::Bootstrap(format!("tcp transport: {e}")))?;
+            Backend::Tcp(endpoint)
+        }
         other => {
             return Err(Error::Bootstrap(format!(
-                "the {} transport is not part of this build yet; use --transport shm",
+                "the {} transport is not part of this build yet; use --transport shm or tcp",
                 other.name()
             )))
         }

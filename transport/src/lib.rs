@@ -55,6 +55,7 @@ pub mod exchange;
 pub mod loopback;
 pub mod region;
 pub mod shm;
+pub mod tcp;
 
 use std::fmt;
 use std::time::Duration;
@@ -286,6 +287,8 @@ pub enum Backend {
     Loopback(loopback::Loopback),
     /// Processes on one host, through shared memory.
     Shm(shm::Shm),
+    /// Processes on any hosts, over TCP.
+    Tcp(tcp::Tcp),
 }
 
 macro_rules! dispatch {
@@ -293,6 +296,7 @@ macro_rules! dispatch {
         match $self {
             Backend::Loopback($t) => $e,
             Backend::Shm($t) => $e,
+            Backend::Tcp($t) => $e,
         }
     };
 }

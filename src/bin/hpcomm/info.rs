@@ -1,6 +1,7 @@
 //! `hpcomm info`: which transports work on this machine, and their limits.
 
 use hpcomm_transport::shm::{Shm, ShmConfig};
+use hpcomm_transport::tcp::{Tcp, TcpConfig};
 use hpcomm_transport::{Capabilities, Transport};
 
 fn print_caps(caps: &Capabilities) {
@@ -43,7 +44,15 @@ pub fn info() -> i32 {
         }
         Err(e) => println!("  shm: unavailable: {e}"),
     }
-    println!("  tcp: not part of this build yet");
+    let tcp = TcpConfig { secret: "info".into(), ..TcpConfig::default() };
+    match Tcp::local_job(2, &tcp) {
+        Ok(job) => {
+            println!("  tcp: available (processes on any hosts; checked over 127.0.0.1)");
+            print_caps(job[0].capabilities());
+            println!("    stripes        1 per pair by default (HPCOMM_TCP_STRIPES)");
+        }
+        Err(e) => println!("  tcp: unavailable: {e}"),
+    }
     println!("  ofi: not part of this build yet");
     println!("hpcomm run --transport auto uses: shm");
     0
