@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::watchdog;
 
+/// Environment variables for a job.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 fn hpcomm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hpcomm"));
     // Tests set what they need; the caller's settings must not leak in.
@@ -77,7 +80,7 @@ fn selftest_passes_over_shm_processes() {
 fn selftest_passes_over_tcp_processes() {
     watchdog(900, "selftest tcp", || {
         let exe = env!("CARGO_BIN_EXE_hpcomm");
-        let runs: [(usize, &[(&str, &str)]); 6] = [
+        let runs: [(usize, Env); 6] = [
             (1, &[]),
             (2, &[]),
             (3, &[]),
@@ -101,6 +104,55 @@ fn selftest_passes_over_tcp_processes() {
             );
             assert!(stdout.contains("over tcp"), "{stdout}");
         }
+    });
+}
+
+/// A job across "hosts": network namespaces made by `ci/cluster.sh`, each
+/// with its own address, the ranks started in them with `--exec 'ip netns
+/// exec {host}'` and talking tcp between them; the whole suite passes on 2
+/// to 4 hosts with 1 or 2 ranks each, with one and with several stripes.
+#[test]
+fn a_job_spans_network_namespace_hosts() {
+    watchdog(900, "namespace hosts", || {
+        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/cluster.sh");
+        let up = Command::new("bash").args([cluster, "up", "4"]).output().expect("run cluster.sh");
+        assert!(up.status.success(), "ci/cluster.sh up 4: {}", text(&up.stderr));
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let runs: [(&str, &str, Env); 3] = [
+            ("hpc1,hpc2", "2", &[]),
+            ("hpc1,hpc2,hpc3", "6", &[("HPCOMM_TCP_STRIPES", "3"), ("HPCOMM_EAGER_LIMIT", "2048")]),
+            ("hpc1,hpc2,hpc3,hpc4", "4", &[]),
+        ];
+        let mut failures = Vec::new();
+        for (hosts, n, env) in runs {
+            let args = [
+                "run",
+                "--hosts",
+                hosts,
+                "--exec",
+                "ip netns exec {host}",
+                "--bind",
+                "10.77.0.1",
+                "--transport",
+                "tcp",
+                "-n",
+                n,
+                "--timeout",
+                "300",
+                "--",
+                exe,
+                "selftest",
+            ];
+            let (out, _) = run(&args, env);
+            let stdout = text(&out.stdout);
+            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            if !out.status.success() || ok != selftest_cases() || !stdout.contains("over tcp") {
+                failures.push(format!("{hosts} × {n} {env:?}: {}\n{stdout}", text(&out.stderr)));
+            }
+        }
+        let down = Command::new("bash").args([cluster, "down"]).output().expect("run cluster.sh");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(down.status.success(), "ci/cluster.sh down: {}", text(&down.stderr));
     });
 }
 
@@ -313,7 +365,8 @@ fn tag_output_prefixes_lines_with_the_rank() {
 }
 
 /// Set-up failures are clear errors: a full /dev/shm (a segment far larger
-/// than it can hold), a transport this build lacks, a missing program.
+/// than it can hold), a transport this build lacks, a remote-exec template
+/// without `{host}`, a missing program.
 #[test]
 fn setup_failures_are_clear_errors() {
     watchdog(60, "setup failures", || {
@@ -326,9 +379,13 @@ fn setup_failures_are_clear_errors() {
         assert!(!out.status.success());
         assert!(stderr.contains("/dev/shm is full") && stderr.contains("bytes"), "{stderr}");
 
-        let (out, _) = run(&["run", "-n", "2", "--transport", "tcp", "--", exe, "selftest"], &[]);
+        let (out, _) = run(&["run", "-n", "2", "--transport", "ofi", "--", exe, "selftest"], &[]);
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains("not part of this build"), "{}", text(&out.stderr));
+
+        let (out, _) = run(&["run", "-n", "2", "--hosts", "a,b", "--exec", "ssh", "--", exe], &[]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("does not contain {host}"), "{}", text(&out.stderr));
 
         let (out, _) = run(&["run", "-n", "2", "--", "/nonexistent/program"], &[]);
         assert_eq!(out.status.code(), Some(127));

@@ -67,6 +67,12 @@ impl KvsClient {
         Ok(client)
     }
 
+    /// This end's address of the connection to the launcher: an address of
+    /// this host from which the launcher's host is reachable.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.writer.local_addr().ok().map(|a| a.ip())
+    }
+
     fn request(&mut self, line: &str) -> std::result::Result<String, String> {
         self.writer.write_all(format!("{line}\n").as_bytes()).map_err(lost)?;
         let mut answer = String::new();

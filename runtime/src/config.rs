@@ -12,7 +12,7 @@
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
-//! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | `127.0.0.1` |
+//! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to the launcher comes from |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //!

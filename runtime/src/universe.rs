@@ -153,8 +153,12 @@ pub fn init() -> Result<Universe> {
                 secret: launch.secret.clone(),
                 ..TcpConfig::default()
             };
-            if let Some(bind) = config.tcp_bind {
-                tcp.bind = bind;
+            // Listen where the launcher reached us from, unless told: on
+            // one host that is 127.0.0.1, across hosts an address the
+            // others can reach too.
+            match (config.tcp_bind, kvs.local_ip()) {
+                (Some(bind), _) | (None, Some(bind)) => tcp.bind = bind,
+                (None, None) => {}
             }
             let endpoint = Tcp::open(launch.rank, launch.size, &mut kvs, &tcp)
                 .map_err(|e| Error::Bootstrap(format!("tcp transport: {e}")))?;

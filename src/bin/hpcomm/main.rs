@@ -21,11 +21,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start N ranks of PROGRAM on this machine and supervise them.
+    /// Start N ranks of PROGRAM on this machine, or on several hosts, and
+    /// supervise them.
     Run {
         /// Number of ranks.
         #[arg(short = 'n', long = "np", value_name = "N")]
         ranks: usize,
+        /// Hosts to start ranks on, comma-separated; ranks go to them in
+        /// turn (rank r on host r mod H). Without: this machine.
+        #[arg(long, value_delimiter = ',', conflicts_with = "hostfile")]
+        hosts: Vec<String>,
+        /// A file naming the hosts, one per line (`#` starts a comment).
+        #[arg(long, value_name = "FILE")]
+        hostfile: Option<std::path::PathBuf>,
+        /// How to run a command on a host: `{host}` is replaced by the
+        /// host's name, and the rank's command follows.
+        #[arg(long, value_name = "TEMPLATE", default_value = "ssh {host}")]
+        exec: String,
+        /// The address the key-value server listens on and gives the ranks
+        /// (default: 127.0.0.1 on one host; across hosts, the address that
+        /// routes to the first host).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::IpAddr>,
         /// Transport between the ranks.
         #[arg(long, default_value = "auto", value_parser = ["auto", "shm", "tcp", "ofi"])]
         transport: String,
@@ -153,7 +170,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let code = match Cli::parse().command {
-        Command::Run { ranks, transport, timeout, tag_output, verbose, program } => {
+        Command::Run {
+            ranks,
+            hosts,
+            hostfile,
+            exec,
+            bind,
+            transport,
+            timeout,
+            tag_output,
+            verbose,
+            program,
+        } => {
             let timeout = match timeout.map(Duration::try_from_secs_f64) {
                 Some(Err(_)) => {
                     eprintln!("hpcomm run: --timeout must be a non-negative number of seconds");
@@ -162,7 +190,31 @@ fn main() {
                 Some(Ok(d)) => Some(d),
                 None => None,
             };
-            run::run(run::RunOptions { ranks, transport, timeout, tag_output, verbose, program })
+            let hosts = match hostfile {
+                None => hosts,
+                Some(path) => match std::fs::read_to_string(&path) {
+                    Ok(text) => text
+                        .lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect(),
+                    Err(e) => {
+                        eprintln!("hpcomm run: cannot read {}: {e}", path.display());
+                        std::process::exit(2);
+                    }
+                },
+            };
+            run::run(run::RunOptions {
+                ranks,
+                hosts,
+                exec,
+                bind,
+                transport,
+                timeout,
+                tag_output,
+                verbose,
+                program,
+            })
         }
         Command::Info => info::info(),
         Command::Selftest { cases, list, crash } => selftest(&cases, list, crash),

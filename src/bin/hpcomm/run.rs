@@ -16,6 +16,12 @@ use crate::kvs::Kvs;
 /// What `hpcomm run` was asked to do.
 pub struct RunOptions {
     pub ranks: usize,
+    /// Hosts to start ranks on (empty: this machine).
+    pub hosts: Vec<String>,
+    /// The remote-exec template, with `{host}`.
+    pub exec: String,
+    /// The key-value server's address, if given.
+    pub bind: Option<std::net::IpAddr>,
     pub transport: String,
     pub timeout: Option<Duration>,
     pub tag_output: bool,
@@ -114,8 +120,18 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     };
     let secret = random_hex(16).map_err(|e| format!("cannot make the job secret: {e}"))?;
     let job = random_hex(4).map_err(|e| format!("cannot make the job id: {e}"))?;
-    let kvs = Kvs::start("127.0.0.1:0", secret.clone(), o.ranks)
-        .map_err(|e| format!("cannot start the key-value server: {e}"))?;
+    if !o.hosts.is_empty() && !o.exec.contains("{host}") {
+        return Err(format!("--exec {:?} does not contain {{host}}", o.exec));
+    }
+    let bind = match (o.bind, o.hosts.first()) {
+        (Some(ip), _) => ip,
+        (None, None) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        (None, Some(host)) => route_to(host).ok_or_else(|| {
+            format!("cannot tell which address reaches {host}; give one with --bind")
+        })?,
+    };
+    let kvs = Kvs::start(&std::net::SocketAddr::new(bind, 0).to_string(), secret.clone(), o.ranks)
+        .map_err(|e| format!("cannot start the key-value server on {bind}: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in
         [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP]
@@ -137,18 +153,36 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     let (relay_done, relays_done) = mpsc::channel();
     let mut relays = 0;
     for r in 0..o.ranks {
-        let mut cmd = Command::new(program);
-        cmd.args(&o.program[1..])
-            .env("HPCOMM_RANK", r.to_string())
-            .env("HPCOMM_SIZE", o.ranks.to_string())
-            .env("HPCOMM_KVS", kvs.addr().to_string())
-            .env("HPCOMM_SECRET", &secret)
-            .env("HPCOMM_JOB", &job)
-            .env("HPCOMM_TRANSPORT", &o.transport)
-            .env("HPCOMM_LAUNCHER_PID", std::process::id().to_string())
-            // One process group for the job, so that ending it reaches
-            // everything the ranks started too.
-            .process_group(group.map_or(0, |g| g as i32));
+        let vars = [
+            ("HPCOMM_RANK", r.to_string()),
+            ("HPCOMM_SIZE", o.ranks.to_string()),
+            ("HPCOMM_KVS", kvs.addr().to_string()),
+            ("HPCOMM_SECRET", secret.clone()),
+            ("HPCOMM_JOB", job.clone()),
+            ("HPCOMM_TRANSPORT", o.transport.clone()),
+        ];
+        let mut cmd = match o.hosts.get(r % o.hosts.len().max(1)) {
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(&o.program[1..])
+                    .envs(vars.iter().map(|(k, v)| (k, v)))
+                    .env("HPCOMM_LAUNCHER_PID", std::process::id().to_string());
+                cmd
+            }
+            Some(host) => {
+                // `TEMPLATE env VAR=… PROGRAM ARGS…`: the variables travel
+                // on the command line, which every remote shell passes on.
+                let mut words = o.exec.split_whitespace().map(|w| w.replace("{host}", host));
+                let mut cmd = Command::new(words.next().unwrap_or_default());
+                cmd.args(words).arg("env");
+                cmd.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
+                cmd.args(&o.program);
+                cmd
+            }
+        };
+        // One process group for the job, so that ending it reaches
+        // everything the ranks started too.
+        cmd.process_group(group.map_or(0, |g| g as i32));
         if r != 0 {
             cmd.stdin(Stdio::null());
         }
@@ -263,4 +297,16 @@ fn cleanup(job: &str) {
             }
         }
     }
+}
+
+/// The local address the kernel would use to reach `host` (no packet is
+/// sent: a UDP socket is only connected).
+fn route_to(host: &str) -> Option<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let target = (host, 9).to_socket_addrs().ok()?.next()?;
+    let any: std::net::SocketAddr =
+        if target.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(target).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }

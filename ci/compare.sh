@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Side-by-side comparison on one machine, in one run: hpcomm over shm
-# against MPICH (Debian's, ch4:ucx) and Open MPI (Debian's, vader BTL), with
-# the same benchmark method (`hpcomm bench` and benches/mpi/p2p.c and
-# coll.c), runs interleaved and repeated, medians reported. Writes
-# target/compare/shm.md.
+# Side-by-side comparison on one machine, in one run: hpcomm against MPICH
+# (Debian's, ch4:ucx) and Open MPI (Debian's), with the same benchmark
+# method (`hpcomm bench` and benches/mpi/p2p.c and coll.c), runs interleaved
+# and repeated, medians reported. Writes target/compare/FABRIC.md.
 #
-#   bash ci/compare-shm.sh            # REPS=3 by default
+#   bash ci/compare.sh shm    # shared memory: hpcomm shm, MPICH's default, Open MPI's vader BTL
+#   bash ci/compare.sh tcp    # TCP on loopback: hpcomm tcp, MPICH with UCX_TLS=tcp,self, Open MPI's tcp BTL
+#   REPS=5 bash ci/compare.sh shm   # 3 repetitions by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fabric=${1:-shm}
+case $fabric in shm | tcp) ;; *) echo "usage: $0 shm|tcp" >&2; exit 2 ;; esac
 reps=${REPS:-3}
 out=target/compare
 mkdir -p "$out/raw"
-rm -f "$out"/raw/*
+rm -rf "$out/raw"
+mkdir -p "$out/raw"
 
 if ! command -v mpicc.mpich >/dev/null || ! command -v mpicc.openmpi >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -28,28 +32,45 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 run_one() { # impl ranks kind min max
     local prog=p2p
     case $3 in allreduce | reduce | bcast | allgather | alltoall | barrier) prog=coll ;; esac
+    local hpcomm_flags=() mpich_flags=() ompi_flags=(--mca btl self,vader)
+    if [ "$fabric" = tcp ]; then
+        hpcomm_flags=(--transport tcp)
+        mpich_flags=(-genv UCX_TLS tcp,self)
+        ompi_flags=(--mca btl tcp,self --mca pml ob1)
+    fi
     case $1 in
-    hpcomm) timeout 300 target/release/hpcomm run -n "$2" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
-    mpich) timeout 300 mpirun.mpich -n "$2" "$out/$prog-mpich" "$3" "$4" "$5" ;;
-    openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" --mca btl self,vader "$out/$prog-openmpi" "$3" "$4" "$5" ;;
+    hpcomm) timeout 300 target/release/hpcomm run -n "$2" "${hpcomm_flags[@]}" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
+    mpich) timeout 300 mpirun.mpich -n "$2" "${mpich_flags[@]}" "$out/$prog-mpich" "$3" "$4" "$5" ;;
+    openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" "${ompi_flags[@]}" "$out/$prog-openmpi" "$3" "$4" "$5" ;;
     esac 2>/dev/null | grep -v '^#'
 }
 
 # label ranks kind min max
-cases=(
-    "latency 2 latency 0 65536"
-    "mr 2 mr 1 8"
-    "bw 2 bw 4096 4194304"
-    "latency-4 4 latency 8 8"
-    "mr-4 4 mr 8 8"
-    "allreduce 2 allreduce 8 1048576"
-    "allreduce-4 4 allreduce 8 8"
-    "allreduce-4 4 allreduce 1048576 1048576"
-    "allreduce-8 8 allreduce 8 8"
-    "allreduce-8 8 allreduce 1048576 1048576"
-    "bcast 2 bcast 8 1048576"
-    "barrier-4 4 barrier 0 0"
-)
+if [ "$fabric" = shm ]; then
+    cases=(
+        "latency 2 latency 0 65536"
+        "mr 2 mr 1 8"
+        "bw 2 bw 4096 4194304"
+        "latency-4 4 latency 8 8"
+        "mr-4 4 mr 8 8"
+        "allreduce 2 allreduce 8 1048576"
+        "allreduce-4 4 allreduce 8 8"
+        "allreduce-4 4 allreduce 1048576 1048576"
+        "allreduce-8 8 allreduce 8 8"
+        "allreduce-8 8 allreduce 1048576 1048576"
+        "bcast 2 bcast 8 1048576"
+        "barrier-4 4 barrier 0 0"
+    )
+else
+    cases=(
+        "latency 2 latency 0 65536"
+        "mr 2 mr 8 8"
+        "bw 2 bw 65536 65536"
+        "bw 2 bw 4194304 4194304"
+        "allreduce 2 allreduce 8 8"
+        "allreduce 2 allreduce 1048576 1048576"
+    )
+fi
 for rep in $(seq "$reps"); do
     for c in "${cases[@]}"; do
         read -r label ranks kind min max <<<"$c"
@@ -59,9 +80,9 @@ for rep in $(seq "$reps"); do
     done
 done
 
-python3 - "$out" "$reps" <<'PY'
+python3 - "$out" "$reps" "$fabric" <<'PY'
 import statistics, sys, glob, os, platform, datetime
-out, reps = sys.argv[1], int(sys.argv[2])
+out, reps, fabric = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 titles = {
     "latency": ("One-way latency, 2 ranks (µs, lower is better)", "lower"),
     "mr": ("Message rate, 2 ranks, window 64 (messages/s, higher is better)", "higher"),
@@ -82,10 +103,12 @@ def load(label, impl):
             if len(parts) == 2:
                 rows.setdefault(int(parts[0]), []).append(float(parts[1]))
     return {k: statistics.median(v) for k, v in rows.items()}
-lines = [f"Machine: {platform.node()}, {os.cpu_count()} cores; {datetime.date.today()}; medians of {reps} interleaved runs.",
+lines = [f"Fabric: {fabric}. Machine: {platform.node()}, {os.cpu_count()} cores; {datetime.date.today()}; medians of {reps} interleaved runs.",
          "Ratios > 1 mean hpcomm is better.", ""]
 for label, (title, better) in titles.items():
     h, m, o = (load(label, i) for i in ("hpcomm", "mpich", "openmpi"))
+    if not h:
+        continue
     lines += [f"### {title}", "", "| size (B) | hpcomm | MPICH | Open MPI | vs MPICH | vs Open MPI |", "|---:|---:|---:|---:|---:|---:|"]
     for size in sorted(h):
         def ratio(other):
@@ -98,6 +121,6 @@ for label, (title, better) in titles.items():
         lines.append(f"| {size} | {cell(h)} | {cell(m)} | {cell(o)} | {ratio(m)} | {ratio(o)} |")
     lines.append("")
 text = "\n".join(lines)
-open(f"{out}/shm.md", "w").write(text)
+open(f"{out}/{fabric}.md", "w").write(text)
 print(text)
 PY
