@@ -113,6 +113,7 @@ fn selftest_passes_over_tcp_processes() {
 /// to 4 hosts with 1 or 2 ranks each, with one and with several stripes.
 #[test]
 fn a_job_spans_network_namespace_hosts() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(900, "namespace hosts", || {
         let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/cluster.sh");
         let up = Command::new("bash").args([cluster, "up", "4"]).output().expect("run cluster.sh");
@@ -153,6 +154,79 @@ fn a_job_spans_network_namespace_hosts() {
         let down = Command::new("bash").args([cluster, "down"]).output().expect("run cluster.sh");
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         assert!(down.status.success(), "ci/cluster.sh down: {}", text(&down.stderr));
+    });
+}
+
+/// The namespace hosts of `ci/cluster.sh` are shared: one test at a time.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What networks do, between namespace hosts over tcp: 10% of packets
+/// dropped at random (nftables) and a shaped link (`tc tbf`) still give
+/// correct results; a rank killed mid-job is named by the launcher, which
+/// ends the job at once.
+#[test]
+fn faults_between_namespace_hosts() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(900, "namespace faults", || {
+        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/cluster.sh");
+        let sh = |script: &str| {
+            let out = Command::new("sh").args(["-c", script]).output().expect("run sh");
+            assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+        };
+        sh(&format!("bash {cluster} up 2"));
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let job = |cases: &[&str]| {
+            let mut args = vec![
+                "run",
+                "--hosts",
+                "hpc1,hpc2",
+                "--exec",
+                "ip netns exec {host}",
+                "--bind",
+                "10.77.0.1",
+                "--transport",
+                "tcp",
+                "-n",
+                "2",
+                "--timeout",
+                "400",
+                "--",
+                exe,
+                "selftest",
+            ];
+            args.extend(cases);
+            run(&args, &[])
+        };
+        let cases = ["order", "coll-allreduce", "coll-alltoall"];
+
+        sh("ip netns exec hpc1 nft -f - <<'EOF'
+table inet hpcloss {
+  chain in { type filter hook input priority 0; numgen random mod 10 0 drop; }
+  chain out { type filter hook output priority 0; numgen random mod 10 0 drop; }
+}
+EOF");
+        let (lossy, _) = job(&cases);
+        sh("ip netns exec hpc1 nft delete table inet hpcloss");
+
+        sh("ip netns exec hpc1 tc qdisc add dev eth0 root tbf rate 200mbit burst 64kb latency 50ms");
+        let (shaped, _) = job(&cases);
+        sh("ip netns exec hpc1 tc qdisc del dev eth0 root");
+
+        let (killed, took) = job(&["--crash", "1", "order"]);
+        sh(&format!("bash {cluster} down"));
+
+        for (what, out) in [("10% loss", &lossy), ("tbf", &shaped)] {
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{what}: {}\n{stdout}", text(&out.stderr));
+            assert_eq!(stdout.matches("ok ").count(), cases.len(), "{what}: {stdout}");
+        }
+        let stderr = text(&killed.stderr);
+        assert_eq!(killed.status.code(), Some(137), "{stderr}");
+        assert!(
+            stderr.contains("rank 1 (pid ") && stderr.contains("killed by signal 9"),
+            "{stderr}"
+        );
+        assert!(took < Duration::from_secs(30), "the killed job took {took:?} to end");
     });
 }
 

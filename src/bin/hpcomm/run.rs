@@ -221,13 +221,22 @@ fn launch(o: RunOptions) -> Result<i32, String> {
             if rank.status.is_none() {
                 if let Ok(Some(status)) = rank.child.try_wait() {
                     rank.status = Some(status);
-                    if !status.success() && failure.is_none() {
-                        failure = Some(describe(r, rank.pid, status));
+                    // Of the failures seen in one sweep, a rank killed by
+                    // a signal is the cause; ranks that exited with an
+                    // error then were mostly reporting its loss.
+                    let signalled = status.signal().is_some();
+                    let better = match &failure {
+                        None => true,
+                        Some((_, _, was_signalled)) => signalled && !was_signalled,
+                    };
+                    if !status.success() && better {
+                        let (message, code) = describe(r, rank.pid, status);
+                        failure = Some((message, code, signalled));
                     }
                 }
             }
         }
-        if let Some((message, code)) = failure {
+        if let Some((message, code, _)) = failure {
             eprintln!("hpcomm run: {message}; ending the job");
             end_all(&mut ranks, group);
             break code;
