@@ -163,7 +163,8 @@ static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// What networks do, between namespace hosts over tcp: 10% of packets
 /// dropped at random (nftables) and a shaped link (`tc tbf`) still give
 /// correct results; a rank killed mid-job is named by the launcher, which
-/// ends the job at once.
+/// ends the job at once; a link cut mid-transfer is a peer-failure error
+/// within `HPCOMM_TCP_TIMEOUT`, not a hang.
 #[test]
 fn faults_between_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,7 +214,47 @@ EOF");
         sh("ip netns exec hpc1 tc qdisc del dev eth0 root");
 
         let (killed, took) = job(&["--crash", "1", "order"]);
+
+        // A link cut in the middle of a transfer: with a 3-second peer
+        // timeout the job fails with a peer-failure error well within the
+        // launcher's own bound, instead of hanging.
+        let cutter = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            Command::new("ip").args(["link", "set", "hpcv2", "down"]).status()
+        });
+        let bw = [
+            "run",
+            "--hosts",
+            "hpc1,hpc2",
+            "--exec",
+            "ip netns exec {host}",
+            "--bind",
+            "10.77.0.1",
+            "--transport",
+            "tcp",
+            "-n",
+            "2",
+            "--timeout",
+            "200",
+            "--",
+            exe,
+            "bench",
+            "bw",
+            "--min-size",
+            "65536",
+            "--max-size",
+            "65536",
+            "--iters",
+            "100000000",
+        ];
+        let (cut, cut_took) = run(&bw, &[("HPCOMM_TCP_TIMEOUT", "3")]);
+        let cut_status = cutter.join().expect("cutter");
         sh(&format!("bash {cluster} down"));
+        assert!(cut_status.is_ok_and(|s| s.success()), "ip link set hpcv2 down failed");
+        let cut_err = text(&cut.stderr);
+        assert!(!cut.status.success(), "{cut_err}");
+        assert!(cut_err.contains("failed or exited before the operation completed"), "{cut_err}");
+        assert!(cut_took < Duration::from_secs(30), "the cut link was noticed after {cut_took:?}");
 
         for (what, out) in [("10% loss", &lossy), ("tbf", &shaped)] {
             let stdout = text(&out.stdout);

@@ -13,6 +13,7 @@
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
 //! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to the launcher comes from |
+//! | `HPCOMM_TCP_TIMEOUT` | seconds after which a TCP peer that acknowledges nothing (a cut link, a dead host) is lost, and operations with it fail | 30 |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //!
@@ -115,6 +116,8 @@ pub struct Config {
     pub tcp_stripes: usize,
     /// The address TCP listens on, if set.
     pub tcp_bind: Option<std::net::IpAddr>,
+    /// How long a silent TCP peer is waited for before it is lost.
+    pub tcp_timeout: Duration,
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
     pub algorithms: BTreeMap<String, String>,
@@ -138,6 +141,7 @@ impl Default for Config {
             shm_cma: true,
             tcp_stripes: 1,
             tcp_bind: None,
+            tcp_timeout: Duration::from_secs(30),
             algorithms: BTreeMap::new(),
             launch: None,
         }
@@ -184,6 +188,9 @@ impl Config {
                 return Err(Error::Config(format!("HPCOMM_TCP_STRIPES={v} must be 1 to 64")));
             }
             config.tcp_stripes = v;
+        }
+        if let Some(v) = parse::<u64>(&lookup, "HPCOMM_TCP_TIMEOUT")? {
+            config.tcp_timeout = Duration::from_secs(v.max(1));
         }
         if let Some(v) = lookup("HPCOMM_TCP_BIND") {
             let ip = v.trim().parse().map_err(|_| {
@@ -301,9 +308,11 @@ mod tests {
         let c = Config::from_lookup(env(&[
             ("HPCOMM_TCP_STRIPES", "4"),
             ("HPCOMM_TCP_BIND", "10.0.0.7"),
+            ("HPCOMM_TCP_TIMEOUT", "3"),
         ]))
         .unwrap();
         assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
+        assert_eq!(c.tcp_timeout, Duration::from_secs(3));
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_STRIPES", "0")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_TCP_STRIPES"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_BIND", "eth0")])).unwrap_err();

@@ -151,6 +151,7 @@ pub fn init() -> Result<Universe> {
             let mut tcp = TcpConfig {
                 stripes: config.tcp_stripes,
                 secret: launch.secret.clone(),
+                peer_timeout: config.tcp_timeout,
                 ..TcpConfig::default()
             };
             // Listen where the launcher reached us from, unless told: on

@@ -80,6 +80,10 @@ pub struct TcpConfig {
     pub max_payload: usize,
     /// How long set-up waits for every peer.
     pub setup_timeout: Duration,
+    /// A peer that leaves data unacknowledged, or answers no keep-alive
+    /// probe, this long is lost (`TCP_USER_TIMEOUT` and keep-alive): a cut
+    /// link becomes an error within this bound instead of a hang.
+    pub peer_timeout: Duration,
 }
 
 impl Default for TcpConfig {
@@ -91,6 +95,7 @@ impl Default for TcpConfig {
             eager_limit: 64 << 10,
             max_payload: 1 << 20,
             setup_timeout: Duration::from_secs(60),
+            peer_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -113,9 +118,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> io::Result<Conn> {
+    fn new(stream: TcpStream, peer_timeout: Duration) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
+        let sock = socket2::SockRef::from(&stream);
+        sock.set_tcp_user_timeout(Some(peer_timeout))?;
+        let probe = (peer_timeout / 4).max(Duration::from_secs(1));
+        sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new().with_time(probe).with_interval(probe).with_retries(3),
+        )?;
         Ok(Conn {
             stream: mio::net::TcpStream::from_std(stream),
             out: Vec::new(),
@@ -355,7 +366,8 @@ impl Tcp {
             if peer != me {
                 for (stripe, s) in row.into_iter().enumerate() {
                     let s = s.ok_or_else(|| setup(format!("no connection to rank {peer}")))?;
-                    let mut c = Conn::new(s).map_err(|e| setup(e.to_string()))?;
+                    let mut c =
+                        Conn::new(s, config.peer_timeout).map_err(|e| setup(e.to_string()))?;
                     poll.registry()
                         .register(&mut c.stream, Token(peer * stripes + stripe), Interest::READABLE)
                         .map_err(|e| setup(format!("epoll: {e}")))?;
