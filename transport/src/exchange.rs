@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::TransportError;
+
 /// The bootstrap services a backend uses to set up (publish a segment name
 /// or an address, wait until every rank has attached). The runtime provides
 /// one over the launcher's key-value server; [`Local`] serves ranks that are
@@ -37,6 +39,40 @@ pub struct Local {
     shared: Arc<(Mutex<State>, Condvar)>,
     ranks: usize,
     job: String,
+}
+
+/// Sets up the endpoints of a job whose `ranks` are threads of this
+/// process, concurrently and in rank order, with `open(rank, exchange)` —
+/// a backend's `open` over a [`Local`] exchange. A rank that fails aborts
+/// the exchange, so that the others stop waiting for it.
+pub fn local_job<T: Send>(
+    ranks: usize,
+    open: impl Fn(usize, &mut Local) -> Result<T, TransportError> + Sync,
+) -> Result<Vec<T>, TransportError> {
+    let exchange = Local::new(ranks);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..ranks)
+            .map(|me| {
+                let mut exchange = exchange.clone();
+                let open = &open;
+                s.spawn(move || {
+                    let opened = open(me, &mut exchange);
+                    if let Err(e) = &opened {
+                        exchange.abort(&format!("rank {me}: {e}"));
+                    }
+                    opened
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TransportError::Setup("a rank panicked while setting up".into()))
+                })
+            })
+            .collect()
+    })
 }
 
 impl Local {

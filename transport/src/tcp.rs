@@ -410,27 +410,7 @@ impl Tcp {
     /// A job of `ranks` endpoints in this process, connected over the
     /// loopback interface (for tests).
     pub fn local_job(ranks: usize, config: &TcpConfig) -> Result<Vec<Tcp>, TransportError> {
-        let exchange = crate::exchange::Local::new(ranks);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..ranks)
-                .map(|me| {
-                    let mut exchange = exchange.clone();
-                    s.spawn(move || {
-                        let opened = Tcp::open(me, ranks, &mut exchange, config);
-                        if let Err(e) = &opened {
-                            exchange.abort(&format!("rank {me}: {e}"));
-                        }
-                        opened
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(setup("a rank panicked while setting up")))
-                })
-                .collect()
-        })
+        crate::exchange::local_job(ranks, |me, exchange| Tcp::open(me, ranks, exchange, config))
     }
 
     fn lose(&mut self, peer: usize) {

@@ -413,27 +413,7 @@ impl Shm {
     /// The endpoints of a job whose ranks are threads of this process (for
     /// tests and in-process jobs), set up concurrently, in rank order.
     pub fn local_job(ranks: usize, config: &ShmConfig) -> Result<Vec<Shm>, TransportError> {
-        let exchange = crate::exchange::Local::new(ranks);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..ranks)
-                .map(|me| {
-                    let mut exchange = exchange.clone();
-                    s.spawn(move || {
-                        let opened = Shm::open(me, ranks, &mut exchange, config);
-                        if let Err(e) = &opened {
-                            exchange.abort(&format!("rank {me}: {e}"));
-                        }
-                        opened
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(setup("a rank panicked while setting up")))
-                })
-                .collect()
-        })
+        crate::exchange::local_job(ranks, |me, exchange| Shm::open(me, ranks, exchange, config))
     }
 
     /// Wakes `dst` at once if it is visibly asleep; otherwise remembers to
