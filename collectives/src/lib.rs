@@ -303,6 +303,14 @@ fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
     Ok(())
 }
 
+/// The block length when `len` elements split into `n` equal blocks.
+fn equal_blocks(what: &str, len: usize, n: usize) -> Result<usize> {
+    if len % n != 0 {
+        return Err(bad_count(format!("{what}: {len} elements do not split into {n} blocks")));
+    }
+    Ok(len / n)
+}
+
 fn bytes<T>(count: usize) -> usize {
     count * std::mem::size_of::<T>()
 }
@@ -600,13 +608,8 @@ impl Collectives for Communicator {
         if self.rank() != root {
             return gather_from_leaf(self, buf, root);
         }
-        if buf.len() % n != 0 {
-            return Err(bad_count(format!(
-                "gather_in_place: {} elements do not split into {n} blocks",
-                buf.len()
-            )));
-        }
-        let (counts, displs) = equal_counts(n, buf.len() / n);
+        let block = equal_blocks("gather_in_place", buf.len(), n)?;
+        let (counts, displs) = equal_counts(n, block);
         gather_at_root(self, buf, &counts, &displs)
     }
 
@@ -667,13 +670,8 @@ impl Collectives for Communicator {
         if self.rank() != root {
             return scatter_to_leaf(self, buf, root);
         }
-        if buf.len() % n != 0 {
-            return Err(bad_count(format!(
-                "scatter_in_place: {} elements do not split into {n} blocks",
-                buf.len()
-            )));
-        }
-        let (counts, displs) = equal_counts(n, buf.len() / n);
+        let block = equal_blocks("scatter_in_place", buf.len(), n)?;
+        let (counts, displs) = equal_counts(n, block);
         scatter_from_root(self, buf, &counts, &displs)
     }
 
@@ -724,13 +722,8 @@ impl Collectives for Communicator {
 
     fn all_gather_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
         let n = self.size();
-        if buf.len() % n != 0 {
-            return Err(bad_count(format!(
-                "all_gather_in_place: {} elements do not split into {n} blocks",
-                buf.len()
-            )));
-        }
-        let (counts, displs) = equal_counts(n, buf.len() / n);
+        let block = equal_blocks("all_gather_in_place", buf.len(), n)?;
+        let (counts, displs) = equal_counts(n, block);
         run_all_gather(self, buf, &counts, &displs)
     }
 
@@ -760,13 +753,8 @@ impl Collectives for Communicator {
     fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let n = self.size();
         same_len("all_to_all", send.len(), recv.len())?;
-        if send.len() % n != 0 {
-            return Err(bad_count(format!(
-                "all_to_all: {} elements do not split into {n} blocks",
-                send.len()
-            )));
-        }
-        let (counts, displs) = equal_counts(n, send.len() / n);
+        let block = equal_blocks("all_to_all", send.len(), n)?;
+        let (counts, displs) = equal_counts(n, block);
         run_all_to_all(self, send, &counts, &displs, recv, &counts, &displs)
     }
 
@@ -824,13 +812,8 @@ impl Collectives for Communicator {
         op: impl Operation<T>,
     ) -> Result<()> {
         let n = self.size();
-        if buf.len() % n != 0 {
-            return Err(bad_count(format!(
-                "reduce_scatter_block_in_place: {} elements do not split into {n} blocks",
-                buf.len()
-            )));
-        }
-        let (counts, _) = equal_counts(n, buf.len() / n);
+        let block = equal_blocks("reduce_scatter_block_in_place", buf.len(), n)?;
+        let (counts, _) = equal_counts(n, block);
         let mine = run_reduce_scatter(self, buf, &counts, &op)?;
         buf.copy_within(mine, 0);
         Ok(())
