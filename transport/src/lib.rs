@@ -121,6 +121,21 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Checks a frame against the limits: `FrameTooLarge` when its header or
+    /// payload exceeds them. Every backend's `try_send` starts with it.
+    #[inline]
+    pub fn check_frame(&self, header: &[u8], payload: &[u8]) -> Result<(), TransportError> {
+        if header.len() > self.max_header || payload.len() > self.max_payload {
+            return Err(TransportError::FrameTooLarge {
+                header: header.len(),
+                payload: payload.len(),
+                max_header: self.max_header,
+                max_payload: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the relations every backend must keep between its limits.
     pub fn validate(&self) -> Result<(), String> {
         if self.eager_limit > self.max_payload {

@@ -251,14 +251,7 @@ impl Transport for Loopback {
         header: &[u8],
         payload: &[u8],
     ) -> Result<(), TransportError> {
-        if header.len() > MAX_HEADER || payload.len() > self.caps.max_payload {
-            return Err(TransportError::FrameTooLarge {
-                header: header.len(),
-                payload: payload.len(),
-                max_header: MAX_HEADER,
-                max_payload: self.caps.max_payload,
-            });
-        }
+        self.caps.check_frame(header, payload)?;
         self.check_peer(dst)?;
         let channel = &self.peers[dst.index()];
         if channel.is_full() {

@@ -517,14 +517,7 @@ impl Transport for Tcp {
         header: &[u8],
         payload: &[u8],
     ) -> Result<(), TransportError> {
-        if header.len() > MAX_HEADER || payload.len() > self.caps.max_payload {
-            return Err(TransportError::FrameTooLarge {
-                header: header.len(),
-                payload: payload.len(),
-                max_header: MAX_HEADER,
-                max_payload: self.caps.max_payload,
-            });
-        }
+        self.caps.check_frame(header, payload)?;
         let d = dst.index();
         if d >= self.ranks {
             return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
