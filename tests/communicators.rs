@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use common::{run, watchdog};
-use hpcomm::{Error, Rank};
+use hpcomm::op::Sum;
+use hpcomm::{Collectives, Error, NonBlocking, Rank};
 
 /// A rank that panics is seen by the others as a failed peer: their pending
 /// receive from it returns `PeerFailed` instead of hanging, and `threads`
@@ -41,6 +42,79 @@ fn a_panicking_rank_fails_its_peers_operations() {
                 matches!(any, Err(Error::PeerFailed { rank: 0 | 2 })),
                 "any-source receive gave {any:?}"
             );
+        }
+    });
+}
+
+/// A rank lost in the middle of a sequence of all_reduce calls: every
+/// survivor's collective returns `PeerFailed` instead of hanging — also the
+/// survivors whose partners in the algorithm are all alive, since a
+/// collective on a communicator with a lost member fails as a whole.
+#[test]
+fn a_rank_lost_during_all_reduce_fails_every_survivors_collective() {
+    for ranks in [4, 7] {
+        watchdog(120, "lost during all_reduce", move || {
+            let outcomes = Mutex::new(Vec::new());
+            let caught = std::panic::catch_unwind(|| {
+                hpcomm::threads(ranks, |comm| {
+                    let send = vec![1.0f64; 1 << 16];
+                    let mut recv = vec![0.0f64; 1 << 16];
+                    let mut done = 0;
+                    let outcome = loop {
+                        if comm.rank() == 1 && done == 3 {
+                            // The others are already inside the fourth.
+                            panic!("rank 1 dies");
+                        }
+                        if let Err(e) = comm.all_reduce(&send, &mut recv, Sum) {
+                            break Err(e);
+                        }
+                        assert_eq!(recv[0], ranks as f64);
+                        done += 1;
+                        if done > 10_000 {
+                            break Ok(());
+                        }
+                    };
+                    outcomes.lock().unwrap().push((comm.rank(), done, outcome));
+                })
+            });
+            assert!(caught.is_err(), "the panic must propagate");
+            let outcomes = outcomes.into_inner().unwrap();
+            assert_eq!(outcomes.len(), ranks - 1, "{outcomes:?}");
+            for (rank, done, outcome) in outcomes {
+                assert!(done >= 3, "rank {rank} failed after {done} rounds");
+                assert!(
+                    matches!(outcome, Err(Error::PeerFailed { .. })),
+                    "rank {rank}: {outcome:?}"
+                );
+            }
+        });
+    }
+}
+
+/// The same for a non-blocking all_reduce pending when a rank dies: its
+/// request completes with `PeerFailed` on every survivor.
+#[test]
+fn a_rank_lost_during_iall_reduce_fails_every_survivors_request() {
+    watchdog(120, "lost during iall_reduce", || {
+        let outcomes = Mutex::new(Vec::new());
+        let caught = std::panic::catch_unwind(|| {
+            hpcomm::threads(4, |comm| {
+                comm.barrier().unwrap();
+                if comm.rank() == 3 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    panic!("rank 3 dies");
+                }
+                let send = vec![1u64; 4096];
+                let mut recv = vec![0u64; 4096];
+                let outcome = comm.scope(|s| s.iall_reduce(&send, &mut recv, Sum)?.wait());
+                outcomes.lock().unwrap().push((comm.rank(), outcome.map(|_| ())));
+            })
+        });
+        assert!(caught.is_err(), "the panic must propagate");
+        let outcomes = outcomes.into_inner().unwrap();
+        assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+        for (rank, outcome) in outcomes {
+            assert!(matches!(outcome, Err(Error::PeerFailed { .. })), "rank {rank}: {outcome:?}");
         }
     });
 }

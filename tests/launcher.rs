@@ -213,7 +213,31 @@ EOF");
         let (shaped, _) = job(&cases);
         sh("ip netns exec hpc1 tc qdisc del dev eth0 root");
 
-        let (killed, took) = job(&["--crash", "1", "order"]);
+        // Two ranks on each host: the survivors on the victim's host and
+        // on the other one all see their all_reduce fail.
+        let (killed, took) = run(
+            &[
+                "run",
+                "--hosts",
+                "hpc1,hpc2",
+                "--exec",
+                "ip netns exec {host}",
+                "--bind",
+                "10.77.0.1",
+                "--transport",
+                "tcp",
+                "-n",
+                "4",
+                "--timeout",
+                "100",
+                "--",
+                exe,
+                "selftest",
+                "--crash",
+                "1",
+            ],
+            &[],
+        );
 
         // A link cut in the middle of a transfer: with a 3-second peer
         // timeout the job fails with a peer-failure error well within the
@@ -253,7 +277,7 @@ EOF");
         assert!(cut_status.is_ok_and(|s| s.success()), "ip link set hpcv2 down failed");
         let cut_err = text(&cut.stderr);
         assert!(!cut.status.success(), "{cut_err}");
-        assert!(cut_err.contains("failed or exited before the operation completed"), "{cut_err}");
+        assert!(cut_err.contains("(world) stopped answering"), "{cut_err}");
         assert!(cut_took < Duration::from_secs(30), "the cut link was noticed after {cut_took:?}");
 
         for (what, out) in [("10% loss", &lossy), ("tbf", &shaped)] {
@@ -261,12 +285,7 @@ EOF");
             assert!(out.status.success(), "{what}: {}\n{stdout}", text(&out.stderr));
             assert_eq!(stdout.matches("ok ").count(), cases.len(), "{what}: {stdout}");
         }
-        let stderr = text(&killed.stderr);
-        assert_eq!(killed.status.code(), Some(137), "{stderr}");
-        assert!(
-            stderr.contains("rank 1 (pid ") && stderr.contains("killed by signal 9"),
-            "{stderr}"
-        );
+        check_crash(&killed, 4, 1);
         assert!(took < Duration::from_secs(30), "the killed job took {took:?} to end");
     });
 }
@@ -405,19 +424,38 @@ fn timeout_ends_a_hung_job_and_everything_it_started() {
     });
 }
 
-/// A rank killed with SIGKILL once the job has started: the launcher names
-/// it, ends the others, and nothing of the job is left in /dev/shm.
+/// Checks a `selftest --crash VICTIM` job: the launcher names the killed
+/// rank and exits with 128 + 9, and every other rank reports that its
+/// all_reduce failed because a peer was lost.
+fn check_crash(out: &Output, ranks: usize, victim: usize) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(
+        stderr.contains(&format!("rank {victim} (pid ")) && stderr.contains("killed by signal 9"),
+        "{stderr}"
+    );
+    for r in (0..ranks).filter(|&r| r != victim) {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("hpcomm selftest: rank {r}: all_reduce ")))
+            .unwrap_or_else(|| panic!("rank {r} reported no failure:\n{stderr}"));
+        assert!(line.contains("failed or exited"), "{line}");
+    }
+}
+
+/// A rank killed with SIGKILL in the middle of a run of all_reduce calls:
+/// every other rank's all_reduce returns a peer-failure error, the launcher
+/// names the killed rank, and nothing of the job is left in /dev/shm.
 #[test]
 fn a_crash_after_start_leaves_no_segment() {
     watchdog(60, "crash", || {
         let exe = env!("CARGO_BIN_EXE_hpcomm");
-        let (out, _) = run(&["run", "-n", "3", "-v", "--", exe, "selftest", "--crash", "1"], &[]);
+        let (out, took) =
+            run(&["run", "-n", "4", "-v", "--", exe, "selftest", "--crash", "1"], &[]);
+        check_crash(&out, 4, 1);
+        // The survivors end by themselves, well within the grace period.
+        assert!(took < Duration::from_secs(10), "{took:?}");
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(137), "{stderr}");
-        assert!(
-            stderr.contains("rank 1 (pid ") && stderr.contains("killed by signal 9"),
-            "{stderr}"
-        );
         let job = stderr
             .split("job ")
             .nth(1)

@@ -459,7 +459,10 @@ impl Communicator {
             Some(env) => {
                 Ok(Status { source: Rank(env.src as i32), tag: Tag(env.tag), count: env.len })
             }
-            None => Err(Error::PeerFailed { rank: peer.map_or(0, |p| p.index()) }),
+            None => Err(match peer {
+                Some(p) => self.engine.borrow().state.loss(p),
+                None => Error::PeerFailed { rank: 0 },
+            }),
         }
     }
 

@@ -11,7 +11,8 @@
 use std::collections::VecDeque;
 
 use hpcomm_transport::{
-    Backend, Capabilities, Event, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
+    Backend, Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport,
+    TransportError,
 };
 
 use crate::error::{Error, Result};
@@ -80,6 +81,9 @@ struct Req {
     /// The region is the engine's own and outlives the request (a task's
     /// receive buffer, taken back with the outcome).
     keep_region: bool,
+    /// The context of the transfer: a collective context fails as a whole
+    /// when one of its members is lost.
+    ctx: ContextId,
 }
 
 #[derive(Debug)]
@@ -148,6 +152,8 @@ pub(crate) struct State {
     outbox: VecDeque<Outgoing>,
     jobs: VecDeque<Job>,
     lost: Vec<bool>,
+    /// Lost peers that went silent (timed out) rather than ended.
+    silent: Vec<bool>,
     lost_count: usize,
     released: Vec<(ReqId, Envelope, Stored)>,
     /// Recycled buffers for unexpected eager payloads.
@@ -210,6 +216,7 @@ impl Engine {
                 outbox: VecDeque::new(),
                 jobs: VecDeque::new(),
                 lost: vec![false; n],
+                silent: vec![false; n],
                 lost_count: 0,
                 released: Vec::new(),
                 pool: Vec::new(),
@@ -243,8 +250,9 @@ impl Engine {
             return Ok(false);
         }
         if self.is_lost(peer) {
-            return Err(Error::PeerFailed { rank: peer.index() });
+            return Err(self.state.loss(peer));
         }
+        self.state.check_collective(ctx)?;
         let seq = *self.state.seq_slot(ctx, dst);
         let (hbuf, hlen) =
             header_of(&Header::Eager { msg: MessageHeader { ctx, src: me, tag, seq }, sync: None });
@@ -274,8 +282,9 @@ impl Engine {
         sync: bool,
     ) -> Result<ReqId> {
         if self.is_lost(peer) {
-            return Err(Error::PeerFailed { rank: peer.index() });
+            return Err(self.state.loss(peer));
         }
+        self.state.check_collective(ctx)?;
         let seq = self.state.next_seq(ctx, dst);
         let msg = MessageHeader { ctx, src: me, tag, seq };
         let info = Completed { src: me, tag, bytes: len };
@@ -285,6 +294,7 @@ impl Engine {
             peer: Some(peer),
             info,
             keep_region: false,
+            ctx,
         });
         match select(len, &self.state.limits) {
             protocol @ (Protocol::Inline | Protocol::Eager) => {
@@ -406,6 +416,7 @@ impl Engine {
             peer,
             info: Completed::default(),
             keep_region,
+            ctx,
         });
         let state = &mut self.state;
         match state.ctx(ctx).matcher.post(pattern, id) {
@@ -413,23 +424,17 @@ impl Engine {
             None => {
                 // A receive that depends on a lost peer fails now; so does
                 // an any-source receive on a communicator with a lost member
-                // (the message it waits for might have been that peer's).
+                // (the message it waits for might have been that peer's),
+                // and every receive of a collective on such a communicator.
                 let lost = match peer {
-                    Some(p) => state.lost[p.index()].then_some(p),
-                    None if state.lost_count > 0 => {
-                        let lost = &state.lost;
-                        let i = ctx.0 as usize;
-                        state.ctxs.get(i).and_then(Option::as_ref).and_then(|c| {
-                            c.group
-                                .as_ref()
-                                .and_then(|g| g.iter().copied().find(|p| lost[p.index()]))
-                        })
-                    }
-                    None => None,
+                    Some(p) if state.lost[p.index()] => Some(p),
+                    Some(_) if !ctx.is_collective() => None,
+                    _ => state.lost_member(ctx),
                 };
                 if let Some(p) = lost {
                     state.ctx(ctx).matcher.cancel(|_, r| r == id);
-                    state.finish(&self.regions, id, Err(Error::PeerFailed { rank: p.index() }));
+                    let error = state.loss(p);
+                    state.finish(&self.regions, id, Err(error));
                 }
             }
         }
@@ -537,6 +542,7 @@ impl Engine {
             peer: None,
             info: Completed::default(),
             keep_region: false,
+            ctx,
         });
         self.tasks.push(TaskEntry { id, ctx, rank, group, task });
         self.poll_tasks();
@@ -800,7 +806,8 @@ impl State {
                 self.read_done(regions, token, Some(transport_error(error)));
                 Ok(())
             }
-            Event::PeerLost { peer } => {
+            Event::PeerLost { peer, cause } => {
+                self.silent[peer.index()] |= cause == LossCause::Silent;
                 self.peer_lost(regions, peer);
                 Ok(())
             }
@@ -1007,25 +1014,67 @@ impl State {
         self.finish(regions, id, result);
     }
 
+    /// The error for an operation that depends on the lost `peer`.
+    pub(crate) fn loss(&self, peer: PeerId) -> Error {
+        match self.silent[peer.index()] {
+            true => Error::PeerUnresponsive { rank: peer.index() },
+            false => Error::PeerFailed { rank: peer.index() },
+        }
+    }
+
+    /// A lost member of `ctx`'s communicator, if it has one.
+    fn lost_member(&self, ctx: ContextId) -> Option<PeerId> {
+        if self.lost_count == 0 {
+            return None;
+        }
+        let group = self.ctxs.get(ctx.0 as usize)?.as_ref()?.group.as_ref()?;
+        group.iter().copied().find(|p| self.lost[p.index()])
+    }
+
+    /// Fails a new transfer on a collective context whose communicator has
+    /// lost a member: the collective cannot complete, and a rank that went
+    /// on could leave its partners waiting for ever.
+    #[inline]
+    fn check_collective(&self, ctx: ContextId) -> Result<()> {
+        if self.lost_count == 0 || !ctx.is_collective() {
+            return Ok(());
+        }
+        match self.lost_member(ctx) {
+            Some(p) => Err(self.loss(p)),
+            None => Ok(()),
+        }
+    }
+
     /// `peer` is gone: every operation that depends on it fails, and so does
-    /// every any-source receive on a communicator that contains it.
+    /// every any-source receive on a communicator that contains it. On the
+    /// collective context of such a communicator every transfer fails, with
+    /// live partners too (ULFM's rule that a collective on a communicator
+    /// with a failed process raises the failure): each survivor's collective
+    /// then ends with the error instead of waiting for a partner that has
+    /// itself given up.
     fn peer_lost(&mut self, regions: &Regions, peer: PeerId) {
         if std::mem::replace(&mut self.lost[peer.index()], true) {
             return;
         }
         self.lost_count += 1;
         tracing::debug!(peer = peer.index(), "peer lost");
-        let error = Error::PeerFailed { rank: peer.index() };
+        let error = self.loss(peer);
         let mut failed = Vec::new();
-        for ctx in self.ctxs.iter_mut().flatten() {
+        let mut broken = Vec::new();
+        for (id, ctx) in self.ctxs.iter_mut().enumerate() {
+            let Some(ctx) = ctx else { continue };
             let Some(group) = ctx.group.as_ref() else {
                 continue;
             };
             if !group.contains(&peer) {
                 continue;
             }
+            let collective = ContextId(id as u32).is_collective();
+            if collective {
+                broken.push(ContextId(id as u32));
+            }
             failed.extend(ctx.matcher.cancel(|src, _| match src {
-                Some(s) => group.get(s as usize) == Some(&peer),
+                Some(s) => collective || group.get(s as usize) == Some(&peer),
                 None => true,
             }));
         }
@@ -1041,7 +1090,8 @@ impl State {
         self.jobs.retain(|job| job.peer() != peer);
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(req) = &slot.req {
-                if req.peer == Some(peer) && !matches!(req.stage, Stage::Done(_) | Stage::Posted) {
+                let depends = req.peer == Some(peer) || broken.contains(&req.ctx);
+                if depends && !matches!(req.stage, Stage::Done(_) | Stage::Posted | Stage::Task) {
                     failed.push(ReqId { index: index as u32, generation: slot.generation });
                 }
             }

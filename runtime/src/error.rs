@@ -59,6 +59,17 @@ pub enum Error {
         /// The peer's rank in the world communicator.
         rank: usize,
     },
+    /// A peer this operation depends on stopped answering: nothing sent to
+    /// it was acknowledged, and it answered no keep-alive probe, within the
+    /// transport's peer timeout (`HPCOMM_TCP_TIMEOUT`) — a cut link or a
+    /// dead host. Like [`Error::PeerFailed`], the peer is gone for good.
+    #[error(
+        "rank {rank} (world) stopped answering within the peer timeout (a cut link or a dead host)"
+    )]
+    PeerUnresponsive {
+        /// The peer's rank in the world communicator.
+        rank: usize,
+    },
     /// An operation did not complete within its bound.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -85,6 +96,17 @@ pub enum Error {
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl Error {
+    /// The world rank of the lost peer, when the error is a peer's loss
+    /// ([`Error::PeerFailed`] or [`Error::PeerUnresponsive`]).
+    pub fn lost_peer(&self) -> Option<usize> {
+        match self {
+            Error::PeerFailed { rank } | Error::PeerUnresponsive { rank } => Some(*rank),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -85,6 +85,12 @@ impl ContextId {
     pub fn collective(self) -> ContextId {
         ContextId(self.0 | 1)
     }
+
+    /// Whether this is a companion context for collective traffic.
+    #[inline]
+    pub fn is_collective(self) -> bool {
+        self.0 & 1 == 1
+    }
 }
 
 /// What a completed receive (or probe) tells about its message.

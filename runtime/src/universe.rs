@@ -84,7 +84,7 @@ impl Universe {
         };
         let deadline = Instant::now() + self.config.finalize_timeout;
         let barrier = match world.barrier_internal() {
-            Err(Error::PeerFailed { .. }) => Ok(()),
+            Err(e) if e.lost_peer().is_some() => Ok(()),
             other => other,
         };
         let drained = world.drain(deadline);

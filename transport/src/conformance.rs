@@ -67,7 +67,7 @@ fn poll_until<T: Transport>(
             }
             Event::ReadDone { token } => others.push(format!("done {token}")),
             Event::ReadFailed { token, .. } => others.push(format!("failed {token}")),
-            Event::PeerLost { peer } => others.push(format!("lost {peer}")),
+            Event::PeerLost { peer, .. } => others.push(format!("lost {peer}")),
         })
         .unwrap_or_else(|e| panic!("{what}: poll failed: {e}"));
         if start.elapsed() > DEADLINE {

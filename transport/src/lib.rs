@@ -192,7 +192,21 @@ pub enum Event<'a> {
     PeerLost {
         /// The lost peer.
         peer: PeerId,
+        /// How it was lost.
+        cause: LossCause,
     },
+}
+
+/// How a backend lost a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossCause {
+    /// Its endpoint closed or its process ended: it exited, crashed or was
+    /// killed, and its host said so.
+    Ended,
+    /// It stopped answering: nothing sent to it was acknowledged, and it
+    /// answered no keep-alive probe, within the backend's peer timeout — a
+    /// cut link or a dead host.
+    Silent,
 }
 
 /// Errors of the transport layer.

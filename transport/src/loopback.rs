@@ -23,7 +23,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::region::Exposure;
-use crate::{Capabilities, Event, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError};
+use crate::{
+    Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
+};
 
 /// Largest frame header the loopback backend carries.
 pub const MAX_HEADER: usize = 64;
@@ -309,7 +311,7 @@ impl Transport for Loopback {
         if delivered < POLL_BATCH {
             for p in newly_lost {
                 self.lost_reported[p] = true;
-                sink(Event::PeerLost { peer: PeerId(p as u32) });
+                sink(Event::PeerLost { peer: PeerId(p as u32), cause: LossCause::Ended });
                 events += 1;
             }
         }

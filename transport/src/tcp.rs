@@ -47,7 +47,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::exchange::Exchange;
-use crate::{Capabilities, Event, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError};
+use crate::{
+    Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
+};
 
 /// Frames with at least this much payload are spread over the stripes.
 pub const STRIPE_MIN: usize = 64 << 10;
@@ -114,7 +116,8 @@ struct Conn {
     readable: bool,
     /// End of file or an error: nothing more will arrive.
     closed: bool,
-    failed: bool,
+    /// The connection broke (an error, not an orderly end), and how.
+    failed: Option<LossCause>,
 }
 
 impl Conn {
@@ -136,7 +139,7 @@ impl Conn {
             in_end: 0,
             readable: true,
             closed: false,
-            failed: false,
+            failed: None,
         })
     }
 
@@ -191,9 +194,9 @@ impl Conn {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
                     self.closed = true;
-                    self.failed = true;
+                    self.failed = Some(cause_of(&e));
                 }
             }
         }
@@ -254,8 +257,8 @@ pub struct Tcp {
     conns: Vec<Vec<Conn>>,
     /// Frames to this rank itself, framed as on the wire.
     own: Vec<u8>,
-    /// Peers whose connections ended or failed.
-    lost: Vec<bool>,
+    /// Peers whose connections ended or failed, and how.
+    lost: Vec<Option<LossCause>>,
     /// Connections in all.
     conn_count: usize,
     /// Lost peers already reported to the runtime.
@@ -400,7 +403,7 @@ impl Tcp {
             events: Events::with_capacity(256),
             conns,
             own: Vec::new(),
-            lost: vec![false; ranks],
+            lost: vec![None; ranks],
             conn_count: ranks.saturating_sub(1) * stripes,
             reported: vec![false; ranks],
             next_stripe: 0,
@@ -413,8 +416,8 @@ impl Tcp {
         crate::exchange::local_job(ranks, |me, exchange| Tcp::open(me, ranks, exchange, config))
     }
 
-    fn lose(&mut self, peer: usize) {
-        self.lost[peer] = true;
+    fn lose(&mut self, peer: usize, cause: LossCause) {
+        self.lost[peer].get_or_insert(cause);
         for c in &mut self.conns[peer] {
             c.out.clear();
             c.out_at = 0;
@@ -486,6 +489,15 @@ fn check_handshake(
     Ok((rank, stripe))
 }
 
+/// How a socket error loses its peer: a timeout (`TCP_USER_TIMEOUT`, or
+/// keep-alive probes unanswered) means the peer went silent.
+fn cause_of(e: &io::Error) -> LossCause {
+    match e.kind() {
+        ErrorKind::TimedOut => LossCause::Silent,
+        _ => LossCause::Ended,
+    }
+}
+
 /// Connects, retrying while the listener is not there yet.
 fn connect_retrying(addr: &SocketAddr, within: Duration) -> io::Result<TcpStream> {
     let deadline = Instant::now() + within;
@@ -522,7 +534,7 @@ impl Transport for Tcp {
         if d >= self.ranks {
             return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
         }
-        if self.lost[d] {
+        if self.lost[d].is_some() {
             return Err(TransportError::PeerLost(dst));
         }
         let prefix = frame_prefix(header, payload);
@@ -541,8 +553,8 @@ impl Transport for Tcp {
         let c = &mut self.conns[d][stripe];
         let total = PREFIX + header.len() + payload.len();
         if c.queued() > 0 {
-            if c.flush().is_err() {
-                self.lose(d);
+            if let Err(e) = c.flush() {
+                self.lose(d, cause_of(&e));
                 return Err(TransportError::PeerLost(dst));
             }
             if c.queued() > 0 {
@@ -559,8 +571,8 @@ impl Transport for Tcp {
         let written = match c.stream.write_vectored(&parts) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
-            Err(_) => {
-                self.lose(d);
+            Err(e) => {
+                self.lose(d, cause_of(&e));
                 return Err(TransportError::PeerLost(dst));
             }
         };
@@ -606,11 +618,15 @@ impl Transport for Tcp {
         }
         // Queued bytes out.
         for peer in 0..self.ranks {
-            if self.lost[peer] {
+            if self.lost[peer].is_some() {
                 continue;
             }
-            if self.conns[peer].iter_mut().any(|c| c.queued() > 0 && c.flush().is_err()) {
-                self.lose(peer);
+            let broken = self.conns[peer]
+                .iter_mut()
+                .filter(|c| c.queued() > 0)
+                .find_map(|c| c.flush().err());
+            if let Some(e) = broken {
+                self.lose(peer, cause_of(&e));
             }
         }
         if self.conn_count <= DIRECT_READS {
@@ -623,34 +639,36 @@ impl Transport for Tcp {
             self.readiness(Some(Duration::ZERO));
         }
         for peer in 0..self.ranks {
-            if self.lost[peer] || self.conns[peer].is_empty() {
+            if self.lost[peer].is_some() || self.conns[peer].is_empty() {
                 continue;
             }
             let src = PeerId(peer as u32);
             let mut ended = 0;
-            let mut failed = false;
+            let mut failed = None;
             for c in &mut self.conns[peer] {
                 c.fill();
                 match c.deliver(src, sink) {
                     Ok(n) => events += n,
                     Err(why) => {
                         tracing::warn!("tcp: {why}; treating rank {peer} as lost");
-                        failed = true;
+                        failed = Some(LossCause::Ended);
                     }
                 }
                 if c.closed && c.in_at == c.in_end {
                     ended += 1;
-                    failed |= c.failed;
+                    failed = failed.or(c.failed);
                 }
             }
-            if ended == self.conns[peer].len() || failed {
-                self.lose(peer);
+            if let Some(cause) = failed {
+                self.lose(peer, cause);
+            } else if ended == self.conns[peer].len() {
+                self.lose(peer, LossCause::Ended);
             }
         }
         for peer in 0..self.ranks {
-            if self.lost[peer] && !self.reported[peer] {
+            if let (Some(cause), false) = (self.lost[peer], self.reported[peer]) {
                 self.reported[peer] = true;
-                sink(Event::PeerLost { peer: PeerId(peer as u32) });
+                sink(Event::PeerLost { peer: PeerId(peer as u32), cause });
                 events += 1;
             }
         }

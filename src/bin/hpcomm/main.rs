@@ -49,6 +49,11 @@ enum Command {
         /// End the job if it runs longer than this many seconds.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<f64>,
+        /// Once a rank has failed, how long the others may take to notice
+        /// it and end by themselves (reporting their errors) before they
+        /// are ended.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+        grace: f64,
         /// Prefix every line of output with its rank.
         #[arg(long)]
         tag_output: bool,
@@ -69,8 +74,10 @@ enum Command {
         /// List the cases and exit.
         #[arg(long)]
         list: bool,
-        /// For testing the launcher: this rank kills itself with SIGKILL
-        /// once the job has started.
+        /// For testing failure handling: every rank runs all_reduce calls
+        /// on 1 MiB, and this rank kills itself with SIGKILL before the
+        /// fourth; the others report the error their all_reduce returns
+        /// (`rank R: all_reduce N failed: …`) and exit with code 3.
         #[arg(long, value_name = "RANK")]
         crash: Option<usize>,
     },
@@ -100,6 +107,27 @@ enum Command {
     },
 }
 
+/// `selftest --crash VICTIM`: all_reduce calls until `victim` kills itself
+/// in the middle of them; the others' calls must fail with `PeerFailed`.
+fn crash_during_all_reduce(world: &hpcomm::Communicator, victim: usize) -> hpcomm::Result<()> {
+    use hpcomm::Collectives;
+    let send = vec![1.0f64; 1 << 17];
+    let mut recv = vec![0.0f64; 1 << 17];
+    for round in 0..1_000_000u64 {
+        if round == 3 && world.rank() == victim {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        if let Err(e) = world.all_reduce(&send, &mut recv, hpcomm::op::Sum) {
+            eprintln!("hpcomm selftest: rank {}: all_reduce {round} failed: {e}", world.rank());
+            std::process::exit(3);
+        }
+    }
+    Err(hpcomm::Error::Timeout { after: Duration::ZERO, what: "a failure that never came".into() })
+}
+
 /// Runs the self-test cases in this rank; rank 0 reports. Returns the exit
 /// code (a failing check panics, which ends the rank and so the job).
 fn selftest(names: &[String], list: bool, crash: Option<usize>) -> i32 {
@@ -124,16 +152,8 @@ fn selftest(names: &[String], list: bool, crash: Option<usize>) -> i32 {
     let outcome = (|| -> hpcomm::Result<()> {
         let universe = hpcomm::init()?;
         let world = universe.world();
-        if crash.is_some() {
-            // Make sure every rank has joined before one of them dies.
-            world.dup()?;
-            if crash == Some(world.rank()) {
-                let _ = rustix::process::kill_process(
-                    rustix::process::getpid(),
-                    rustix::process::Signal::KILL,
-                );
-            }
-            world.recv::<u8>(&mut [], hpcomm::Rank::ANY, 0)?;
+        if let Some(victim) = crash {
+            return crash_during_all_reduce(world, victim);
         }
         for c in &cases {
             let ran = c.run(world)?;
@@ -178,10 +198,15 @@ fn main() {
             bind,
             transport,
             timeout,
+            grace,
             tag_output,
             verbose,
             program,
         } => {
+            let Ok(grace) = Duration::try_from_secs_f64(grace) else {
+                eprintln!("hpcomm run: --grace must be a non-negative number of seconds");
+                std::process::exit(2);
+            };
             let timeout = match timeout.map(Duration::try_from_secs_f64) {
                 Some(Err(_)) => {
                     eprintln!("hpcomm run: --timeout must be a non-negative number of seconds");
@@ -211,6 +236,7 @@ fn main() {
                 bind,
                 transport,
                 timeout,
+                grace,
                 tag_output,
                 verbose,
                 program,

@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub bind: Option<std::net::IpAddr>,
     pub transport: String,
     pub timeout: Option<Duration>,
+    /// How long the other ranks may take to end by themselves once one
+    /// has failed.
+    pub grace: Duration,
     pub tag_output: bool,
     pub verbose: bool,
     pub program: Vec<String>,
@@ -215,8 +218,13 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     }
 
     let started = Instant::now();
+    // The first failure is the job's cause and decides the exit code; the
+    // other ranks then have `grace` to notice the loss and end by
+    // themselves (reporting their errors), before they are ended.
+    let mut cause: Option<(String, i32)> = None;
+    let mut grace_until = None;
     let code = loop {
-        let mut failure = None;
+        let mut failure: Option<(String, i32, bool)> = None;
         for (r, rank) in ranks.iter_mut().enumerate() {
             if rank.status.is_none() {
                 if let Ok(Some(status)) = rank.child.try_wait() {
@@ -236,13 +244,28 @@ fn launch(o: RunOptions) -> Result<i32, String> {
                 }
             }
         }
-        if let Some((message, code, _)) = failure {
-            eprintln!("hpcomm run: {message}; ending the job");
-            end_all(&mut ranks, group);
-            break code;
+        if let (None, Some((message, code, _))) = (&cause, failure) {
+            let running = ranks.iter().filter(|r| r.status.is_none()).count();
+            if running > 0 {
+                eprintln!(
+                    "hpcomm run: {message}; ending the job ({running} ranks left, {} s to end)",
+                    o.grace.as_secs_f64()
+                );
+            } else {
+                eprintln!("hpcomm run: {message}; ending the job");
+            }
+            cause = Some((message, code));
+            grace_until = Some(Instant::now() + o.grace);
         }
-        if ranks.iter().all(|r| r.status.is_some()) {
-            break 0;
+        let running = ranks.iter().filter(|r| r.status.is_none()).count();
+        if running == 0 {
+            break cause.map_or(0, |(_, code)| code);
+        }
+        if let (Some((_, code)), Some(until)) = (&cause, grace_until) {
+            if Instant::now() >= until {
+                end_all(&mut ranks, group);
+                break *code;
+            }
         }
         if stop.load(Ordering::Relaxed) {
             eprintln!("hpcomm run: interrupted; ending the job");
@@ -252,9 +275,8 @@ fn launch(o: RunOptions) -> Result<i32, String> {
         if let Some(limit) = o.timeout {
             if started.elapsed() >= limit {
                 eprintln!(
-                    "hpcomm run: the job did not finish within {} s (--timeout); ending its {} ranks",
+                    "hpcomm run: the job did not finish within {} s (--timeout); ending its {running} ranks",
                     limit.as_secs_f64(),
-                    ranks.iter().filter(|r| r.status.is_none()).count()
                 );
                 end_all(&mut ranks, group);
                 break 124;

@@ -33,7 +33,8 @@ use rustix::thread::futex;
 
 use crate::region::Regions;
 use crate::{
-    Capabilities, Event, Exchange, PeerId, RegionId, RemoteKey, Transport, TransportError,
+    Capabilities, Event, Exchange, LossCause, PeerId, RegionId, RemoteKey, Transport,
+    TransportError,
 };
 use ring::{Consumer, CtlRef, Data, Line, Producer, RingCtl, RECORD_HEADER};
 
@@ -546,7 +547,7 @@ impl Transport for Shm {
             if leaving && !self.lost[src] {
                 // Its ring is drained: everything it sent has been delivered.
                 self.lost[src] = true;
-                sink(Event::PeerLost { peer });
+                sink(Event::PeerLost { peer, cause: LossCause::Ended });
                 events += 1;
             }
         }
