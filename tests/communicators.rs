@@ -34,13 +34,14 @@ fn a_panicking_rank_fails_its_peers_operations() {
         let mut errors = errors.into_inner().unwrap();
         errors.sort_by_key(|e| e.0);
         assert_eq!(errors.len(), 2);
-        for (_, specific, any) in errors {
+        for (me, specific, any) in errors {
             assert_eq!(specific, Err(Error::PeerFailed { rank: 2 }));
             // The any-source receive fails because a member is gone: rank 2,
-            // or rank 0 if it already left after its own failed receives.
+            // or the other survivor if it already left after its own failed
+            // receives.
             assert!(
-                matches!(any, Err(Error::PeerFailed { rank: 0 | 2 })),
-                "any-source receive gave {any:?}"
+                matches!(any, Err(Error::PeerFailed { rank }) if rank != me),
+                "any-source receive of rank {me} gave {any:?}"
             );
         }
     });
@@ -81,7 +82,10 @@ fn a_rank_lost_during_all_reduce_fails_every_survivors_collective() {
             let outcomes = outcomes.into_inner().unwrap();
             assert_eq!(outcomes.len(), ranks - 1, "{outcomes:?}");
             for (rank, done, outcome) in outcomes {
-                assert!(done >= 3, "rank {rank} failed after {done} rounds");
+                // Rank 1 finished round 2, so every rank has finished round 0
+                // at least (a collective on a communicator with a lost member
+                // may fail even where the lost rank's part is done).
+                assert!(done >= 1, "rank {rank} failed after {done} rounds");
                 assert!(
                     matches!(outcome, Err(Error::PeerFailed { .. })),
                     "rank {rank}: {outcome:?}"

@@ -109,8 +109,10 @@ fn selftest_passes_over_tcp_processes() {
 
 /// A job across "hosts": network namespaces made by `ci/cluster.sh`, each
 /// with its own address, the ranks started in them with `--exec 'ip netns
-/// exec {host}'` and talking tcp between them; the whole suite passes on 2
-/// to 4 hosts with 1 or 2 ranks each, with one and with several stripes.
+/// exec {host}'`. The whole suite passes on 2 to 4 hosts with 1 or 2 ranks
+/// each: over tcp, with one and with several stripes; and with `--transport
+/// auto`, which uses shm between the ranks of a host and tcp between hosts
+/// (and plain tcp when every host has one rank).
 #[test]
 fn a_job_spans_network_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,13 +121,17 @@ fn a_job_spans_network_namespace_hosts() {
         let up = Command::new("bash").args([cluster, "up", "4"]).output().expect("run cluster.sh");
         assert!(up.status.success(), "ci/cluster.sh up 4: {}", text(&up.stderr));
         let exe = env!("CARGO_BIN_EXE_hpcomm");
-        let runs: [(&str, &str, Env); 3] = [
-            ("hpc1,hpc2", "2", &[]),
-            ("hpc1,hpc2,hpc3", "6", &[("HPCOMM_TCP_STRIPES", "3"), ("HPCOMM_EAGER_LIMIT", "2048")]),
-            ("hpc1,hpc2,hpc3,hpc4", "4", &[]),
+        let striped: Env = &[("HPCOMM_TCP_STRIPES", "3"), ("HPCOMM_EAGER_LIMIT", "2048")];
+        let runs: [(&str, &str, &str, &str, Env); 6] = [
+            ("hpc1,hpc2", "2", "tcp", "over tcp", &[]),
+            ("hpc1,hpc2,hpc3", "6", "tcp", "over tcp", striped),
+            ("hpc1,hpc2,hpc3,hpc4", "4", "tcp", "over tcp", &[]),
+            ("hpc1,hpc2", "4", "auto", "over shm+tcp", &[]),
+            ("hpc1,hpc2,hpc3", "6", "auto", "over shm+tcp", striped),
+            ("hpc1,hpc2,hpc3,hpc4", "4", "auto", "over tcp", &[]),
         ];
         let mut failures = Vec::new();
-        for (hosts, n, env) in runs {
+        for (hosts, n, transport, over, env) in runs {
             let args = [
                 "run",
                 "--hosts",
@@ -135,7 +141,7 @@ fn a_job_spans_network_namespace_hosts() {
                 "--bind",
                 "10.77.0.1",
                 "--transport",
-                "tcp",
+                transport,
                 "-n",
                 n,
                 "--timeout",
@@ -147,8 +153,9 @@ fn a_job_spans_network_namespace_hosts() {
             let (out, _) = run(&args, env);
             let stdout = text(&out.stdout);
             let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            if !out.status.success() || ok != selftest_cases() || !stdout.contains("over tcp") {
-                failures.push(format!("{hosts} × {n} {env:?}: {}\n{stdout}", text(&out.stderr)));
+            if !out.status.success() || ok != selftest_cases() || !stdout.contains(over) {
+                let stderr = text(&out.stderr);
+                failures.push(format!("{hosts} × {n} {transport} {env:?}: {stderr}\n{stdout}"));
             }
         }
         let down = Command::new("bash").args([cluster, "down"]).output().expect("run cluster.sh");
@@ -157,14 +164,55 @@ fn a_job_spans_network_namespace_hosts() {
     });
 }
 
+/// `--transport auto` on one machine with ranks told their node through
+/// `HPCOMM_NODE` (set by the `--exec` template): shm between the ranks of a
+/// node, tcp between nodes, and the whole suite passes on 3 ranks over 2
+/// nodes and 5 over 3; on a single node the job is plain shm.
+#[test]
+fn auto_transport_uses_shm_within_and_tcp_between_nodes() {
+    watchdog(600, "auto transport", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let runs = [
+            ("a,b", "3", "over shm+tcp)"),
+            ("a,b,c", "5", "over shm+tcp)"),
+            ("a", "3", "over shm)"),
+        ];
+        for (nodes, n, over) in runs {
+            let args = [
+                "run",
+                "--hosts",
+                nodes,
+                "--exec",
+                "env HPCOMM_NODE={host}",
+                "--bind",
+                "127.0.0.1",
+                "-n",
+                n,
+                "--timeout",
+                "300",
+                "--",
+                exe,
+                "selftest",
+            ];
+            let (out, _) = run(&args, &[]);
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{nodes} × {n}: {}\n{stdout}", text(&out.stderr));
+            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(ok, selftest_cases(), "{nodes} × {n}: {stdout}");
+            assert!(stdout.lines().all(|l| l.contains(over)), "{nodes} × {n}: {stdout}");
+        }
+    });
+}
+
 /// The namespace hosts of `ci/cluster.sh` are shared: one test at a time.
 static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What networks do, between namespace hosts over tcp: 10% of packets
 /// dropped at random (nftables) and a shaped link (`tc tbf`) still give
-/// correct results; a rank killed mid-job is named by the launcher, which
-/// ends the job at once; a link cut mid-transfer is a peer-failure error
-/// within `HPCOMM_TCP_TIMEOUT`, not a hang.
+/// correct results; a rank killed in the middle of all_reduce calls makes
+/// every survivor's all_reduce fail, and the launcher names it; a link cut
+/// mid-transfer is an `PeerUnresponsive` error within `HPCOMM_TCP_TIMEOUT`,
+/// not a hang.
 #[test]
 fn faults_between_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,8 +261,9 @@ EOF");
         let (shaped, _) = job(&cases);
         sh("ip netns exec hpc1 tc qdisc del dev eth0 root");
 
-        // Two ranks on each host: the survivors on the victim's host and
-        // on the other one all see their all_reduce fail.
+        // Two ranks on each host, shm between them and tcp between hosts:
+        // the survivors on the victim's host and on the other one all see
+        // their all_reduce fail.
         let (killed, took) = run(
             &[
                 "run",
@@ -225,7 +274,7 @@ EOF");
                 "--bind",
                 "10.77.0.1",
                 "--transport",
-                "tcp",
+                "auto",
                 "-n",
                 "4",
                 "--timeout",

@@ -118,6 +118,11 @@ pub struct Config {
     pub tcp_bind: Option<std::net::IpAddr>,
     /// How long a silent TCP peer is waited for before it is lost.
     pub tcp_timeout: Duration,
+    /// This rank's node for `--transport auto`, if set: ranks that name the
+    /// same node use shared memory between them, the others tcp. By
+    /// default the node is the host (host name, boot id, and the address
+    /// the rank reached the launcher from).
+    pub node: Option<String>,
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
     pub algorithms: BTreeMap<String, String>,
@@ -142,6 +147,7 @@ impl Default for Config {
             tcp_stripes: 1,
             tcp_bind: None,
             tcp_timeout: Duration::from_secs(30),
+            node: None,
             algorithms: BTreeMap::new(),
             launch: None,
         }
@@ -197,6 +203,12 @@ impl Config {
                 Error::Config(format!("HPCOMM_TCP_BIND={v:?} is not an IP address"))
             })?;
             config.tcp_bind = Some(ip);
+        }
+        if let Some(v) = lookup("HPCOMM_NODE") {
+            if v.trim().is_empty() {
+                return Err(Error::Config("HPCOMM_NODE is empty".into()));
+            }
+            config.node = Some(v.trim().to_string());
         }
         for name in FORCEABLE_COLLECTIVES {
             if let Some(v) = lookup(&format!("HPCOMM_{}", name.to_uppercase())) {
@@ -309,14 +321,18 @@ mod tests {
             ("HPCOMM_TCP_STRIPES", "4"),
             ("HPCOMM_TCP_BIND", "10.0.0.7"),
             ("HPCOMM_TCP_TIMEOUT", "3"),
+            ("HPCOMM_NODE", " rack1-a "),
         ]))
         .unwrap();
+        assert_eq!(c.node.as_deref(), Some("rack1-a"));
         assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
         assert_eq!(c.tcp_timeout, Duration::from_secs(3));
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_STRIPES", "0")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_TCP_STRIPES"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_BIND", "eth0")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_TCP_BIND"), "{e}");
+        let e = Config::from_lookup(env(&[("HPCOMM_NODE", " ")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_NODE"), "{e}");
     }
 
     #[test]

@@ -145,7 +145,11 @@ impl Job {
 /// The protocol state of an endpoint, apart from its transport.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// The limits that hold for every peer.
     limits: Limits,
+    /// The limits towards each peer (they differ when the transport
+    /// reaches some peers through shared memory and others over a network).
+    peer_limits: Vec<Limits>,
     ctxs: Vec<Option<CtxState>>,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -203,6 +207,9 @@ impl Engine {
         let caps = transport.capabilities().clone();
         let limits = Limits::new(&caps, eager_override);
         let n = transport.peer_count();
+        let peer_limits = (0..n as u32)
+            .map(|p| Limits::new(transport.peer_capabilities(PeerId(p)), eager_override))
+            .collect();
         Engine {
             transport,
             regions: Regions::new(),
@@ -210,6 +217,7 @@ impl Engine {
             tasks: Vec::new(),
             state: State {
                 limits,
+                peer_limits,
                 ctxs: Vec::new(),
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -244,7 +252,8 @@ impl Engine {
         tag: i32,
         bytes: &[u8],
     ) -> Result<bool> {
-        if !matches!(select(bytes.len(), &self.state.limits), Protocol::Inline | Protocol::Eager)
+        let limits = &self.state.peer_limits[peer.index()];
+        if !matches!(select(bytes.len(), limits), Protocol::Inline | Protocol::Eager)
             || !self.state.outbox.is_empty()
         {
             return Ok(false);
@@ -296,7 +305,7 @@ impl Engine {
             keep_region: false,
             ctx,
         });
-        match select(len, &self.state.limits) {
+        match select(len, &self.state.peer_limits[peer.index()]) {
             protocol @ (Protocol::Inline | Protocol::Eager) => {
                 let header = Header::Eager { msg, sync: sync.then(|| id.to_wire()) };
                 let (hbuf, hlen) = header_of(&header);
@@ -655,7 +664,7 @@ impl Engine {
                     let Some(src) = state.get(req).and_then(|r| r.region) else {
                         continue;
                     };
-                    let chunk = state.limits.max_payload;
+                    let chunk = state.peer_limits[peer.index()].max_payload;
                     let mut outcome = Ok(());
                     while offset < len {
                         let end = (offset + chunk).min(len);
@@ -707,7 +716,7 @@ fn transport_error(e: TransportError) -> Error {
 }
 
 impl State {
-    /// The thresholds in force.
+    /// The thresholds in force towards every peer.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -965,7 +974,7 @@ impl State {
         key: RemoteKey,
         read: bool,
     ) {
-        let max_read = self.limits.max_read;
+        let max_read = self.peer_limits[peer.index()].max_read;
         let Some(req) = self.slot(id) else { return };
         req.info = Completed { src: env.src, tag: env.tag, bytes: env.len };
         req.peer = Some(peer);
@@ -1002,6 +1011,22 @@ impl State {
             return;
         }
         let sreq = *sreq;
+        let ctx = req.ctx;
+        if ctx.is_collective()
+            && matches!(first.as_deref(), Some(Error::Transport(TransportError::InvalidRegion)))
+        {
+            // The sender withdrew its buffer: its collective has failed
+            // because a member was lost, which this rank will also notice
+            // soon. Until then the receive waits, so that it ends with the
+            // loss (from `peer_lost`) rather than a stray region error.
+            if let Some(p) = self.lost_member(ctx) {
+                let error = self.loss(p);
+                self.finish(regions, id, Err(error));
+            }
+            return;
+        }
+        let Some(req) = self.slot(id) else { return };
+        let Stage::Reading { error: first, .. } = &mut req.stage else { return };
         let result = match first.take() {
             Some(e) => Err(*e),
             None => Ok(req.info),

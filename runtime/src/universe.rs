@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
-use hpcomm_transport::{Backend, PeerId, Transport};
+use hpcomm_transport::{hybrid, Backend, PeerId, Transport};
 
 use crate::bootstrap::KvsClient;
 use crate::config::TransportChoice;
@@ -137,42 +137,63 @@ pub fn init() -> Result<Universe> {
     }
     let mut kvs = KvsClient::connect(&launch)?;
     let transport = match launch.transport {
-        TransportChoice::Auto | TransportChoice::Shm => {
-            let shm = ShmConfig {
-                ring_bytes: config.shm_ring_bytes,
-                cma: config.shm_cma,
-                ..ShmConfig::default()
-            };
-            let endpoint = Shm::open(launch.rank, launch.size, &mut kvs, &shm)
-                .map_err(|e| Error::Bootstrap(format!("shm transport: {e}")))?;
-            Backend::Shm(endpoint)
-        }
+        TransportChoice::Shm => Backend::Shm(
+            Shm::open(launch.rank, launch.size, &mut kvs, &shm_config(&config))
+                .map_err(|e| Error::Bootstrap(format!("shm transport: {e}")))?,
+        ),
         TransportChoice::Tcp => {
-            let mut tcp = TcpConfig {
-                stripes: config.tcp_stripes,
-                secret: launch.secret.clone(),
-                peer_timeout: config.tcp_timeout,
-                ..TcpConfig::default()
-            };
-            // Listen where the launcher reached us from, unless told: on
-            // one host that is 127.0.0.1, across hosts an address the
-            // others can reach too.
-            match (config.tcp_bind, kvs.local_ip()) {
-                (Some(bind), _) | (None, Some(bind)) => tcp.bind = bind,
-                (None, None) => {}
-            }
-            let endpoint = Tcp::open(launch.rank, launch.size, &mut kvs, &tcp)
-                .map_err(|e| Error::Bootstrap(format!("tcp transport: {e}")))?;
-            Backend::Tcp(endpoint)
+            let tcp = tcp_config(&config, &launch, &kvs);
+            Backend::Tcp(
+                Tcp::open(launch.rank, launch.size, &mut kvs, &tcp)
+                    .map_err(|e| Error::Bootstrap(format!("tcp transport: {e}")))?,
+            )
+        }
+        TransportChoice::Auto => {
+            let node = config.node.clone().unwrap_or_else(|| node_name(&kvs));
+            let tcp = tcp_config(&config, &launch, &kvs);
+            hybrid::open(launch.rank, launch.size, &node, &mut kvs, &shm_config(&config), &tcp)
+                .map_err(|e| Error::Bootstrap(format!("auto transport: {e}")))?
         }
         other => {
             return Err(Error::Bootstrap(format!(
-                "the {} transport is not part of this build yet; use --transport shm or tcp",
+                "the {} transport is not part of this build yet; use --transport auto, shm or tcp",
                 other.name()
             )))
         }
     };
     Ok(Universe::from_transport(transport, config))
+}
+
+fn shm_config(config: &Config) -> ShmConfig {
+    ShmConfig { ring_bytes: config.shm_ring_bytes, cma: config.shm_cma, ..ShmConfig::default() }
+}
+
+fn tcp_config(config: &Config, launch: &crate::config::Launch, kvs: &KvsClient) -> TcpConfig {
+    TcpConfig {
+        stripes: config.tcp_stripes,
+        secret: launch.secret.clone(),
+        peer_timeout: config.tcp_timeout,
+        // Listen where the launcher reached us from, unless told: on one
+        // host that is 127.0.0.1, across hosts an address the others can
+        // reach too.
+        bind: config.tcp_bind.or_else(|| kvs.local_ip()).unwrap_or(TcpConfig::default().bind),
+        ..TcpConfig::default()
+    }
+}
+
+/// The name of this rank's node for `--transport auto`: equal for ranks
+/// that can share memory. The host name and boot id tell hosts apart; the
+/// address this rank reached the launcher from tells network namespaces
+/// (and containers) on one host apart, which share neither loopback nor,
+/// often, /dev/shm.
+fn node_name(kvs: &KvsClient) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default().trim().to_string();
+    let ip = kvs.local_ip().map(|ip| ip.to_string()).unwrap_or_default();
+    format!(
+        "{}/{}/{ip}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    )
 }
 
 /// Whether this process was started by `hpcomm run` (so that [`init`]

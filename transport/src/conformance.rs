@@ -109,6 +109,14 @@ pub fn capabilities_are_consistent<T: Transport>(make: &impl Fn(usize) -> Vec<T>
             assert_eq!(ep.peer_id(), PeerId(i as u32));
             assert_eq!(ep.peer_count(), n);
             ep.capabilities().validate().unwrap();
+            for peer in 0..n as u32 {
+                let caps = ep.peer_capabilities(PeerId(peer));
+                caps.validate().unwrap();
+                // What holds for every peer holds for each.
+                let all = ep.capabilities();
+                assert!(all.max_payload <= caps.max_payload && all.eager_limit <= caps.eager_limit);
+                assert!(!all.rma_read || caps.rma_read);
+            }
         }
     }
 }
@@ -142,10 +150,12 @@ pub fn frames_arrive_intact<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     }
 }
 
-/// Oversized frames and unknown peers are error values.
+/// Oversized frames (for the limits towards that peer) and unknown peers
+/// are error values.
 pub fn invalid_frames_and_peers_are_errors<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     let mut eps = make(2);
-    let caps = eps[0].capabilities().clone();
+    let caps = eps[0].peer_capabilities(PeerId(1)).clone();
+    let readable = (0..2).any(|p| eps[0].peer_capabilities(PeerId(p)).rma_read);
     let big = vec![0u8; caps.max_payload + 1];
     assert!(matches!(
         eps[0].try_send(PeerId(1), b"h", &big),
@@ -160,7 +170,7 @@ pub fn invalid_frames_and_peers_are_errors<T: Transport>(make: &impl Fn(usize) -
         eps[0].try_send(PeerId(2), b"h", b""),
         Err(TransportError::InvalidPeer { .. })
     ));
-    if !caps.rma_read {
+    if !readable {
         let regions = Regions::new();
         let buf = [0u8; 8];
         regions.scope(|s| {
@@ -311,7 +321,7 @@ where
     F: Fn(usize) -> Vec<T>,
 {
     let mut eps = make(2);
-    if !eps[0].capabilities().rma_read {
+    if !eps[1].peer_capabilities(PeerId(0)).rma_read {
         return;
     }
     let mut reader = eps.pop().unwrap();
@@ -364,7 +374,8 @@ where
 /// never returns stale memory.
 pub fn revoked_regions_cannot_be_read<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     let mut eps = make(2);
-    if !eps[0].capabilities().rma_read || !eps[0].capabilities().revocable {
+    let caps = eps[1].peer_capabilities(PeerId(0));
+    if !caps.rma_read || !caps.revocable {
         return;
     }
     let regions = [Regions::new(), Regions::new()];

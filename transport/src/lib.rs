@@ -24,9 +24,11 @@
 //!
 //! Backends are modules of this crate and are reached through the [`Backend`]
 //! enum: [`loopback`] (ranks as threads of one process: the reference every
-//! other backend is tested against, with the generic [`conformance`] suite)
-//! and [`shm`] (processes of one host, through shared memory). Backends that
-//! need the job's bootstrap while they set up get it as an [`Exchange`].
+//! other backend is tested against, with the generic [`conformance`] suite),
+//! [`shm`] (processes of one host, through shared memory), [`tcp`] (processes
+//! on any hosts) and [`hybrid`] (shm within each host, tcp between hosts).
+//! Backends that need the job's bootstrap while they set up get it as an
+//! [`Exchange`].
 //!
 //! ```
 //! use hpcomm_transport::{loopback::Loopback, Event, PeerId, Regions, Transport};
@@ -52,6 +54,7 @@
 
 pub mod conformance;
 pub mod exchange;
+pub mod hybrid;
 pub mod loopback;
 pub mod region;
 pub mod shm;
@@ -256,6 +259,16 @@ pub trait Transport {
     /// The backend's capabilities and limits.
     fn capabilities(&self) -> &Capabilities;
 
+    /// The capabilities that hold between this endpoint and `peer`: the
+    /// same as [`capabilities`](Transport::capabilities) except in a
+    /// backend that reaches different peers through different fabrics
+    /// ([`hybrid`]: shm on this host, tcp to others), where `capabilities`
+    /// gives what holds for every peer.
+    fn peer_capabilities(&self, peer: PeerId) -> &Capabilities {
+        let _ = peer;
+        self.capabilities()
+    }
+
     /// This endpoint's index.
     fn peer_id(&self) -> PeerId;
 
@@ -308,8 +321,8 @@ pub trait Transport {
     ) -> Result<(), TransportError>;
 }
 
-/// The built-in backends, dispatched by `match`. New backends (tcp, ofi)
-/// are added as variants.
+/// The built-in backends, dispatched by `match`. New backends (ofi) are
+/// added as variants.
 #[derive(Debug)]
 pub enum Backend {
     /// Ranks as threads of one process.
@@ -318,6 +331,8 @@ pub enum Backend {
     Shm(shm::Shm),
     /// Processes on any hosts, over TCP.
     Tcp(tcp::Tcp),
+    /// Shared memory within each host, TCP between hosts.
+    Hybrid(Box<hybrid::Hybrid>),
 }
 
 macro_rules! dispatch {
@@ -326,6 +341,7 @@ macro_rules! dispatch {
             Backend::Loopback($t) => $e,
             Backend::Shm($t) => $e,
             Backend::Tcp($t) => $e,
+            Backend::Hybrid($t) => $e,
         }
     };
 }
@@ -333,6 +349,9 @@ macro_rules! dispatch {
 impl Transport for Backend {
     fn capabilities(&self) -> &Capabilities {
         dispatch!(self, t => t.capabilities())
+    }
+    fn peer_capabilities(&self, peer: PeerId) -> &Capabilities {
+        dispatch!(self, t => t.peer_capabilities(peer))
     }
     fn peer_id(&self) -> PeerId {
         dispatch!(self, t => t.peer_id())

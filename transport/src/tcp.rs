@@ -279,6 +279,23 @@ impl Tcp {
         exchange: &mut dyn Exchange,
         config: &TcpConfig,
     ) -> Result<Tcp, TransportError> {
+        Tcp::open_among(me, ranks, &vec![true; ranks], exchange, config)
+    }
+
+    /// [`open`](Tcp::open), connecting only to the peers `p` with
+    /// `reach[p]` (the others are reached another way: [`crate::hybrid`]).
+    /// Every rank must pass a `reach` that agrees with the others'.
+    pub fn open_among(
+        me: usize,
+        ranks: usize,
+        reach: &[bool],
+        exchange: &mut dyn Exchange,
+        config: &TcpConfig,
+    ) -> Result<Tcp, TransportError> {
+        if reach.len() != ranks {
+            return Err(setup("the reach mask must have one entry per rank"));
+        }
+        let reach = |p: usize| p != me && reach[p];
         let stripes = config.stripes.max(1);
         if config.eager_limit > config.max_payload {
             return Err(setup("the eager limit exceeds the largest frame payload"));
@@ -302,7 +319,7 @@ impl Tcp {
             (0..ranks).map(|_| (0..stripes).map(|_| None).collect()).collect();
 
         // Connect upwards, handshakes first (they sit in kernel buffers)...
-        for (peer, addr) in addrs.iter().enumerate().skip(me + 1) {
+        for (peer, addr) in addrs.iter().enumerate().skip(me + 1).filter(|(p, _)| reach(*p)) {
             for (stripe, slot) in streams[peer].iter_mut().enumerate() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let mut s = connect_retrying(addr, left)
@@ -313,7 +330,7 @@ impl Tcp {
             }
         }
         // ... accept everyone below, checking each ...
-        let expected = me * stripes;
+        let expected = (0..me).filter(|&p| reach(p)).count() * stripes;
         let mut accepted = 0;
         listener.set_nonblocking(true).map_err(|e| setup(e.to_string()))?;
         while accepted < expected {
@@ -331,6 +348,9 @@ impl Tcp {
                 Err(e) => return Err(setup(format!("accept: {e}"))),
             };
             match check_handshake(&mut s, me, stripes, &config.secret) {
+                Ok((peer, _)) if !reach(peer) => {
+                    tracing::warn!("refused {from}: rank {peer} is reached another way")
+                }
                 Ok((peer, stripe)) if streams[peer][stripe].is_none() => {
                     if s.write_all(b"K").is_ok() {
                         streams[peer][stripe] = Some(s);
@@ -347,7 +367,7 @@ impl Tcp {
         }
         drop(listener);
         // ... and collect the answers of those above.
-        for (peer, row) in streams.iter_mut().enumerate().skip(me + 1) {
+        for (peer, row) in streams.iter_mut().enumerate().skip(me + 1).filter(|(p, _)| reach(*p)) {
             for s in row.iter_mut().flatten() {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
@@ -366,7 +386,7 @@ impl Tcp {
         let mut conns = Vec::with_capacity(ranks);
         for (peer, row) in streams.into_iter().enumerate() {
             let mut list = Vec::new();
-            if peer != me {
+            if reach(peer) {
                 for (stripe, s) in row.into_iter().enumerate() {
                     let s = s.ok_or_else(|| setup(format!("no connection to rank {peer}")))?;
                     let mut c =
@@ -404,7 +424,7 @@ impl Tcp {
             conns,
             own: Vec::new(),
             lost: vec![None; ranks],
-            conn_count: ranks.saturating_sub(1) * stripes,
+            conn_count: (0..ranks).filter(|&p| reach(p)).count() * stripes,
             reported: vec![false; ranks],
             next_stripe: 0,
         })
@@ -422,6 +442,16 @@ impl Tcp {
             c.out.clear();
             c.out_at = 0;
         }
+    }
+
+    /// Whether `poll` would find something now (frames to itself, or a
+    /// socket with data), without waiting.
+    pub fn has_work(&mut self) -> bool {
+        if !self.own.is_empty() {
+            return true;
+        }
+        self.readiness(Some(Duration::ZERO));
+        self.conns.iter().flatten().any(|c| c.readable && !c.closed)
     }
 
     /// Marks the sockets the kernel reports readable, waiting up to
@@ -550,7 +580,9 @@ impl Transport for Tcp {
         } else {
             0
         };
-        let c = &mut self.conns[d][stripe];
+        let Some(c) = self.conns[d].get_mut(stripe) else {
+            return Err(TransportError::Unsupported("tcp (this peer is reached another way)"));
+        };
         let total = PREFIX + header.len() + payload.len();
         if c.queued() > 0 {
             if let Err(e) = c.flush() {

@@ -121,7 +121,10 @@ fn crash_during_all_reduce(world: &hpcomm::Communicator, victim: usize) -> hpcom
             );
         }
         if let Err(e) = world.all_reduce(&send, &mut recv, hpcomm::op::Sum) {
-            eprintln!("hpcomm selftest: rank {}: all_reduce {round} failed: {e}", world.rank());
+            // One write, so that the lines of several ranks do not mix.
+            let line =
+                format!("hpcomm selftest: rank {}: all_reduce {round} failed: {e}\n", world.rank());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             std::process::exit(3);
         }
     }

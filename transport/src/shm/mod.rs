@@ -417,6 +417,12 @@ impl Shm {
         crate::exchange::local_job(ranks, |me, exchange| Shm::open(me, ranks, exchange, config))
     }
 
+    /// Whether `poll` would find something now (a finished read, a frame
+    /// in a ring), without waiting.
+    pub fn has_work(&self) -> bool {
+        !self.completions.is_empty() || self.consumers.iter().any(|c| c.has_data())
+    }
+
     /// Wakes `dst` at once if it is visibly asleep; otherwise remembers to
     /// check again, with the store-load fence that makes the check exact, at
     /// the next `poll` or `wait` (once per round, not once per frame).
