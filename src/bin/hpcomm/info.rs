@@ -54,6 +54,8 @@ pub fn info() -> i32 {
         Err(e) => println!("  tcp: unavailable: {e}"),
     }
     println!("  ofi: not part of this build yet");
-    println!("hpcomm run --transport auto uses: shm");
+    println!(
+        "hpcomm run --transport auto uses: shm between the ranks of a host, tcp between hosts"
+    );
     0
 }
