@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 /// Which transport a launched job uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportChoice {
-    /// The best available: shm between ranks of one host.
+    /// The best available: shm between ranks of one host, tcp between hosts.
     Auto,
     /// Shared memory.
     Shm,
@@ -118,6 +118,10 @@ pub struct Config {
     pub tcp_bind: Option<std::net::IpAddr>,
     /// How long a silent TCP peer is waited for before it is lost.
     pub tcp_timeout: Duration,
+    /// The libfabric provider for `--transport ofi`, if set.
+    pub ofi_provider: Option<String>,
+    /// Ask the libfabric provider for EFA's `mr_mode` bits.
+    pub ofi_efa_mr_mode: bool,
     /// This rank's node for `--transport auto`, if set: ranks that name the
     /// same node use shared memory between them, the others tcp. By
     /// default the node is the host (host name, boot id, and the address
@@ -148,6 +152,8 @@ impl Default for Config {
             tcp_bind: None,
             tcp_timeout: Duration::from_secs(30),
             node: None,
+            ofi_provider: None,
+            ofi_efa_mr_mode: false,
             algorithms: BTreeMap::new(),
             launch: None,
         }
@@ -203,6 +209,23 @@ impl Config {
                 Error::Config(format!("HPCOMM_TCP_BIND={v:?} is not an IP address"))
             })?;
             config.tcp_bind = Some(ip);
+        }
+        if let Some(v) = lookup("HPCOMM_OFI_PROVIDER") {
+            let v = v.trim();
+            if !v.is_empty() {
+                config.ofi_provider = Some(v.to_string());
+            }
+        }
+        if let Some(v) = lookup("HPCOMM_OFI_MR_MODE") {
+            config.ofi_efa_mr_mode = match v.trim() {
+                "efa" => true,
+                "" | "provider" => false,
+                other => {
+                    return Err(Error::Config(format!(
+                        "HPCOMM_OFI_MR_MODE={other:?}: use efa (ask for EFA's mr_mode bits) or provider"
+                    )))
+                }
+            };
         }
         if let Some(v) = lookup("HPCOMM_NODE") {
             if v.trim().is_empty() {
@@ -322,8 +345,14 @@ mod tests {
             ("HPCOMM_TCP_BIND", "10.0.0.7"),
             ("HPCOMM_TCP_TIMEOUT", "3"),
             ("HPCOMM_NODE", " rack1-a "),
+            ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
+            ("HPCOMM_OFI_MR_MODE", "efa"),
         ]))
         .unwrap();
+        assert_eq!(c.ofi_provider.as_deref(), Some("tcp;ofi_rxm"));
+        assert!(c.ofi_efa_mr_mode);
+        let e = Config::from_lookup(env(&[("HPCOMM_OFI_MR_MODE", "all")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_OFI_MR_MODE"), "{e}");
         assert_eq!(c.node.as_deref(), Some("rack1-a"));
         assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
         assert_eq!(c.tcp_timeout, Duration::from_secs(3));

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
+use hpcomm_transport::ofi::{Ofi, OfiConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
 use hpcomm_transport::{hybrid, Backend, PeerId, Transport};
@@ -154,11 +155,16 @@ pub fn init() -> Result<Universe> {
             hybrid::open(launch.rank, launch.size, &node, &mut kvs, &shm_config(&config), &tcp)
                 .map_err(|e| Error::Bootstrap(format!("auto transport: {e}")))?
         }
-        other => {
-            return Err(Error::Bootstrap(format!(
-                "the {} transport is not part of this build yet; use --transport auto, shm or tcp",
-                other.name()
-            )))
+        TransportChoice::Ofi => {
+            let ofi = OfiConfig {
+                provider: config.ofi_provider.clone(),
+                efa_mr_mode: config.ofi_efa_mr_mode,
+                ..OfiConfig::default()
+            };
+            Backend::Ofi(Box::new(
+                Ofi::open(launch.rank, launch.size, &mut kvs, &ofi)
+                    .map_err(|e| Error::Bootstrap(format!("ofi transport: {e}")))?,
+            ))
         }
     };
     Ok(Universe::from_transport(transport, config))

@@ -50,9 +50,13 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
-/// Polls `ep` until `done` says so, collecting frames; panics at the deadline.
+/// Polls `eps[watch]` until `done` says so, collecting its frames, and
+/// polls the other endpoints too: `poll` is where a backend makes progress,
+/// and a sender's frames may move only when it polls (libfabric providers
+/// with manual progress). Panics at the deadline.
 fn poll_until<T: Transport>(
-    ep: &mut T,
+    eps: &mut [T],
+    watch: usize,
     regions: &Regions,
     frames: &mut Vec<Received>,
     others: &mut Vec<String>,
@@ -60,7 +64,17 @@ fn poll_until<T: Transport>(
     what: &str,
 ) {
     let start = Instant::now();
+    let idle = Regions::new();
     while !done(frames, others) {
+        for (i, ep) in eps.iter_mut().enumerate().filter(|(i, _)| *i != watch) {
+            ep.poll(&idle, &mut |ev| {
+                if let Event::Frame { .. } = ev {
+                    panic!("{what}: endpoint {i} got {ev:?}");
+                }
+            })
+            .unwrap_or_else(|e| panic!("{what}: poll failed: {e}"));
+        }
+        let ep = &mut eps[watch];
         ep.poll(regions, &mut |ev| match ev {
             Event::Frame { src, header, payload } => {
                 frames.push(Received { src, header: header.to_vec(), payload: payload.to_vec() })
@@ -135,7 +149,8 @@ pub fn frames_arrive_intact<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
             send_blocking(&mut eps[0], &regions[0], PeerId(dst), &header, &payload);
             let mut frames = Vec::new();
             poll_until(
-                &mut eps[dst as usize],
+                &mut eps,
+                dst as usize,
                 &regions[dst as usize],
                 &mut frames,
                 &mut Vec::new(),
@@ -228,7 +243,8 @@ pub fn back_pressure_is_a_return_value<T: Transport>(make: &impl Fn(usize) -> Ve
     }
     send_blocking(&mut eps[0], &regions[0], PeerId(1), &u64::MAX.to_le_bytes(), &payload);
     poll_until(
-        &mut eps[1],
+        &mut eps,
+        1,
         &regions[1],
         &mut frames,
         &mut Vec::new(),
@@ -353,7 +369,8 @@ where
         reader.start_read(&regions, PeerId(0), key, 60_000, id, 60_000, 40_000, 2).expect("read");
         let mut others = Vec::new();
         poll_until(
-            &mut reader,
+            std::slice::from_mut(&mut reader),
+            0,
             &regions,
             &mut Vec::new(),
             &mut others,
@@ -392,7 +409,8 @@ pub fn revoked_regions_cannot_be_read<T: Transport>(make: &impl Fn(usize) -> Vec
             Ok(()) => {
                 let mut others = Vec::new();
                 poll_until(
-                    &mut eps[1],
+                    &mut eps,
+                    1,
                     &regions[1],
                     &mut Vec::new(),
                     &mut others,
@@ -416,7 +434,7 @@ pub fn lost_peers_are_reported<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     drop(leaving);
     let mut frames = Vec::new();
     let mut others = Vec::new();
-    poll_until(&mut eps[0], &regions, &mut frames, &mut others, |_, o| !o.is_empty(), "peer loss");
+    poll_until(&mut eps, 0, &regions, &mut frames, &mut others, |_, o| !o.is_empty(), "peer loss");
     assert_eq!(others, vec!["lost 2".to_string()]);
     assert_eq!(frames.len(), 1, "the lost peer's last frame must arrive first");
     assert_eq!(frames[0].header, b"last words");

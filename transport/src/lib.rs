@@ -56,6 +56,7 @@ pub mod conformance;
 pub mod exchange;
 pub mod hybrid;
 pub mod loopback;
+pub mod ofi;
 pub mod region;
 pub mod shm;
 pub mod tcp;
@@ -321,8 +322,7 @@ pub trait Transport {
     ) -> Result<(), TransportError>;
 }
 
-/// The built-in backends, dispatched by `match`. New backends (ofi) are
-/// added as variants.
+/// The built-in backends, dispatched by `match`.
 #[derive(Debug)]
 pub enum Backend {
     /// Ranks as threads of one process.
@@ -333,6 +333,8 @@ pub enum Backend {
     Tcp(tcp::Tcp),
     /// Shared memory within each host, TCP between hosts.
     Hybrid(Box<hybrid::Hybrid>),
+    /// libfabric RDM endpoints (EFA and other providers).
+    Ofi(Box<ofi::Ofi>),
 }
 
 macro_rules! dispatch {
@@ -342,6 +344,7 @@ macro_rules! dispatch {
             Backend::Shm($t) => $e,
             Backend::Tcp($t) => $e,
             Backend::Hybrid($t) => $e,
+            Backend::Ofi($t) => $e,
         }
     };
 }

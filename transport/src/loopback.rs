@@ -341,8 +341,7 @@ impl Transport for Loopback {
             Ok(()) => Ok(RemoteKey { addr: 0, key }),
             Err(exposure) => {
                 // The region vanished between the two calls: undo.
-                let Exposure::Loopback(guard) = exposure;
-                guard.revoke();
+                exposure.revoke();
                 Err(TransportError::InvalidRegion)
             }
         }

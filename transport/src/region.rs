@@ -50,12 +50,14 @@ pub struct RemoteKey {
 #[derive(Debug)]
 pub(crate) enum Exposure {
     Loopback(loopback::WindowGuard),
+    Ofi(crate::ofi::MrGuard),
 }
 
 impl Exposure {
-    fn revoke(self) {
+    pub(crate) fn revoke(self) {
         match self {
             Exposure::Loopback(guard) => guard.revoke(),
+            Exposure::Ofi(guard) => guard.revoke(),
         }
     }
 }
@@ -258,6 +260,16 @@ impl Regions {
     /// backend that exposes it.
     pub(crate) fn raw(&self, id: RegionId) -> Option<(NonNull<u8>, usize, bool)> {
         self.table.borrow().entry(id).map(|e| (e.ptr, e.len, e.writable))
+    }
+
+    /// Runs `f` on the exposure attached to a live region (`None` when it
+    /// has none); `None` when the region is gone.
+    pub(crate) fn with_exposure<R>(
+        &self,
+        id: RegionId,
+        f: impl FnOnce(Option<&Exposure>) -> R,
+    ) -> Option<R> {
+        self.table.borrow().entry(id).map(|e| f(e.exposure.as_ref()))
     }
 
     /// Attaches a backend's exposure to a live region; it is revoked when the

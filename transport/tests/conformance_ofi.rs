@@ -1,0 +1,54 @@
+//! The transport conformance suite over libfabric (Debian's libfabric1):
+//! `tcp;ofi_rxm` (reads through FI_RMA), `shm`, and `udp;ofi_rxd`, which
+//! like EFA's SRD builds reliable delivery over unreliable datagrams; and
+//! runs that act as if the provider had asked for EFA's `mr_mode` bits.
+
+use hpcomm_transport::conformance;
+use hpcomm_transport::ofi::{Ofi, OfiConfig};
+
+/// One libfabric job at a time in this process: libfabric 1.17 crashes
+/// when several jobs' endpoints open and close concurrently in one process
+/// (each rank of a real job is a process of its own).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn suite(provider: &str, efa_mr_mode: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = OfiConfig { provider: Some(provider.into()), efa_mr_mode, ..OfiConfig::default() };
+    conformance::run_all(|n| {
+        Ofi::local_job(n, &config).unwrap_or_else(|e| panic!("{provider}: {e}"))
+    });
+}
+
+#[test]
+fn ofi_tcp_rxm() {
+    suite("tcp;ofi_rxm", false);
+}
+
+#[test]
+fn ofi_shm() {
+    suite("shm", false);
+}
+
+#[test]
+fn ofi_udp_rxd() {
+    suite("udp;ofi_rxd", false);
+}
+
+#[test]
+fn ofi_tcp_rxm_with_efa_mr_mode() {
+    suite("tcp;ofi_rxm", true);
+}
+
+#[test]
+fn ofi_shm_with_efa_mr_mode() {
+    suite("shm", true);
+}
+
+/// A provider that does not exist is a clear set-up error.
+#[test]
+fn an_unknown_provider_is_a_clear_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = OfiConfig { provider: Some("no-such-provider".into()), ..OfiConfig::default() };
+    let e = Ofi::local_job(2, &config).unwrap_err().to_string();
+    assert!(e.contains("no RDM provider \"no-such-provider\""), "{e}");
+}
