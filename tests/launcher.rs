@@ -204,6 +204,57 @@ fn auto_transport_uses_shm_within_and_tcp_between_nodes() {
     });
 }
 
+/// The whole suite over libfabric (Debian's libfabric1) as 2 to 4
+/// processes, on `tcp;ofi_rxm`, `shm` and `udp;ofi_rxd`, and on
+/// `tcp;ofi_rxm` asked for EFA's `mr_mode` bits.
+#[test]
+fn the_suite_passes_over_ofi_providers() {
+    watchdog(900, "ofi suite", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let runs: [(&str, &str, &str); 5] = [
+            ("tcp;ofi_rxm", "", "2"),
+            ("tcp;ofi_rxm", "efa", "3"),
+            ("shm", "", "4"),
+            ("shm", "efa", "2"),
+            ("udp;ofi_rxd", "", "3"),
+        ];
+        for (provider, mr_mode, n) in runs {
+            let env = [("HPCOMM_OFI_PROVIDER", provider), ("HPCOMM_OFI_MR_MODE", mr_mode)];
+            let args =
+                ["run", "-n", n, "--transport", "ofi", "--timeout", "300", "--", exe, "selftest"];
+            let (out, _) = run(&args, &env);
+            let stdout = text(&out.stdout);
+            let what = format!("{provider} {mr_mode} × {n}");
+            assert!(out.status.success(), "{what}: {}\n{stdout}", text(&out.stderr));
+            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+            assert_eq!(ok, selftest_cases(), "{what}: {stdout}");
+            assert!(stdout.contains("over ofi)"), "{what}: {stdout}");
+        }
+    });
+}
+
+/// Clear errors from the ofi transport: libfabric missing, and a provider
+/// that does not exist.
+#[test]
+fn ofi_set_up_errors_are_clear() {
+    watchdog(120, "ofi errors", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let args = ["run", "-n", "2", "--transport", "ofi", "--", exe, "selftest", "self"];
+        let (missing, _) = run(&args, &[("HPCOMM_LIBFABRIC", "/nonexistent/libfabric.so.1")]);
+        let err = text(&missing.stderr);
+        assert!(!missing.status.success(), "{err}");
+        assert!(err.contains("libfabric not found") && err.contains("HPCOMM_LIBFABRIC"), "{err}");
+        let (unknown, _) = run(&args, &[("HPCOMM_OFI_PROVIDER", "verbs-nowhere")]);
+        let err = text(&unknown.stderr);
+        assert!(!unknown.status.success(), "{err}");
+        assert!(err.contains("no RDM provider \"verbs-nowhere\""), "{err}");
+        // Every other transport still works without libfabric.
+        let shm = ["run", "-n", "2", "--transport", "shm", "--", exe, "selftest", "self"];
+        let (fine, _) = run(&shm, &[("HPCOMM_LIBFABRIC", "/nonexistent/libfabric.so.1")]);
+        assert!(fine.status.success(), "{}", text(&fine.stderr));
+    });
+}
+
 /// The namespace hosts of `ci/cluster.sh` are shared: one test at a time.
 static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -52,3 +52,23 @@ fn an_unknown_provider_is_a_clear_error() {
     let e = Ofi::local_job(2, &config).unwrap_err().to_string();
     assert!(e.contains("no RDM provider \"no-such-provider\""), "{e}");
 }
+
+/// A peer address that cannot go into the address vector is a set-up
+/// error that names the rank.
+#[test]
+fn a_bad_peer_address_is_a_clear_error() {
+    use hpcomm_transport::exchange::{Exchange, Local};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exchange = Local::new(2);
+    let config = OfiConfig { provider: Some("tcp;ofi_rxm".into()), ..OfiConfig::default() };
+    let mut impostor = exchange.clone();
+    let fake = std::thread::spawn(move || {
+        impostor.put("ofi-0", b"bad").unwrap();
+        let _ = impostor.fence();
+    });
+    let mut mine = exchange.clone();
+    let e = Ofi::open(1, 2, &mut mine, &config).unwrap_err().to_string();
+    exchange.abort("done");
+    fake.join().unwrap();
+    assert!(e.contains("rank 0 published an address of 3 bytes"), "{e}");
+}

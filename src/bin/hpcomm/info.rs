@@ -29,6 +29,59 @@ fn ptrace_scope() -> String {
     }
 }
 
+/// The libfabric part: the library, its RDM providers, and the one
+/// `--transport ofi` would use with the current settings.
+fn ofi() {
+    use hpcomm_transport::ofi::{self, Ofi, OfiConfig};
+    let api = match ofi::api::api() {
+        Ok(api) => api,
+        Err(e) => {
+            println!("  ofi: unavailable: {e}");
+            return;
+        }
+    };
+    let (major, minor) = api.version();
+    println!("  ofi: libfabric {major}.{minor} from {}", api.path);
+    match ofi::providers() {
+        Ok(list) if list.is_empty() => println!("    no RDM provider found"),
+        Ok(list) => {
+            println!("    RDM providers (libfabric's order of preference):");
+            for p in list {
+                let max = match p.max_msg_size {
+                    m if m >= 1 << 48 => "any size".to_string(),
+                    m => format!("up to {m} B"),
+                };
+                println!(
+                    "      {:<14} {:<16} {:<6} inject {:>6} B, messages {max}, reads {}, mr_mode {:#x}",
+                    p.name,
+                    p.fabric,
+                    p.domain,
+                    p.inject_size,
+                    if p.rma { "yes" } else { "no" },
+                    p.mr_mode
+                );
+            }
+        }
+        Err(e) => println!("    cannot list providers: {e}"),
+    }
+    let config = OfiConfig {
+        provider: std::env::var("HPCOMM_OFI_PROVIDER").ok().filter(|p| !p.is_empty()),
+        efa_mr_mode: std::env::var("HPCOMM_OFI_MR_MODE").is_ok_and(|m| m == "efa"),
+        ..OfiConfig::default()
+    };
+    match Ofi::local_job(1, &config) {
+        Ok(job) => {
+            println!(
+                "    chosen: {}, mr_mode {:#x} (HPCOMM_OFI_PROVIDER or FI_PROVIDER to change)",
+                job[0].provider(),
+                job[0].mr_mode()
+            );
+            print_caps(job[0].capabilities());
+        }
+        Err(e) => println!("    unusable: {e}"),
+    }
+}
+
 /// Prints the report; returns the exit code.
 pub fn info() -> i32 {
     println!("hpcomm {}", env!("CARGO_PKG_VERSION"));
@@ -53,7 +106,7 @@ pub fn info() -> i32 {
         }
         Err(e) => println!("  tcp: unavailable: {e}"),
     }
-    println!("  ofi: not part of this build yet");
+    ofi();
     println!(
         "hpcomm run --transport auto uses: shm between the ranks of a host, tcp between hosts"
     );

@@ -578,8 +578,8 @@ impl Ofi {
         name.truncate(len);
         exchange.put(&format!("ofi-{me}"), &name).map_err(setup)?;
         exchange.fence().map_err(setup)?;
-        ofi.addrs = vec![0; ranks];
-        for r in 0..ranks {
+        let mut addrs = vec![0; ranks];
+        for (r, slot) in addrs.iter_mut().enumerate() {
             let peer = exchange.get(&format!("ofi-{r}")).map_err(setup)?;
             if peer.len() != len {
                 return Err(setup(format!(
@@ -594,7 +594,7 @@ impl Ofi {
                     ofi.av,
                     peer.as_ptr().cast(),
                     1,
-                    &mut ofi.addrs[r],
+                    slot,
                     0,
                     std::ptr::null_mut(),
                 )
@@ -606,6 +606,8 @@ impl Ofi {
                 )));
             }
         }
+        // Only now does the endpoint talk to peers (and say goodbye).
+        ofi.addrs = addrs;
         exchange.fence().map_err(setup)?;
         if prov.contains("ofi_rxm") || prov.contains("ofi_rxd") || prov == "shm" {
             ofi.connect_all()?;
@@ -689,6 +691,11 @@ impl Ofi {
     /// The provider in use.
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// The `mr_mode` bits the provider works with.
+    pub fn mr_mode(&self) -> u64 {
+        self.mr_mode
     }
 
     /// Whether the provider (or the configuration) asks for `bit` of
@@ -1254,7 +1261,7 @@ impl Drop for Ofi {
     fn drop(&mut self) {
         // Tell every live peer how many frames to expect, then let the
         // sends finish (bounded), then close everything in order.
-        if !self.ep.is_null() {
+        if self.addrs.len() == self.ranks {
             // First learn which peers have left already (their goodbyes may
             // be queued): sending to a peer whose endpoint is closed is not
             // safe on every provider (shm within one process).
