@@ -814,9 +814,9 @@ impl Ofi {
     /// else to `ready`; sends free their buffers; reads are recorded.
     /// Returns how many frames went to `sink`.
     fn reap(&mut self, mut sink: Option<&mut dyn FnMut(Event<'_>)>) -> usize {
-        let mut entries: [fi_cq_msg_entry; CQ_BATCH] =
-            // SAFETY: plain data; zero is a valid value.
-            unsafe { std::mem::zeroed() };
+        // Not zeroed: this runs on every poll, and the provider writes the
+        // entries it returns.
+        let mut entries = [const { std::mem::MaybeUninit::<fi_cq_msg_entry>::uninit() }; CQ_BATCH];
         // SAFETY: the queue is live; `entries` has room for CQ_BATCH.
         let n = unsafe {
             ((*(*self.cq).ops).read.expect("cq read"))(
@@ -834,6 +834,8 @@ impl Ofi {
             return 0;
         }
         for e in &entries[..n as usize] {
+            // SAFETY: the provider wrote the first `n` entries.
+            let e = unsafe { e.assume_init_ref() };
             match self.op_of(e.op_context) {
                 Some(Op::Recv(b)) => match sink.as_deref_mut() {
                     Some(sink) => delivered += self.deliver(b, e.len, sink),
