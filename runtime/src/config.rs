@@ -122,6 +122,8 @@ pub struct Config {
     pub ofi_provider: Option<String>,
     /// Ask the libfabric provider for EFA's `mr_mode` bits.
     pub ofi_efa_mr_mode: bool,
+    /// Use the libfabric provider's RMA reads for large messages.
+    pub ofi_reads: bool,
     /// This rank's node for `--transport auto`, if set: ranks that name the
     /// same node use shared memory between them, the others tcp. By
     /// default the node is the host (host name, boot id, and the address
@@ -154,6 +156,7 @@ impl Default for Config {
             node: None,
             ofi_provider: None,
             ofi_efa_mr_mode: false,
+            ofi_reads: true,
             algorithms: BTreeMap::new(),
             launch: None,
         }
@@ -226,6 +229,9 @@ impl Config {
                     )))
                 }
             };
+        }
+        if let Some(v) = parse::<u8>(&lookup, "HPCOMM_OFI_READS")? {
+            config.ofi_reads = v != 0;
         }
         if let Some(v) = lookup("HPCOMM_NODE") {
             if v.trim().is_empty() {
@@ -347,8 +353,10 @@ mod tests {
             ("HPCOMM_NODE", " rack1-a "),
             ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
             ("HPCOMM_OFI_MR_MODE", "efa"),
+            ("HPCOMM_OFI_READS", "0"),
         ]))
         .unwrap();
+        assert!(!c.ofi_reads);
         assert_eq!(c.ofi_provider.as_deref(), Some("tcp;ofi_rxm"));
         assert!(c.ofi_efa_mr_mode);
         let e = Config::from_lookup(env(&[("HPCOMM_OFI_MR_MODE", "all")])).unwrap_err();

@@ -159,6 +159,7 @@ pub fn init() -> Result<Universe> {
             let ofi = OfiConfig {
                 provider: config.ofi_provider.clone(),
                 efa_mr_mode: config.ofi_efa_mr_mode,
+                reads: config.ofi_reads,
                 ..OfiConfig::default()
             };
             Backend::Ofi(Box::new(

@@ -24,6 +24,16 @@ fn ofi_tcp_rxm() {
     suite("tcp;ofi_rxm", false);
 }
 
+/// `tcp;ofi_rxm` as a provider without reads: the backend offers no
+/// single-copy rendezvous, and `expose` is an error.
+#[test]
+fn ofi_tcp_rxm_without_reads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config =
+        OfiConfig { provider: Some("tcp;ofi_rxm".into()), reads: false, ..OfiConfig::default() };
+    conformance::run_all(|n| Ofi::local_job(n, &config).expect("tcp;ofi_rxm job"));
+}
+
 #[test]
 fn ofi_shm() {
     suite("shm", false);

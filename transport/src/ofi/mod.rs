@@ -85,9 +85,12 @@ const KIND_FRAME: u8 = 1;
 const KIND_BYE: u8 = 2;
 const KIND_HELLO: u8 = 3;
 /// Completions read at a time.
-const CQ_BATCH: usize = 64;
+const CQ_BATCH: usize = 16;
 /// Reads in flight at once.
 const MAX_READS: usize = 256;
+/// Receive buffers that may wait for an idle poll before they are posted
+/// again (of at least 8).
+const REPOST_AT: usize = 4;
 /// The `mr_mode` bits the EFA provider asks for.
 pub const EFA_MR_MODE: u64 =
     (FI_MR_LOCAL | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_VIRT_ADDR) as u64;
@@ -108,6 +111,10 @@ pub struct OfiConfig {
     pub eager_limit: usize,
     /// Largest frame payload (at most the provider's message size).
     pub max_payload: usize,
+    /// Whether to use the provider's RMA reads for the single-copy
+    /// rendezvous (where it offers them); without, large messages are
+    /// pipelined in frames, as on a provider without `FI_RMA`.
+    pub reads: bool,
     /// Receive buffers posted.
     pub rx_buffers: usize,
     /// Send buffers.
@@ -121,6 +128,7 @@ impl Default for OfiConfig {
             efa_mr_mode: false,
             eager_limit: 16 << 10,
             max_payload: 64 << 10,
+            reads: true,
             rx_buffers: 64,
             tx_buffers: 64,
         }
@@ -329,6 +337,8 @@ pub struct Ofi {
     rx: Slab,
     /// Receives completed while sending, not yet handed up: (buffer, length).
     ready: VecDeque<(usize, usize)>,
+    /// Receive buffers handed up, to post again.
+    to_repost: Vec<usize>,
     tx: Slab,
     tx_free: Vec<usize>,
     tx_peer: Vec<u32>,
@@ -455,6 +465,7 @@ impl Ofi {
                 contexts: Box::new([]),
                 rx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
                 ready: VecDeque::new(),
+                to_repost: Vec::new(),
                 tx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
                 tx_free: Vec::new(),
                 tx_peer: Vec::new(),
@@ -538,7 +549,7 @@ impl Ofi {
             )));
         }
         let eager_limit = config.eager_limit.min(max_payload);
-        let rma = described.rma;
+        let rma = described.rma && config.reads;
         ofi.frame_size = PREFIX + MAX_HEADER + max_payload;
         ofi.caps.max_payload = max_payload;
         ofi.caps.eager_limit = eager_limit;
@@ -917,10 +928,23 @@ impl Ofi {
                 }
             }
         }
-        if let Err(e) = self.post_recv(b) {
-            tracing::warn!("ofi: {e}");
+        // Reposting costs a call into the provider (and its locks): it is
+        // left for an idle poll, off the path of the next message, unless
+        // few buffers remain posted.
+        self.to_repost.push(b);
+        if self.to_repost.len() > REPOST_AT {
+            self.repost();
         }
         delivered
+    }
+
+    /// Posts the receive buffers the runtime has finished with.
+    fn repost(&mut self) {
+        while let Some(b) = self.to_repost.pop() {
+            if let Err(e) = self.post_recv(b) {
+                tracing::warn!("ofi: {e}");
+            }
+        }
     }
 
     /// Sends one message of `parts` to `dst`: by inject when it fits,
@@ -1122,6 +1146,9 @@ impl Transport for Ofi {
             events += self.deliver(b, len, sink);
         }
         events += self.reap(Some(sink));
+        if events == 0 && !self.to_repost.is_empty() {
+            self.repost();
+        }
         while let Some((token, error)) = self.done_reads.pop_front() {
             sink(match error {
                 None => Event::ReadDone { token },
@@ -1142,6 +1169,7 @@ impl Transport for Ofi {
     fn wait(&mut self, timeout: Duration) {
         // The completion queue has no wait object (EFA offers none), so an
         // idle rank naps briefly instead.
+        self.repost();
         if self.own.is_empty() && self.ready.is_empty() && self.done_reads.is_empty() {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
         }
@@ -1292,10 +1320,20 @@ impl Drop for Ofi {
                 }
             }
             let ntx = self.tx.mem.len() / self.frame_size.max(1);
+            // Wait for the sends to complete: at most 2 s, and no longer
+            // than 200 ms without one completing (a peer that is itself
+            // closing will not acknowledge what is left; everything has been
+            // handed to the provider by then).
             let deadline = Instant::now() + Duration::from_secs(2);
+            let (mut free, mut moved) = (self.tx_free.len(), Instant::now());
             while self.tx_free.len() < ntx && Instant::now() < deadline {
                 self.post_sends();
                 self.reap(None);
+                if self.tx_free.len() != free {
+                    (free, moved) = (self.tx_free.len(), Instant::now());
+                } else if self.unposted.is_empty() && moved.elapsed() > Duration::from_millis(200) {
+                    break;
+                }
                 std::thread::yield_now();
             }
             // Some providers complete injected sends only with progress.
