@@ -215,7 +215,10 @@ fn the_suite_passes_over_ofi_providers() {
         let runs: [(&str, &str, &str, &str); 6] = [
             ("tcp;ofi_rxm", "", "1", "2"),
             ("tcp;ofi_rxm", "efa", "1", "3"),
-            ("tcp;ofi_rxm", "", "0", "4"),
+            // Pipelined rendezvous over a manual-progress provider needs
+            // both ranks to run: with 4 ranks on 2 busy cores it takes
+            // minutes, so 2 ranks here.
+            ("tcp;ofi_rxm", "", "0", "2"),
             ("shm", "", "1", "4"),
             ("shm", "efa", "1", "2"),
             ("udp;ofi_rxd", "", "1", "3"),
@@ -541,9 +544,10 @@ fn check_crash(out: &Output, ranks: usize, victim: usize) {
         "{stderr}"
     );
     for r in (0..ranks).filter(|&r| r != victim) {
+        let report = format!("hpcomm selftest: rank {r}: all_reduce ");
         let line = stderr
             .lines()
-            .find(|l| l.starts_with(&format!("hpcomm selftest: rank {r}: all_reduce ")))
+            .find_map(|l| l.find(&report).map(|at| &l[at..]))
             .unwrap_or_else(|| panic!("rank {r} reported no failure:\n{stderr}"));
         assert!(line.contains("failed or exited"), "{line}");
     }

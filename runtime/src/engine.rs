@@ -262,13 +262,15 @@ impl Engine {
             return Err(self.state.loss(peer));
         }
         self.state.check_collective(ctx)?;
-        let seq = *self.state.seq_slot(ctx, dst);
+        let Engine { transport, state, .. } = self;
+        let slot = state.seq_slot(ctx, dst);
+        let seq = *slot;
         let (hbuf, hlen) =
             header_of(&Header::Eager { msg: MessageHeader { ctx, src: me, tag, seq }, sync: None });
-        match self.transport.try_send(peer, &hbuf[..hlen as usize], bytes) {
+        match transport.try_send(peer, &hbuf[..hlen as usize], bytes) {
             Ok(()) => {
                 // The sequence number is spent only once the frame is out.
-                *self.state.seq_slot(ctx, dst) = seq.wrapping_add(1);
+                *slot = seq.wrapping_add(1);
                 Ok(true)
             }
             Err(TransportError::WouldBlock) => Ok(false),
@@ -700,12 +702,26 @@ impl Engine {
 
 /// The state of context `ctx` in `ctxs`, made on first use (a peer may send
 /// on a communicator before this rank has created it).
+/// The lookup is on the path of every message; making a context is not.
+#[inline]
 fn context_in(ctxs: &mut Vec<Option<CtxState>>, ctx: ContextId) -> &mut CtxState {
     let i = ctx.0 as usize;
+    if !matches!(ctxs.get(i), Some(Some(_))) {
+        context_new(ctxs, i);
+    }
+    match &mut ctxs[i] {
+        Some(c) => c,
+        None => unreachable!("made above"),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn context_new(ctxs: &mut Vec<Option<CtxState>>, i: usize) {
     if i >= ctxs.len() {
         ctxs.resize_with(i + 1, || None);
     }
-    ctxs[i].get_or_insert_with(CtxState::default)
+    ctxs[i].get_or_insert_with(CtxState::default);
 }
 
 fn transport_error(e: TransportError) -> Error {
@@ -721,11 +737,13 @@ impl State {
         &self.limits
     }
 
+    #[inline]
     fn ctx(&mut self, ctx: ContextId) -> &mut CtxState {
         context_in(&mut self.ctxs, ctx)
     }
 
     /// The next sequence number for messages to `dst` on `ctx`.
+    #[inline]
     fn seq_slot(&mut self, ctx: ContextId, dst: u32) -> &mut u32 {
         let seqs = &mut self.ctx(ctx).send_seq;
         if dst as usize >= seqs.len() {

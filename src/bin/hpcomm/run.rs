@@ -13,6 +13,15 @@ use rustix::process::{kill_process_group, Pid, Signal};
 
 use crate::kvs::Kvs;
 
+/// Prints `hpcomm run: MESSAGE` on stderr with one write, so that it does
+/// not interleave with the lines the ranks write at the same time.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!("hpcomm run: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 /// What `hpcomm run` was asked to do.
 pub struct RunOptions {
     pub ranks: usize,
@@ -97,7 +106,7 @@ fn drain_relays(done: &mpsc::Receiver<()>, count: usize, limit: Duration) {
     for _ in 0..count {
         let left = deadline.saturating_duration_since(Instant::now());
         if done.recv_timeout(left).is_err() {
-            eprintln!("hpcomm run: some output may be missing (a pipe stayed open)");
+            say!("some output may be missing (a pipe stayed open)");
             return;
         }
     }
@@ -108,7 +117,7 @@ pub fn run(options: RunOptions) -> i32 {
     match launch(options) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("hpcomm run: {message}");
+            say!("{message}");
             1
         }
     }
@@ -143,8 +152,8 @@ fn launch(o: RunOptions) -> Result<i32, String> {
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
     if o.verbose {
-        eprintln!(
-            "hpcomm run: job {job}: {} ranks of {program} over {}, key-value server at {}",
+        say!(
+            "job {job}: {} ranks of {program} over {}, key-value server at {}",
             o.ranks,
             o.transport,
             kvs.addr()
@@ -211,7 +220,7 @@ fn launch(o: RunOptions) -> Result<i32, String> {
             Err(e) => {
                 end_all(&mut ranks, group);
                 cleanup(&job);
-                eprintln!("hpcomm run: cannot start {program}: {e}");
+                say!("cannot start {program}: {e}");
                 return Ok(127);
             }
         }
@@ -247,12 +256,12 @@ fn launch(o: RunOptions) -> Result<i32, String> {
         if let (None, Some((message, code, _))) = (&cause, failure) {
             let running = ranks.iter().filter(|r| r.status.is_none()).count();
             if running > 0 {
-                eprintln!(
-                    "hpcomm run: {message}; ending the job ({running} ranks left, {} s to end)",
+                say!(
+                    "{message}; ending the job ({running} ranks left, {} s to end)",
                     o.grace.as_secs_f64()
                 );
             } else {
-                eprintln!("hpcomm run: {message}; ending the job");
+                say!("{message}; ending the job");
             }
             cause = Some((message, code));
             grace_until = Some(Instant::now() + o.grace);
@@ -268,14 +277,14 @@ fn launch(o: RunOptions) -> Result<i32, String> {
             }
         }
         if stop.load(Ordering::Relaxed) {
-            eprintln!("hpcomm run: interrupted; ending the job");
+            say!("interrupted; ending the job");
             end_all(&mut ranks, group);
             break 130;
         }
         if let Some(limit) = o.timeout {
             if started.elapsed() >= limit {
-                eprintln!(
-                    "hpcomm run: the job did not finish within {} s (--timeout); ending its {running} ranks",
+                say!(
+                    "the job did not finish within {} s (--timeout); ending its {running} ranks",
                     limit.as_secs_f64(),
                 );
                 end_all(&mut ranks, group);
