@@ -140,6 +140,24 @@ impl Capabilities {
         Ok(())
     }
 
+    /// Checks a frame's size and its destination among `ranks` endpoints;
+    /// returns the destination's index. Every backend's `try_send` starts
+    /// with it.
+    #[inline]
+    pub fn check_send(
+        &self,
+        dst: PeerId,
+        ranks: usize,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<usize, TransportError> {
+        self.check_frame(header, payload)?;
+        if dst.index() >= ranks {
+            return Err(TransportError::InvalidPeer { peer: dst, size: ranks });
+        }
+        Ok(dst.index())
+    }
+
     /// Checks the relations every backend must keep between its limits.
     pub fn validate(&self) -> Result<(), String> {
         if self.eager_limit > self.max_payload {

@@ -1096,11 +1096,7 @@ impl Transport for Ofi {
         header: &[u8],
         payload: &[u8],
     ) -> Result<(), TransportError> {
-        self.caps.check_frame(header, payload)?;
-        let d = dst.index();
-        if d >= self.ranks {
-            return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
-        }
+        let d = self.caps.check_send(dst, self.ranks, header, payload)?;
         if self.lost[d] {
             return Err(TransportError::PeerLost(dst));
         }
