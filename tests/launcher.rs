@@ -50,6 +50,25 @@ fn selftest_cases() -> usize {
     hpcomm::selftest::CASES.len()
 }
 
+/// Checks a `selftest` job of `n` ranks: it succeeded, every case that fits
+/// `n` ranks passed, and each passed case names the transport (`over`).
+/// The problem, with the job's output, otherwise.
+fn suite_passed(out: &Output, n: usize, over: &str) -> Result<(), String> {
+    let stdout = text(&out.stdout);
+    let passed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
+    let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
+    let problem = if !out.status.success() {
+        format!("the job failed: {}", text(&out.stderr))
+    } else if passed.len() != fitting {
+        format!("{} of {fitting} cases passed", passed.len())
+    } else if let Some(line) = passed.iter().find(|l| !l.contains(over)) {
+        format!("not {over}: {line}")
+    } else {
+        return Ok(());
+    };
+    Err(format!("{problem}\n{stdout}"))
+}
+
 /// The whole semantic suite, point-to-point and collective, as 1 to 8
 /// processes over shm, with single-copy reads.
 #[test]
@@ -60,15 +79,7 @@ fn selftest_passes_over_shm_processes() {
             let ranks = n.to_string();
             let (out, _) =
                 run(&["run", "-n", &ranks, "--timeout", "300", "--", exe, "selftest"], &[]);
-            let stdout = text(&out.stdout);
-            assert!(out.status.success(), "{n} ranks: {}\n{stdout}", text(&out.stderr));
-            let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
-            assert_eq!(
-                stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-                fitting,
-                "{stdout}"
-            );
-            assert!(stdout.contains("over shm"), "{stdout}");
+            suite_passed(&out, n, "over shm").unwrap_or_else(|e| panic!("{n} ranks: {e}"));
         }
     });
 }
@@ -94,15 +105,7 @@ fn selftest_passes_over_tcp_processes() {
             let mut args = args.to_vec();
             args.push("selftest");
             let (out, _) = run(&args, env);
-            let stdout = text(&out.stdout);
-            assert!(out.status.success(), "{n} ranks {env:?}: {}\n{stdout}", text(&out.stderr));
-            let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
-            assert_eq!(
-                stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-                fitting,
-                "{stdout}"
-            );
-            assert!(stdout.contains("over tcp"), "{stdout}");
+            suite_passed(&out, n, "over tcp").unwrap_or_else(|e| panic!("{n} ranks {env:?}: {e}"));
         }
     });
 }
@@ -151,11 +154,9 @@ fn a_job_spans_network_namespace_hosts() {
                 "selftest",
             ];
             let (out, _) = run(&args, env);
-            let stdout = text(&out.stdout);
-            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            if !out.status.success() || ok != selftest_cases() || !stdout.contains(over) {
-                let stderr = text(&out.stderr);
-                failures.push(format!("{hosts} × {n} {transport} {env:?}: {stderr}\n{stdout}"));
+            let ranks = n.parse().expect("a rank count");
+            if let Err(e) = suite_passed(&out, ranks, over) {
+                failures.push(format!("{hosts} × {n} {transport} {env:?}: {e}"));
             }
         }
         let down = Command::new("bash").args([cluster, "down"]).output().expect("run cluster.sh");
@@ -195,11 +196,8 @@ fn auto_transport_uses_shm_within_and_tcp_between_nodes() {
                 "selftest",
             ];
             let (out, _) = run(&args, &[]);
-            let stdout = text(&out.stdout);
-            assert!(out.status.success(), "{nodes} × {n}: {}\n{stdout}", text(&out.stderr));
-            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(ok, selftest_cases(), "{nodes} × {n}: {stdout}");
-            assert!(stdout.lines().all(|l| l.contains(over)), "{nodes} × {n}: {stdout}");
+            let ranks = n.parse().expect("a rank count");
+            suite_passed(&out, ranks, over).unwrap_or_else(|e| panic!("{nodes} × {n}: {e}"));
         }
     });
 }
@@ -232,12 +230,9 @@ fn the_suite_passes_over_ofi_providers() {
             let args =
                 ["run", "-n", n, "--transport", "ofi", "--timeout", "300", "--", exe, "selftest"];
             let (out, _) = run(&args, &env);
-            let stdout = text(&out.stdout);
             let what = format!("{provider} mr_mode={mr_mode} reads={reads} × {n}");
-            assert!(out.status.success(), "{what}: {}\n{stdout}", text(&out.stderr));
-            let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-            assert_eq!(ok, selftest_cases(), "{what}: {stdout}");
-            assert!(stdout.contains("over ofi)"), "{what}: {stdout}");
+            let ranks = n.parse().expect("a rank count");
+            suite_passed(&out, ranks, "over ofi)").unwrap_or_else(|e| panic!("{what}: {e}"));
         }
     });
 }
