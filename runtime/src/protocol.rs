@@ -114,6 +114,7 @@ mod tests {
             revocable: true,
             ordered: true,
             latency_hint: Default::default(),
+            spin_pause: false,
             bandwidth_hint: 0,
         };
         assert_eq!(Limits::new(&caps, None).eager, 16384);

@@ -266,6 +266,7 @@ fn common(a: &Capabilities, b: &Capabilities) -> Capabilities {
         revocable: a.revocable && b.revocable,
         ordered: a.ordered && b.ordered,
         latency_hint: a.latency_hint.max(b.latency_hint),
+        spin_pause: a.spin_pause || b.spin_pause,
         bandwidth_hint: a.bandwidth_hint.min(b.bandwidth_hint),
     }
 }

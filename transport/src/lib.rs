@@ -120,6 +120,13 @@ pub struct Capabilities {
     pub ordered: bool,
     /// A latency hint, for algorithm selection and `hpcomm info`.
     pub latency_hint: Duration,
+    /// Whether a rank waiting on this backend should pause (`spin_loop`)
+    /// between empty polls. Yes where a poll is a few loads of memory the
+    /// peer writes (shm): the pause keeps the waiter from contending for
+    /// the cache lines the sender is filling. No where a poll is a call
+    /// into a library or the kernel (tcp, libfabric): it is slow enough
+    /// already, and the pause only delays seeing what arrives during it.
+    pub spin_pause: bool,
     /// A bandwidth hint in bytes per second, for the same purposes.
     pub bandwidth_hint: u64,
 }

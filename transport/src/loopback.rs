@@ -155,6 +155,7 @@ impl Loopback {
             revocable: true,
             ordered: true,
             latency_hint: Duration::from_nanos(300),
+            spin_pause: true,
             bandwidth_hint: 8_000_000_000,
         };
         let fabric = Arc::new(Fabric {

@@ -411,6 +411,7 @@ impl Tcp {
             revocable: false,
             ordered: stripes == 1,
             latency_hint: Duration::from_micros(10),
+            spin_pause: false,
             bandwidth_hint: 1_000_000_000,
         };
         caps.validate().map_err(setup)?;

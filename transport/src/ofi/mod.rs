@@ -331,6 +331,9 @@ pub struct Ofi {
     mr_mode: u64,
     inject_size: usize,
     frame_size: usize,
+    /// Receive and send buffers (and their context slots, in that order).
+    nrx: usize,
+    ntx: usize,
     next_key: u64,
     /// One context per operation slot: receives, then sends, then reads.
     contexts: Box<[fi_context2]>,
@@ -358,6 +361,8 @@ pub struct Ofi {
     bye: Vec<Option<u64>>,
     lost: Vec<bool>,
     reported: Vec<bool>,
+    /// Whether some lost peer has not been reported yet.
+    unreported: bool,
     /// For endpoints of one process's in-process job: where their
     /// libfabric objects wait to be closed together.
     group: Option<std::sync::Arc<std::sync::Mutex<Parked>>>,
@@ -444,6 +449,7 @@ impl Ofi {
                     revocable: false,
                     ordered: false,
                     latency_hint: Duration::from_micros(5),
+                    spin_pause: false,
                     bandwidth_hint: 10_000_000_000,
                 },
                 api,
@@ -461,6 +467,8 @@ impl Ofi {
                 // every one does.
                 inject_size: if prov.contains("ofi_rxd") { 0 } else { described.inject_size },
                 frame_size: 0,
+                nrx: 0,
+                ntx: 0,
                 next_key: 1,
                 contexts: Box::new([]),
                 rx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
@@ -482,6 +490,7 @@ impl Ofi {
                 bye: vec![None; ranks],
                 lost: vec![false; ranks],
                 reported: vec![false; ranks],
+                unreported: false,
                 group: None,
             };
             let mut av_attr: fi_av_attr = std::mem::zeroed();
@@ -564,6 +573,7 @@ impl Ofi {
         ofi.contexts = (0..nrx + ntx + MAX_READS).map(|_| unsafe { std::mem::zeroed() }).collect();
         ofi.rx = ofi.slab(nrx * ofi.frame_size, FI_RECV as u64)?;
         ofi.tx = ofi.slab(ntx * ofi.frame_size, FI_SEND as u64)?;
+        (ofi.nrx, ofi.ntx) = (nrx, ntx);
         ofi.tx_free = (0..ntx).rev().collect();
         ofi.tx_peer = vec![0; ntx];
         ofi.tx_len = vec![0; ntx];
@@ -783,8 +793,7 @@ impl Ofi {
     fn op_of(&self, context: *mut c_void) -> Option<Op> {
         let base = self.contexts.as_ptr() as usize;
         let at = (context as usize).checked_sub(base)? / std::mem::size_of::<fi_context2>();
-        let nrx = self.rx.mem.len() / self.frame_size;
-        let ntx = self.tx.mem.len() / self.frame_size;
+        let (nrx, ntx) = (self.nrx, self.ntx);
         match at {
             a if a < nrx => Some(Op::Recv(a)),
             a if a < nrx + ntx => Some(Op::Send(a - nrx)),
@@ -878,7 +887,7 @@ impl Ofi {
                 self.tx_free.push(s);
                 let peer = self.tx_peer[s] as usize;
                 tracing::debug!("ofi: a send to rank {peer} failed ({why}); it is lost");
-                self.lost[peer] = true;
+                self.mark_lost(peer);
             }
             Some(Op::Recv(b)) => {
                 if err.err != FI_ECANCELED as c_int {
@@ -924,7 +933,7 @@ impl Ofi {
                     _ => tracing::warn!("ofi: a malformed frame from rank {src}"),
                 }
                 if self.bye[src].is_some_and(|n| self.received[src] >= n) {
-                    self.lost[src] = true;
+                    self.mark_lost(src);
                 }
             }
         }
@@ -1010,8 +1019,7 @@ impl Ofi {
                 self.tx_free.push(slot);
                 continue;
             }
-            let nrx = self.rx.mem.len() / self.frame_size;
-            let ctx = self.ctx(nrx + slot);
+            let ctx = self.ctx(self.nrx + slot);
             // SAFETY: send buffer `slot` is ours until its completion,
             // which gives it back; its context slot is reserved for it.
             let ret = unsafe {
@@ -1044,9 +1052,14 @@ impl Ofi {
         }
     }
 
+    fn mark_lost(&mut self, peer: usize) {
+        self.lost[peer] = true;
+        self.unreported = true;
+    }
+
     fn send_error(&mut self, dst: usize, ret: isize) -> TransportError {
         tracing::debug!("ofi: {}", api::error(self.api, "send", ret));
-        self.lost[dst] = true;
+        self.mark_lost(dst);
         TransportError::PeerLost(PeerId(dst as u32))
     }
 
@@ -1152,11 +1165,14 @@ impl Transport for Ofi {
             });
             events += 1;
         }
-        for peer in 0..self.ranks {
-            if self.lost[peer] && !self.reported[peer] {
-                self.reported[peer] = true;
-                sink(Event::PeerLost { peer: PeerId(peer as u32), cause: LossCause::Ended });
-                events += 1;
+        if self.unreported {
+            self.unreported = false;
+            for peer in 0..self.ranks {
+                if self.lost[peer] && !self.reported[peer] {
+                    self.reported[peer] = true;
+                    sink(Event::PeerLost { peer: PeerId(peer as u32), cause: LossCause::Ended });
+                    events += 1;
+                }
             }
         }
         Ok(events)
@@ -1240,8 +1256,7 @@ impl Ofi {
     fn post_reads(&mut self) -> Result<(), TransportError> {
         let mut progressed = false;
         while let Some(read) = self.unposted_reads.front() {
-            let nrx = self.rx.mem.len() / self.frame_size;
-            let ntx = self.tx.mem.len() / self.frame_size;
+            let (nrx, ntx) = (self.nrx, self.ntx);
             let ctx = (&mut self.contexts[nrx + ntx + read.slot] as *mut fi_context2).cast();
             // SAFETY: the destination lies inside a live writable region
             // that the runtime keeps until this read completes; the context
@@ -1315,7 +1330,7 @@ impl Drop for Ofi {
                     }
                 }
             }
-            let ntx = self.tx.mem.len() / self.frame_size.max(1);
+            let ntx = self.ntx;
             // Wait for the sends to complete: at most 2 s, and no longer
             // than 200 ms without one completing (a peer that is itself
             // closing will not acknowledge what is left; everything has been

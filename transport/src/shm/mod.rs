@@ -391,6 +391,7 @@ impl Shm {
             revocable: false,
             ordered: true,
             latency_hint: Duration::from_nanos(200),
+            spin_pause: true,
             bandwidth_hint: 10_000_000_000,
         };
         Ok(Shm {
