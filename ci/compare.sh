@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side comparison on one machine, in one run: hpcomm against MPICH
-# (Debian's, ch4:ucx) and Open MPI (Debian's), with the same benchmark
-# method (`hpcomm bench` and benches/mpi/p2p.c and coll.c), runs interleaved
-# and repeated, medians reported. Writes target/compare/FABRIC.md.
+# Side-by-side comparison on one machine, in one run: hpcomm (`hpcomm
+# bench`) against MPICH and Open MPI through rsmpi (`mpi-bench` of
+# benches/mpi-compare, the same benchmarks with the same method and
+# output), runs interleaved and repeated, medians reported with the ratio
+# per size. Writes target/compare/FABRIC.md (the table), FABRIC.csv (the
+# medians) and FABRIC-*.png (log-log plots, one line per implementation).
 #
-#   bash ci/compare.sh shm    # shared memory: hpcomm shm, MPICH's default, Open MPI's vader BTL
+#   bash ci/compare.sh shm    # shared memory: hpcomm shm, MPICH's default (UCX), Open MPI's vader BTL
 #   bash ci/compare.sh tcp    # TCP on loopback: hpcomm tcp, MPICH with UCX_TLS=tcp,self, Open MPI's tcp BTL
 #   REPS=5 bash ci/compare.sh shm   # 3 repetitions by default
 set -euo pipefail
@@ -17,31 +19,50 @@ mkdir -p "$out/raw"
 rm -rf "$out/raw"
 mkdir -p "$out/raw"
 
-if ! command -v mpicc.mpich >/dev/null || ! command -v mpicc.openmpi >/dev/null; then
+# MPICH and Open MPI with their headers (rsmpi builds against them),
+# libclang for rsmpi's bindgen, a font for the plots' text.
+need=()
+command -v mpicc.mpich >/dev/null || need+=(mpich libmpich-dev)
+command -v mpicc.openmpi >/dev/null || need+=(openmpi-bin libopenmpi-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y mpich libmpich-dev openmpi-bin libopenmpi-dev
+    apt-get install -y "${need[@]}"
 fi
-cargo build --release --bin hpcomm
-mpicc.mpich -O2 -o "$out/p2p-mpich" benches/mpi/p2p.c 2>/dev/null
-mpicc.openmpi -O2 -o "$out/p2p-openmpi" benches/mpi/p2p.c 2>/dev/null
-mpicc.mpich -O2 -o "$out/coll-mpich" benches/mpi/coll.c 2>/dev/null
-mpicc.openmpi -O2 -o "$out/coll-openmpi" benches/mpi/coll.c 2>/dev/null
+cargo build --release --bin hpcomm --example weather
+# One build of the rsmpi side per MPI library: rsmpi finds the library
+# through the MPICC wrapper it is given.
+for impl in mpich openmpi; do
+    (cd benches/mpi-compare &&
+        MPICC=mpicc.$impl CARGO_TARGET_DIR=../../target/mpi-compare/$impl cargo build --release --quiet)
+done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 run_one() { # impl ranks kind min max
-    local prog=p2p
-    case $3 in allreduce | reduce | bcast | allgather | alltoall | barrier) prog=coll ;; esac
     local hpcomm_flags=() mpich_flags=() ompi_flags=(--mca btl self,vader)
     if [ "$fabric" = tcp ]; then
         hpcomm_flags=(--transport tcp)
         mpich_flags=(-genv UCX_TLS tcp,self)
         ompi_flags=(--mca btl tcp,self --mca pml ob1)
     fi
+    local args=("$3" --min-size "$4" --max-size "$5")
+    if [ "$3" = weather ]; then
+        # The weather kernel, --min-size cells per side, --max-size steps:
+        # time per step (ms) as the value, the grid side as the size.
+        local grid=(--nx "$4" --ny "$4" --steps "$5")
+        case $1 in
+        hpcomm) timeout 300 target/release/hpcomm run -n "$2" "${hpcomm_flags[@]}" -- target/release/examples/weather "${grid[@]}" --image none ;;
+        mpich) timeout 300 mpirun.mpich -n "$2" "${mpich_flags[@]}" target/mpi-compare/mpich/release/mpi-weather "${grid[@]}" ;;
+        openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" "${ompi_flags[@]}" target/mpi-compare/openmpi/release/mpi-weather "${grid[@]}" ;;
+        esac 2>/dev/null | sed -n "s/.*cells, .* steps: \([0-9.]*\) ms per step.*/$4 \1/p"
+        return
+    fi
     case $1 in
-    hpcomm) timeout 300 target/release/hpcomm run -n "$2" "${hpcomm_flags[@]}" -- target/release/hpcomm bench "$3" --min-size "$4" --max-size "$5" ;;
-    mpich) timeout 300 mpirun.mpich -n "$2" "${mpich_flags[@]}" "$out/$prog-mpich" "$3" "$4" "$5" ;;
-    openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" "${ompi_flags[@]}" "$out/$prog-openmpi" "$3" "$4" "$5" ;;
+    hpcomm) timeout 300 target/release/hpcomm run -n "$2" "${hpcomm_flags[@]}" -- target/release/hpcomm bench "${args[@]}" ;;
+    mpich) timeout 300 mpirun.mpich -n "$2" "${mpich_flags[@]}" target/mpi-compare/mpich/release/mpi-bench "${args[@]}" ;;
+    openmpi) timeout 300 mpirun.openmpi --oversubscribe -n "$2" "${ompi_flags[@]}" target/mpi-compare/openmpi/release/mpi-bench "${args[@]}" ;;
     esac 2>/dev/null | grep -v '^#'
 }
 
@@ -49,7 +70,7 @@ run_one() { # impl ranks kind min max
 if [ "$fabric" = shm ]; then
     cases=(
         "latency 2 latency 0 65536"
-        "mr 2 mr 1 8"
+        "mr 2 mr 1 65536"
         "bw 2 bw 4096 4194304"
         "latency-4 4 latency 8 8"
         "mr-4 4 mr 8 8"
@@ -60,15 +81,18 @@ if [ "$fabric" = shm ]; then
         "allreduce-8 8 allreduce 1048576 1048576"
         "bcast 2 bcast 8 1048576"
         "barrier-4 4 barrier 0 0"
+        "weather 2 weather 256 400"
+        "weather 2 weather 1024 100"
+        "weather-4 4 weather 256 400"
     )
 else
     cases=(
         "latency 2 latency 0 65536"
-        "mr 2 mr 8 8"
-        "bw 2 bw 65536 65536"
-        "bw 2 bw 4194304 4194304"
-        "allreduce 2 allreduce 8 8"
-        "allreduce 2 allreduce 1048576 1048576"
+        "mr 2 mr 1 4096"
+        "bw 2 bw 4096 4194304"
+        "allreduce 2 allreduce 8 1048576"
+        "weather 2 weather 256 400"
+        "weather 2 weather 1024 100"
     )
 fi
 for rep in $(seq "$reps"); do
@@ -94,6 +118,8 @@ titles = {
     "allreduce-8": ("All-reduce (sum of f32), 8 ranks on 2 cores (µs)", "lower"),
     "bcast": ("Broadcast from rank 0, 2 ranks (µs)", "lower"),
     "barrier-4": ("Barrier, 4 ranks on 2 cores (µs)", "lower"),
+    "weather": ("Weather kernel (examples/weather), 2 ranks: ms per step by grid side (lower is better)", "lower"),
+    "weather-4": ("Weather kernel, 4 ranks on 2 cores: ms per step by grid side", "lower"),
 }
 def load(label, impl):
     rows = {}
@@ -103,7 +129,7 @@ def load(label, impl):
             if len(parts) == 2:
                 rows.setdefault(int(parts[0]), []).append(float(parts[1]))
     return {k: statistics.median(v) for k, v in rows.items()}
-lines = [f"Fabric: {fabric}. Machine: {platform.node()}, {os.cpu_count()} cores; {datetime.date.today()}; medians of {reps} interleaved runs.",
+lines = [f"Fabric: {fabric}. Machine: {platform.node()}, {os.cpu_count()} cores; {datetime.date.today()}; medians of {reps} interleaved runs. MPICH and Open MPI run the same benchmarks through rsmpi (benches/mpi-compare).",
          "Ratios > 1 mean hpcomm is better.", ""]
 for label, (title, better) in titles.items():
     h, m, o = (load(label, i) for i in ("hpcomm", "mpich", "openmpi"))
@@ -123,4 +149,11 @@ for label, (title, better) in titles.items():
 text = "\n".join(lines)
 open(f"{out}/{fabric}.md", "w").write(text)
 print(text)
+with open(f"{out}/{fabric}.csv", "w") as csv:
+    csv.write("case,implementation,size,value\n")
+    for label in titles:
+        for impl in ("hpcomm", "mpich", "openmpi"):
+            for size, value in sorted(load(label, impl).items()):
+                csv.write(f"{label},{impl},{size},{value}\n")
 PY
+target/mpi-compare/mpich/release/compare-plot --input "$out/$fabric.csv" --out "$out" --fabric "$fabric"

@@ -43,8 +43,9 @@
 pub mod selftest;
 
 pub use hpcomm_runtime::{
-    init, launched, test_any, threads, threads_with, wait_all, wait_any, Communicator, Config,
-    ContextId, Error, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig, Universe,
+    dims_create, init, launched, test_any, threads, threads_with, wait_all, wait_any, Cartesian,
+    Communicator, Config, ContextId, Error, Rank, Request, Result, Scope, Status, Tag,
+    ThreadsConfig, ThreadsFabric, Universe,
 };
 
 /// Every `HPCOMM_*` setting.
@@ -52,7 +53,7 @@ pub use hpcomm_runtime::config;
 
 /// Collective operations: bring the trait into scope to call them on a
 /// [`Communicator`].
-pub use hpcomm_collectives::{op, repro, select, Collectives, NonBlocking};
+pub use hpcomm_collectives::{model, op, repro, select, Collectives, NonBlocking};
 
 /// The transport layer, for settings such as
 /// [`LoopbackConfig`](transport::loopback::LoopbackConfig).

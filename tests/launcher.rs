@@ -732,3 +732,23 @@ fn info_and_singleton() {
         assert!(text(&out.stdout).contains("ok   arguments (1 ranks over loopback)"));
     });
 }
+
+/// `hpcomm model` prints a table per collective, with hpcomm's choice in
+/// every cell; it rejects a machine that cannot exist.
+#[test]
+fn model_prints_the_choice_at_scale() {
+    let out = hpcomm().args(["model", "--ranks", "64,16384"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for title in
+        ["### all_reduce", "### broadcast", "### all_gather", "### all_to_all", "### barrier"]
+    {
+        assert!(text.contains(title), "{title} missing:\n{text}");
+    }
+    let small = text.lines().find(|l| l.starts_with("| 8 B |")).expect("an 8-byte row");
+    assert_eq!(small.matches("recursive_doubling").count(), 2, "{small}");
+    assert!(text.contains("| 64 ranks | 16384 ranks |"), "{text}");
+    let bad = hpcomm().args(["model", "--bandwidth-gbs", "0"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be positive"));
+}

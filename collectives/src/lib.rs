@@ -56,6 +56,7 @@
 
 mod algorithms;
 mod channel;
+pub mod model;
 mod nonblocking;
 pub mod op;
 pub mod repro;

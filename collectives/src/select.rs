@@ -139,7 +139,20 @@ pub fn bcast(comm: &Communicator, bytes: usize) -> Result<Bcast> {
     if let Some(a) = forced(comm, Bcast::forced)? {
         return Ok(a);
     }
-    Ok(if bytes < 12 << 10 || comm.size() < 8 { Bcast::Binomial } else { Bcast::ScatterAllgather })
+    Ok(Bcast::auto(comm.size(), bytes))
+}
+
+impl Bcast {
+    /// The automatic choice on `p` ranks: the binomial tree while the
+    /// message is small or the tree shallow; above, scattering first
+    /// moves about 2 × `bytes` per rank instead of log2(p) × `bytes`.
+    pub fn auto(p: usize, bytes: usize) -> Bcast {
+        if bytes < 12 << 10 || p < 8 {
+            Bcast::Binomial
+        } else {
+            Bcast::ScatterAllgather
+        }
+    }
 }
 
 /// The reduction algorithm for `count` elements of `bytes` bytes in all.
@@ -149,16 +162,23 @@ pub fn reduce(
     count: usize,
     commutative: bool,
 ) -> Result<Reduce> {
-    let auto = if commutative && bytes > 2 << 10 && count >= comm.size() {
-        Reduce::Rabenseifner
-    } else {
-        Reduce::Binomial
-    };
+    let auto = Reduce::auto(comm.size(), bytes, count, commutative);
     Ok(match forced(comm, Reduce::forced)? {
         Some(Reduce::Rabenseifner) if !commutative => auto,
         Some(a) => a,
         None => auto,
     })
+}
+
+impl Reduce {
+    /// The automatic choice on `p` ranks.
+    pub fn auto(p: usize, bytes: usize, count: usize, commutative: bool) -> Reduce {
+        if commutative && bytes > 2 << 10 && count >= p {
+            Reduce::Rabenseifner
+        } else {
+            Reduce::Binomial
+        }
+    }
 }
 
 /// The all-reduce algorithm for `count` elements of `bytes` bytes in all.
@@ -168,14 +188,7 @@ pub fn allreduce(
     count: usize,
     commutative: bool,
 ) -> Result<Allreduce> {
-    let p = comm.size();
-    let auto = if !commutative || bytes <= 2 << 10 || count < p {
-        Allreduce::RecursiveDoubling
-    } else if p.is_power_of_two() || bytes < 512 << 10 {
-        Allreduce::Rabenseifner
-    } else {
-        Allreduce::Ring
-    };
+    let auto = Allreduce::auto(comm.size(), bytes, count, commutative);
     Ok(match forced(comm, Allreduce::forced)? {
         Some(Allreduce::Ring | Allreduce::Rabenseifner) if !commutative => auto,
         Some(a) => a,
@@ -183,17 +196,29 @@ pub fn allreduce(
     })
 }
 
+impl Allreduce {
+    /// The automatic choice on `p` ranks: recursive doubling (log2(p)
+    /// latencies) for small vectors and operations that are not
+    /// commutative; Rabenseifner (2 log2(p) latencies, 2 × `bytes` moved)
+    /// above 2 KiB; the ring (2(p − 1) latencies, same volume, every step
+    /// between neighbours) for large vectors off powers of two, where
+    /// Rabenseifner needs extra steps.
+    pub fn auto(p: usize, bytes: usize, count: usize, commutative: bool) -> Allreduce {
+        if !commutative || bytes <= 2 << 10 || count < p {
+            Allreduce::RecursiveDoubling
+        } else if p.is_power_of_two() || bytes < 512 << 10 {
+            Allreduce::Rabenseifner
+        } else {
+            Allreduce::Ring
+        }
+    }
+}
+
 /// The all-gather algorithm for `bytes` bytes gathered in all; `equal`
 /// when every rank gives the same count.
 pub fn allgather(comm: &Communicator, bytes: usize, equal: bool) -> Result<Allgather> {
     let p = comm.size();
-    let auto = if !equal || bytes >= 512 << 10 {
-        Allgather::Ring
-    } else if p.is_power_of_two() {
-        Allgather::RecursiveDoubling
-    } else {
-        Allgather::Bruck
-    };
+    let auto = Allgather::auto(p, bytes, equal);
     Ok(match forced(comm, Allgather::forced)? {
         Some(Allgather::Bruck) if !equal => auto,
         Some(Allgather::RecursiveDoubling) if !equal || !p.is_power_of_two() => auto,
@@ -202,17 +227,39 @@ pub fn allgather(comm: &Communicator, bytes: usize, equal: bool) -> Result<Allga
     })
 }
 
+impl Allgather {
+    /// The automatic choice on `p` ranks for `bytes` gathered in all.
+    pub fn auto(p: usize, bytes: usize, equal: bool) -> Allgather {
+        if !equal || bytes >= 512 << 10 {
+            Allgather::Ring
+        } else if p.is_power_of_two() {
+            Allgather::RecursiveDoubling
+        } else {
+            Allgather::Bruck
+        }
+    }
+}
+
 /// The all-to-all algorithm for blocks of `block_bytes`; `equal` when
 /// every block has the same count and blocks are packed.
 pub fn alltoall(comm: &Communicator, block_bytes: usize, equal: bool) -> Result<Alltoall> {
-    let auto = if equal && block_bytes <= 256 && comm.size() >= 8 {
-        Alltoall::Bruck
-    } else {
-        Alltoall::Pairwise
-    };
+    let auto = Alltoall::auto(comm.size(), block_bytes, equal);
     Ok(match forced(comm, Alltoall::forced)? {
         Some(Alltoall::Bruck) if !equal => auto,
         Some(a) => a,
         None => auto,
     })
+}
+
+impl Alltoall {
+    /// The automatic choice on `p` ranks: Bruck (log2(p) steps, each
+    /// moving half the data) for small packed blocks, pairwise exchange
+    /// (p − 1 steps, each block moved once) otherwise.
+    pub fn auto(p: usize, block_bytes: usize, equal: bool) -> Alltoall {
+        if equal && block_bytes <= 256 && p >= 8 {
+            Alltoall::Bruck
+        } else {
+            Alltoall::Pairwise
+        }
+    }
 }

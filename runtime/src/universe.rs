@@ -217,6 +217,19 @@ pub struct ThreadsConfig {
     pub loopback: LoopbackConfig,
     /// The runtime's settings.
     pub runtime: Config,
+    /// What connects the threads.
+    pub fabric: ThreadsFabric,
+}
+
+/// What connects the ranks of [`threads_with`].
+#[derive(Clone, Debug, Default)]
+pub enum ThreadsFabric {
+    /// The in-process loopback transport: queues between threads.
+    #[default]
+    Loopback,
+    /// The shm backend, as between processes: rings in a shared segment,
+    /// the same code path a job of processes on one machine takes.
+    Shm(ShmConfig),
 }
 
 /// Runs `f` on `n` ranks, each a thread of this process connected over the
@@ -244,7 +257,13 @@ where
     if n == 0 {
         return Err(Error::InvalidCount("a job needs at least one rank".into()));
     }
-    let endpoints = Loopback::fabric(n, config.loopback.clone());
+    let endpoints: Vec<Backend> = match &config.fabric {
+        ThreadsFabric::Loopback => Loopback::fabric(n, config.loopback.clone())
+            .into_iter()
+            .map(Backend::Loopback)
+            .collect(),
+        ThreadsFabric::Shm(shm) => Shm::local_job(n, shm)?.into_iter().map(Backend::Shm).collect(),
+    };
     let f = &f;
     let outcomes: Vec<std::thread::Result<R>> = std::thread::scope(|s| {
         let handles: Vec<_> = endpoints
@@ -255,8 +274,7 @@ where
                 std::thread::Builder::new()
                     .name(format!("hpcomm-rank-{rank}"))
                     .spawn_scoped(s, move || {
-                        let universe =
-                            Universe::from_transport(Backend::Loopback(endpoint), runtime);
+                        let universe = Universe::from_transport(endpoint, runtime);
                         let result = panic::catch_unwind(AssertUnwindSafe(|| f(universe.world())));
                         match result {
                             Ok(value) => {

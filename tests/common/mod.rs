@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hpcomm::transport::loopback::LoopbackConfig;
-use hpcomm::{Communicator, Config, ThreadsConfig};
+use hpcomm::{Communicator, Config, ThreadsConfig, ThreadsFabric};
 
 /// Runs `f` on another thread and fails the whole test binary if it takes
 /// longer than `secs`: a hang must fail, not stall CI.
@@ -64,6 +64,7 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
                     rma_read: true,
                 },
                 runtime: Config { eager_limit: Some(256), ..Config::default() },
+                fabric: ThreadsFabric::Loopback,
             },
         ),
     ]

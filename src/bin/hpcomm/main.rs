@@ -5,6 +5,7 @@
 mod bench;
 mod info;
 mod kvs;
+mod model;
 mod run;
 
 use std::time::Duration;
@@ -105,6 +106,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the collective algorithms would cost at 64 to 16,384 ranks on
+    /// EFA-like nodes: the cost model of `hpcomm::model`, the algorithm
+    /// hpcomm chooses and the one the model finds cheapest.
+    Model(model::ModelOptions),
 }
 
 /// `selftest --crash VICTIM`: all_reduce calls until `victim` kills itself
@@ -250,6 +255,7 @@ fn main() {
         Command::Bench { kind, min_size, max_size, iters, window, json } => {
             bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
         }
+        Command::Model(options) => model::model(&options),
     };
     std::process::exit(code);
 }
