@@ -43,8 +43,8 @@
 pub mod selftest;
 
 pub use hpcomm_runtime::{
-    dims_create, init, launched, test_any, threads, threads_with, wait_all, wait_any, Cartesian,
-    Communicator, Config, ContextId, Error, Rank, Request, Result, Scope, Status, Tag,
+    dims_create, init, job, launched, test_any, threads, threads_with, wait_all, wait_any,
+    Cartesian, Communicator, Config, ContextId, Error, Rank, Request, Result, Scope, Status, Tag,
     ThreadsConfig, ThreadsFabric, Universe,
 };
 

@@ -104,3 +104,17 @@ fn bad_grids_are_errors() {
         .unwrap();
     });
 }
+
+/// `hpcomm::job` started alone: its ranks are threads over the shm backend.
+#[test]
+fn a_job_started_alone_runs_its_ranks_over_shm() {
+    watchdog(60, "job", || {
+        let out = hpcomm::job(3, |comm| {
+            let mut total = [0usize];
+            comm.all_reduce(&[comm.rank()], &mut total, Sum).unwrap();
+            (comm.size(), comm.transport_name(), total[0])
+        })
+        .unwrap();
+        assert_eq!(out, vec![(3, "shm", 3); 3]);
+    });
+}

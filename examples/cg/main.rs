@@ -24,7 +24,7 @@ use std::error::Error;
 
 use clap::Parser;
 use hpcomm::op::Sum;
-use hpcomm::{Collectives, Communicator, Config, ThreadsConfig, ThreadsFabric};
+use hpcomm::{Collectives, Communicator};
 use model::{Dot, Local};
 
 #[derive(Parser, Debug, Clone)]
@@ -84,11 +84,7 @@ struct Summary {
     validated: Option<(bool, f64, bool)>,
 }
 
-fn run(
-    comm: &Communicator,
-    transport: &str,
-    args: &Args,
-) -> Result<Option<Summary>, Box<dyn Error>> {
+fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Error>> {
     let n = args.n();
     if n < comm.size() {
         return Err(format!("{n} × {n} unknowns are too few for {} ranks", comm.size()).into());
@@ -126,7 +122,7 @@ fn run(
     };
     Ok(Some(Summary {
         ranks: comm.size(),
-        transport: transport.to_string(),
+        transport: comm.transport_name().to_string(),
         iterations: solution.iterations,
         residual: solution.residuals.last().copied().unwrap_or(0.0),
         per_iteration: elapsed / solution.iterations.max(1) as f64,
@@ -138,29 +134,9 @@ fn run(
 
 fn main() {
     let args = Args::parse();
-    let outcome = if hpcomm::launched() {
-        hpcomm::init().map_err(Box::<dyn Error>::from).and_then(|universe| {
-            let summary = run(universe.world(), universe.transport_name(), &args);
-            universe.finalize()?;
-            summary
-        })
-    } else {
-        let config = Config::from_env().map(|runtime| ThreadsConfig {
-            runtime,
-            fabric: ThreadsFabric::Shm(Default::default()),
-            ..ThreadsConfig::default()
-        });
-        config.map_err(Box::<dyn Error>::from).and_then(|config| {
-            let results = hpcomm::threads_with(args.ranks, &config, |comm| {
-                run(comm, "shm (threads)", &args).map_err(|e| e.to_string())
-            })?;
-            let mut summary = None;
-            for r in results {
-                summary = summary.or(r?);
-            }
-            Ok(summary)
-        })
-    };
+    let outcome = hpcomm::job(args.ranks, |comm| run(comm, &args).map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string())
+        .and_then(|results| results.into_iter().try_fold(None, |s, r| r.map(|r| s.or(r))));
     let s = match outcome {
         Ok(Some(s)) => s,
         Ok(None) => return,

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use hpcomm::op::Sum;
-use hpcomm::{Collectives, Communicator, Config, ThreadsConfig, ThreadsFabric};
+use hpcomm::{Collectives, Communicator};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Distributed k-mer counting over hpcomm")]
@@ -90,11 +90,7 @@ struct Summary {
     validated: Option<bool>,
 }
 
-fn run(
-    comm: &Communicator,
-    transport: &str,
-    args: &Args,
-) -> Result<Option<Summary>, Box<dyn Error>> {
+fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Error>> {
     if !(1..=31).contains(&args.k) || args.batch == 0 {
         return Err("need 1 ≤ k ≤ 31 and a batch of at least one k-mer".into());
     }
@@ -150,7 +146,7 @@ fn run(
     top.truncate(args.top);
     Ok(Some(Summary {
         ranks: comm.size(),
-        transport: transport.to_string(),
+        transport: comm.transport_name().to_string(),
         records: totals[0] as usize,
         kmers: totals[1],
         distinct: totals[2],
@@ -241,29 +237,9 @@ fn main() {
         }
         return;
     }
-    let outcome = if hpcomm::launched() {
-        hpcomm::init().map_err(Box::<dyn Error>::from).and_then(|universe| {
-            let summary = run(universe.world(), universe.transport_name(), &args);
-            universe.finalize()?;
-            summary
-        })
-    } else {
-        Config::from_env().map_err(Box::<dyn Error>::from).and_then(|runtime| {
-            let config = ThreadsConfig {
-                runtime,
-                fabric: ThreadsFabric::Shm(Default::default()),
-                ..ThreadsConfig::default()
-            };
-            let results = hpcomm::threads_with(args.ranks, &config, |comm| {
-                run(comm, "shm (threads)", &args).map_err(|e| e.to_string())
-            })?;
-            let mut summary = None;
-            for r in results {
-                summary = summary.or(r?);
-            }
-            Ok(summary)
-        })
-    };
+    let outcome = hpcomm::job(args.ranks, |comm| run(comm, &args).map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string())
+        .and_then(|results| results.into_iter().try_fold(None, |s, r| r.map(|r| s.or(r))));
     let s = match outcome {
         Ok(Some(s)) => s,
         Ok(None) => return,

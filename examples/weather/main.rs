@@ -9,7 +9,8 @@
 //!
 //! With no launcher around, the program starts its own ranks as threads of
 //! this process connected by the shm backend (`--ranks`, default 4); under
-//! `hpcomm run` each rank is a process on the job's transport and hosts.
+//! `hpcomm run` each rank is a process on the job's transport and hosts
+//! (`hpcomm::job` does both).
 //!
 //! Each step exchanges one-cell halos with the four neighbours by
 //! non-blocking sends and receives, updates the interior while they
@@ -28,7 +29,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use hpcomm::op::Sum;
-use hpcomm::{Collectives, Communicator, Config, ThreadsConfig, ThreadsFabric};
+use hpcomm::{Collectives, Communicator};
 use model::{Block, Problem};
 use parallel::{Halo, StepTimes};
 
@@ -92,11 +93,7 @@ struct Summary {
     validated: Option<bool>,
 }
 
-fn run(
-    comm: &Communicator,
-    transport: &str,
-    args: &Args,
-) -> Result<Option<Summary>, Box<dyn Error>> {
+fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Error>> {
     let (p, steps) = args.problem();
     if p.nx < comm.size() || p.ny < comm.size() || p.nx == 0 || p.ny == 0 {
         return Err(
@@ -168,7 +165,7 @@ fn run(
     });
     Ok(Some(Summary {
         ranks: comm.size(),
-        transport: transport.to_string(),
+        transport: comm.transport_name().to_string(),
         dims: grid.dims().to_vec(),
         per_step: elapsed / steps.max(1) as f64,
         comm_share: shares[0] / comm.size() as f64,
@@ -216,15 +213,9 @@ fn colour(t: f64) -> plotters::style::RGBColor {
 
 fn main() {
     let args = Args::parse();
-    let outcome = if hpcomm::launched() {
-        hpcomm::init().map_err(Box::<dyn Error>::from).and_then(|universe| {
-            let summary = run(universe.world(), universe.transport_name(), &args);
-            universe.finalize()?;
-            summary
-        })
-    } else {
-        start_own_ranks(&args)
-    };
+    let outcome = hpcomm::job(args.ranks, |comm| run(comm, &args).map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string())
+        .and_then(|results| results.into_iter().try_fold(None, |s, r| r.map(|r| s.or(r))));
     match outcome {
         Ok(Some(s)) => {
             let (p, steps) = args.problem();
@@ -256,23 +247,4 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-/// No launcher: `--ranks` threads of this process over the shm backend.
-fn start_own_ranks(args: &Args) -> Result<Option<Summary>, Box<dyn Error>> {
-    let config = ThreadsConfig {
-        runtime: Config::from_env()?,
-        fabric: ThreadsFabric::Shm(Default::default()),
-        ..ThreadsConfig::default()
-    };
-    let results = hpcomm::threads_with(args.ranks, &config, |comm| {
-        run(comm, "shm (threads)", args).map_err(|e| e.to_string())
-    })?;
-    let mut summary = None;
-    for r in results {
-        if let Some(s) = r? {
-            summary = Some(s);
-        }
-    }
-    Ok(summary)
 }

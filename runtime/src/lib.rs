@@ -51,4 +51,6 @@ pub use error::{Error, Result};
 pub use request::{test_any, wait_all, wait_any, Request, Scope};
 pub use topology::{dims_create, Cartesian};
 pub use types::{ContextId, Rank, Status, Tag};
-pub use universe::{init, launched, threads, threads_with, ThreadsConfig, ThreadsFabric, Universe};
+pub use universe::{
+    init, job, launched, threads, threads_with, ThreadsConfig, ThreadsFabric, Universe,
+};

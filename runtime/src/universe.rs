@@ -248,6 +248,32 @@ where
     threads_with(n, &config, f)
 }
 
+/// Runs `f` as the ranks of a job, however the program was started: under
+/// `hpcomm run`, as this process's rank of the launched job (on its
+/// transport and hosts); started alone, on `ranks` ranks that are threads
+/// of this process connected by the shm backend, as a job's processes on
+/// one machine would be. Returns the results of the ranks that ran in this
+/// process, in rank order: one under a launcher, `ranks` otherwise. This
+/// is the `main` of a program that should work both ways.
+pub fn job<R, F>(ranks: usize, f: F) -> Result<Vec<R>>
+where
+    R: Send,
+    F: Fn(&Communicator) -> R + Sync,
+{
+    if launched() {
+        let universe = init()?;
+        let result = f(universe.world());
+        universe.finalize()?;
+        return Ok(vec![result]);
+    }
+    let config = ThreadsConfig {
+        runtime: Config::from_env()?,
+        fabric: ThreadsFabric::Shm(ShmConfig::default()),
+        ..ThreadsConfig::default()
+    };
+    threads_with(ranks, &config, f)
+}
+
 /// [`threads`] with explicit settings.
 pub fn threads_with<R, F>(n: usize, config: &ThreadsConfig, f: F) -> Result<Vec<R>>
 where

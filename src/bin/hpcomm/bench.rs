@@ -22,37 +22,8 @@ use std::time::Instant;
 use hpcomm::op::Sum;
 use hpcomm::{Collectives, Communicator, Error, Result};
 
-/// The benchmarks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
-    /// One-way latency (µs).
-    Latency,
-    /// Unidirectional bandwidth (MB/s).
-    Bw,
-    /// Bidirectional bandwidth (MB/s).
-    Bibw,
-    /// Message rate (messages/s).
-    Mr,
-    /// All-reduce of `f32` sums, average latency (µs).
-    Allreduce,
-    /// Reduce of `f32` sums to rank 0, average latency (µs).
-    Reduce,
-    /// Broadcast from rank 0, average latency (µs).
-    Bcast,
-    /// All-gather of a block per rank, average latency (µs).
-    Allgather,
-    /// All-to-all of a block per pair, average latency (µs).
-    Alltoall,
-    /// Barrier, average latency (µs).
-    Barrier,
-}
-
-impl Kind {
-    /// Whether this is a collective benchmark (any number of ranks).
-    pub fn collective(self) -> bool {
-        !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr)
-    }
-}
+pub use crate::plan::Kind;
+use crate::plan::Plan;
 
 /// Settings of a run.
 pub struct BenchOptions {
@@ -69,55 +40,14 @@ const TAG: i32 = 1;
 const ACK: i32 = 2;
 
 impl BenchOptions {
-    fn max_size(&self) -> usize {
-        self.max_size.unwrap_or(if self.kind.collective() { 1 << 20 } else { 4 << 20 })
+    fn plan(&self) -> Plan {
+        Plan {
+            kind: self.kind,
+            min_size: self.min_size,
+            max_size: self.max_size,
+            iters: self.iters,
+        }
     }
-}
-
-fn sizes(o: &BenchOptions) -> Vec<usize> {
-    if o.kind == Kind::Barrier {
-        return vec![0];
-    }
-    // Reductions work on 4-byte floats.
-    let min = if matches!(o.kind, Kind::Allreduce | Kind::Reduce) {
-        o.min_size.max(4)
-    } else {
-        o.min_size
-    };
-    let mut sizes = Vec::new();
-    if min == 0 {
-        sizes.push(0);
-    }
-    let mut s = min.max(1).next_power_of_two();
-    while s <= o.max_size() {
-        sizes.push(s);
-        s *= 2;
-    }
-    sizes
-}
-
-/// OSU's defaults: fewer iterations for large messages.
-fn iterations(o: &BenchOptions, size: usize) -> (usize, usize) {
-    if o.kind.collective() {
-        let iters = o.iters.unwrap_or(if size > 8192 { 100 } else { 1000 });
-        let skip = if o.iters.is_some() {
-            iters / 10
-        } else if size > 8192 {
-            10
-        } else {
-            200
-        };
-        return (iters, skip);
-    }
-    let iters = o.iters.unwrap_or(if size > 8192 { 1000 } else { 10_000 });
-    let skip = if o.iters.is_some() {
-        iters / 10
-    } else if size > 8192 {
-        10
-    } else {
-        100
-    };
-    (iters, skip)
 }
 
 fn latency(comm: &Communicator, size: usize, iters: usize, skip: usize) -> Result<f64> {
@@ -236,7 +166,8 @@ pub fn bench(o: BenchOptions) -> i32 {
 }
 
 fn run(o: &BenchOptions) -> Result<()> {
-    if o.window == 0 || o.max_size() < o.min_size {
+    let plan = o.plan();
+    if o.window == 0 || plan.max_size() < o.min_size {
         return Err(Error::InvalidCount("need --window ≥ 1 and --min-size ≤ --max-size".into()));
     }
     let universe = hpcomm::init()?;
@@ -248,21 +179,10 @@ fn run(o: &BenchOptions) -> Result<()> {
             comm.size()
         )));
     }
-    let (title, column, unit) = match o.kind {
-        Kind::Latency => ("Latency Test", "Latency (us)", "us"),
-        Kind::Bw => ("Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
-        Kind::Bibw => ("Bi-Directional Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
-        Kind::Mr => ("Message Rate Test", "Messages/s", "messages/s"),
-        Kind::Allreduce => ("Allreduce Latency Test", "Avg Latency(us)", "us"),
-        Kind::Reduce => ("Reduce Latency Test", "Avg Latency(us)", "us"),
-        Kind::Bcast => ("Broadcast Latency Test", "Avg Latency(us)", "us"),
-        Kind::Allgather => ("Allgather Latency Test", "Avg Latency(us)", "us"),
-        Kind::Alltoall => ("All-to-All Latency Test", "Avg Latency(us)", "us"),
-        Kind::Barrier => ("Barrier Latency Test", "Avg Latency(us)", "us"),
-    };
+    let (title, column, unit) = o.kind.titles();
     let mut rows = Vec::new();
-    for size in sizes(o) {
-        let (iters, skip) = iterations(o, size);
+    for size in plan.sizes() {
+        let (iters, skip) = plan.iterations(size);
         let value = match o.kind {
             Kind::Latency => latency(comm, size, iters, skip)?,
             Kind::Bw => {

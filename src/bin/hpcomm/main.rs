@@ -6,6 +6,7 @@ mod bench;
 mod info;
 mod kvs;
 mod model;
+mod plan;
 mod run;
 
 use std::time::Duration;

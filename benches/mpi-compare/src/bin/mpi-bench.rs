@@ -12,8 +12,8 @@
 //!   `barrier`: every iteration timed on its own with a barrier between
 //!   iterations, the ranks' average latencies averaged (OSU's method).
 //!
-//! Sizes, iteration counts and warm-up are those of `hpcomm bench`
-//! (`src/bin/hpcomm/bench.rs`); keep the two in step.
+//! Sizes, iteration counts, warm-up and titles are `hpcomm bench`'s own:
+//! its plan (`src/bin/hpcomm/plan.rs`) is included here as it is.
 
 use std::time::Instant;
 
@@ -26,25 +26,13 @@ use mpi::traits::*;
 const TAG: i32 = 1;
 const ACK: i32 = 2;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Kind {
-    Latency,
-    Bw,
-    Bibw,
-    Mr,
-    Allreduce,
-    Reduce,
-    Bcast,
-    Allgather,
-    Alltoall,
-    Barrier,
-}
+/// The plan of `hpcomm bench` itself: benchmarks, sizes, iterations and
+/// titles.
+#[path = "../../../../src/bin/hpcomm/plan.rs"]
+#[allow(dead_code)]
+mod plan;
 
-impl Kind {
-    fn collective(self) -> bool {
-        !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr)
-    }
-}
+use plan::{Kind, Plan};
 
 /// The options of `hpcomm bench`.
 #[derive(Parser, Debug)]
@@ -63,43 +51,13 @@ struct Args {
 }
 
 impl Args {
-    fn max_size(&self) -> usize {
-        self.max_size.unwrap_or(if self.kind.collective() { 1 << 20 } else { 4 << 20 })
-    }
-}
-
-fn sizes(a: &Args) -> Vec<usize> {
-    if a.kind == Kind::Barrier {
-        return vec![0];
-    }
-    let min = if matches!(a.kind, Kind::Allreduce | Kind::Reduce) {
-        a.min_size.max(4)
-    } else {
-        a.min_size
-    };
-    let mut sizes = Vec::new();
-    if min == 0 {
-        sizes.push(0);
-    }
-    let mut s = min.max(1).next_power_of_two();
-    while s <= a.max_size() {
-        sizes.push(s);
-        s *= 2;
-    }
-    sizes
-}
-
-fn iterations(a: &Args, size: usize) -> (usize, usize) {
-    let large = size > 8192;
-    let (default, default_skip) = match (a.kind.collective(), large) {
-        (true, true) => (100, 10),
-        (true, false) => (1000, 200),
-        (false, true) => (1000, 10),
-        (false, false) => (10_000, 100),
-    };
-    match a.iters {
-        Some(iters) => (iters, iters / 10),
-        None => (default, default_skip),
+    fn plan(&self) -> Plan {
+        Plan {
+            kind: self.kind,
+            min_size: self.min_size,
+            max_size: self.max_size,
+            iters: self.iters,
+        }
     }
 }
 
@@ -224,7 +182,8 @@ fn library() -> String {
 
 fn main() {
     let args = Args::parse();
-    if args.window == 0 || args.max_size() < args.min_size {
+    let plan = args.plan();
+    if args.window == 0 || plan.max_size() < args.min_size {
         eprintln!("mpi-bench: need --window ≥ 1 and --min-size ≤ --max-size");
         std::process::exit(2);
     }
@@ -239,22 +198,11 @@ fn main() {
         }
         std::process::exit(2);
     }
-    let (title, column) = match args.kind {
-        Kind::Latency => ("Latency Test", "Latency (us)"),
-        Kind::Bw => ("Bandwidth Test", "Bandwidth (MB/s)"),
-        Kind::Bibw => ("Bi-Directional Bandwidth Test", "Bandwidth (MB/s)"),
-        Kind::Mr => ("Message Rate Test", "Messages/s"),
-        Kind::Allreduce => ("Allreduce Latency Test", "Avg Latency(us)"),
-        Kind::Reduce => ("Reduce Latency Test", "Avg Latency(us)"),
-        Kind::Bcast => ("Broadcast Latency Test", "Avg Latency(us)"),
-        Kind::Allgather => ("Allgather Latency Test", "Avg Latency(us)"),
-        Kind::Alltoall => ("All-to-All Latency Test", "Avg Latency(us)"),
-        Kind::Barrier => ("Barrier Latency Test", "Avg Latency(us)"),
-    };
+    let (title, column, _) = args.kind.titles();
     let w = args.window;
     let mut rows = Vec::new();
-    for size in sizes(&args) {
-        let (iters, skip) = iterations(&args, size);
+    for size in plan.sizes() {
+        let (iters, skip) = plan.iterations(size);
         let value = match args.kind {
             Kind::Latency => latency(&world, size, iters, skip),
             Kind::Bw => {
