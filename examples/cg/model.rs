@@ -183,30 +183,40 @@ fn exchange(
     Ok(())
 }
 
-/// `Σ a·b` over every rank's cells.
+/// `Σ a·b` over every rank's cells; the local part's time goes to
+/// computation, the sum over the ranks' to communication.
 fn dot(
     grid: &Cartesian,
     how: Dot,
-    a: impl Iterator<Item = f64> + Clone,
-    b: impl Iterator<Item = f64> + Clone,
+    a: impl Iterator<Item = f64>,
+    b: impl Iterator<Item = f64>,
+    times: &mut Times,
 ) -> Result<f64> {
-    match how {
+    let t = Instant::now();
+    let total = match how {
         Dot::Plain => {
             let mine: f64 = a.zip(b).map(|(x, y)| x * y).sum();
+            let t1 = Instant::now();
+            times.computation += (t1 - t).as_secs_f64();
             let mut total = [0.0];
             grid.comm().all_reduce(&[mine], &mut total, Sum)?;
-            Ok(total[0])
+            times.communication += t1.elapsed().as_secs_f64();
+            total[0]
         }
         Dot::Reproducible => {
             let mut mine = Exact::from_f64(0.0);
             for (x, y) in a.zip(b) {
                 mine.add(&Exact::from_f64(x * y));
             }
+            let t1 = Instant::now();
+            times.computation += (t1 - t).as_secs_f64();
             let mut total = [Exact::from_f64(0.0)];
             grid.comm().all_reduce(&[mine], &mut total, ExactSum)?;
-            Ok(total[0].to_f64())
+            times.communication += t1.elapsed().as_secs_f64();
+            total[0].to_f64()
         }
-    }
+    };
+    Ok(total)
 }
 
 /// The neighbours (up, down, left, right); `Rank::NULL` past the edge.
@@ -231,10 +241,8 @@ pub fn solve(grid: &Cartesian, l: &Local, how: Dot, tol: f64, max_iter: usize) -
     let mut bufs: [Vec<f64>; 8] = Default::default();
     let mut times = Times::default();
     let mut residuals = Vec::new();
-    let t = Instant::now();
-    let bb = dot(grid, how, b.iter().copied(), b.iter().copied())?;
-    let mut rr = dot(grid, how, r.iter().copied(), r.iter().copied())?;
-    times.communication += t.elapsed().as_secs_f64();
+    let bb = dot(grid, how, b.iter().copied(), b.iter().copied(), &mut times)?;
+    let mut rr = dot(grid, how, r.iter().copied(), r.iter().copied(), &mut times)?;
     let mut iterations = 0;
     while iterations < max_iter && bb > 0.0 && (rr / bb).sqrt() >= tol {
         let t = Instant::now();
@@ -242,29 +250,25 @@ pub fn solve(grid: &Cartesian, l: &Local, how: Dot, tol: f64, max_iter: usize) -
         let t1 = Instant::now();
         times.communication += (t1 - t).as_secs_f64();
         l.spmv(&p, &mut q);
+        times.computation += t1.elapsed().as_secs_f64();
         let owned_p = (0..owned).map(|k| p[l.ext(k)]);
-        let t2 = Instant::now();
-        times.computation += (t2 - t1).as_secs_f64();
-        let pq = dot(grid, how, owned_p, q.iter().copied())?;
-        let t3 = Instant::now();
-        times.communication += (t3 - t2).as_secs_f64();
+        let pq = dot(grid, how, owned_p, q.iter().copied(), &mut times)?;
         let alpha = rr / pq;
+        let t2 = Instant::now();
         for k in 0..owned {
             x[k] += alpha * p[l.ext(k)];
             r[k] -= alpha * q[k];
         }
-        let t4 = Instant::now();
-        times.computation += (t4 - t3).as_secs_f64();
-        let rr_new = dot(grid, how, r.iter().copied(), r.iter().copied())?;
-        let t5 = Instant::now();
-        times.communication += (t5 - t4).as_secs_f64();
+        times.computation += t2.elapsed().as_secs_f64();
+        let rr_new = dot(grid, how, r.iter().copied(), r.iter().copied(), &mut times)?;
+        let t3 = Instant::now();
         let beta = rr_new / rr;
         rr = rr_new;
         for (k, &rk) in r.iter().enumerate() {
             let e = l.ext(k);
             p[e] = rk + beta * p[e];
         }
-        times.computation += t5.elapsed().as_secs_f64();
+        times.computation += t3.elapsed().as_secs_f64();
         iterations += 1;
         residuals.push((rr / bb).sqrt());
     }
