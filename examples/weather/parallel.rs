@@ -79,9 +79,10 @@ pub fn step(
         compute += t.elapsed().as_secs_f64();
         hpcomm::wait_all(&mut reqs)
     })?;
-    // Past a non-periodic edge nothing arrives: keep the edge's own value
-    // (a reflecting wall would flip the normal momentum; the example's
-    // grid is periodic, so this does not arise there).
+    // Past a non-periodic edge nothing arrives and the halo is left as it
+    // is. A wall would need boundary values here (a reflecting one copies
+    // the edge and flips the normal momentum). The example's grid is
+    // periodic, so every side has a neighbour.
     if near[0] != Rank::NULL {
         b.set_row(0, from_up);
     }
