@@ -73,6 +73,24 @@ impl KvsClient {
         self.writer.local_addr().ok().map(|a| a.ip())
     }
 
+    /// Keeps the connection open for the rest of the process's life and
+    /// ends the process when it closes: the launcher is gone (killed, its
+    /// host lost, interrupted), and a rank it started on another host must
+    /// not run on as an orphan. The server sends nothing unasked, so any
+    /// end of the connection means that.
+    pub fn watch_launcher(mut self) -> Result<()> {
+        std::thread::Builder::new()
+            .name("hpcomm-launcher-watch".into())
+            .spawn(move || {
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut self.reader, &mut rest);
+                eprintln!("hpcomm: the launcher is gone (its connection closed); ending this rank");
+                std::process::exit(1);
+            })
+            .map(drop)
+            .map_err(|e| Error::Bootstrap(format!("cannot watch the launcher: {e}")))
+    }
+
     fn request(&mut self, line: &str) -> std::result::Result<String, String> {
         self.writer.write_all(format!("{line}\n").as_bytes()).map_err(lost)?;
         let mut answer = String::new();

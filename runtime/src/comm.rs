@@ -27,6 +27,21 @@ pub struct Communicator {
     rank: u32,
     /// World peer of each rank.
     group: Rc<[PeerId]>,
+    /// Whether this handle owns the context (a view of it for the
+    /// runtime's own traffic does not): dropping the owner gives the
+    /// context id back for reuse.
+    owner: bool,
+}
+
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        if !self.owner || self.ctx == ContextId::WORLD {
+            return;
+        }
+        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+            engine.close_context(self.ctx);
+        }
+    }
 }
 
 /// Where a receive may come from, after validation.
@@ -125,7 +140,7 @@ impl Communicator {
         group: Rc<[PeerId]>,
     ) -> Communicator {
         engine.borrow_mut().open_context(ctx, &group);
-        Communicator { engine, config, ctx, rank, group }
+        Communicator { engine, config, ctx, rank, group, owner: true }
     }
 
     /// This process's rank in the communicator.
@@ -206,6 +221,7 @@ impl Communicator {
             ctx: self.ctx.collective(),
             rank: self.rank,
             group: self.group.clone(),
+            owner: false,
         }
     }
 
@@ -515,8 +531,8 @@ impl Communicator {
     /// A new communicator with the same group and a fresh context
     /// (`MPI_Comm_dup`). Collective over this communicator.
     pub fn dup(&self) -> Result<Communicator> {
-        let next = self.engine.borrow().state.next_ctx;
-        let all = self.exchange([0, 0, u64::from(next)])?;
+        let (next, free) = self.context_offer();
+        let all = self.exchange([0, 0, u64::from(next), free])?;
         let ctx = self.agree_context(&all);
         Ok(Communicator::new(
             self.engine.clone(),
@@ -532,8 +548,9 @@ impl Communicator {
     /// rank here. A rank with colour `None` (`MPI_UNDEFINED`) gets `None`.
     /// Collective over this communicator.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
-        let next = self.engine.borrow().state.next_ctx;
-        let mine = [color.map_or(u64::MAX, u64::from), u64::from(key as u32), u64::from(next)];
+        let (next, free) = self.context_offer();
+        let mine =
+            [color.map_or(u64::MAX, u64::from), u64::from(key as u32), u64::from(next), free];
         let all = self.exchange(mine)?;
         let ctx = self.agree_context(&all);
         let Some(color) = color else { return Ok(None) };
@@ -552,28 +569,47 @@ impl Communicator {
         Ok(Some(Communicator::new(self.engine.clone(), self.config.clone(), ctx, rank, group)))
     }
 
-    /// The new context every member computes from the exchanged counters:
-    /// above every id any member has used.
-    fn agree_context(&self, all: &[[u64; 3]]) -> ContextId {
-        let next = all.iter().map(|rec| rec[2]).max().expect("a communicator is never empty");
-        let ctx = ContextId(next as u32);
+    /// What this rank offers for a new context: the lowest id it has not
+    /// used, and which of the [`REUSABLE`] lowest context pairs it has no
+    /// state for (never used here, or given back when their communicator
+    /// was dropped), as a bit mask.
+    fn context_offer(&self) -> (u32, u64) {
+        let engine = self.engine.borrow();
+        let free = (0..REUSABLE)
+            .filter(|&i| engine.context_free(ContextId(2 + 2 * i)))
+            .fold(0u64, |mask, i| mask | 1 << i);
+        (engine.state.next_ctx, free)
+    }
+
+    /// The new context every member computes from the exchanged offers:
+    /// the lowest pair free on every member, so that ids are reused once
+    /// communicators are dropped; above every id any member has used when
+    /// none is.
+    fn agree_context(&self, all: &[[u64; 4]]) -> ContextId {
+        let free = all.iter().fold(u64::MAX, |mask, rec| mask & rec[3]);
+        let ctx = if free != 0 {
+            ContextId(2 + 2 * free.trailing_zeros())
+        } else {
+            let next = all.iter().map(|rec| rec[2]).max().expect("a communicator is never empty");
+            ContextId(next as u32)
+        };
         let mut engine = self.engine.borrow_mut();
-        engine.state.next_ctx = engine.state.next_ctx.max(ctx.0 + 2);
+        engine.state.next_ctx = engine.state.next_ctx.max(ctx.0.saturating_add(2));
         ctx
     }
 
     /// Ring all-gather of one small record per rank, on the collective
     /// context (used to build communicators before collectives exist).
-    fn exchange(&self, mine: [u64; 3]) -> Result<Vec<[u64; 3]>> {
+    fn exchange(&self, mine: [u64; 4]) -> Result<Vec<[u64; 4]>> {
         let n = self.size();
         let me = self.rank();
-        let mut all = vec![[0u64; 3]; n];
+        let mut all = vec![[0u64; 4]; n];
         all[me] = mine;
         let coll = self.collective_view();
         let (right, left) = ((me + 1) % n, (me + n - 1) % n);
         for step in 0..n.saturating_sub(1) {
             let outgoing = all[(me + n - step) % n];
-            let mut incoming = [0u64; 3];
+            let mut incoming = [0u64; 4];
             coll.sendrecv(&outgoing, right, EXCHANGE_TAG, &mut incoming, left, EXCHANGE_TAG)?;
             all[(me + n - step - 1) % n] = incoming;
         }
@@ -617,6 +653,10 @@ pub(crate) enum Started {
     /// With the null process: nothing to do.
     Null,
 }
+
+/// Context pairs (from id 2 on) that new communicators reuse once free on
+/// every member: one bit each in the offer.
+const REUSABLE: u32 = 64;
 
 /// Tags of the runtime's own traffic on collective contexts.
 const EXCHANGE_TAG: i32 = 1;

@@ -24,7 +24,8 @@
 //! |---|---|
 //! | `HPCOMM_RANK`, `HPCOMM_SIZE` | this rank and the job's size |
 //! | `HPCOMM_KVS` | the launcher's key-value server, `host:port` |
-//! | `HPCOMM_SECRET` | the job's secret, presented to the key-value server |
+//! | `HPCOMM_SECRET` | the job's secret, presented to the key-value server (ranks on this host) |
+//! | `HPCOMM_SECRET_FD` | `0`: the secret is the first line of standard input instead (ranks started on other hosts: a command line is readable by every local user, so the secret never travels in one) |
 //! | `HPCOMM_JOB` | the job's identifier |
 //! | `HPCOMM_TRANSPORT` | `auto`, `shm`, `tcp` or `ofi` |
 //! | `HPCOMM_LAUNCHER_PID` | the launcher's pid: a rank ends when the launcher does |
@@ -166,7 +167,17 @@ impl Default for Config {
 impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Config> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+        let secret = match (std::env::var("HPCOMM_SECRET"), std::env::var("HPCOMM_SECRET_FD")) {
+            (Err(_), Ok(fd)) if fd == "0" => Some(secret_from_stdin()?),
+            (Err(_), Ok(fd)) => {
+                return Err(Error::Config(format!("HPCOMM_SECRET_FD={fd:?}: only 0 is read")))
+            }
+            _ => None,
+        };
+        Config::from_lookup(|name| match name {
+            "HPCOMM_SECRET" if secret.is_some() => secret.clone(),
+            _ => std::env::var(name).ok(),
+        })
     }
 
     /// Reads the settings through `lookup` (for tests).
@@ -288,6 +299,31 @@ impl Config {
             launcher_pid: parse::<i32>(lookup, "HPCOMM_LAUNCHER_PID")?,
         }))
     }
+}
+
+/// Reads the job's secret: the first line of standard input (a rank started
+/// on another host gets it there from the launcher, never on its command
+/// line). Byte by byte, so that nothing after the line is taken from the
+/// program's own input; at most 1 KiB.
+fn secret_from_stdin() -> Result<String> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(stdin.as_fd(), &mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() < 1024 => line.push(byte[0]),
+            Ok(_) => return Err(Error::Config("the secret's line on stdin is too long".into())),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::Config(format!("cannot read the secret from stdin: {e}"))),
+        }
+    }
+    String::from_utf8(line)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::Config("HPCOMM_SECRET_FD=0 but stdin holds no secret".into()))
 }
 
 /// The log filter for the `hpcomm` command (`HPCOMM_LOG`, in tracing's

@@ -15,6 +15,7 @@ use hpcomm_transport::{
     TransportError,
 };
 
+use crate::contexts::Contexts;
 use crate::error::{Error, Result};
 use crate::matching::{Envelope, Matcher, Pattern};
 use crate::protocol::{select, Limits, Protocol, Rendezvous};
@@ -53,7 +54,7 @@ enum Stage {
     /// A receive waiting in its context's matcher.
     Posted,
     /// A rendezvous receive reading the sender's buffer in chunks.
-    Reading { outstanding: u32, sreq: u64, error: Option<Box<Error>> },
+    Reading { outstanding: usize, sreq: u64, error: Option<Box<Error>> },
     /// A rendezvous receive taking `DATA` frames.
     Streaming { got: usize, len: usize },
     /// An eager send whose frame waits in the outbox (holding its region).
@@ -95,8 +96,17 @@ struct Slot {
 /// What is kept of a message that arrived before its receive.
 #[derive(Debug)]
 enum Stored {
-    Eager { data: Vec<u8>, sync: Option<(PeerId, u64)> },
+    Eager { data: Vec<u8>, from: PeerId, sync: Option<u64> },
     Rts { peer: PeerId, sreq: u64, key: RemoteKey, read: bool },
+}
+
+impl Stored {
+    /// The peer the message came from, as the transport reported it.
+    fn from(&self) -> PeerId {
+        match *self {
+            Stored::Eager { from, .. } | Stored::Rts { peer: from, .. } => from,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +118,10 @@ struct CtxState {
     group: Option<Vec<PeerId>>,
     /// Collective operations started on this context, for their tags.
     collectives: u32,
+    /// Messages that arrived before this endpoint had the communicator, in
+    /// arrival order: they are matched once its group can vouch for their
+    /// senders ([`Engine::open_context`]).
+    pending: Vec<(MessageHeader, Envelope, Stored)>,
 }
 
 #[derive(Debug)]
@@ -150,7 +164,7 @@ pub(crate) struct State {
     /// The limits towards each peer (they differ when the transport
     /// reaches some peers through shared memory and others over a network).
     peer_limits: Vec<Limits>,
-    ctxs: Vec<Option<CtxState>>,
+    ctxs: Contexts<CtxState>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     outbox: VecDeque<Outgoing>,
@@ -158,6 +172,8 @@ pub(crate) struct State {
     lost: Vec<bool>,
     /// Lost peers that went silent (timed out) rather than ended.
     silent: Vec<bool>,
+    /// Lost peers that sent a frame this rank refused, and why.
+    refused: Vec<Option<Box<str>>>,
     lost_count: usize,
     released: Vec<(ReqId, Envelope, Stored)>,
     /// Recycled buffers for unexpected eager payloads.
@@ -218,13 +234,14 @@ impl Engine {
             state: State {
                 limits,
                 peer_limits,
-                ctxs: Vec::new(),
+                ctxs: Contexts::default(),
                 slots: Vec::new(),
                 free: Vec::new(),
                 outbox: VecDeque::new(),
                 jobs: VecDeque::new(),
                 lost: vec![false; n],
                 silent: vec![false; n],
+                refused: vec![None; n],
                 lost_count: 0,
                 released: Vec::new(),
                 pool: Vec::new(),
@@ -386,9 +403,9 @@ impl Engine {
         }
         let (env, stored) =
             matcher.take_unexpected(pattern, |stored| matches!(stored, Stored::Eager { .. }))?;
-        let Stored::Eager { data, sync } = stored else { unreachable!("only eager taken") };
-        if let Some((peer, sreq)) = sync {
-            state.push_control(peer, &Header::Ack { sreq });
+        let Stored::Eager { data, from, sync } = stored else { unreachable!("only eager taken") };
+        if let Some(sreq) = sync {
+            state.push_control(from, &Header::Ack { sreq });
         }
         let result = match buf.get_mut(..data.len()) {
             Some(dst) => {
@@ -460,12 +477,63 @@ impl Engine {
         self.state.ctx(ctx).matcher.probe(pattern).map(|(env, _)| *env)
     }
 
-    /// Records the group of a communicator this endpoint belongs to.
+    /// Records the group of a communicator this endpoint belongs to. The
+    /// messages that arrived for it before are checked against the group
+    /// now: one that claims a rank other than its sender's is refused, and
+    /// its sender fails (see [`State::on_event`]).
     pub fn open_context(&mut self, ctx: ContextId, group: &[PeerId]) {
+        let mut liars = Vec::new();
         for c in [ctx, ctx.collective()] {
-            self.state.ctx(c).group = Some(group.to_vec());
+            let state = self.state.ctx(c);
+            state.group = Some(group.to_vec());
+            for (msg, env, stored) in std::mem::take(&mut state.pending) {
+                let from = stored.from();
+                if group.get(msg.src as usize) != Some(&from) {
+                    liars.push((from, msg.src, c));
+                    continue;
+                }
+                // No receive can be posted yet on a context being opened.
+                let matched = state.matcher.arrive(env, msg.seq, || stored, &mut Vec::new());
+                debug_assert!(matched.is_none());
+            }
         }
-        self.state.next_ctx = self.state.next_ctx.max(ctx.0 + 2);
+        self.state.next_ctx = self.state.next_ctx.max(ctx.0.saturating_add(2));
+        for (peer, claimed, c) in liars {
+            if !self.state.lost[peer.index()] {
+                let why = format!("claimed to be rank {claimed} of context {}", c.0);
+                self.state.refused[peer.index()] = Some(why.into_boxed_str());
+                self.state.peer_lost(&self.regions, peer);
+            }
+        }
+    }
+
+    /// Whether this endpoint has no state for the context pair of `ctx`:
+    /// never used here, or closed since.
+    pub fn context_free(&self, ctx: ContextId) -> bool {
+        self.state.ctxs.get(ctx).is_none() && self.state.ctxs.get(ctx.collective()).is_none()
+    }
+
+    /// Forgets the context pair of a communicator dropped on this rank, so
+    /// that its id can be agreed again for a new one — unless something is
+    /// still in flight on it (a posted receive, a message nobody received,
+    /// a request that has not ended): then it stays, and is never reused.
+    pub fn close_context(&mut self, ctx: ContextId) {
+        let pair = [ContextId(ctx.0 & !1), ctx.collective()];
+        let idle = pair.iter().all(|&c| {
+            self.state.ctxs.get(c).is_none_or(|s| s.matcher.is_empty() && s.pending.is_empty())
+        });
+        let busy = self.state.slots.iter().any(|slot| {
+            slot.req
+                .as_ref()
+                .is_some_and(|r| pair.contains(&r.ctx) && !matches!(r.stage, Stage::Done(_)))
+        }) || self.tasks.iter().any(|t| pair.contains(&t.ctx));
+        if !idle || busy {
+            tracing::debug!(ctx = ctx.0, "context closed with traffic in flight: not reused");
+            return;
+        }
+        for c in pair {
+            self.state.ctxs.remove(c);
+        }
     }
 
     /// Counts a collective operation started on `ctx`; returns its number
@@ -515,17 +583,7 @@ impl Engine {
     pub fn progress(&mut self) -> Result<bool> {
         let mut busy = self.has_backlog() && self.flush()?;
         let Engine { transport, regions, state, .. } = self;
-        let mut failure = None;
-        let events = transport.poll(regions, &mut |ev| {
-            if failure.is_none() {
-                if let Err(e) = state.on_event(regions, ev) {
-                    failure = Some(e);
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let events = transport.poll(regions, &mut |ev| state.on_event(regions, ev))?;
         busy |= events > 0;
         if !self.tasks.is_empty() {
             busy |= self.poll_tasks();
@@ -700,28 +758,25 @@ impl Engine {
     }
 }
 
-/// The state of context `ctx` in `ctxs`, made on first use (a peer may send
-/// on a communicator before this rank has created it).
-/// The lookup is on the path of every message; making a context is not.
+/// Checks that a message comes from the rank it claims: `src` is the peer
+/// the transport reports, `group` the world peers of the context's
+/// communicator when this rank has it (its messages are checked again when
+/// it opens it, see [`Engine::open_context`]), `world` the job's size.
 #[inline]
-fn context_in(ctxs: &mut Vec<Option<CtxState>>, ctx: ContextId) -> &mut CtxState {
-    let i = ctx.0 as usize;
-    if !matches!(ctxs.get(i), Some(Some(_))) {
-        context_new(ctxs, i);
+fn check_sender(
+    msg: &MessageHeader,
+    src: PeerId,
+    group: Option<&[PeerId]>,
+    world: usize,
+) -> std::result::Result<(), String> {
+    let ok = match group {
+        Some(group) => group.get(msg.src as usize) == Some(&src),
+        None => (msg.src as usize) < world,
+    };
+    if ok {
+        return Ok(());
     }
-    match &mut ctxs[i] {
-        Some(c) => c,
-        None => unreachable!("made above"),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn context_new(ctxs: &mut Vec<Option<CtxState>>, i: usize) {
-    if i >= ctxs.len() {
-        ctxs.resize_with(i + 1, || None);
-    }
-    ctxs[i].get_or_insert_with(CtxState::default);
+    Err(format!("claims to be rank {} of context {}", msg.src, msg.ctx.0))
 }
 
 fn transport_error(e: TransportError) -> Error {
@@ -739,7 +794,7 @@ impl State {
 
     #[inline]
     fn ctx(&mut self, ctx: ContextId) -> &mut CtxState {
-        context_in(&mut self.ctxs, ctx)
+        self.ctxs.local(ctx)
     }
 
     /// The next sequence number for messages to `dst` on `ctx`.
@@ -822,21 +877,37 @@ impl State {
         }
     }
 
-    fn on_event(&mut self, regions: &Regions, ev: Event<'_>) -> Result<()> {
+    /// Handles one transport event. A frame that breaks the protocol fails
+    /// its sender (every operation that depends on it ends with
+    /// [`Error::Protocol`]) and nothing else: the other events of the batch
+    /// are handled as usual.
+    fn on_event(&mut self, regions: &Regions, ev: Event<'_>) {
         match ev {
-            Event::Frame { src, header, payload } => self.on_frame(regions, src, header, payload),
-            Event::ReadDone { token } => {
-                self.read_done(regions, token, None);
-                Ok(())
+            Event::Frame { src, header, payload } => {
+                if src.index() >= self.lost.len() || self.lost[src.index()] {
+                    // From outside the job (a backend bug), or from a peer
+                    // already given up: nothing it says is used.
+                    return;
+                }
+                if let Err(why) = self.on_frame(regions, src, header, payload) {
+                    tracing::warn!(peer = src.index(), "refusing peer: {why}");
+                    self.refused[src.index()] = Some(why.into_boxed_str());
+                    self.peer_lost(regions, src);
+                }
             }
+            Event::ReadDone { token } => self.read_done(regions, token, None),
             Event::ReadFailed { token, error } => {
-                self.read_done(regions, token, Some(transport_error(error)));
-                Ok(())
+                self.read_done(regions, token, Some(transport_error(error)))
             }
             Event::PeerLost { peer, cause } => {
-                self.silent[peer.index()] |= cause == LossCause::Silent;
-                self.peer_lost(regions, peer);
-                Ok(())
+                if peer.index() < self.lost.len() {
+                    self.silent[peer.index()] |= cause == LossCause::Silent;
+                    if cause == LossCause::Protocol && self.refused[peer.index()].is_none() {
+                        let why = "broke the transport's framing".into();
+                        self.refused[peer.index()] = Some(why);
+                    }
+                    self.peer_lost(regions, peer);
+                }
             }
         }
     }
@@ -847,33 +918,46 @@ impl State {
         src: PeerId,
         header: &[u8],
         payload: &[u8],
-    ) -> Result<()> {
-        let header =
-            Header::decode(header).map_err(|e| Error::Protocol(format!("from rank {src}: {e}")))?;
-        match header {
+    ) -> std::result::Result<(), String> {
+        match Header::decode(header)? {
             Header::Eager { msg, sync } => {
                 let env = Envelope { src: msg.src, tag: msg.tag, len: payload.len() };
-                let sync = sync.map(|sreq| (src, sreq));
                 let pool = &mut self.pool;
-                let keep = || {
+                let mut keep = || {
                     let mut data = pool.pop().unwrap_or_default();
                     data.extend_from_slice(payload);
-                    Stored::Eager { data, sync }
+                    Stored::Eager { data, from: src, sync }
                 };
-                let ctx = context_in(&mut self.ctxs, msg.ctx);
+                let ctx = self.ctxs.admit(msg.ctx, self.next_ctx)?;
+                check_sender(&msg, src, ctx.group.as_deref(), self.lost.len())?;
+                if ctx.group.is_none() {
+                    ctx.pending.push((msg, env, keep()));
+                    return Ok(());
+                }
                 if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut self.released) {
-                    self.deliver_eager(regions, id, env, payload, sync);
+                    self.deliver_eager(regions, id, env, payload, sync.map(|s| (src, s)));
                 }
                 if !self.released.is_empty() {
                     self.deliver_released(regions);
                 }
             }
             Header::Rts { msg, read, len, sreq, key } => {
-                let len = usize::try_from(len)
-                    .map_err(|_| Error::Protocol(format!("rank {src} announced {len} bytes")))?;
+                let len = usize::try_from(len).map_err(|_| format!("announced {len} bytes"))?;
+                if read && !self.peer_limits[src.index()].rma_read {
+                    return Err("asked for a read rendezvous, which this rank cannot do".into());
+                }
+                if !read && len <= self.peer_limits[src.index()].eager {
+                    // Harmless, but no sender of this version does it.
+                    tracing::debug!(peer = src.index(), len, "rendezvous below the eager limit");
+                }
                 let env = Envelope { src: msg.src, tag: msg.tag, len };
                 let keep = || Stored::Rts { peer: src, sreq, key, read };
-                let ctx = context_in(&mut self.ctxs, msg.ctx);
+                let ctx = self.ctxs.admit(msg.ctx, self.next_ctx)?;
+                check_sender(&msg, src, ctx.group.as_deref(), self.lost.len())?;
+                if ctx.group.is_none() {
+                    ctx.pending.push((msg, env, keep()));
+                    return Ok(());
+                }
                 if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut self.released) {
                     self.start_rendezvous(regions, id, env, src, sreq, key, read);
                 }
@@ -884,7 +968,9 @@ impl State {
             Header::Ack { sreq } | Header::Fin { sreq } => {
                 let id = ReqId::from_wire(sreq);
                 if let Some(req) = self.get(id) {
-                    if matches!(req.stage, Stage::AwaitReply | Stage::AwaitCts) {
+                    if req.peer == Some(src)
+                        && matches!(req.stage, Stage::AwaitReply | Stage::AwaitCts)
+                    {
                         let info = req.info;
                         self.finish(regions, id, Ok(info));
                     }
@@ -893,7 +979,7 @@ impl State {
             Header::Cts { sreq, rreq } => {
                 let id = ReqId::from_wire(sreq);
                 if let Some(req) = self.slot(id) {
-                    if matches!(req.stage, Stage::AwaitCts) {
+                    if req.peer == Some(src) && matches!(req.stage, Stage::AwaitCts) {
                         req.stage = Stage::Pushing;
                         let len = req.info.bytes;
                         self.jobs.push_back(Job::Push { req: id, peer: src, rreq, offset: 0, len });
@@ -907,14 +993,17 @@ impl State {
                 let Some(req) = self.slot(id) else {
                     return Ok(());
                 };
+                if req.peer != Some(src) {
+                    return Err("sent data for a receive that another rank matched".into());
+                }
                 let Stage::Streaming { got, len } = &mut req.stage else {
                     return Ok(());
                 };
-                let start = offset as usize;
-                let end =
-                    start.checked_add(payload.len()).filter(|&e| e <= *len).ok_or_else(|| {
-                        Error::Protocol(format!("rank {src} sent data past the message end"))
-                    })?;
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let end = start
+                    .checked_add(payload.len())
+                    .filter(|&e| e <= *len && *got + payload.len() <= *len)
+                    .ok_or("sent data past the message end")?;
                 *got += payload.len();
                 let complete = *got == *len;
                 let region = req.region;
@@ -942,8 +1031,8 @@ impl State {
     /// A stored (unexpected or early) message meets its receive.
     fn deliver_stored(&mut self, regions: &Regions, id: ReqId, env: Envelope, stored: Stored) {
         match stored {
-            Stored::Eager { data, sync } => {
-                self.deliver_eager(regions, id, env, &data, sync);
+            Stored::Eager { data, from, sync } => {
+                self.deliver_eager(regions, id, env, &data, sync.map(|s| (from, s)));
                 self.recycle(data);
             }
             Stored::Rts { peer, sreq, key, read } => {
@@ -1002,9 +1091,11 @@ impl State {
             self.push_control(peer, &Header::Fin { sreq });
             self.finish(regions, id, Err(Error::Truncated { needed: env.len, capacity }));
         } else if read {
-            let chunks = env.len.div_ceil(max_read) as u32;
+            // At most the receive buffer's length over the read size: the
+            // length was checked against the buffer just above.
+            let chunks = env.len.div_ceil(max_read);
             req.stage = Stage::Reading { outstanding: chunks, sreq, error: None };
-            for c in 0..chunks as usize {
+            for c in 0..chunks {
                 let offset = c * max_read;
                 let len = max_read.min(env.len - offset);
                 self.jobs.push_back(Job::Read { req: id, peer, key, offset, len });
@@ -1021,7 +1112,7 @@ impl State {
         let Stage::Reading { outstanding, sreq, error: first } = &mut req.stage else {
             return;
         };
-        *outstanding -= 1;
+        *outstanding = outstanding.saturating_sub(1);
         if first.is_none() {
             *first = error.map(Box::new);
         }
@@ -1059,6 +1150,9 @@ impl State {
 
     /// The error for an operation that depends on the lost `peer`.
     pub(crate) fn loss(&self, peer: PeerId) -> Error {
+        if let Some(why) = &self.refused[peer.index()] {
+            return Error::Protocol(format!("rank {peer} (world) {why}"));
+        }
         match self.silent[peer.index()] {
             true => Error::PeerUnresponsive { rank: peer.index() },
             false => Error::PeerFailed { rank: peer.index() },
@@ -1070,7 +1164,7 @@ impl State {
         if self.lost_count == 0 {
             return None;
         }
-        let group = self.ctxs.get(ctx.0 as usize)?.as_ref()?.group.as_ref()?;
+        let group = self.ctxs.get(ctx)?.group.as_ref()?;
         group.iter().copied().find(|p| self.lost[p.index()])
     }
 
@@ -1104,17 +1198,16 @@ impl State {
         let error = self.loss(peer);
         let mut failed = Vec::new();
         let mut broken = Vec::new();
-        for (id, ctx) in self.ctxs.iter_mut().enumerate() {
-            let Some(ctx) = ctx else { continue };
+        for (id, ctx) in self.ctxs.iter_mut() {
             let Some(group) = ctx.group.as_ref() else {
                 continue;
             };
             if !group.contains(&peer) {
                 continue;
             }
-            let collective = ContextId(id as u32).is_collective();
+            let collective = id.is_collective();
             if collective {
-                broken.push(ContextId(id as u32));
+                broken.push(id);
             }
             failed.extend(ctx.matcher.cancel(|src, _| match src {
                 Some(s) => collective || group.get(s as usize) == Some(&peer),
@@ -1142,5 +1235,41 @@ impl State {
         for id in failed {
             self.finish(regions, id, Err(error.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hpcomm_transport::loopback::Loopback;
+
+    use super::*;
+
+    fn eager(ctx: u32, src: u32, seq: u32) -> Vec<u8> {
+        let msg = MessageHeader { ctx: ContextId(ctx), src, tag: 5, seq };
+        header_of(&Header::Eager { msg, sync: None }).0[..24].to_vec()
+    }
+
+    #[test]
+    fn messages_that_came_before_their_communicator_are_checked_when_it_opens() {
+        let mut eps = Loopback::fabric(3, Default::default());
+        let (mut two, mut one) = (eps.pop().unwrap(), eps.pop().unwrap());
+        let mut engine = Engine::new(Backend::Loopback(eps.pop().unwrap()), None);
+        // On context 4, which rank 0 has not opened: rank 1 claims to be rank
+        // 1 of it (it is rank 0 there), rank 2 tells the truth (it is rank 1).
+        one.try_send(PeerId(0), &eager(4, 1, 0), b"lie").unwrap();
+        two.try_send(PeerId(0), &eager(4, 1, 0), b"truth").unwrap();
+        while engine.state.ctxs.get(ContextId(4)).map_or(0, |c| c.pending.len()) < 2 {
+            engine.progress().unwrap();
+        }
+        engine.open_context(ContextId(4), &[PeerId(1), PeerId(2)]);
+        assert!(engine.is_lost(PeerId(1)));
+        assert!(
+            matches!(engine.state.loss(PeerId(1)), Error::Protocol(why) if why.contains("rank 1 of context 4"))
+        );
+        assert!(!engine.is_lost(PeerId(2)));
+        let ctx = engine.state.ctx(ContextId(4));
+        assert_eq!(ctx.matcher.unexpected_len(), 1);
+        let (env, _) = ctx.matcher.probe(Pattern { src: None, tag: None }).unwrap();
+        assert_eq!(env.src, 1);
     }
 }

@@ -34,6 +34,7 @@
 pub mod bootstrap;
 mod comm;
 pub mod config;
+mod contexts;
 mod engine;
 mod error;
 pub mod matching;

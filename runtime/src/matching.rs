@@ -290,6 +290,16 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         out.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Whether nothing is posted, unexpected or held early: the context
+    /// can be forgotten.
+    pub fn is_empty(&self) -> bool {
+        self.any_source.is_empty()
+            && self
+                .sources
+                .iter()
+                .all(|q| q.posted.is_empty() && q.unexpected.is_empty() && q.early.is_empty())
+    }
+
     /// Whether any receive is posted.
     pub fn has_posted(&self) -> bool {
         !self.any_source.is_empty() || self.sources.iter().any(|q| !q.posted.is_empty())

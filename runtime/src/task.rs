@@ -91,7 +91,7 @@ impl<'a> TaskCx<'a> {
     pub fn send(&mut self, to: usize, tag: i32, data: Vec<u8>) -> Result<Transfer> {
         let peer = self.peer(to)?;
         let len = data.len();
-        let region = self.engine.regions.insert_owned(data);
+        let region = self.engine.regions.insert_owned_read_only(data);
         match self.engine.start_send(self.ctx, self.rank, to as u32, peer, tag, region, len, false)
         {
             Ok(id) => {

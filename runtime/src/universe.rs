@@ -50,6 +50,17 @@ impl Universe {
         let size = transport.peer_count();
         let rank = transport.peer_id();
         let engine = Rc::new(RefCell::new(Engine::new(transport, config.eager_limit)));
+        // A scope that closes while the transport still uses one of its
+        // regions (a request ended early by a peer's loss, a scope that
+        // unwound) makes progress here until the transport lets it go.
+        let weak = Rc::downgrade(&engine);
+        engine.borrow().regions.set_drain(Box::new(move || {
+            let Some(engine) = weak.upgrade() else { return };
+            let Ok(mut engine) = engine.try_borrow_mut() else { return };
+            if let Err(e) = engine.progress() {
+                tracing::debug!("progress while a scope waits for its regions: {e}");
+            }
+        }));
         let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
         let world = Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group);
         Universe { world: Some(world), config }
@@ -168,6 +179,7 @@ pub fn init() -> Result<Universe> {
             ))
         }
     };
+    kvs.watch_launcher()?;
     Ok(Universe::from_transport(transport, config))
 }
 

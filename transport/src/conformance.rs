@@ -36,6 +36,7 @@ where
     concurrent_frames_arrive_exactly_once(&make);
     reads_copy_exposed_memory(&make);
     revoked_regions_cannot_be_read(&make);
+    only_read_only_regions_are_exposed(&make);
     lost_peers_are_reported(&make);
 }
 
@@ -422,6 +423,32 @@ pub fn revoked_regions_cannot_be_read<T: Transport>(make: &impl Fn(usize) -> Vec
         }
     });
     assert_eq!(dst, [0u8; 32], "a revoked region was read");
+}
+
+/// Only read-only regions can be exposed: a writable one could be written
+/// (a receive, a read landing in it) while a peer reads it, and reading it
+/// into itself would alias the same bytes as `&` and `&mut`.
+pub fn only_read_only_regions_are_exposed<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
+    let mut eps = make(2);
+    if !eps[0].capabilities().rma_read {
+        return;
+    }
+    let regions = Regions::new();
+    let mut buf = [0u8; 64];
+    let owned = regions.insert_owned(vec![0; 64]);
+    regions.scope(|s| {
+        let id = s.register_mut(&mut buf);
+        for region in [id, owned] {
+            match eps[0].expose(&regions, region) {
+                Err(TransportError::InvalidRegion) => {}
+                other => panic!("a writable region was exposed: {other:?}"),
+            }
+        }
+    });
+    let frozen = regions.insert_owned_read_only(vec![1; 64]);
+    eps[0].expose(&regions, frozen).expect("a read-only owned region is exposed");
+    regions.release(frozen);
+    regions.release(owned);
 }
 
 /// A peer that goes away is reported once, after every frame it sent; sends

@@ -54,6 +54,8 @@
 
 pub mod conformance;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hybrid;
 pub mod loopback;
 pub mod ofi;
@@ -236,6 +238,10 @@ pub enum LossCause {
     /// answered no keep-alive probe, within the backend's peer timeout — a
     /// cut link or a dead host.
     Silent,
+    /// It broke the backend's own framing (a malformed tcp frame, a shm
+    /// ring record or index that cannot be true): nothing more it sends is
+    /// believed.
+    Protocol,
 }
 
 /// Errors of the transport layer.

@@ -333,7 +333,7 @@ impl Transport for Loopback {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("loopback (reads disabled)"));
         }
-        let (ptr, len, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
+        let (ptr, len) = regions.exposable(region)?;
         let key = self.fabric.next_window.fetch_add(1, Ordering::Relaxed);
         let window = Arc::new(Window { extent: Mutex::new(Some(Extent { ptr, len })) });
         lock(&self.fabric.windows).insert(key, window.clone());

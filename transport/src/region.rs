@@ -18,6 +18,22 @@
 //!
 //! The table is per endpoint and single-threaded (`!Send`); what a peer
 //! thread may touch is only the revocable exposure that a backend attaches.
+//!
+//! # Pins
+//!
+//! A backend that hands a region's memory to someone who uses it after the
+//! call returns — libfabric writing a read's data into it whenever the
+//! provider progresses — *pins* the region for that operation and unpins it
+//! when the operation's completion (or its cancellation's) has been seen.
+//! A pinned region that is released (its request ended early: a peer was
+//! lost, a scope unwound) disappears for everyone else at once, but its
+//! memory and registration stay until the last unpin. A scope never ends
+//! while a region registered in it is pinned: its close drives progress
+//! through the table's [drain hook](Regions::set_drain) until the backend
+//! has seen every completion. The runtime installs the hook; a table
+//! without one whose scope closes on a pinned region aborts the process,
+//! since neither returning (the memory would be written after it is freed)
+//! nor waiting (nothing would ever complete) is sound.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -78,6 +94,11 @@ struct Entry {
     /// it; moving the vector does not move its contents, and it is never
     /// resized while owned here).
     owned: Option<Vec<u8>>,
+    /// Transport operations in flight on this memory.
+    pins: u32,
+    /// Released while pinned: gone for everyone but the pinning backend,
+    /// removed at the last unpin.
+    released: bool,
 }
 
 #[derive(Debug, Default)]
@@ -89,11 +110,25 @@ struct Table {
     /// vectors are kept for reuse, `open` of them are in use.
     scopes: Vec<Vec<RegionId>>,
     open: usize,
+    /// Released regions still pinned.
+    doomed: usize,
 }
 
 impl Table {
+    /// A live region, as its users see it (a released one is gone).
     #[inline]
     fn entry(&self, id: RegionId) -> Option<&Entry> {
+        self.any_entry(id).filter(|e| !e.released)
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
+        self.any_entry_mut(id).filter(|e| !e.released)
+    }
+
+    /// A region still in the table, released or not.
+    #[inline]
+    fn any_entry(&self, id: RegionId) -> Option<&Entry> {
         let slot = self.slots.get(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -102,12 +137,24 @@ impl Table {
     }
 
     #[inline]
-    fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
+    fn any_entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
         }
         slot.entry.as_mut()
+    }
+
+    /// Removes a live region, or marks a pinned one for removal at its last
+    /// unpin (then returns `None`).
+    fn release(&mut self, id: RegionId) -> Option<Entry> {
+        let entry = self.entry_mut(id)?;
+        if entry.pins > 0 {
+            entry.released = true;
+            self.doomed += 1;
+            return None;
+        }
+        self.remove(id)
     }
 
     #[inline]
@@ -139,9 +186,19 @@ impl Table {
 
 /// An endpoint's table of registered memory. Cloning gives another handle to
 /// the same table.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Regions {
     table: Rc<RefCell<Table>>,
+    drain: Rc<RefCell<Option<DrainHook>>>,
+}
+
+/// One round of progress of the transport that pins a table's regions.
+type DrainHook = Box<dyn FnMut()>;
+
+impl std::fmt::Debug for Regions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Regions").field("table", &self.table).finish_non_exhaustive()
+    }
 }
 
 impl Regions {
@@ -222,20 +279,41 @@ impl Regions {
     /// receives into. It lives until [`take_owned`](Regions::take_owned)
     /// or [`release`](Regions::release) removes it.
     pub fn insert_owned(&self, bytes: Vec<u8>) -> RegionId {
+        self.insert_vec(bytes, true)
+    }
+
+    /// Registers memory the table takes ownership of as a read-only region
+    /// (data to send): unlike a writable one, it can be exposed to peers.
+    /// Removed as [`insert_owned`](Regions::insert_owned)'s are.
+    pub fn insert_owned_read_only(&self, bytes: Vec<u8>) -> RegionId {
+        self.insert_vec(bytes, false)
+    }
+
+    fn insert_vec(&self, bytes: Vec<u8>, writable: bool) -> RegionId {
         let mut owned = bytes;
         let len = owned.len();
         let ptr = NonNull::from(owned.as_mut_slice()).cast::<u8>();
-        let entry = Entry { ptr, len, writable: true, exposure: None, owned: Some(owned) };
+        let entry = Entry {
+            ptr,
+            len,
+            writable,
+            exposure: None,
+            owned: Some(owned),
+            pins: 0,
+            released: false,
+        };
         self.table.borrow_mut().insert(entry)
     }
 
     /// Removes an owned region and gives its memory back; `None` (and
     /// nothing removed) for a stale id or a region the table does not own.
+    /// A pinned region is released instead (its memory is freed at the last
+    /// unpin) and `None` is returned.
     pub fn take_owned(&self, id: RegionId) -> Option<Vec<u8>> {
         let entry = {
             let mut table = self.table.borrow_mut();
             table.entry(id)?.owned.as_ref()?;
-            table.remove(id)?
+            table.release(id)?
         };
         let Entry { exposure, owned, .. } = entry;
         if let Some(exposure) = exposure {
@@ -247,19 +325,78 @@ impl Regions {
     /// Removes a region before its scope ends (for example when its request
     /// completes), revoking any exposure. Removing early is always safe.
     #[inline]
+    /// A pinned region is removed at its last unpin.
     pub fn release(&self, id: RegionId) {
         // Take the entry out first and revoke after the borrow ends: revoking
         // may wait for a peer's read in progress.
-        let entry = self.table.borrow_mut().remove(id);
+        let entry = self.table.borrow_mut().release(id);
         if let Some(Entry { exposure: Some(exposure), .. }) = entry {
             exposure.revoke();
         }
     }
 
+    /// Pins a live region for a transport operation that uses its memory
+    /// after the call that starts it returns; `false` when it is gone.
+    pub(crate) fn pin(&self, id: RegionId) -> bool {
+        match self.table.borrow_mut().entry_mut(id) {
+            Some(entry) => {
+                entry.pins += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends one pin of a region, whose operation's completion has been seen;
+    /// removes it when it was released meanwhile and this was its last pin.
+    pub(crate) fn unpin(&self, id: RegionId) {
+        let entry = {
+            let mut table = self.table.borrow_mut();
+            let Some(entry) = table.any_entry_mut(id) else { return };
+            entry.pins = entry.pins.saturating_sub(1);
+            if entry.pins > 0 || !entry.released {
+                return;
+            }
+            table.doomed -= 1;
+            table.remove(id)
+        };
+        if let Some(Entry { exposure: Some(exposure), .. }) = entry {
+            exposure.revoke();
+        }
+    }
+
+    /// Whether any released region is still pinned by an operation in flight.
+    pub fn has_pinned(&self) -> bool {
+        self.table.borrow().doomed > 0
+    }
+
+    /// Installs the drain hook: one round of progress of the transport that
+    /// pins this table's regions, which a closing scope calls until none of
+    /// its regions is pinned (see the module documentation). The hook must
+    /// not open or close a scope of this table.
+    pub fn set_drain(&self, hook: Box<dyn FnMut()>) {
+        *self.drain.borrow_mut() = Some(hook);
+    }
+
     /// The raw extent of a live region and whether it is writable, for a
-    /// backend that exposes it.
+    /// backend that lands data in it.
     pub(crate) fn raw(&self, id: RegionId) -> Option<(NonNull<u8>, usize, bool)> {
         self.table.borrow().entry(id).map(|e| (e.ptr, e.len, e.writable))
+    }
+
+    /// The raw extent of a live region that peers may read: only a
+    /// read-only one. A writable region could be written (`with_mut`, a
+    /// read landing in it) while a peer reads it, a data race; and a rank
+    /// reading its own exposed region into itself would alias `&` and
+    /// `&mut`. Every backend's `expose` starts here.
+    pub(crate) fn exposable(
+        &self,
+        id: RegionId,
+    ) -> Result<(NonNull<u8>, usize), crate::TransportError> {
+        match self.table.borrow().entry(id) {
+            Some(e) if !e.writable => Ok((e.ptr, e.len)),
+            _ => Err(crate::TransportError::InvalidRegion),
+        }
     }
 
     /// Runs `f` on the exposure attached to a live region (`None` when it
@@ -291,7 +428,9 @@ impl Regions {
     #[inline]
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
         let mut table = self.table.borrow_mut();
-        let id = table.insert(Entry { ptr, len, writable, exposure: None, owned: None });
+        let entry =
+            Entry { ptr, len, writable, exposure: None, owned: None, pins: 0, released: false };
+        let id = table.insert(entry);
         table.scopes[depth].push(id);
         id
     }
@@ -313,6 +452,29 @@ impl Drop for CloseOnDrop<'_> {
         };
         for &id in &ids {
             self.regions.release(id);
+        }
+        // Borrowed memory must not outlive the scope in any operation: wait
+        // for the pinned ones' completions.
+        let pinned = |ids: &[RegionId]| {
+            let table = self.regions.table.borrow();
+            ids.iter().any(|&id| table.any_entry(id).is_some())
+        };
+        let mut spins = 0u32;
+        while pinned(&ids) {
+            match self.regions.drain.try_borrow_mut().ok().as_deref_mut().and_then(Option::as_mut) {
+                Some(drain) => drain(),
+                None => {
+                    eprintln!(
+                        "hpcomm: a region scope closed while a transport operation still \
+                         uses its memory, and nothing can drive the transport: aborting"
+                    );
+                    std::process::abort();
+                }
+            }
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            }
         }
         // Give the (now empty) vector back for reuse.
         let mut ids = ids;
@@ -401,6 +563,42 @@ mod tests {
         assert!(regions.with(s, |_| ()).is_none());
         assert!(regions.is_empty());
         assert_eq!(recv, vec![1; 8]);
+    }
+
+    #[test]
+    fn pinned_regions_stay_until_their_last_unpin_and_hold_their_scope() {
+        use std::cell::Cell;
+
+        let regions = Regions::new();
+        // Owned: released while pinned twice, removed at the second unpin.
+        let id = regions.insert_owned(vec![1; 4]);
+        assert!(regions.pin(id) && regions.pin(id));
+        regions.release(id);
+        assert_eq!(regions.len(id), None);
+        assert!(!regions.pin(id), "a released region was pinned again");
+        assert!(regions.has_pinned() && !regions.is_empty());
+        regions.unpin(id);
+        assert!(regions.has_pinned());
+        regions.unpin(id);
+        assert!(!regions.has_pinned() && regions.is_empty());
+        // Borrowed: the scope's close drives the drain hook until unpinned.
+        let calls = Rc::new(Cell::new(0));
+        let pinned = Rc::new(Cell::new(None));
+        let (c, p, r) = (calls.clone(), pinned.clone(), regions.clone());
+        regions.set_drain(Box::new(move || {
+            c.set(c.get() + 1);
+            if c.get() == 3 {
+                r.unpin(p.get().unwrap());
+            }
+        }));
+        let mut buf = [0u8; 8];
+        regions.scope(|s| {
+            let id = s.register_mut(&mut buf);
+            assert!(regions.pin(id));
+            pinned.set(Some(id));
+        });
+        assert_eq!(calls.get(), 3);
+        assert!(regions.is_empty() && !regions.has_pinned());
     }
 
     #[test]

@@ -89,3 +89,101 @@ fn strangers_are_refused_during_set_up() {
     }
     assert_eq!(got, vec![(PeerId(0), b"hello".to_vec(), b"world".to_vec())]);
 }
+
+/// A stranger that trickles its handshake a byte every 1.9 s, and a crowd
+/// that connects and says nothing, do not hold set-up: the ranks connect
+/// within a second.
+#[test]
+fn trickling_strangers_do_not_hold_set_up() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use hpcomm_transport::exchange::{Exchange, Local};
+
+    let ranks = 2;
+    let exchange = Local::new(ranks);
+    let config = config();
+    let started = std::thread::scope(|s| {
+        let open = |me: usize| {
+            let mut exchange = exchange.clone();
+            let config = config.clone();
+            s.spawn(move || Tcp::open(me, ranks, &mut exchange, &config).expect("set up"))
+        };
+        let late = open(1);
+        let mut spy = exchange.clone();
+        let addr = String::from_utf8(spy.get("tcp-1").unwrap()).unwrap();
+        let mut crowd: Vec<TcpStream> =
+            (0..100).map(|_| TcpStream::connect(&addr).expect("the listener is up")).collect();
+        let mut trickle = TcpStream::connect(&addr).unwrap();
+        s.spawn(move || {
+            for &b in b"HPCTCP01\0\0\0\0" {
+                if trickle.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1900));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        let first = open(0);
+        first.join().unwrap();
+        late.join().unwrap();
+        crowd.clear();
+        start.elapsed()
+    });
+    assert!(started < Duration::from_secs(1), "set-up took {started:?}");
+}
+
+/// A peer of the job (it knows the secret) that announces a 4 GiB payload is
+/// lost at once; nothing is allocated for the frame.
+#[test]
+fn a_payload_longer_than_the_limit_loses_its_peer() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use hpcomm_transport::exchange::{Exchange, Local};
+    use hpcomm_transport::tcp::handshake;
+    use hpcomm_transport::{Event, LossCause, PeerId, Regions, Transport};
+
+    let exchange = Local::new(2);
+    let config = config();
+    let (mut rank0, mut fake) = std::thread::scope(|s| {
+        let mut ex0 = exchange.clone();
+        let cfg = config.clone();
+        let rank0 = s.spawn(move || Tcp::open(0, 2, &mut ex0, &cfg).expect("set up"));
+        // Rank 1, by hand: it is connected to, and answers the handshake.
+        let mut ex1 = exchange.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ex1.put("tcp-1", listener.local_addr().unwrap().to_string().as_bytes()).unwrap();
+        ex1.fence().unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut hello = vec![0u8; handshake::encode(0, 0, &config.secret).len()];
+        conn.read_exact(&mut hello).unwrap();
+        conn.write_all(b"K").unwrap();
+        ex1.fence().unwrap();
+        (rank0.join().unwrap(), conn)
+    });
+    // Header length 16, the marker, a payload of 4 GiB - 1.
+    let mut prefix = 16u16.to_le_bytes().to_vec();
+    prefix.extend_from_slice(&0x7c9eu16.to_le_bytes());
+    prefix.extend_from_slice(&u32::MAX.to_le_bytes());
+    fake.write_all(&prefix).unwrap();
+    fake.write_all(&[0; 16]).unwrap();
+    let regions = Regions::new();
+    let start = Instant::now();
+    let mut lost = None;
+    while lost.is_none() {
+        rank0
+            .poll(&regions, &mut |ev| {
+                if let Event::PeerLost { peer, cause } = ev {
+                    lost = Some((peer, cause));
+                }
+            })
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "the peer was not lost");
+    }
+    assert_eq!(lost, Some((PeerId(1), LossCause::Protocol)));
+    drop(fake);
+}

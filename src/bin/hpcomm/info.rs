@@ -33,15 +33,15 @@ fn ptrace_scope() -> String {
 /// `--transport ofi` would use with the current settings.
 fn ofi() {
     use hpcomm_transport::ofi::{self, Ofi, OfiConfig};
-    let api = match ofi::api::api() {
-        Ok(api) => api,
+    let library = match ofi::library() {
+        Ok(library) => library,
         Err(e) => {
             println!("  ofi: unavailable: {e}");
             return;
         }
     };
-    let (major, minor) = api.version();
-    println!("  ofi: libfabric {major}.{minor} from {}", api.path);
+    let (major, minor) = library.version;
+    println!("  ofi: libfabric {major}.{minor} from {}", library.path);
     match ofi::providers() {
         Ok(list) if list.is_empty() => println!("    no RDM provider found"),
         Ok(list) => {

@@ -59,9 +59,12 @@
 //! with an error (a peer whose process is gone, over `tcp;ofi_rxm`) makes
 //! that peer lost too.
 
-pub mod api;
+// The raw bindings and the loader stay inside the crate: everything they
+// offer is unsafe to call, and users reach libfabric only through `Ofi`.
+pub(crate) mod api;
 #[rustfmt::skip]
-pub mod sys;
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod sys;
 
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void};
@@ -207,6 +210,23 @@ unsafe fn describe(e: *const fi_info) -> ProviderInfo {
     }
 }
 
+/// The libfabric library this process would use: its API version and where
+/// it was loaded from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Library {
+    /// `(major, minor)` of libfabric's API.
+    pub version: (u32, u32),
+    /// The file it was loaded from.
+    pub path: String,
+}
+
+/// Loads libfabric (once per process) and describes it; why not when it
+/// cannot be loaded.
+pub fn library() -> Result<Library, String> {
+    let api = api::api()?;
+    Ok(Library { version: api.version(), path: api.path.clone() })
+}
+
 /// Every RDM provider libfabric offers here, in its order of preference
 /// (those with reads first).
 pub fn providers() -> Result<Vec<ProviderInfo>, String> {
@@ -295,6 +315,18 @@ unsafe fn close(fid: *mut fid) -> c_int {
     unsafe { ((*(*fid).ops).close.expect("close"))(fid) }
 }
 
+/// 64 random bits from the kernel (`getrandom`); the clock's if that fails.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_le_bytes(bytes),
+        _ => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(0, |d| d.as_nanos() as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
+        }
+    }
+}
+
 /// A read waiting for the provider to take it.
 struct PendingRead {
     slot: usize,
@@ -334,7 +366,8 @@ pub struct Ofi {
     /// Receive and send buffers (and their context slots, in that order).
     nrx: usize,
     ntx: usize,
-    next_key: u64,
+    /// The bits a registration key may use (the domain's `mr_key_size`).
+    key_mask: u64,
     /// One context per operation slot: receives, then sends, then reads.
     contexts: Box<[fi_context2]>,
     rx: Slab,
@@ -352,7 +385,10 @@ pub struct Ofi {
     unposted_reads: VecDeque<PendingRead>,
     reads_free: Vec<usize>,
     read_token: Vec<u64>,
-    done_reads: VecDeque<(u64, Option<TransportError>)>,
+    /// The destination of each read slot's read, pinned until its
+    /// completion has been handed up (see `crate::region`'s pins).
+    read_region: Vec<Option<RegionId>>,
+    done_reads: VecDeque<(u64, Option<TransportError>, Option<RegionId>)>,
     scratch: Vec<u8>,
     /// Frames to this endpoint itself.
     own: VecDeque<Vec<u8>>,
@@ -469,7 +505,10 @@ impl Ofi {
                 frame_size: 0,
                 nrx: 0,
                 ntx: 0,
-                next_key: 1,
+                key_mask: match (*(*i).domain_attr).mr_key_size {
+                    n @ 1..=7 => (1u64 << (8 * n)) - 1,
+                    _ => u64::MAX,
+                },
                 contexts: Box::new([]),
                 rx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
                 ready: VecDeque::new(),
@@ -482,6 +521,7 @@ impl Ofi {
                 unposted_reads: VecDeque::new(),
                 reads_free: Vec::new(),
                 read_token: vec![0; MAX_READS],
+                read_region: vec![None; MAX_READS],
                 done_reads: VecDeque::new(),
                 scratch: Vec::new(),
                 own: VecDeque::new(),
@@ -732,28 +772,31 @@ impl Ofi {
         len: usize,
         access: u64,
     ) -> Result<*mut fid_mr, TransportError> {
-        let key = self.next_key;
-        self.next_key += 1;
+        // Keys are random where we choose them (without FI_MR_PROV_KEY), so
+        // that a peer cannot guess the key of a buffer it was not given;
+        // a clash with a key in use is drawn again.
         let mut mr = std::ptr::null_mut();
-        // SAFETY: `ptr..ptr+len` is memory that outlives the registration
-        // (a slab of ours, or a region whose registration is closed when it
-        // leaves its table); the domain is live.
-        unsafe {
-            let ret = ((*(*self.domain).mr).reg.expect("mr reg"))(
-                &mut (*self.domain).fid,
-                ptr.cast(),
-                len.max(1),
-                access,
-                0,
-                key,
-                0,
-                &mut mr,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                return Err(TransportError::Setup(api::error(self.api, "fi_mr_reg", ret as isize)));
+        for _ in 0..8 {
+            let key = random_u64() & self.key_mask;
+            match self.register_with_key(ptr, len, access, key, &mut mr) {
+                Err(ret) if ret == -(FI_ENOKEY as c_int) && !self.mr(FI_MR_PROV_KEY) => continue,
+                Err(ret) => {
+                    return Err(TransportError::Setup(api::error(
+                        self.api,
+                        "fi_mr_reg",
+                        ret as isize,
+                    )))
+                }
+                Ok(()) => break,
             }
-            if self.mr(FI_MR_ENDPOINT) {
+        }
+        if mr.is_null() {
+            return Err(TransportError::Setup("fi_mr_reg: no free key after 8 draws".into()));
+        }
+        if self.mr(FI_MR_ENDPOINT) {
+            // SAFETY: `mr` was just registered and the endpoint is live;
+            // a registration that cannot be bound is closed once, here.
+            unsafe {
                 let mr_fid = &mut (*mr).fid as *mut fid;
                 let ret = ((*(*mr_fid).ops).bind.expect("bind"))(mr_fid, &mut (*self.ep).fid, 0);
                 let ret = if ret == 0 {
@@ -776,6 +819,38 @@ impl Ofi {
             }
         }
         Ok(mr)
+    }
+
+    /// `fi_mr_reg` with the requested `key`; the provider's return code on
+    /// failure.
+    fn register_with_key(
+        &mut self,
+        ptr: *const u8,
+        len: usize,
+        access: u64,
+        key: u64,
+        mr: &mut *mut fid_mr,
+    ) -> Result<(), c_int> {
+        // SAFETY: `ptr..ptr+len` is memory that outlives the registration
+        // (a slab of ours, or a region whose registration is closed when it
+        // leaves its table); the domain is live.
+        let ret = unsafe {
+            ((*(*self.domain).mr).reg.expect("mr reg"))(
+                &mut (*self.domain).fid,
+                ptr.cast(),
+                len.max(1),
+                access,
+                0,
+                key,
+                0,
+                mr,
+                std::ptr::null_mut(),
+            )
+        };
+        match ret {
+            0 => Ok(()),
+            r => Err(r),
+        }
     }
 
     fn slab(&mut self, len: usize, access: u64) -> Result<Slab, TransportError> {
@@ -864,7 +939,11 @@ impl Ofi {
                 Some(Op::Send(s)) => self.tx_free.push(s),
                 Some(Op::Read(r)) => {
                     self.reads_free.push(r);
-                    self.done_reads.push_back((self.read_token[r], None));
+                    self.done_reads.push_back((
+                        self.read_token[r],
+                        None,
+                        self.read_region[r].take(),
+                    ));
                 }
                 None => tracing::warn!("ofi: a completion with an unknown context"),
             }
@@ -897,8 +976,11 @@ impl Ofi {
             }
             Some(Op::Read(r)) => {
                 self.reads_free.push(r);
-                self.done_reads
-                    .push_back((self.read_token[r], Some(TransportError::InvalidRegion)));
+                self.done_reads.push_back((
+                    self.read_token[r],
+                    Some(TransportError::InvalidRegion),
+                    self.read_region[r].take(),
+                ));
             }
             None => tracing::warn!("ofi: an error completion with an unknown context ({why})"),
         }
@@ -1078,8 +1160,12 @@ impl Ofi {
         {
             return Ok(desc);
         }
-        let (ptr, len, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
-        let mr = self.register(ptr.as_ptr(), len, (FI_READ | FI_REMOTE_READ) as u64)?;
+        // Exposed (read-only) regions are read by peers; writable ones are
+        // only the local destination of this rank's reads: no peer may
+        // touch them.
+        let (ptr, len, writable) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
+        let access = if writable { FI_READ } else { FI_REMOTE_READ };
+        let mr = self.register(ptr.as_ptr(), len, access as u64)?;
         let guard = MrGuard { mr };
         let desc = guard.desc();
         regions.attach(region, Exposure::Ofi(guard)).map_err(|e| {
@@ -1132,7 +1218,7 @@ impl Transport for Ofi {
 
     fn poll(
         &mut self,
-        _regions: &Regions,
+        regions: &Regions,
         sink: &mut dyn FnMut(Event<'_>),
     ) -> Result<usize, TransportError> {
         let mut events = 0;
@@ -1158,7 +1244,11 @@ impl Transport for Ofi {
         if events == 0 && !self.to_repost.is_empty() {
             self.repost();
         }
-        while let Some((token, error)) = self.done_reads.pop_front() {
+        while let Some((token, error, region)) = self.done_reads.pop_front() {
+            // The provider is done with the memory: it may go now.
+            if let Some(region) = region {
+                regions.unpin(region);
+            }
             sink(match error {
                 None => Event::ReadDone { token },
                 Some(error) => Event::ReadFailed { token, error },
@@ -1191,8 +1281,8 @@ impl Transport for Ofi {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
+        let (ptr, _) = regions.exposable(region)?;
         self.region_mr(regions, region)?;
-        let (ptr, _, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
         let key = regions
             .with_exposure(region, |e| match e {
                 // SAFETY: the registration is live while attached.
@@ -1235,7 +1325,15 @@ impl Transport for Ofi {
             self.reap(None);
             return Err(TransportError::WouldBlock);
         };
+        // Pinned until the completion is handed up: the region's memory
+        // must outlive the provider's use of it, whatever the runtime does
+        // with the request meanwhile.
+        if !regions.pin(dst) {
+            self.reads_free.push(r);
+            return Err(TransportError::InvalidRegion);
+        }
         self.read_token[r] = token;
+        self.read_region[r] = Some(dst);
         self.unposted_reads.push_back(PendingRead {
             slot: r,
             // SAFETY: inside the region, checked above.
@@ -1290,6 +1388,7 @@ impl Ofi {
                     self.done_reads.push_back((
                         self.read_token[read.slot],
                         Some(TransportError::Setup(api::error(self.api, "fi_read", r))),
+                        self.read_region[read.slot].take(),
                     ));
                 }
             }
@@ -1313,6 +1412,9 @@ impl Drop for Ofi {
                 let mut sink = |_: Event<'_>| {};
                 self.deliver(b, len, &mut sink);
             }
+            // One deadline for every goodbye, not one per peer: a job of
+            // many ranks whose peers are gone must not take seconds each.
+            let deadline = Instant::now() + Duration::from_secs(2);
             for peer in 0..self.ranks {
                 if peer == self.me.index() || self.lost[peer] {
                     continue;
@@ -1321,13 +1423,14 @@ impl Drop for Ofi {
                 prefix[0..4].copy_from_slice(&self.me.0.to_le_bytes());
                 prefix[6] = KIND_BYE;
                 let count = self.sent[peer].to_le_bytes();
-                let deadline = Instant::now() + Duration::from_secs(2);
                 while let Err(TransportError::WouldBlock) =
                     self.send_parts(peer, [&prefix, &count, &[]])
                 {
                     if Instant::now() > deadline {
                         break;
                     }
+                    self.reap(None);
+                    std::thread::yield_now();
                 }
             }
             let ntx = self.ntx;

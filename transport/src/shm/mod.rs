@@ -36,7 +36,7 @@ use crate::{
     Capabilities, Event, Exchange, LossCause, PeerId, RegionId, RemoteKey, Transport,
     TransportError,
 };
-use ring::{Consumer, CtlRef, Data, Line, Producer, RingCtl, RECORD_HEADER};
+use ring::{Consumer, Corrupt, CtlRef, Data, Line, Producer, RingCtl, RECORD_HEADER};
 
 /// Largest frame header.
 pub const MAX_HEADER: usize = 64;
@@ -192,6 +192,8 @@ pub struct Shm {
     /// first).
     leaving: Vec<bool>,
     lost: Vec<bool>,
+    /// Peers whose rings hold what cannot be true: lost as soon as seen.
+    corrupt: Vec<bool>,
     next_ring: usize,
     polls: u32,
     /// Peers sent to whose doorbell has not been checked since.
@@ -248,6 +250,9 @@ impl Shm {
         exchange: &mut dyn Exchange,
         config: &ShmConfig,
     ) -> Result<Shm, TransportError> {
+        if me >= ranks {
+            return Err(TransportError::Setup(format!("rank {me} is outside a job of {ranks}")));
+        }
         let ring_bytes = config
             .ring_bytes
             .unwrap_or(if ranks <= 16 { 256 << 10 } else { 64 << 10 })
@@ -405,6 +410,7 @@ impl Shm {
             completions: VecDeque::new(),
             leaving: vec![false; ranks],
             lost: vec![false; ranks],
+            corrupt: vec![false; ranks],
             next_ring: 0,
             polls: 0,
             doorbells: vec![false; ranks],
@@ -516,8 +522,15 @@ impl Transport for Shm {
         if self.lost[d] || self.leaving[d] {
             return Err(TransportError::PeerLost(dst));
         }
-        if !self.producers[d].try_push(header, payload) {
-            return Err(TransportError::WouldBlock);
+        match self.producers[d].try_push(header, payload) {
+            Ok(true) => {}
+            Ok(false) => return Err(TransportError::WouldBlock),
+            Err(Corrupt(why)) => {
+                tracing::warn!("shm: rank {d} {why}; treating it as lost");
+                self.corrupt[d] = true;
+                self.leaving[d] = true;
+                return Err(TransportError::PeerLost(dst));
+            }
         }
         self.ring_doorbell(d);
         Ok(())
@@ -545,12 +558,24 @@ impl Transport for Shm {
             let leaving = self.leaving[src];
             let batch = if leaving { usize::MAX } else { POLL_BATCH };
             let peer = PeerId(src as u32);
-            events += self.consumers[src]
+            if self.lost[src] {
+                continue;
+            }
+            let polled = self.consumers[src]
                 .poll(batch, |header, payload| sink(Event::Frame { src: peer, header, payload }));
-            if leaving && !self.lost[src] {
-                // Its ring is drained: everything it sent has been delivered.
+            match polled {
+                Ok(n) => events += n,
+                Err(Corrupt(why)) => {
+                    tracing::warn!("shm: rank {src} wrote {why}; treating it as lost");
+                    self.corrupt[src] = true;
+                }
+            }
+            if (leaving || self.corrupt[src]) && !self.lost[src] {
+                // Its ring is drained (or cannot be read): everything it sent
+                // has been delivered.
                 self.lost[src] = true;
-                sink(Event::PeerLost { peer, cause: LossCause::Ended });
+                let cause = if self.corrupt[src] { LossCause::Protocol } else { LossCause::Ended };
+                sink(Event::PeerLost { peer, cause });
                 events += 1;
             }
         }
@@ -582,9 +607,8 @@ impl Transport for Shm {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("shm (single-copy reads not permitted)"));
         }
-        let (ptr, _, _) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
-        let pid = self.pids[self.me.index()];
-        Ok(RemoteKey { addr: ptr.as_ptr() as u64, key: pid as u64 })
+        let (ptr, _) = regions.exposable(region)?;
+        Ok(RemoteKey { addr: ptr.as_ptr() as u64, key: 0 })
     }
 
     fn start_read(
@@ -604,13 +628,18 @@ impl Transport for Shm {
         if src.index() >= self.ranks {
             return Err(TransportError::InvalidPeer { peer: src, size: self.ranks });
         }
+        // The process is the one this rank knows the peer by, never one the
+        // key names: a peer may only have this rank read its own memory.
+        let pid = self.pids[src.index()];
+        let range = dst_offset..dst_offset.checked_add(len).ok_or(TransportError::InvalidRegion)?;
         let result = regions
-            .with_mut(dst, |d| match d.get_mut(dst_offset..dst_offset + len) {
-                Some(d) => read_remote(key.key as i32, key.addr.wrapping_add(src_offset as u64), d)
-                    .map_err(|e| {
+            .with_mut(dst, |d| match d.get_mut(range) {
+                Some(d) => {
+                    read_remote(pid, key.addr.wrapping_add(src_offset as u64), d).map_err(|e| {
                         tracing::debug!("process_vm_readv from rank {src}: {e}");
                         TransportError::InvalidRegion
-                    }),
+                    })
+                }
                 None => Err(TransportError::InvalidRegion),
             })
             .unwrap_or(Err(TransportError::InvalidRegion));

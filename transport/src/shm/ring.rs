@@ -193,8 +193,10 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
         self.data.len() / 2 - RECORD_HEADER
     }
 
-    /// Appends one frame; `false` when the ring has no room now.
-    pub(crate) fn try_push(&mut self, header: &[u8], payload: &[u8]) -> bool {
+    /// Appends one frame; `Ok(false)` when the ring has no room now, and
+    /// an error when the consumer's `head` cannot be true (it is written by
+    /// the peer, so it is checked like any byte from it).
+    pub(crate) fn try_push(&mut self, header: &[u8], payload: &[u8]) -> Result<bool, Corrupt> {
         let cap = self.data.len();
         let size = record_size(header.len(), payload.len());
         debug_assert!(size <= cap / 2, "frame exceeds the ring's limit");
@@ -202,9 +204,16 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
         let to_end = cap - at;
         let needed = if size <= to_end { size } else { to_end + size };
         if self.tail + needed as u64 - self.cached_head > cap as u64 {
-            self.cached_head = self.ctl.ctl().head.0.load(Ordering::Acquire);
+            let head = self.ctl.ctl().head.0.load(Ordering::Acquire);
+            if head > self.tail || head < self.cached_head {
+                return Err(Corrupt(format!(
+                    "ring head moved to {head}, outside {}..={}",
+                    self.cached_head, self.tail
+                )));
+            }
+            self.cached_head = head;
             if self.tail + needed as u64 - self.cached_head > cap as u64 {
-                return false;
+                return Ok(false);
             }
         }
         let mut at = at;
@@ -224,7 +233,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
         self.data.write(at + RECORD_HEADER + header.len(), payload);
         self.tail += size as u64;
         self.ctl.ctl().tail.0.store(self.tail, Ordering::Release);
-        true
+        Ok(true)
     }
 }
 
@@ -240,19 +249,36 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
     }
 
     /// Hands up to `max` waiting frames to `sink` as (header, payload)
-    /// slices into the ring, then gives their space back. Returns how many.
-    pub(crate) fn poll(&mut self, max: usize, mut sink: impl FnMut(&[u8], &[u8])) -> usize {
+    /// slices into the ring, then gives their space back. Returns how many,
+    /// or an error (after the frames before it) when the producer's `tail`
+    /// or a record cannot be true: the peer wrote them, so every field is
+    /// checked before it is used, and a bad one ends the ring.
+    pub(crate) fn poll(
+        &mut self,
+        max: usize,
+        mut sink: impl FnMut(&[u8], &[u8]),
+    ) -> Result<usize, Corrupt> {
         let cap = self.data.len();
         let mut frames = 0;
+        let mut outcome = Ok(());
         while frames < max {
             if self.head == self.cached_tail {
-                self.cached_tail = self.ctl.ctl().tail.0.load(Ordering::Acquire);
+                let tail = self.ctl.ctl().tail.0.load(Ordering::Acquire);
+                if tail < self.head || tail - self.head > cap as u64 {
+                    outcome = Err(Corrupt(format!(
+                        "ring tail moved to {tail}, outside {}..={}",
+                        self.head,
+                        self.head + cap as u64
+                    )));
+                    break;
+                }
+                self.cached_tail = tail;
                 if self.head == self.cached_tail {
                     break;
                 }
             }
             let at = (self.head % cap as u64) as usize;
-            let (size, header_len, kind, payload_len) = self.data.read(at, RECORD_HEADER, |r| {
+            let record = self.data.read(at, RECORD_HEADER, |r| {
                 (
                     u32::from_le_bytes(r[0..4].try_into().expect("4 bytes")) as usize,
                     u16::from_le_bytes(r[4..6].try_into().expect("2 bytes")) as usize,
@@ -260,6 +286,15 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
                     u32::from_le_bytes(r[8..12].try_into().expect("4 bytes")) as usize,
                 )
             });
+            let published = (self.cached_tail - self.head) as usize;
+            let (size, header_len, kind, payload_len) =
+                match check_record(record, at, cap, published) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                };
             if kind == KIND_FRAME {
                 self.data.read(at + RECORD_HEADER, header_len + payload_len, |bytes| {
                     let (header, payload) = bytes.split_at(header_len);
@@ -269,11 +304,43 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
             }
             self.head += size as u64;
         }
-        if frames == 0 {
-            return 0;
+        if frames > 0 {
+            self.ctl.ctl().head.0.store(self.head, Ordering::Release);
         }
-        self.ctl.ctl().head.0.store(self.head, Ordering::Release);
-        frames
+        outcome.map(|()| frames)
+    }
+}
+
+/// A ring whose peer wrote something that cannot be true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub String);
+
+/// Checks a record read at offset `at` of a ring of `cap` bytes, of which
+/// `published` from `at` on are the producer's: its size is a positive
+/// multiple of the alignment within what was published and within the ring
+/// (a record never wraps), its kind is known, and a frame's header and
+/// payload fit inside it. Returns the record's fields.
+fn check_record(
+    (size, header_len, kind, payload_len): (usize, usize, u16, usize),
+    at: usize,
+    cap: usize,
+    published: usize,
+) -> Result<(usize, usize, u16, usize), Corrupt> {
+    let bad = |why: &str| Err(Corrupt(format!("{why} (record of {size} bytes at {at})")));
+    if size == 0 || size % ALIGN != 0 {
+        return bad("a record size that is not a positive multiple of the line size");
+    }
+    if size > published || size > cap - at {
+        return bad("a record beyond what was published");
+    }
+    match kind {
+        KIND_PAD if at + size == cap => Ok((size, 0, kind, 0)),
+        KIND_PAD => bad("padding that does not end the ring"),
+        KIND_FRAME if RECORD_HEADER + header_len + payload_len <= size => {
+            Ok((size, header_len, kind, payload_len))
+        }
+        KIND_FRAME => bad("a frame longer than its record"),
+        _ => bad("an unknown record kind"),
     }
 }
 
@@ -310,23 +377,116 @@ mod tests {
         for i in 0..500usize {
             let payload: Vec<u8> = (0..(i * 37) % 300).map(|j| (i + j) as u8).collect();
             let header = [i as u8; 24];
-            while !p.try_push(&header, &payload) {
+            while !p.try_push(&header, &payload).unwrap() {
                 // Full: drain one frame and retry.
                 let n = c.poll(1, |h, pl| {
                     let (eh, ep): (Vec<u8>, Vec<u8>) = expected.pop_front().unwrap();
                     assert_eq!((h, pl), (&eh[..], &ep[..]));
                 });
-                assert_eq!(n, 1, "ring full but nothing to drain");
+                assert_eq!(n, Ok(1), "ring full but nothing to drain");
                 got += 1;
             }
             expected.push_back((header.to_vec(), payload));
         }
-        got += c.poll(usize::MAX, |h, pl| {
-            let (eh, ep) = expected.pop_front().unwrap();
-            assert_eq!((h, pl), (&eh[..], &ep[..]));
-        });
+        got += c
+            .poll(usize::MAX, |h, pl| {
+                let (eh, ep) = expected.pop_front().unwrap();
+                assert_eq!((h, pl), (&eh[..], &ep[..]));
+            })
+            .unwrap();
         assert_eq!(got, 500);
         assert!(!c.has_data());
+    }
+
+    /// What a hostile producer can write, each caught before it is used:
+    /// a zero size (which looped for ever), a size off the line size (which
+    /// panicked), a size past what was published or past the ring's end, an
+    /// unknown kind, a frame longer than its record, a tail that runs ahead
+    /// of the ring or goes back.
+    #[test]
+    fn a_producer_that_writes_nonsense_is_caught() {
+        type Poke = fn(&Data, &RingCtl);
+        let cases: [(&str, Poke); 8] = [
+            ("positive multiple", |d, _| d.write(0, &0u32.to_le_bytes())),
+            ("positive multiple", |d, _| d.write(0, &65u32.to_le_bytes())),
+            ("beyond what was published", |d, _| d.write(0, &128u32.to_le_bytes())),
+            ("beyond what was published", |d, c| {
+                d.write(0, &2048u32.to_le_bytes());
+                c.tail.0.store(1024, Ordering::Release);
+            }),
+            ("unknown record kind", |d, _| d.write(6, &9u16.to_le_bytes())),
+            ("longer than its record", |d, _| d.write(8, &100u32.to_le_bytes())),
+            ("tail moved", |_, c| c.tail.0.store(4096, Ordering::Release)),
+            ("does not end the ring", |d, _| d.write(6, &KIND_PAD.to_le_bytes())),
+        ];
+        for (why, poke) in cases {
+            let (mut p, mut c, _mem) = ring(1024);
+            assert!(p.try_push(&[1; 8], &[2; 8]).unwrap());
+            poke(&c.data, c.ctl.ctl());
+            let mut seen = 0;
+            let err = c.poll(usize::MAX, |_, _| seen += 1).unwrap_err();
+            assert!(err.0.contains(why), "{why}: {}", err.0);
+            assert_eq!(seen, 0);
+        }
+        // A tail that goes back, after frames were taken.
+        let (mut p, mut c, _mem) = ring(1024);
+        assert!(p.try_push(&[1; 8], &[2; 8]).unwrap());
+        assert_eq!(c.poll(usize::MAX, |_, _| ()), Ok(1));
+        c.ctl.ctl().tail.0.store(0, Ordering::Release);
+        assert!(c.poll(usize::MAX, |_, _| ()).unwrap_err().0.contains("tail moved"));
+        // A consumer head that runs ahead of the producer's tail.
+        let (mut p, c, _mem) = ring(1024);
+        c.ctl.ctl().head.0.store(1 << 40, Ordering::Release);
+        for _ in 0..16 {
+            match p.try_push(&[1; 8], &[2; 400]) {
+                Ok(true) => continue,
+                Ok(false) => panic!("a hostile head read as a full ring"),
+                Err(e) => {
+                    assert!(e.0.contains("head moved"), "{}", e.0);
+                    return;
+                }
+            }
+        }
+        panic!("a hostile head went unnoticed");
+    }
+
+    /// Random writes over a ring's records and indices, as a hostile
+    /// producer could make them: the reader hands up only frames inside the
+    /// ring, ends, and reports the ring corrupt or not; it never panics or
+    /// loops.
+    #[test]
+    fn random_rings_never_crash_the_reader() {
+        use crate::fuzz::{self, Rng};
+
+        let mut rng = Rng::new(fuzz::seed());
+        let (mut clean, mut corrupt) = (0, 0);
+        for _ in 0..fuzz::cases(10_000) {
+            let (mut p, mut c, _mem) = ring(1024);
+            for _ in 0..rng.below(6) {
+                let header = rng.bytes_below(64);
+                let payload = rng.bytes_below(400);
+                let _ = p.try_push(&header, &payload);
+            }
+            for _ in 0..rng.below(4) {
+                let at = rng.below(1024 - 4) as usize;
+                let value = match rng.below(3) {
+                    0 => rng.next_u64() as u32,
+                    1 => 64 * rng.below(20) as u32,
+                    _ => rng.below(4) as u32,
+                };
+                c.data.write(at & !3, &value.to_le_bytes());
+            }
+            if rng.below(4) == 0 {
+                c.ctl.ctl().tail.0.store(rng.below(4096), Ordering::Release);
+            }
+            for _ in 0..2 {
+                match c.poll(usize::MAX, |h, pl| assert!(h.len() + pl.len() <= 1024)) {
+                    Ok(_) => clean += 1,
+                    Err(_) => corrupt += 1,
+                }
+            }
+        }
+        assert!(clean > 0 && corrupt > 0, "{clean} clean polls, {corrupt} corrupt");
     }
 
     #[test]
@@ -365,14 +525,14 @@ mod loom_tests {
                 [(b"a", &[1; 40]), (b"bb", &[2; 90]), (b"c", &[3; 50])];
             let sender = loom::thread::spawn(move || {
                 for (h, p) in frames {
-                    while !producer.try_push(h, p) {
+                    while !producer.try_push(h, p).unwrap() {
                         loom::thread::yield_now();
                     }
                 }
             });
             let mut seen = Vec::new();
             while seen.len() < 3 {
-                let n = consumer.poll(8, |h, p| seen.push((h.to_vec(), p.to_vec())));
+                let n = consumer.poll(8, |h, p| seen.push((h.to_vec(), p.to_vec()))).unwrap();
                 if n == 0 {
                     loom::thread::yield_now();
                 }

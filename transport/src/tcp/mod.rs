@@ -19,9 +19,12 @@
 //! through the job's [`Exchange`], and connects to every rank above it.
 //! A connection opens with a handshake — a magic string, the connecting
 //! rank, the stripe, and the job's secret — that the accepting rank checks
-//! before it answers. Anything else (a port scanner, a half handshake,
-//! random bytes, a wrong secret) is refused and logged, and set-up goes on
-//! waiting for the real peers until its deadline. The listener is closed
+//! before it answers ([`handshake`]: every connection is served at once, so
+//! a stranger that trickles bytes cannot hold set-up). Anything else (a
+//! port scanner, a half handshake, random bytes, a wrong secret) is refused
+//! and logged, and set-up goes on waiting for the real peers until its
+//! deadline. A peer's frame whose payload length exceeds the largest
+//! payload makes that peer lost, before anything is allocated for it. The listener is closed
 //! once every peer is connected. The secret travels in the clear, as it
 //! does to the launcher's key-value server: it keeps strangers out, it is
 //! not encryption.
@@ -47,6 +50,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::exchange::Exchange;
+
+pub mod handshake;
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
@@ -60,7 +65,6 @@ const MAX_HEADER: usize = 64;
 /// The frame prefix.
 const PREFIX: usize = 8;
 const MARKER: u16 = 0x7c9e;
-const MAGIC: &[u8; 8] = b"HPCTCP01";
 /// Up to this many connections, `poll` tries every socket instead of
 /// asking epoll which are readable.
 const DIRECT_READS: usize = 4;
@@ -203,8 +207,14 @@ impl Conn {
         got
     }
 
-    /// Hands complete frames to `sink`; returns how many.
-    fn deliver(&mut self, src: PeerId, sink: &mut dyn FnMut(Event<'_>)) -> Result<usize, String> {
+    /// Hands complete frames to `sink`; returns how many. A frame longer
+    /// than `max_payload` is refused before room is made for it.
+    fn deliver(
+        &mut self,
+        src: PeerId,
+        max_payload: usize,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> Result<usize, String> {
         let mut frames = 0;
         loop {
             let avail = &self.inb[self.in_at..self.in_end];
@@ -216,6 +226,11 @@ impl Conn {
             let plen = u32::from_le_bytes([avail[4], avail[5], avail[6], avail[7]]) as usize;
             if marker != MARKER || hlen > MAX_HEADER {
                 return Err(format!("rank {src} sent a malformed frame"));
+            }
+            if plen > max_payload {
+                return Err(format!(
+                    "rank {src} sent a {plen}-byte payload, beyond the {max_payload}-byte limit"
+                ));
             }
             let total = PREFIX + hlen + plen;
             if avail.len() < total {
@@ -300,6 +315,9 @@ impl Tcp {
         if config.eager_limit > config.max_payload {
             return Err(setup("the eager limit exceeds the largest frame payload"));
         }
+        if u32::try_from(config.max_payload).is_err() {
+            return Err(setup("the largest frame payload must fit the 32-bit length on the wire"));
+        }
         let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
             .map_err(|e| setup(format!("cannot listen on {}: {e}", config.bind)))?;
         let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
@@ -324,47 +342,34 @@ impl Tcp {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let mut s = connect_retrying(addr, left)
                     .map_err(|e| setup(format!("cannot connect to rank {peer} at {addr}: {e}")))?;
-                s.write_all(&handshake(me, stripe, &config.secret))
+                s.write_all(&handshake::encode(me, stripe, &config.secret))
                     .map_err(|e| setup(format!("handshake with rank {peer}: {e}")))?;
                 *slot = Some(s);
             }
         }
         // ... accept everyone below, checking each ...
         let expected = (0..me).filter(|&p| reach(p)).count() * stripes;
-        let mut accepted = 0;
-        listener.set_nonblocking(true).map_err(|e| setup(e.to_string()))?;
-        while accepted < expected {
-            if Instant::now() > deadline {
-                return Err(setup(format!(
-                    "only {accepted} of {expected} connections from lower ranks arrived in time"
-                )));
-            }
-            let (mut s, from) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
+        handshake::accept(
+            &listener,
+            me,
+            stripes,
+            &config.secret,
+            expected,
+            deadline,
+            |peer, stripe, s| {
+                if !reach(peer) {
+                    return Err(format!("rank {peer} is reached another way"));
                 }
-                Err(e) => return Err(setup(format!("accept: {e}"))),
-            };
-            match check_handshake(&mut s, me, stripes, &config.secret) {
-                Ok((peer, _)) if !reach(peer) => {
-                    tracing::warn!("refused {from}: rank {peer} is reached another way")
-                }
-                Ok((peer, stripe)) if streams[peer][stripe].is_none() => {
-                    if s.write_all(b"K").is_ok() {
-                        streams[peer][stripe] = Some(s);
-                        accepted += 1;
+                match &mut streams[peer][stripe] {
+                    Some(_) => Err(format!("a second connection for rank {peer}, stripe {stripe}")),
+                    slot => {
+                        *slot = Some(s);
+                        Ok(())
                     }
                 }
-                Ok((peer, stripe)) => {
-                    tracing::warn!(
-                        "refused {from}: a second connection for rank {peer}, stripe {stripe}"
-                    )
-                }
-                Err(why) => tracing::warn!("refused a connection from {from}: {why}"),
-            }
-        }
+            },
+        )
+        .map_err(setup)?;
         drop(listener);
         // ... and collect the answers of those above.
         for (peer, row) in streams.iter_mut().enumerate().skip(me + 1).filter(|(p, _)| reach(*p)) {
@@ -477,47 +482,6 @@ fn frame_prefix(header: &[u8], payload: &[u8]) -> [u8; PREFIX] {
     p[2..4].copy_from_slice(&MARKER.to_le_bytes());
     p[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     p
-}
-
-fn handshake(rank: usize, stripe: usize, secret: &str) -> Vec<u8> {
-    let mut h = MAGIC.to_vec();
-    h.extend_from_slice(&(rank as u32).to_le_bytes());
-    h.extend_from_slice(&(stripe as u32).to_le_bytes());
-    h.extend_from_slice(&(secret.len() as u32).to_le_bytes());
-    h.extend_from_slice(secret.as_bytes());
-    h
-}
-
-/// Reads and checks a handshake (with a short deadline, so that a silent
-/// stranger cannot stall set-up); the peer's rank and stripe.
-fn check_handshake(
-    s: &mut TcpStream,
-    me: usize,
-    stripes: usize,
-    secret: &str,
-) -> Result<(usize, usize), String> {
-    s.set_nonblocking(false).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-    let mut fixed = [0u8; 20];
-    s.read_exact(&mut fixed).map_err(|e| format!("incomplete handshake ({e})"))?;
-    if &fixed[..8] != MAGIC {
-        return Err("not an hpcomm handshake".into());
-    }
-    let word = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().expect("4 bytes")) as usize;
-    let (rank, stripe, len) = (word(8), word(12), word(16));
-    if len != secret.len() {
-        return Err("wrong secret".into());
-    }
-    let mut given = vec![0u8; len];
-    s.read_exact(&mut given).map_err(|e| format!("incomplete handshake ({e})"))?;
-    if given != secret.as_bytes() {
-        return Err("wrong secret".into());
-    }
-    if rank >= me || stripe >= stripes {
-        return Err(format!("rank {rank}, stripe {stripe} cannot connect to rank {me}"));
-    }
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok((rank, stripe))
 }
 
 /// How a socket error loses its peer: a timeout (`TCP_USER_TIMEOUT`, or
@@ -676,11 +640,11 @@ impl Transport for Tcp {
             let mut failed = None;
             for c in &mut self.conns[peer] {
                 c.fill();
-                match c.deliver(src, sink) {
+                match c.deliver(src, self.caps.max_payload, sink) {
                     Ok(n) => events += n,
                     Err(why) => {
                         tracing::warn!("tcp: {why}; treating rank {peer} as lost");
-                        failed = Some(LossCause::Ended);
+                        failed = Some(LossCause::Protocol);
                     }
                 }
                 if c.closed && c.in_at == c.in_end {
@@ -753,5 +717,70 @@ impl Drop for Tcp {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::fuzz::{self, Rng};
+
+    /// Random and mutated byte streams from a connected peer: the reader
+    /// hands up only whole frames within the limits, or refuses the stream;
+    /// it never panics, and its buffer stays within a frame and a read of
+    /// the limits. 100 chunks per connection.
+    #[test]
+    fn random_streams_never_crash_the_reader() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rng = Rng::new(fuzz::seed());
+        let max_payload = 4096;
+        let bound = 4 * (READ_CHUNK + PREFIX + MAX_HEADER + max_payload);
+        let (mut cases, mut frames, mut refused) = (fuzz::cases(10_000), 0, 0);
+        while cases > 0 {
+            let mut peer = TcpStream::connect(addr).unwrap();
+            let (mine, _) = listener.accept().unwrap();
+            let mut conn = Conn::new(mine, Duration::from_secs(30)).unwrap();
+            for _ in 0..100.min(cases) {
+                cases -= 1;
+                let mut chunk = Vec::new();
+                for _ in 0..rng.below(4) {
+                    let hlen = rng.below(MAX_HEADER as u64 + 8) as usize;
+                    let plen = match rng.below(4) {
+                        0 => rng.next_u64() as u32 as usize,
+                        _ => rng.below(max_payload as u64 + 64) as usize,
+                    };
+                    let mut prefix = [0u8; PREFIX];
+                    prefix[0..2].copy_from_slice(&(hlen as u16).to_le_bytes());
+                    prefix[2..4].copy_from_slice(&MARKER.to_le_bytes());
+                    prefix[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
+                    chunk.extend_from_slice(&prefix);
+                    chunk.extend(rng.bytes(hlen + plen.min(max_payload + 64)));
+                }
+                rng.mutate(&mut chunk, 3);
+                if rng.below(8) == 0 {
+                    chunk = rng.bytes_below(200);
+                }
+                peer.write_all(&chunk).unwrap();
+                conn.readable = true;
+                conn.fill();
+                let delivered = conn.deliver(PeerId(1), max_payload, &mut |ev| {
+                    let Event::Frame { header, payload, .. } = ev else { panic!("not a frame") };
+                    assert!(header.len() <= MAX_HEADER && payload.len() <= max_payload);
+                });
+                assert!(conn.inb.len() <= bound, "reader buffer of {} bytes", conn.inb.len());
+                match delivered {
+                    Ok(n) => frames += n,
+                    Err(_) => {
+                        refused += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        // Both outcomes were reached, or the cases tested little.
+        assert!(frames > 0 && refused > 0, "{frames} frames, {refused} streams refused");
     }
 }
