@@ -752,3 +752,156 @@ fn model_prints_the_choice_at_scale() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("must be positive"));
 }
+
+/// Ranks started through a remote-exec template that hands its command to a
+/// shell, as ssh does (a stand-in named `ssh` that runs `sh -c "$*"` here):
+/// the job's secret is in no process's command line — the rank reads it
+/// from its standard input — and words with spaces and `$(…)` arrive as
+/// given. A host name that would be an ssh option is refused. Then a real
+/// job over the same template: the suite passes.
+#[test]
+fn remote_ranks_get_the_secret_on_stdin_and_their_words_unchanged() {
+    watchdog(300, "remote secret", || {
+        let (dir, exec) = fake_ssh("secret");
+        let script = r#"read -r s; f=$(mktemp); printf '%s\n' "$s" > "$f"
+            n=$(for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$c"; echo; done | grep -c -F -f "$f" || true)
+            rm -f "$f"; echo "secret in $n command lines; length ${#s}"; printf '%s|' "$@"; echo"#;
+        let args = ["run", "-n", "2", "--hosts", "localhost", "--exec", &exec, "--timeout", "60"];
+        let mut all = args.to_vec();
+        all.extend(["--", "sh", "-c", script, "rank", "a b", "$(id)"]);
+        let (out, _) = run(&all, &[]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+        assert_eq!(stdout.matches("secret in 0 command lines; length 32").count(), 2, "{stdout}");
+        assert_eq!(stdout.matches("a b|$(id)|").count(), 2, "{stdout}");
+
+        let (out, _) =
+            run(&["run", "-n", "1", "--hosts=node1,-oProxyCommand=id", "--", "true"], &[]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("is not a host name"), "{}", text(&out.stderr));
+
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let mut all = args.to_vec();
+        all.extend(["--transport", "tcp", "--", exe, "selftest"]);
+        let (out, _) = run(&all, &[]);
+        std::fs::remove_dir_all(&dir).ok();
+        suite_passed(&out, 2, "tcp").unwrap();
+    });
+}
+
+/// A stand-in for ssh, in a directory of its own: `ssh HOST WORDS…` runs
+/// `sh -c "WORDS…"` here, as the remote user's shell would. Returns the
+/// directory and the `--exec` template.
+fn fake_ssh(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("hpcomm-ssh-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssh = dir.join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nshift\nexec sh -c \"$*\"\n").unwrap();
+    Command::new("chmod").arg("755").arg(&ssh).status().unwrap();
+    let exec = format!("{} {{host}}", ssh.display());
+    (dir, exec)
+}
+
+/// Ranks started through a remote-exec template are not the launcher's
+/// process group's only members on a real cluster, nor tied to it by a
+/// parent-death signal: when the launcher is killed outright, each rank sees
+/// its key-value connection close and ends by itself.
+#[test]
+fn remote_ranks_end_when_their_launcher_is_killed() {
+    watchdog(120, "orphans", || {
+        let (dir, exec) = fake_ssh("orphans");
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let marker = "987654321";
+        let mut launcher = hpcomm()
+            .args(["run", "-n", "2", "--hosts", "localhost", "--exec", &exec, "--"])
+            .args([exe, "bench", "latency", "--iters", marker])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run hpcomm");
+        // The launcher and its two ranks.
+        let start = Instant::now();
+        while processes_with(marker).len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(30), "{:?}", processes_with(marker));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        launcher.kill().unwrap();
+        launcher.wait().unwrap();
+        let killed = Instant::now();
+        while !processes_with(marker).is_empty() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "orphaned ranks: {:?}",
+                processes_with(marker)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// 2,000 strangers that connect to the key-value server and say nothing,
+/// over and over, while the launcher may hold only 256 descriptors: the
+/// real ranks still greet, are served, and the job runs to its end. (One
+/// thread per connection, each waiting 5 s for a greeting, ran the launcher
+/// out of descriptors and kept the ranks out.)
+#[test]
+fn slow_strangers_do_not_keep_a_job_from_starting() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    watchdog(120, "kvs strangers", || {
+        let exe = env!("CARGO_BIN_EXE_hpcomm");
+        let script = format!(
+            "ulimit -n 256; exec {exe} run -v -n 2 -- sh -c 'sleep 2; exec {exe} selftest'"
+        );
+        let mut launcher = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut stderr = BufReader::new(launcher.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        let addr = first
+            .split("key-value server at ")
+            .nth(1)
+            .map(|a| a.trim().to_string())
+            .unwrap_or_else(|| panic!("no server address in {first:?}"));
+        // Keep reading what the launcher says, or it would wait on a full
+        // pipe.
+        let said = std::thread::spawn(move || {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut rest).ok();
+            rest
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let crowd: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, stop) = (addr.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut open = std::collections::VecDeque::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(c) = TcpStream::connect(&addr) {
+                            open.push_back(c);
+                        }
+                        if open.len() > 500 {
+                            open.pop_front();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let out = launcher.wait_with_output().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        crowd.into_iter().for_each(|t| t.join().unwrap());
+        let out = Output { stderr: said.join().unwrap().into_bytes(), ..out };
+        suite_passed(&out, 2, "shm").unwrap();
+        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    });
+}

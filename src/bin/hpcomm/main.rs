@@ -7,6 +7,7 @@ mod info;
 mod kvs;
 mod model;
 mod plan;
+mod remote;
 mod run;
 
 use std::time::Duration;

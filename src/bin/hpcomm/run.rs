@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{kill_process_group, Pid, Signal};
 
 use crate::kvs::Kvs;
+use crate::remote;
 
 /// Prints `hpcomm run: MESSAGE` on stderr with one write, so that it does
 /// not interleave with the lines the ranks write at the same time.
@@ -45,6 +46,20 @@ struct Rank {
     child: Child,
     pid: u32,
     status: Option<ExitStatus>,
+}
+
+/// Whether the launcher may read its standard input for rank 0: not when
+/// it is a terminal whose foreground is another process group (a job in
+/// the background would be stopped by the read).
+fn stdin_forwardable() -> bool {
+    let stdin = std::io::stdin();
+    if !rustix::termios::isatty(&stdin) {
+        return true;
+    }
+    match (rustix::termios::tcgetpgrp(&stdin), rustix::process::getpgrp()) {
+        (Ok(foreground), mine) => foreground == mine,
+        _ => false,
+    }
 }
 
 fn random_hex(bytes: usize) -> std::io::Result<String> {
@@ -135,6 +150,9 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     if !o.hosts.is_empty() && !o.exec.contains("{host}") {
         return Err(format!("--exec {:?} does not contain {{host}}", o.exec));
     }
+    for host in &o.hosts {
+        remote::check_host(host)?;
+    }
     let bind = match (o.bind, o.hosts.first()) {
         (Some(ip), _) => ip,
         (None, None) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -165,39 +183,44 @@ fn launch(o: RunOptions) -> Result<i32, String> {
     let (relay_done, relays_done) = mpsc::channel();
     let mut relays = 0;
     for r in 0..o.ranks {
-        let vars = [
+        let mut vars = vec![
             ("HPCOMM_RANK", r.to_string()),
             ("HPCOMM_SIZE", o.ranks.to_string()),
             ("HPCOMM_KVS", kvs.addr().to_string()),
-            ("HPCOMM_SECRET", secret.clone()),
             ("HPCOMM_JOB", job.clone()),
             ("HPCOMM_TRANSPORT", o.transport.clone()),
         ];
-        let mut cmd = match o.hosts.get(r % o.hosts.len().max(1)) {
+        let host = o.hosts.get(r % o.hosts.len().max(1));
+        let mut cmd = match host {
             None => {
+                // The environment of a process is readable only by its
+                // owner: the secret may go there.
                 let mut cmd = Command::new(program);
                 cmd.args(&o.program[1..])
                     .envs(vars.iter().map(|(k, v)| (k, v)))
+                    .env("HPCOMM_SECRET", &secret)
                     .env("HPCOMM_LAUNCHER_PID", std::process::id().to_string());
                 cmd
             }
             Some(host) => {
-                // `TEMPLATE env VAR=… PROGRAM ARGS…`: the variables travel
-                // on the command line, which every remote shell passes on.
-                let mut words = o.exec.split_whitespace().map(|w| w.replace("{host}", host));
-                let mut cmd = Command::new(words.next().unwrap_or_default());
-                cmd.args(words).arg("env");
-                cmd.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
-                cmd.args(&o.program);
+                // `TEMPLATE env VAR=… PROGRAM ARGS…`, the secret not among
+                // them: a command line is readable by every local user.
+                vars.push(("HPCOMM_SECRET_FD", "0".into()));
+                let words = remote::command(&o.exec, host, &vars, &o.program)?;
+                let mut cmd = Command::new(&words[0]);
+                cmd.args(&words[1..]);
                 cmd
             }
         };
         // One process group for the job, so that ending it reaches
         // everything the ranks started too.
         cmd.process_group(group.map_or(0, |g| g as i32));
-        if r != 0 {
-            cmd.stdin(Stdio::null());
-        }
+        // Standard input: rank 0 gets the launcher's, through a pipe (a rank
+        // in a process group of its own that read the terminal would be
+        // stopped); a remote rank first gets the secret's line; the others
+        // get nothing.
+        let forward = r == 0 && stdin_forwardable();
+        cmd.stdin(if host.is_some() || forward { Stdio::piped() } else { Stdio::null() });
         if o.tag_output {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
@@ -205,6 +228,17 @@ fn launch(o: RunOptions) -> Result<i32, String> {
             Ok(mut child) => {
                 let pid = child.id();
                 group.get_or_insert(pid);
+                if let Some(mut input) = child.stdin.take() {
+                    if host.is_some() {
+                        // A rank that is gone already is reported below.
+                        let _ = input.write_all(format!("{secret}\n").as_bytes());
+                    }
+                    if forward {
+                        thread::spawn(move || {
+                            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+                        });
+                    }
+                }
                 if o.tag_output {
                     if let Some(out) = child.stdout.take() {
                         relay(r, out, false, relay_done.clone());
