@@ -923,7 +923,7 @@ impl State {
             Header::Eager { msg, sync } => {
                 let env = Envelope { src: msg.src, tag: msg.tag, len: payload.len() };
                 let pool = &mut self.pool;
-                let mut keep = || {
+                let keep = || {
                     let mut data = pool.pop().unwrap_or_default();
                     data.extend_from_slice(payload);
                     Stored::Eager { data, from: src, sync }
@@ -931,7 +931,8 @@ impl State {
                 let ctx = self.ctxs.admit(msg.ctx, self.next_ctx)?;
                 check_sender(&msg, src, ctx.group.as_deref(), self.lost.len())?;
                 if ctx.group.is_none() {
-                    ctx.pending.push((msg, env, keep()));
+                    let stored = Stored::Eager { data: payload.to_vec(), from: src, sync };
+                    ctx.pending.push((msg, env, stored));
                     return Ok(());
                 }
                 if let Some(id) = ctx.matcher.arrive(env, msg.seq, keep, &mut self.released) {

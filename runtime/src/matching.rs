@@ -113,12 +113,19 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         Self::default()
     }
 
+    #[inline]
     fn source(&mut self, src: u32) -> &mut Source<P, R> {
         let i = src as usize;
         if i >= self.sources.len() {
-            self.sources.resize_with(i + 1, Source::default);
+            self.grow_sources(i + 1);
         }
         &mut self.sources[i]
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_sources(&mut self, len: usize) {
+        self.sources.resize_with(len, Source::default);
     }
 
     /// Number of unexpected messages waiting.
@@ -191,6 +198,9 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     /// the caller then delivers it directly. Otherwise the message is kept
     /// (made by `keep`) as early or unexpected. Early messages that this one
     /// releases, and that match posted receives, are appended to `released`.
+    // Always inlined: it is on the path of every message, and as a call it
+    // costs its caller a materialised `keep` closure and the envelope moves.
+    #[inline(always)]
     pub fn arrive(
         &mut self,
         env: Envelope,
@@ -212,10 +222,17 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         matched
     }
 
+    #[inline]
     fn release_early(&mut self, src: u32, released: &mut Vec<(R, Envelope, P)>) {
-        if self.sources[src as usize].early.is_empty() {
-            return;
+        if !self.sources[src as usize].early.is_empty() {
+            self.release_early_from(src, released);
         }
+    }
+
+    /// Matches or stores the early messages from `src` that are now in
+    /// order (out of line: only reordering transports have any).
+    #[inline(never)]
+    fn release_early_from(&mut self, src: u32, released: &mut Vec<(R, Envelope, P)>) {
         loop {
             let q = self.source(src);
             let Some((env, payload)) = q.early.remove(&q.expected) else {
@@ -237,6 +254,7 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     }
 
     /// Removes and returns the earliest posted receive that accepts `env`.
+    #[inline]
     fn take_posted(&mut self, env: &Envelope) -> Option<R> {
         let tag_ok = |p: &Posted<R>| p.tag.is_none_or(|t| t == env.tag);
         let q = self.sources.get_mut(env.src as usize)?;

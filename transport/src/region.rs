@@ -112,23 +112,18 @@ struct Table {
     open: usize,
     /// Released regions still pinned.
     doomed: usize,
+    /// What a closing scope calls while its regions are pinned (taken out
+    /// while it runs, so that it may use the table).
+    drain: Option<DrainHook>,
 }
 
 impl Table {
-    /// A live region, as its users see it (a released one is gone).
+    /// A live region. A released one is gone for every lookup: releasing
+    /// a pinned region advances its slot's generation at once (the entry
+    /// stays, found only by [`Table::doomed`], until its last unpin), so the
+    /// generation check is the only one on the hot path.
     #[inline]
     fn entry(&self, id: RegionId) -> Option<&Entry> {
-        self.any_entry(id).filter(|e| !e.released)
-    }
-
-    #[inline]
-    fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
-        self.any_entry_mut(id).filter(|e| !e.released)
-    }
-
-    /// A region still in the table, released or not.
-    #[inline]
-    fn any_entry(&self, id: RegionId) -> Option<&Entry> {
         let slot = self.slots.get(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -137,7 +132,7 @@ impl Table {
     }
 
     #[inline]
-    fn any_entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
+    fn entry_mut(&mut self, id: RegionId) -> Option<&mut Entry> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -145,12 +140,23 @@ impl Table {
         slot.entry.as_mut()
     }
 
+    /// The slot of region `id` if it was released while pinned and is still
+    /// pinned.
+    fn doomed(&mut self, id: RegionId) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        let doomed = slot.generation == id.generation.wrapping_add(1)
+            && slot.entry.as_ref().is_some_and(|e| e.released);
+        doomed.then_some(slot)
+    }
+
     /// Removes a live region, or marks a pinned one for removal at its last
     /// unpin (then returns `None`).
     fn release(&mut self, id: RegionId) -> Option<Entry> {
-        let entry = self.entry_mut(id)?;
+        let slot = self.slots.get_mut(id.index as usize)?;
+        let entry = slot.entry.as_mut().filter(|_| slot.generation == id.generation)?;
         if entry.pins > 0 {
             entry.released = true;
+            slot.generation = slot.generation.wrapping_add(1);
             self.doomed += 1;
             return None;
         }
@@ -186,18 +192,17 @@ impl Table {
 
 /// An endpoint's table of registered memory. Cloning gives another handle to
 /// the same table.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Regions {
     table: Rc<RefCell<Table>>,
-    drain: Rc<RefCell<Option<DrainHook>>>,
 }
 
 /// One round of progress of the transport that pins a table's regions.
-type DrainHook = Box<dyn FnMut()>;
+struct DrainHook(Box<dyn FnMut()>);
 
-impl std::fmt::Debug for Regions {
+impl std::fmt::Debug for DrainHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Regions").field("table", &self.table).finish_non_exhaustive()
+        f.write_str("DrainHook")
     }
 }
 
@@ -324,13 +329,34 @@ impl Regions {
 
     /// Removes a region before its scope ends (for example when its request
     /// completes), revoking any exposure. Removing early is always safe.
-    #[inline]
     /// A pinned region is removed at its last unpin.
+    #[inline]
     pub fn release(&self, id: RegionId) {
-        // Take the entry out first and revoke after the borrow ends: revoking
-        // may wait for a peer's read in progress.
-        let entry = self.table.borrow_mut().release(id);
-        if let Some(Entry { exposure: Some(exposure), .. }) = entry {
+        // Take the exposure out first and revoke after the borrow ends:
+        // revoking may wait for a peer's read in progress. The entry itself
+        // is dropped in place (this is on the path of every request).
+        let exposure = {
+            let mut table = self.table.borrow_mut();
+            let table = &mut *table;
+            let Some(slot) = table.slots.get_mut(id.index as usize) else { return };
+            let Some(entry) = slot.entry.as_mut().filter(|_| slot.generation == id.generation)
+            else {
+                return;
+            };
+            if entry.pins > 0 {
+                // Gone for every lookup now; removed at the last unpin.
+                entry.released = true;
+                slot.generation = slot.generation.wrapping_add(1);
+                table.doomed += 1;
+                return;
+            }
+            let exposure = entry.exposure.take();
+            slot.entry = None;
+            slot.generation = slot.generation.wrapping_add(1);
+            table.free.push(id.index);
+            exposure
+        };
+        if let Some(exposure) = exposure {
             exposure.revoke();
         }
     }
@@ -352,13 +378,21 @@ impl Regions {
     pub(crate) fn unpin(&self, id: RegionId) {
         let entry = {
             let mut table = self.table.borrow_mut();
-            let Some(entry) = table.any_entry_mut(id) else { return };
-            entry.pins = entry.pins.saturating_sub(1);
-            if entry.pins > 0 || !entry.released {
+            if let Some(entry) = table.entry_mut(id) {
+                entry.pins = entry.pins.saturating_sub(1);
                 return;
             }
+            let Some(slot) = table.doomed(id) else { return };
+            let entry = slot.entry.as_mut().expect("a doomed slot has its entry");
+            entry.pins = entry.pins.saturating_sub(1);
+            if entry.pins > 0 {
+                return;
+            }
+            let entry = slot.entry.take();
+            slot.generation = slot.generation.wrapping_add(1);
             table.doomed -= 1;
-            table.remove(id)
+            table.free.push(id.index);
+            entry
         };
         if let Some(Entry { exposure: Some(exposure), .. }) = entry {
             exposure.revoke();
@@ -375,7 +409,7 @@ impl Regions {
     /// its regions is pinned (see the module documentation). The hook must
     /// not open or close a scope of this table.
     pub fn set_drain(&self, hook: Box<dyn FnMut()>) {
-        *self.drain.borrow_mut() = Some(hook);
+        self.table.borrow_mut().drain = Some(DrainHook(hook));
     }
 
     /// The raw extent of a live region and whether it is writable, for a
@@ -442,27 +476,25 @@ struct CloseOnDrop<'a> {
     depth: usize,
 }
 
-impl Drop for CloseOnDrop<'_> {
-    fn drop(&mut self) {
-        let ids = {
+impl CloseOnDrop<'_> {
+    /// Drives the transport through the drain hook until none of `ids` is
+    /// pinned (see the module documentation).
+    #[cold]
+    #[inline(never)]
+    fn wait_unpinned(&self, ids: &[RegionId]) {
+        let pinned = || {
             let mut table = self.regions.table.borrow_mut();
-            debug_assert_eq!(table.open, self.depth + 1, "region scopes must nest");
-            table.open = self.depth;
-            std::mem::take(&mut table.scopes[self.depth])
-        };
-        for &id in &ids {
-            self.regions.release(id);
-        }
-        // Borrowed memory must not outlive the scope in any operation: wait
-        // for the pinned ones' completions.
-        let pinned = |ids: &[RegionId]| {
-            let table = self.regions.table.borrow();
-            ids.iter().any(|&id| table.any_entry(id).is_some())
+            ids.iter().any(|&id| table.doomed(id).is_some())
         };
         let mut spins = 0u32;
-        while pinned(&ids) {
-            match self.regions.drain.try_borrow_mut().ok().as_deref_mut().and_then(Option::as_mut) {
-                Some(drain) => drain(),
+        while pinned() {
+            let hook = self.regions.table.borrow_mut().drain.take();
+            match hook {
+                Some(mut drain) => {
+                    (drain.0)();
+                    let mut table = self.regions.table.borrow_mut();
+                    table.drain.get_or_insert(drain);
+                }
                 None => {
                     eprintln!(
                         "hpcomm: a region scope closed while a transport operation still \
@@ -475,6 +507,26 @@ impl Drop for CloseOnDrop<'_> {
             if spins > 64 {
                 std::thread::yield_now();
             }
+        }
+    }
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        let ids = {
+            let mut table = self.regions.table.borrow_mut();
+            debug_assert_eq!(table.open, self.depth + 1, "region scopes must nest");
+            table.open = self.depth;
+            std::mem::take(&mut table.scopes[self.depth])
+        };
+        for &id in &ids {
+            self.regions.release(id);
+        }
+        // Borrowed memory must not outlive the scope in any operation: wait
+        // for the pinned ones' completions (nothing is pinned unless some
+        // released region is: one load on the common path).
+        if self.regions.table.borrow().doomed > 0 {
+            self.wait_unpinned(&ids);
         }
         // Give the (now empty) vector back for reuse.
         let mut ids = ids;

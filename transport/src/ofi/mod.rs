@@ -405,18 +405,44 @@ pub struct Ofi {
 }
 
 /// The libfabric objects of in-process endpoints that have been dropped,
-/// closed when the last of the job is: libfabric's shm provider shares
-/// state between the endpoints of one process, and progress on one after
+/// closed when the group itself goes — when the last endpoint of the job
+/// and the set-up that made them are gone, whether set-up succeeded or
+/// failed half way: libfabric's shm provider shares state between the
+/// endpoints of one process, and progress (or a goodbye) on one after
 /// another has closed can touch freed memory.
 #[derive(Default)]
 struct Parked {
-    open: usize,
     objects: Vec<[*mut fid; 7]>,
 }
 
-// SAFETY: the parked objects are only closed, by whichever thread drops
-// the last endpoint, under the mutex.
+// SAFETY: the parked objects are only closed once, by whichever thread
+// drops the last reference to the group.
 unsafe impl Send for Parked {}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        for objects in self.objects.drain(..) {
+            // SAFETY: each object is live (or null, when set-up stopped
+            // early), parked once and closed once, here, endpoint before
+            // what it is bound to.
+            unsafe { close_all(objects) };
+        }
+    }
+}
+
+/// Closes an endpoint's objects in order.
+///
+/// # Safety
+///
+/// Each pointer is null or a live libfabric object, closed nowhere else.
+unsafe fn close_all(objects: [*mut fid; 7]) {
+    for f in objects {
+        if !f.is_null() {
+            // SAFETY: the caller's contract.
+            unsafe { close(f) };
+        }
+    }
+}
 
 impl std::fmt::Debug for Ofi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -440,6 +466,18 @@ impl Ofi {
         ranks: usize,
         exchange: &mut dyn Exchange,
         config: &OfiConfig,
+    ) -> Result<Ofi, TransportError> {
+        Ofi::open_in(me, ranks, exchange, config, None)
+    }
+
+    /// [`open`](Ofi::open), parking the endpoint's objects in `group` when
+    /// it is dropped — also when set-up fails after the endpoint exists.
+    fn open_in(
+        me: usize,
+        ranks: usize,
+        exchange: &mut dyn Exchange,
+        config: &OfiConfig,
+        group: Option<std::sync::Arc<std::sync::Mutex<Parked>>>,
     ) -> Result<Ofi, TransportError> {
         let api = api::api().map_err(setup)?;
         let info = choose(api, config)?;
@@ -531,7 +569,7 @@ impl Ofi {
                 lost: vec![false; ranks],
                 reported: vec![false; ranks],
                 unreported: false,
-                group: None,
+                group,
             };
             let mut av_attr: fi_av_attr = std::mem::zeroed();
             av_attr.type_ = FI_AV_TABLE;
@@ -738,15 +776,12 @@ impl Ofi {
 
     /// A job of `ranks` endpoints in this process (for tests).
     pub fn local_job(ranks: usize, config: &OfiConfig) -> Result<Vec<Ofi>, TransportError> {
+        // Every endpoint is in the group from its first moment, so that one
+        // dropped because another's set-up failed is parked, not closed.
         let group = std::sync::Arc::new(std::sync::Mutex::new(Parked::default()));
-        let mut eps = crate::exchange::local_job(ranks, |me, exchange| {
-            Ofi::open(me, ranks, exchange, config)
-        })?;
-        group.lock().unwrap_or_else(|e| e.into_inner()).open = eps.len();
-        for ep in &mut eps {
-            ep.group = Some(group.clone());
-        }
-        Ok(eps)
+        crate::exchange::local_job(ranks, |me, exchange| {
+            Ofi::open_in(me, ranks, exchange, config, Some(group.clone()))
+        })
     }
 
     /// The provider in use.
@@ -1466,28 +1501,12 @@ impl Drop for Ofi {
             self.domain.cast(),
             self.fabric.cast(),
         ];
-        let batches = match &self.group {
-            None => vec![objects],
-            Some(group) => {
-                let mut parked = group.lock().unwrap_or_else(|e| e.into_inner());
-                parked.objects.push(objects);
-                parked.open -= 1;
-                match parked.open {
-                    0 => std::mem::take(&mut parked.objects),
-                    _ => Vec::new(),
-                }
-            }
-        };
-        for objects in batches {
+        match &self.group {
             // SAFETY: each object is live (or null, when set-up stopped
-            // early) and closed once, endpoint before what it is bound to.
-            unsafe {
-                for f in objects {
-                    if !f.is_null() {
-                        close(f);
-                    }
-                }
-            }
+            // early) and closed once, here.
+            None => unsafe { close_all(objects) },
+            // Closed when the group goes (see `Parked`).
+            Some(group) => group.lock().unwrap_or_else(|e| e.into_inner()).objects.push(objects),
         }
     }
 }

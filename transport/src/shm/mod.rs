@@ -467,6 +467,18 @@ impl Shm {
         self.doorbells_pending = 0;
     }
 
+    /// Rank `src`'s ring holds what cannot be true: the peer is lost (the
+    /// next poll reports it), and its ring is never read again.
+    #[cold]
+    fn ring_broken(&mut self, src: usize, why: &str) {
+        if !self.corrupt[src] {
+            tracing::warn!("shm: rank {src} wrote {why}; treating it as lost");
+        }
+        self.corrupt[src] = true;
+        self.leaving[src] = true;
+        self.consumers[src].close();
+    }
+
     /// Notes peers that have left (cleanly, or whose process is gone).
     fn check_peers(&mut self, with_pids: bool) {
         for r in 0..self.ranks {
@@ -526,9 +538,7 @@ impl Transport for Shm {
             Ok(true) => {}
             Ok(false) => return Err(TransportError::WouldBlock),
             Err(Corrupt(why)) => {
-                tracing::warn!("shm: rank {d} {why}; treating it as lost");
-                self.corrupt[d] = true;
-                self.leaving[d] = true;
+                self.ring_broken(d, &format!("moved its ring's head ({why})"));
                 return Err(TransportError::PeerLost(dst));
             }
         }
@@ -558,19 +568,13 @@ impl Transport for Shm {
             let leaving = self.leaving[src];
             let batch = if leaving { usize::MAX } else { POLL_BATCH };
             let peer = PeerId(src as u32);
-            if self.lost[src] {
-                continue;
-            }
             let polled = self.consumers[src]
                 .poll(batch, |header, payload| sink(Event::Frame { src: peer, header, payload }));
             match polled {
                 Ok(n) => events += n,
-                Err(Corrupt(why)) => {
-                    tracing::warn!("shm: rank {src} wrote {why}; treating it as lost");
-                    self.corrupt[src] = true;
-                }
+                Err(Corrupt(why)) => self.ring_broken(src, &why),
             }
-            if (leaving || self.corrupt[src]) && !self.lost[src] {
+            if leaving && !self.lost[src] {
                 // Its ring is drained (or cannot be read): everything it sent
                 // has been delivered.
                 self.lost[src] = true;

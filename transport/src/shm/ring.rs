@@ -175,6 +175,8 @@ pub(crate) struct Consumer<C, D = Data> {
     data: D,
     head: u64,
     cached_tail: u64,
+    /// Closed after its producer wrote what cannot be true.
+    closed: bool,
 }
 
 fn put_u32(data: &impl Bytes, at: usize, v: u32) {
@@ -206,7 +208,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
         if self.tail + needed as u64 - self.cached_head > cap as u64 {
             let head = self.ctl.ctl().head.0.load(Ordering::Acquire);
             if head > self.tail || head < self.cached_head {
-                return Err(Corrupt(format!(
+                return Err(Corrupt::from(format!(
                     "ring head moved to {head}, outside {}..={}",
                     self.cached_head, self.tail
                 )));
@@ -240,12 +242,17 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
 impl<C: CtlRef, D: Bytes> Consumer<C, D> {
     /// The consumer of a ring whose control block starts zeroed.
     pub(crate) fn new(ctl: C, data: D) -> Self {
-        Consumer { ctl, data, head: 0, cached_tail: 0 }
+        Consumer { ctl, data, head: 0, cached_tail: 0, closed: false }
+    }
+
+    /// Reads nothing more from this ring (its producer broke it).
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Whether a frame is waiting (one acquire load).
     pub(crate) fn has_data(&self) -> bool {
-        self.ctl.ctl().tail.0.load(Ordering::Acquire) != self.head
+        !self.closed && self.ctl.ctl().tail.0.load(Ordering::Acquire) != self.head
     }
 
     /// Hands up to `max` waiting frames to `sink` as (header, payload)
@@ -263,9 +270,15 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
         let mut outcome = Ok(());
         while frames < max {
             if self.head == self.cached_tail {
+                // The common case of a poll, an empty ring, is one load and
+                // one compare; a tail that moved is checked before use
+                // (going back wraps to a huge distance).
                 let tail = self.ctl.ctl().tail.0.load(Ordering::Acquire);
-                if tail < self.head || tail - self.head > cap as u64 {
-                    outcome = Err(Corrupt(format!(
+                if tail == self.head || self.closed {
+                    break;
+                }
+                if tail.wrapping_sub(self.head) > cap as u64 {
+                    outcome = Err(Corrupt::from(format!(
                         "ring tail moved to {tail}, outside {}..={}",
                         self.head,
                         self.head + cap as u64
@@ -273,9 +286,6 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
                     break;
                 }
                 self.cached_tail = tail;
-                if self.head == self.cached_tail {
-                    break;
-                }
             }
             let at = (self.head % cap as u64) as usize;
             let record = self.data.read(at, RECORD_HEADER, |r| {
@@ -311,37 +321,64 @@ impl<C: CtlRef, D: Bytes> Consumer<C, D> {
     }
 }
 
-/// A ring whose peer wrote something that cannot be true.
+/// A ring whose peer wrote something that cannot be true. (Boxed, so that a
+/// result carrying it stays two words on the path of every frame.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Corrupt(pub String);
+pub(crate) struct Corrupt(pub Box<str>);
+
+impl From<String> for Corrupt {
+    #[cold]
+    fn from(why: String) -> Corrupt {
+        Corrupt(why.into_boxed_str())
+    }
+}
 
 /// Checks a record read at offset `at` of a ring of `cap` bytes, of which
 /// `published` from `at` on are the producer's: its size is a positive
 /// multiple of the alignment within what was published and within the ring
 /// (a record never wraps), its kind is known, and a frame's header and
-/// payload fit inside it. Returns the record's fields.
+/// payload fit inside it. Returns the record's fields. The checks of a good
+/// frame are a few compares; explaining a bad one is out of line.
+#[inline]
 fn check_record(
-    (size, header_len, kind, payload_len): (usize, usize, u16, usize),
+    record: (usize, usize, u16, usize),
     at: usize,
     cap: usize,
     published: usize,
 ) -> Result<(usize, usize, u16, usize), Corrupt> {
-    let bad = |why: &str| Err(Corrupt(format!("{why} (record of {size} bytes at {at})")));
-    if size == 0 || size % ALIGN != 0 {
-        return bad("a record size that is not a positive multiple of the line size");
+    let (size, header_len, kind, payload_len) = record;
+    let fits = size.wrapping_sub(1) < published.min(cap - at) && size % ALIGN == 0;
+    let good = match kind {
+        KIND_FRAME => RECORD_HEADER + header_len + payload_len <= size,
+        KIND_PAD => at + size == cap,
+        _ => false,
+    };
+    if fits && good {
+        return Ok(if kind == KIND_PAD { (size, 0, kind, 0) } else { record });
     }
-    if size > published || size > cap - at {
-        return bad("a record beyond what was published");
-    }
-    match kind {
-        KIND_PAD if at + size == cap => Ok((size, 0, kind, 0)),
-        KIND_PAD => bad("padding that does not end the ring"),
-        KIND_FRAME if RECORD_HEADER + header_len + payload_len <= size => {
-            Ok((size, header_len, kind, payload_len))
-        }
-        KIND_FRAME => bad("a frame longer than its record"),
-        _ => bad("an unknown record kind"),
-    }
+    Err(explain_record(record, at, cap, published))
+}
+
+#[cold]
+#[inline(never)]
+fn explain_record(
+    (size, header_len, kind, payload_len): (usize, usize, u16, usize),
+    at: usize,
+    cap: usize,
+    published: usize,
+) -> Corrupt {
+    let why = if size == 0 || size % ALIGN != 0 {
+        "a record size that is not a positive multiple of the line size"
+    } else if size > published || size > cap - at {
+        "a record beyond what was published"
+    } else if kind == KIND_PAD {
+        "padding that does not end the ring"
+    } else if kind == KIND_FRAME && RECORD_HEADER + header_len + payload_len > size {
+        "a frame longer than its record"
+    } else {
+        "an unknown record kind"
+    };
+    Corrupt::from(format!("{why} (record of {size} bytes at {at})"))
 }
 
 #[cfg(all(test, not(loom)))]
