@@ -16,9 +16,9 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hpcomm::transport::shm::{Shm, ShmConfig};
-use hpcomm::transport::Backend;
 use hpcomm::{Collectives, Communicator, Result, Tag, Universe};
+use hpcomm_transport::shm::{Shm, ShmConfig};
+use hpcomm_transport::Backend;
 
 const SIZES: &[usize] = &[8, 1024, 65536, 1 << 20];
 const PING: Tag = Tag(1);

@@ -55,9 +55,20 @@ pub use hpcomm_runtime::config;
 /// [`Communicator`].
 pub use hpcomm_collectives::{model, op, repro, select, Collectives, NonBlocking};
 
-/// The transport layer, for settings such as
-/// [`LoopbackConfig`](transport::loopback::LoopbackConfig).
-pub use hpcomm_transport as transport;
+/// The transports' settings: what a user configures. The transport layer
+/// itself (raw endpoints, registered memory, the `Transport` trait) is the
+/// `hpcomm-transport` crate, for those who build on it; it is not part of
+/// this API:
+///
+/// ```compile_fail
+/// use hpcomm::transport::Regions;
+/// ```
+pub mod transport {
+    pub use hpcomm_transport::loopback::LoopbackConfig;
+    pub use hpcomm_transport::ofi::OfiConfig;
+    pub use hpcomm_transport::shm::ShmConfig;
+    pub use hpcomm_transport::tcp::TcpConfig;
+}
 
 /// Element types that can be sent: plain old data.
 pub use bytemuck::Pod;

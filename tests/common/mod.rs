@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hpcomm::transport::loopback::LoopbackConfig;
+use hpcomm::transport::LoopbackConfig;
 use hpcomm::{Communicator, Config, ThreadsConfig, ThreadsFabric};
 
 /// Runs `f` on another thread and fails the whole test binary if it takes

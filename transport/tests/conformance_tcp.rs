@@ -187,3 +187,14 @@ fn a_payload_longer_than_the_limit_loses_its_peer() {
     assert_eq!(lost, Some((PeerId(1), LossCause::Protocol)));
     drop(fake);
 }
+
+/// A largest payload the 32-bit length on the wire cannot carry is a set-up
+/// error, not a length silently cut to its low 32 bits.
+#[test]
+fn a_payload_limit_beyond_32_bits_is_refused() {
+    let config = TcpConfig { max_payload: 5 << 30, ..config() };
+    match Tcp::local_job(2, &config) {
+        Err(e) => assert!(e.to_string().contains("32-bit"), "{e}"),
+        Ok(_) => panic!("a 5 GiB frame payload was accepted"),
+    }
+}

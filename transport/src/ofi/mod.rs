@@ -60,7 +60,9 @@
 //! that peer lost too.
 
 // The raw bindings and the loader stay inside the crate: everything they
-// offer is unsafe to call, and users reach libfabric only through `Ofi`.
+// offer is unsafe to call, and users reach libfabric only through `Ofi`
+// (`library`, `providers` and `OfiConfig` describe and choose it). The
+// `compile_fail` test on `library` keeps it so.
 pub(crate) mod api;
 #[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
@@ -221,7 +223,15 @@ pub struct Library {
 }
 
 /// Loads libfabric (once per process) and describes it; why not when it
-/// cannot be loaded.
+/// cannot be loaded. The raw bindings are not reachable from outside:
+///
+/// ```compile_fail
+/// use hpcomm_transport::ofi::sys::fi_info;
+/// ```
+///
+/// ```compile_fail
+/// let _ = unsafe { hpcomm_transport::ofi::api::c_str(std::ptr::null()) };
+/// ```
 pub fn library() -> Result<Library, String> {
     let api = api::api()?;
     Ok(Library { version: api.version(), path: api.path.clone() })
@@ -1391,9 +1401,12 @@ impl Ofi {
         while let Some(read) = self.unposted_reads.front() {
             let (nrx, ntx) = (self.nrx, self.ntx);
             let ctx = (&mut self.contexts[nrx + ntx + read.slot] as *mut fi_context2).cast();
-            // SAFETY: the destination lies inside a live writable region
-            // that the runtime keeps until this read completes; the context
-            // slot is reserved for it.
+            // SAFETY: the destination lies inside a writable region that
+            // `start_read` pinned: the table keeps its memory (and its
+            // registration) until `poll` hands up this read's completion and
+            // unpins it, whatever happens to the request meanwhile, and a
+            // scope never ends over a pinned region. The context slot is
+            // reserved for this read.
             let ret = unsafe {
                 ((*(*self.ep).rma).read.expect("read"))(
                     self.ep,
