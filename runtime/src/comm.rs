@@ -530,6 +530,13 @@ impl Communicator {
 
     /// A new communicator with the same group and a fresh context
     /// (`MPI_Comm_dup`). Collective over this communicator.
+    ///
+    /// Context ids are reused: dropping a communicator gives its id back
+    /// once nothing is in flight on it on this rank (no posted receive, no
+    /// message waiting), and a new communicator takes the lowest id free on
+    /// every member. As in MPI (`MPI_Comm_free`), a message still on its way
+    /// to a communicator its receiver has dropped is an error of the
+    /// program: it may reach a later communicator that reuses the id.
     pub fn dup(&self) -> Result<Communicator> {
         let (next, free) = self.context_offer();
         let all = self.exchange([0, 0, u64::from(next), free])?;

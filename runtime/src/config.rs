@@ -303,9 +303,16 @@ impl Config {
 
 /// Reads the job's secret: the first line of standard input (a rank started
 /// on another host gets it there from the launcher, never on its command
-/// line). Byte by byte, so that nothing after the line is taken from the
-/// program's own input; at most 1 KiB.
+/// line). Once per process — the settings may be read more than once — and
+/// byte by byte, so that nothing after the line is taken from the program's
+/// own input; at most 1 KiB.
 fn secret_from_stdin() -> Result<String> {
+    static SECRET: std::sync::OnceLock<std::result::Result<String, String>> =
+        std::sync::OnceLock::new();
+    SECRET.get_or_init(read_secret_line).clone().map_err(Error::Config)
+}
+
+fn read_secret_line() -> std::result::Result<String, String> {
     use std::os::fd::AsFd;
     let stdin = std::io::stdin();
     let mut line = Vec::new();
@@ -315,15 +322,15 @@ fn secret_from_stdin() -> Result<String> {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) if line.len() < 1024 => line.push(byte[0]),
-            Ok(_) => return Err(Error::Config("the secret's line on stdin is too long".into())),
+            Ok(_) => return Err("the secret's line on stdin is too long".into()),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::Config(format!("cannot read the secret from stdin: {e}"))),
+            Err(e) => return Err(format!("cannot read the secret from stdin: {e}")),
         }
     }
     String::from_utf8(line)
         .ok()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::Config("HPCOMM_SECRET_FD=0 but stdin holds no secret".into()))
+        .ok_or_else(|| "HPCOMM_SECRET_FD=0 but stdin holds no secret".into())
 }
 
 /// The log filter for the `hpcomm` command (`HPCOMM_LOG`, in tracing's
