@@ -149,9 +149,13 @@ impl Table {
         doomed.then_some(slot)
     }
 
-    /// Removes a live region, or marks a pinned one for removal at its last
-    /// unpin (then returns `None`).
-    fn release(&mut self, id: RegionId) -> Option<Entry> {
+    /// Removes a live region in place and returns its exposure, to be
+    /// revoked once the table is no longer borrowed (revoking may wait for
+    /// a peer's read in progress). A pinned region is released instead: gone
+    /// for every lookup at once, removed at its last unpin. This is on the
+    /// path of every request, so the entry is dropped where it lies.
+    #[inline]
+    fn release(&mut self, id: RegionId) -> Option<Exposure> {
         let slot = self.slots.get_mut(id.index as usize)?;
         let entry = slot.entry.as_mut().filter(|_| slot.generation == id.generation)?;
         if entry.pins > 0 {
@@ -160,7 +164,11 @@ impl Table {
             self.doomed += 1;
             return None;
         }
-        self.remove(id)
+        let exposure = entry.exposure.take();
+        slot.entry = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        exposure
     }
 
     #[inline]
@@ -175,18 +183,6 @@ impl Table {
         let slot = &mut self.slots[index as usize];
         slot.entry = Some(entry);
         RegionId { index, generation: slot.generation }
-    }
-
-    #[inline]
-    fn remove(&mut self, id: RegionId) -> Option<Entry> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        if slot.generation != id.generation {
-            return None;
-        }
-        let entry = slot.entry.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index);
-        Some(entry)
     }
 }
 
@@ -315,12 +311,14 @@ impl Regions {
     /// A pinned region is released instead (its memory is freed at the last
     /// unpin) and `None` is returned.
     pub fn take_owned(&self, id: RegionId) -> Option<Vec<u8>> {
-        let entry = {
+        let (owned, exposure) = {
             let mut table = self.table.borrow_mut();
-            table.entry(id)?.owned.as_ref()?;
-            table.release(id)?
+            let entry = table.entry_mut(id)?;
+            entry.owned.as_ref()?;
+            // A pinned region keeps its memory until the last unpin.
+            let owned = if entry.pins == 0 { entry.owned.take() } else { None };
+            (owned, table.release(id))
         };
-        let Entry { exposure, owned, .. } = entry;
         if let Some(exposure) = exposure {
             exposure.revoke();
         }
@@ -332,30 +330,7 @@ impl Regions {
     /// A pinned region is removed at its last unpin.
     #[inline]
     pub fn release(&self, id: RegionId) {
-        // Take the exposure out first and revoke after the borrow ends:
-        // revoking may wait for a peer's read in progress. The entry itself
-        // is dropped in place (this is on the path of every request).
-        let exposure = {
-            let mut table = self.table.borrow_mut();
-            let table = &mut *table;
-            let Some(slot) = table.slots.get_mut(id.index as usize) else { return };
-            let Some(entry) = slot.entry.as_mut().filter(|_| slot.generation == id.generation)
-            else {
-                return;
-            };
-            if entry.pins > 0 {
-                // Gone for every lookup now; removed at the last unpin.
-                entry.released = true;
-                slot.generation = slot.generation.wrapping_add(1);
-                table.doomed += 1;
-                return;
-            }
-            let exposure = entry.exposure.take();
-            slot.entry = None;
-            slot.generation = slot.generation.wrapping_add(1);
-            table.free.push(id.index);
-            exposure
-        };
+        let exposure = self.table.borrow_mut().release(id);
         if let Some(exposure) = exposure {
             exposure.revoke();
         }
