@@ -54,6 +54,31 @@ fn send(raw: &mut Loopback, header: &[u8], payload: &[u8]) {
     raw.try_send(PeerId(0), header, payload).expect("room in rank 0's inbox");
 }
 
+/// Polls the raw endpoint until a frame whose header `pick` accepts arrives,
+/// checking that `request` stays pending meanwhile; what `pick` took.
+fn await_header<T>(
+    raw: &mut Loopback,
+    request: &mut hpcomm_runtime::Request<'_>,
+    mut pick: impl FnMut(Header) -> Option<T>,
+) -> hpcomm_runtime::Result<T> {
+    let regions = Regions::new();
+    loop {
+        assert!(request.test()?.is_none(), "the request ended early");
+        let mut found = None;
+        raw.poll(&regions, &mut |ev| {
+            if let Event::Frame { header, .. } = ev {
+                if let Ok(h) = Header::decode(header) {
+                    found = found.take().or_else(|| pick(h));
+                }
+            }
+        })
+        .unwrap();
+        if let Some(v) = found {
+            return Ok(v);
+        }
+    }
+}
+
 fn assert_refused(result: hpcomm_runtime::Result<impl std::fmt::Debug>, what: &str) {
     match result {
         Err(Error::Protocol(why)) => assert!(why.contains("rank 1"), "{what}: {why}"),
@@ -129,27 +154,15 @@ fn only_the_receiver_of_a_synchronous_send_can_acknowledge_it() {
     watchdog("forged ack", || {
         let (universe, mut raw) = job(3, LoopbackConfig::default());
         let world = universe.world();
-        let regions = Regions::new();
         world
             .scope(|s| {
                 let mut request = s.issend(&[1u64], 1, 5)?;
                 // Rank 1 receives the frame; rank 2 forges its answer.
-                let mut sreq = None;
-                while sreq.is_none() {
-                    assert!(request.test()?.is_none());
-                    raw[0]
-                        .poll(&regions, &mut |ev| {
-                            if let Event::Frame { header, .. } = ev {
-                                if let Ok(Header::Eager { sync: Some(s), .. }) =
-                                    Header::decode(header)
-                                {
-                                    sreq = Some(s);
-                                }
-                            }
-                        })
-                        .unwrap();
-                }
-                let ack = encode(Header::Ack { sreq: sreq.unwrap() });
+                let sreq = await_header(&mut raw[0], &mut request, |h| match h {
+                    Header::Eager { sync: Some(s), .. } => Some(s),
+                    _ => None,
+                })?;
+                let ack = encode(Header::Ack { sreq });
                 raw[1].try_send(PeerId(0), &ack, b"").unwrap();
                 for _ in 0..100 {
                     assert!(request.test()?.is_none(), "completed by another rank's ACK");
@@ -168,7 +181,6 @@ fn data_for_another_ranks_receive_fails_its_sender() {
         let config = LoopbackConfig { rma_read: false, ..LoopbackConfig::default() };
         let (universe, mut raw) = job(3, config);
         let world = universe.world();
-        let regions = Regions::new();
         let big = 1 << 20;
         let msg = MessageHeader { ctx: ContextId(0), src: 1, tag: 5, seq: 0 };
         let rts = Header::Rts { msg, read: false, len: big, sreq: 1, key: RemoteKey::default() };
@@ -177,20 +189,10 @@ fn data_for_another_ranks_receive_fails_its_sender() {
         let outcome = world.scope(|s| {
             let mut request = s.irecv(&mut buf, 1, 5)?;
             // Rank 1 gets the clear-to-send; rank 2 answers it.
-            let mut rreq = None;
-            while rreq.is_none() {
-                assert!(request.test()?.is_none());
-                raw[0]
-                    .poll(&regions, &mut |ev| {
-                        if let Event::Frame { header, .. } = ev {
-                            if let Ok(Header::Cts { rreq: r, .. }) = Header::decode(header) {
-                                rreq = Some(r);
-                            }
-                        }
-                    })
-                    .unwrap();
-            }
-            let rreq = rreq.unwrap();
+            let rreq = await_header(&mut raw[0], &mut request, |h| match h {
+                Header::Cts { rreq, .. } => Some(rreq),
+                _ => None,
+            })?;
             let data = encode(Header::Data { rreq, offset: 0 });
             raw[1].try_send(PeerId(0), &data, &[9; 1000]).unwrap();
             // The receive goes on with the real sender's data.
