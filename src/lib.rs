@@ -40,8 +40,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod selftest;
-
 pub use hpcomm_runtime::{
     dims_create, init, job, launched, test_any, threads, threads_with, wait_all, wait_any,
     Cartesian, Communicator, Config, ContextId, Error, Rank, Request, Result, Scope, Status, Tag,

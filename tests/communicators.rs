@@ -1,5 +1,5 @@
 //! Failures and the in-process job runner: what only ranks-as-threads can
-//! show. The semantic cases are in `hpcomm::selftest` (run by `p2p.rs` and
+//! show. The semantic cases are in `hpcomm_cli::selftest` (run by `p2p.rs` and
 //! `launcher.rs`).
 
 mod common;

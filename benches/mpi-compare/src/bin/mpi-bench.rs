@@ -13,7 +13,7 @@
 //!   iterations, the ranks' average latencies averaged (OSU's method).
 //!
 //! Sizes, iteration counts, warm-up and titles are `hpcomm bench`'s own:
-//! its plan (`src/bin/hpcomm/plan.rs`) is included here as it is.
+//! its plan (`cli/src/plan.rs`) is included here as it is.
 
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ const ACK: i32 = 2;
 
 /// The plan of `hpcomm bench` itself: benchmarks, sizes, iterations and
 /// titles.
-#[path = "../../../../src/bin/hpcomm/plan.rs"]
+#[path = "../../../../cli/src/plan.rs"]
 #[allow(dead_code)]
 mod plan;
 

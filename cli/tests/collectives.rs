@@ -1,9 +1,10 @@
-//! The collective cases of the self-test suite (`hpcomm::selftest`, names
+//! The collective cases of the self-test suite (`hpcomm_cli::selftest`, names
 //! `coll-*`) with ranks as threads over loopback: on 1, 2, 3, 4, 7 and 8
 //! ranks, under every protocol setting with the automatic choice of
 //! algorithm, and with each algorithm forced in turn.
 //! `tests/launcher.rs` runs the same cases as processes over shm.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use hpcomm::select;
@@ -14,7 +15,7 @@ use common::{settings, watchdog};
 const RANKS: [usize; 6] = [1, 2, 3, 4, 7, 8];
 
 fn run(name: &'static str, config: &ThreadsConfig, label: &str) {
-    let case = hpcomm::selftest::case(name).expect("known case");
+    let case = hpcomm_cli::selftest::case(name).expect("known case");
     for n in RANKS {
         hpcomm::threads_with(n, config, |comm| case.run(comm).unwrap())
             .unwrap_or_else(|e| panic!("{name} on {n} ranks ({label}): {e}"));
@@ -34,7 +35,7 @@ fn automatic(name: &'static str) {
 /// Runs the cases of `collective` with each of its algorithms forced.
 fn forced(collective: &'static str, algorithms: Vec<&'static str>) {
     watchdog(900, collective, move || {
-        let (_, cases) = hpcomm::selftest::COLLECTIVE_CASES
+        let (_, cases) = hpcomm_cli::selftest::COLLECTIVE_CASES
             .iter()
             .find(|(c, _)| *c == collective)
             .expect("known collective");
@@ -60,7 +61,7 @@ macro_rules! automatic {
         #[test]
         fn every_collective_case_is_tested() {
             let tested = [$($name),*];
-            for case in hpcomm::selftest::CASES.iter().filter(|c| c.name.starts_with("coll-")) {
+            for case in hpcomm_cli::selftest::CASES.iter().filter(|c| c.name.starts_with("coll-")) {
                 assert!(tested.contains(&case.name), "case {} has no test", case.name);
             }
         }
@@ -120,7 +121,7 @@ fn every_all_to_all_algorithm() {
 /// parses, and unknown algorithm names are errors.
 #[test]
 fn unknown_algorithm_names_are_errors() {
-    let keys: Vec<&str> = hpcomm::selftest::COLLECTIVE_CASES.iter().map(|(c, _)| *c).collect();
+    let keys: Vec<&str> = hpcomm_cli::selftest::COLLECTIVE_CASES.iter().map(|(c, _)| *c).collect();
     assert_eq!(keys, hpcomm::config::FORCEABLE_COLLECTIVES);
     let mut config = ThreadsConfig::default();
     config.runtime.algorithms.insert("allreduce".into(), "fastest".into());

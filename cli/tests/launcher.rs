@@ -1,6 +1,7 @@
 //! `hpcomm run` end to end: real multi-process jobs over shm, the launcher's
 //! supervision and clean-up, and the `bench` and `info` commands.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};
@@ -47,7 +48,7 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 fn selftest_cases() -> usize {
-    hpcomm::selftest::CASES.len()
+    hpcomm_cli::selftest::CASES.len()
 }
 
 /// Checks a `selftest` job of `n` ranks: it succeeded, every case that fits
@@ -56,7 +57,7 @@ fn selftest_cases() -> usize {
 fn suite_passed(out: &Output, n: usize, over: &str) -> Result<(), String> {
     let stdout = text(&out.stdout);
     let passed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
-    let fitting = hpcomm::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
+    let fitting = hpcomm_cli::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
     let problem = if !out.status.success() {
         format!("the job failed: {}", text(&out.stderr))
     } else if passed.len() != fitting {
@@ -120,7 +121,7 @@ fn selftest_passes_over_tcp_processes() {
 fn a_job_spans_network_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(900, "namespace hosts", || {
-        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/cluster.sh");
+        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/cluster.sh");
         let up = Command::new("bash").args([cluster, "up", "4"]).output().expect("run cluster.sh");
         assert!(up.status.success(), "ci/cluster.sh up 4: {}", text(&up.stderr));
         let exe = env!("CARGO_BIN_EXE_hpcomm");
@@ -272,7 +273,7 @@ static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn faults_between_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(900, "namespace faults", || {
-        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/cluster.sh");
+        let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/cluster.sh");
         let sh = |script: &str| {
             let out = Command::new("sh").args(["-c", script]).output().expect("run sh");
             assert!(out.status.success(), "{script}: {}", text(&out.stderr));
@@ -413,7 +414,7 @@ fn every_collective_algorithm_over_shm_processes() {
             ("alltoall", names(select::Alltoall::ALL, select::Alltoall::name)),
         ];
         for (collective, names) in algorithms {
-            let (_, cases) = hpcomm::selftest::COLLECTIVE_CASES
+            let (_, cases) = hpcomm_cli::selftest::COLLECTIVE_CASES
                 .iter()
                 .find(|(c, _)| *c == collective)
                 .expect("known collective");

@@ -77,7 +77,7 @@ fn cg_validates_on_1_2_and_4_ranks_over_shm_and_tcp() {
 
 #[test]
 fn genomics_validates_on_1_2_and_4_ranks_over_shm_and_tcp() {
-    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/genomics/data/small.fastq");
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/genomics/data/small.fastq");
     for transport in ["shm", "tcp"] {
         for ranks in [1, 2, 4] {
             let args = ["--input", input, "--batch", "2000", "--plot", "none", "--validate"];

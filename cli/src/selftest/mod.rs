@@ -3,7 +3,7 @@
 //!
 //! Each case is a program for every rank of a communicator. A case panics
 //! when the implementation breaks a rule, so a failure ends the rank: under
-//! [`threads`](crate::threads) the panic reaches the caller, and under
+//! [`threads`](hpcomm::threads) the panic reaches the caller, and under
 //! `hpcomm run` the launcher reports the rank and ends the job. Every case
 //! runs on a fresh duplicate of the communicator, so that its messages can
 //! never meet another case's.
@@ -14,12 +14,12 @@
 //! installation on a new cluster.
 //!
 //! ```
-//! hpcomm::threads(3, |comm| hpcomm::selftest::run_all(comm).unwrap()).unwrap();
+//! hpcomm::threads(3, |comm| hpcomm_cli::selftest::run_all(comm).unwrap()).unwrap();
 //! ```
 
 mod collectives;
 
-use crate::{Communicator, Error, Rank, Result, Status, Tag};
+use hpcomm::{Communicator, Error, Rank, Result, Status, Tag};
 
 /// One case of the suite.
 #[derive(Clone, Copy)]
@@ -187,7 +187,7 @@ fn sends_to_self(comm: &Communicator) {
         comm.scope(|s| {
             let w = s.isend(&msg, me, 2)?;
             let r = s.irecv(&mut got, me, 2)?;
-            crate::wait_all(&mut [w, r])?;
+            hpcomm::wait_all(&mut [w, r])?;
             Ok(())
         })
         .unwrap();
@@ -217,7 +217,7 @@ fn wait_any_thirty(comm: &Communicator) {
                 }
                 for next in 0..30 {
                     ctl.send(&[0u8], sender_of(next), next as i32)?;
-                    let (i, status) = crate::wait_any(&mut reqs)?.expect("an active request");
+                    let (i, status) = hpcomm::wait_any(&mut reqs)?.expect("an active request");
                     assert_eq!(i, next, "{}: message {next} matched request {i}", label(comm));
                     assert!(!seen[i], "request {i} reported twice");
                     seen[i] = true;
@@ -225,7 +225,7 @@ fn wait_any_thirty(comm: &Communicator) {
                     assert_eq!(status.tag, Tag(i as i32));
                     assert_eq!(status.source, Rank(sender_of(i) as i32));
                 }
-                assert_eq!(crate::wait_any(&mut reqs)?, None, "no active request left");
+                assert_eq!(hpcomm::wait_any(&mut reqs)?, None, "no active request left");
                 Ok(())
             })
             .unwrap();
@@ -374,7 +374,7 @@ fn order(comm: &Communicator) {
             for m in &msgs {
                 reqs.push(s.isend(m, 0, 4)?);
             }
-            crate::wait_all(&mut reqs)?;
+            hpcomm::wait_all(&mut reqs)?;
             Ok(())
         })
         .unwrap();
@@ -420,7 +420,7 @@ fn outstanding_10k(comm: &Communicator) {
         for value in outgoing.chunks(1) {
             reqs.push(s.isend(value, peer, 9)?);
         }
-        assert_eq!(crate::wait_all(&mut reqs)?.len(), 2 * N);
+        assert_eq!(hpcomm::wait_all(&mut reqs)?.len(), 2 * N);
         Ok(())
     })
     .unwrap();
@@ -510,15 +510,15 @@ fn test_any(comm: &Communicator) {
         let mut b = [0u32];
         comm.scope(|s| {
             let mut reqs = vec![s.irecv(&mut a, peer, 1)?, s.irecv(&mut b, peer, 2)?];
-            assert_eq!(crate::test_any(&mut reqs)?, None);
+            assert_eq!(hpcomm::test_any(&mut reqs)?, None);
             ctl.send(&[0u8], peer, 0)?;
-            let (i, status) = crate::wait_any(&mut reqs)?.expect("one completes");
+            let (i, status) = hpcomm::wait_any(&mut reqs)?.expect("one completes");
             assert_eq!((i, status.tag), (1, Tag(2)));
             ctl.send(&[0u8], peer, 0)?;
-            let (i, _) = crate::wait_any(&mut reqs)?.expect("the other completes");
+            let (i, _) = hpcomm::wait_any(&mut reqs)?.expect("the other completes");
             assert_eq!(i, 0);
-            assert_eq!(crate::wait_any(&mut reqs)?, None, "no active request left");
-            assert_eq!(crate::test_any(&mut reqs)?, None);
+            assert_eq!(hpcomm::wait_any(&mut reqs)?, None, "no active request left");
+            assert_eq!(hpcomm::test_any(&mut reqs)?, None);
             Ok(())
         })
         .unwrap();

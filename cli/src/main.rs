@@ -141,7 +141,7 @@ fn crash_during_all_reduce(world: &hpcomm::Communicator, victim: usize) -> hpcom
 /// Runs the self-test cases in this rank; rank 0 reports. Returns the exit
 /// code (a failing check panics, which ends the rank and so the job).
 fn selftest(names: &[String], list: bool, crash: Option<usize>) -> i32 {
-    use hpcomm::selftest::{case, CASES};
+    use hpcomm_cli::selftest::{case, CASES};
     if list {
         for c in CASES {
             println!("{:<16} (at least {} ranks)", c.name, c.min_ranks);

@@ -13,11 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytemuck::Pod;
 
-use crate::op::{
+use hpcomm::op::{
     BitAnd, BitOr, BitXor, Integer, LocF64, LogicalAnd, LogicalOr, Max, MaxLoc, Min, MinLoc,
     Number, Operation, Prod, Sum, UserOp,
 };
-use crate::{wait_all, Collectives, Communicator, Error, NonBlocking};
+use hpcomm::{wait_all, Collectives, Communicator, Error, NonBlocking};
 
 /// Runs `f` on the communicator, a duplicate, a rank-reversed split and a
 /// split into a lower and an upper half.
@@ -238,7 +238,7 @@ pub(super) fn reproducible_sum(comm: &Communicator) {
         let mut got = vec![0.0; len];
         c.all_reduce_sum_reproducible(&mine, &mut got).unwrap();
         for (i, g) in got.iter().enumerate() {
-            let want = crate::repro::exact_sum((0..n).map(|r| value(r, i)));
+            let want = hpcomm::repro::exact_sum((0..n).map(|r| value(r, i)));
             assert_eq!(g.to_bits(), want.to_bits(), "element {i}");
         }
         identical_everywhere(c, &got);
@@ -663,7 +663,7 @@ pub(super) fn errors(comm: &Communicator) {
 
 /// Collects, at rank 0 over point-to-point, whether any rank's outcome was
 /// a mismatch, and checks that every error is one.
-fn some_rank_saw_a_mismatch(comm: &Communicator, outcome: &crate::Result<()>) {
+fn some_rank_saw_a_mismatch(comm: &Communicator, outcome: &hpcomm::Result<()>) {
     let mine = match outcome {
         Ok(()) => 0u8,
         Err(Error::CollectiveMismatch(_)) => 1,

@@ -1,7 +1,8 @@
-//! The semantic self-test suite (`hpcomm::selftest`) with ranks as threads
+//! The semantic self-test suite (`hpcomm_cli::selftest`) with ranks as threads
 //! over loopback, under every protocol setting (see `common`), on 1 to 8
 //! ranks. `tests/launcher.rs` runs the same cases as processes over shm.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{settings, watchdog};
@@ -9,7 +10,7 @@ use common::{settings, watchdog};
 /// Runs one case under every setting, on each rank count it fits.
 fn run_case(name: &'static str, ranks: &'static [usize]) {
     watchdog(300, name, move || {
-        let case = hpcomm::selftest::case(name).expect("known case");
+        let case = hpcomm_cli::selftest::case(name).expect("known case");
         for (setting, config) in settings() {
             for &n in ranks.iter().filter(|&&n| n >= case.min_ranks) {
                 let ran = hpcomm::threads_with(n, &config, |comm| case.run(comm).unwrap())
@@ -36,7 +37,7 @@ macro_rules! cases {
         fn every_case_is_tested() {
             let tested = [$($name),*];
             // The collective cases are tested in `tests/collectives.rs`.
-            for case in hpcomm::selftest::CASES.iter().filter(|c| !c.name.starts_with("coll-")) {
+            for case in hpcomm_cli::selftest::CASES.iter().filter(|c| !c.name.starts_with("coll-")) {
                 assert!(tested.contains(&case.name), "case {} has no test", case.name);
             }
         }
