@@ -110,5 +110,27 @@ pub fn info() -> i32 {
     println!(
         "hpcomm run --transport auto uses: shm between the ranks of a host, tcp between hosts"
     );
+    bootstrap();
     0
+}
+
+/// Which launcher `hpcomm::init()` would join here, and what each needs.
+fn bootstrap() {
+    use hpcomm_runtime::bootstrap::{detect, Kind};
+    println!("bootstrap (how hpcomm::init() joins a job; HPCOMM_BOOTSTRAP forces one):");
+    match detect(&|name: &str| std::env::var(name).ok()) {
+        Ok(kind) => println!("  this environment: {} ({})", kind.name(), kind.describe()),
+        Err(e) => println!("  this environment: none that works: {e}"),
+    }
+    for kind in [Kind::Hpcomm, Kind::Pmix, Kind::Pmi2, Kind::Pmi1] {
+        let needs = match kind {
+            Kind::Pmix => match hpcomm_transport::pmix::probe() {
+                Ok(path) => format!("the PMIx client library: {path}"),
+                Err(e) => format!("the PMIx client library: not found ({e})"),
+            },
+            Kind::Hpcomm => "nothing: built in".into(),
+            _ => "nothing: the wire protocol is built in".into(),
+        };
+        println!("  {:<10} {:<42} needs {needs}", kind.name(), kind.describe());
+    }
 }

@@ -4,11 +4,12 @@
 
 mod bench;
 mod info;
-mod kvs;
+
 mod model;
 mod plan;
-mod remote;
 mod run;
+mod selftest_command;
+mod startup;
 
 use std::time::Duration;
 
@@ -27,9 +28,21 @@ enum Command {
     /// Start N ranks of PROGRAM on this machine, or on several hosts, and
     /// supervise them.
     Run {
-        /// Number of ranks.
-        #[arg(short = 'n', long = "np", value_name = "N")]
-        ranks: usize,
+        /// Number of ranks (required, except under --batch).
+        #[arg(short = 'n', long = "np", value_name = "N", required_unless_present = "batch")]
+        ranks: Option<usize>,
+        /// An AWS Batch multi-node parallel job: this command runs on every
+        /// node; the main node serves the job on PORT (default 47100) and
+        /// the others join it (see docs/launching.md).
+        #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "47100",
+              conflicts_with_all = ["hosts", "hostfile", "ranks"])]
+        batch: Option<u16>,
+        /// Under --batch: ranks on each node (default: the main node's cores).
+        #[arg(long, value_name = "K", requires = "batch")]
+        ranks_per_node: Option<usize>,
+        /// Under --batch: how long a node waits for the main node to answer.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600.0, requires = "batch")]
+        batch_wait: f64,
         /// Hosts to start ranks on, comma-separated; ranks go to them in
         /// turn (rank r on host r mod H). Without: this machine.
         #[arg(long, value_delimiter = ',', conflicts_with = "hostfile")]
@@ -112,82 +125,10 @@ enum Command {
     /// EFA-like nodes: the cost model of `hpcomm::model`, the algorithm
     /// hpcomm chooses and the one the model finds cheapest.
     Model(model::ModelOptions),
-}
-
-/// `selftest --crash VICTIM`: all_reduce calls until `victim` kills itself
-/// in the middle of them; the others' calls must fail with `PeerFailed`.
-fn crash_during_all_reduce(world: &hpcomm::Communicator, victim: usize) -> hpcomm::Result<()> {
-    use hpcomm::Collectives;
-    let send = vec![1.0f64; 1 << 17];
-    let mut recv = vec![0.0f64; 1 << 17];
-    for round in 0..1_000_000u64 {
-        if round == 3 && world.rank() == victim {
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
-        }
-        if let Err(e) = world.all_reduce(&send, &mut recv, hpcomm::op::Sum) {
-            // One write, so that the lines of several ranks do not mix.
-            let line =
-                format!("hpcomm selftest: rank {}: all_reduce {round} failed: {e}\n", world.rank());
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-            std::process::exit(3);
-        }
-    }
-    Err(hpcomm::Error::Timeout { after: Duration::ZERO, what: "a failure that never came".into() })
-}
-
-/// Runs the self-test cases in this rank; rank 0 reports. Returns the exit
-/// code (a failing check panics, which ends the rank and so the job).
-fn selftest(names: &[String], list: bool, crash: Option<usize>) -> i32 {
-    use hpcomm_cli::selftest::{case, CASES};
-    if list {
-        for c in CASES {
-            println!("{:<16} (at least {} ranks)", c.name, c.min_ranks);
-        }
-        return 0;
-    }
-    let cases: Vec<_> = if names.is_empty() {
-        CASES.iter().collect()
-    } else {
-        match names.iter().map(|n| case(n).ok_or(n)).collect::<Result<Vec<_>, _>>() {
-            Ok(cases) => cases,
-            Err(name) => {
-                eprintln!("hpcomm selftest: no case {name:?} (see --list)");
-                return 2;
-            }
-        }
-    };
-    let outcome = (|| -> hpcomm::Result<()> {
-        let universe = hpcomm::init()?;
-        let world = universe.world();
-        if let Some(victim) = crash {
-            return crash_during_all_reduce(world, victim);
-        }
-        for c in &cases {
-            let ran = c.run(world)?;
-            if world.rank() == 0 {
-                match ran {
-                    true => println!(
-                        "ok   {} ({} ranks over {})",
-                        c.name,
-                        world.size(),
-                        world.transport_name()
-                    ),
-                    false => println!("skip {} (needs {} ranks)", c.name, c.min_ranks),
-                }
-            }
-        }
-        universe.finalize()
-    })();
-    match outcome {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("hpcomm selftest: {e}");
-            1
-        }
-    }
+    /// How long joining a job takes (for ci/startup.sh): every rank joins
+    /// and passes one barrier; rank 0 prints when it ended (µs since the
+    /// epoch) and how long its init and the barrier took.
+    Startup,
 }
 
 fn main() {
@@ -202,6 +143,9 @@ fn main() {
     let code = match Cli::parse().command {
         Command::Run {
             ranks,
+            batch,
+            ranks_per_node,
+            batch_wait,
             hosts,
             hostfile,
             exec,
@@ -239,8 +183,14 @@ fn main() {
                     }
                 },
             };
+            let Ok(batch_wait) = Duration::try_from_secs_f64(batch_wait) else {
+                eprintln!("hpcomm run: --batch-wait must be a non-negative number of seconds");
+                std::process::exit(2);
+            };
             run::run(run::RunOptions {
-                ranks,
+                ranks: ranks.or(ranks_per_node),
+                batch,
+                batch_wait,
                 hosts,
                 exec,
                 bind,
@@ -253,11 +203,12 @@ fn main() {
             })
         }
         Command::Info => info::info(),
-        Command::Selftest { cases, list, crash } => selftest(&cases, list, crash),
+        Command::Selftest { cases, list, crash } => selftest_command::run(&cases, list, crash),
         Command::Bench { kind, min_size, max_size, iters, window, json } => {
             bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
         }
         Command::Model(options) => model::model(&options),
+        Command::Startup => startup::run(),
     };
     std::process::exit(code);
 }

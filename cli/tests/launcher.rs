@@ -3,34 +3,25 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod jobs;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::watchdog;
+use jobs::{suite_passed, text};
 
 /// Environment variables for a job.
 type Env<'a> = &'a [(&'a str, &'a str)];
 
 fn hpcomm() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hpcomm"));
-    // Tests set what they need; the caller's settings must not leak in.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HPCOMM_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    jobs::command(jobs::EXE)
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
     let output = hpcomm().args(args).envs(env.iter().copied()).output().expect("run hpcomm");
     (output, started.elapsed())
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Processes whose command line contains `marker`.
@@ -45,29 +36,6 @@ fn processes_with(marker: &str) -> Vec<String> {
         }
     }
     found
-}
-
-fn selftest_cases() -> usize {
-    hpcomm_cli::selftest::CASES.len()
-}
-
-/// Checks a `selftest` job of `n` ranks: it succeeded, every case that fits
-/// `n` ranks passed, and each passed case names the transport (`over`).
-/// The problem, with the job's output, otherwise.
-fn suite_passed(out: &Output, n: usize, over: &str) -> Result<(), String> {
-    let stdout = text(&out.stdout);
-    let passed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
-    let fitting = hpcomm_cli::selftest::CASES.iter().filter(|c| c.min_ranks <= n).count();
-    let problem = if !out.status.success() {
-        format!("the job failed: {}", text(&out.stderr))
-    } else if passed.len() != fitting {
-        format!("{} of {fitting} cases passed", passed.len())
-    } else if let Some(line) = passed.iter().find(|l| !l.contains(over)) {
-        format!("not {over}: {line}")
-    } else {
-        return Ok(());
-    };
-    Err(format!("{problem}\n{stdout}"))
 }
 
 /// The whole semantic suite, point-to-point and collective, as 1 to 8
@@ -453,7 +421,10 @@ fn selftest_passes_with_pipelined_copies_and_small_rings() {
             let (out, _) = run(&["run", "-n", n, "--timeout", "240", "--", exe, "selftest"], &env);
             let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
             assert!(out.status.success(), "{n} ranks: {stderr}\n{stdout}");
-            assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), selftest_cases());
+            assert_eq!(
+                stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+                hpcomm_cli::selftest::CASES.len()
+            );
             assert_eq!(
                 stderr.matches("large messages use the pipelined copy").count(),
                 1,
@@ -474,7 +445,10 @@ fn ranks_started_through_a_wrapper_join_the_job() {
         let (out, _) = run(&["run", "-n", "2", "--timeout", "100", "--", "sh", "-c", &script], &[]);
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
-        assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), selftest_cases());
+        assert_eq!(
+            stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+            hpcomm_cli::selftest::CASES.len()
+        );
     });
 }
 

@@ -12,13 +12,18 @@
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
-//! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to the launcher comes from |
+//! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to `hpcomm run` comes from; under other launchers, the source address of the default route |
 //! | `HPCOMM_TCP_TIMEOUT` | seconds after which a TCP peer that acknowledges nothing (a cut link, a dead host) is lost, and operations with it fail | 30 |
+//! | `HPCOMM_TRANSPORT` | the transport of a launched job: `auto` (shm within a node, tcp between nodes), `shm`, `tcp` or `ofi`; `hpcomm run --transport` sets it, and under other launchers the user does | `auto` |
+//! | `HPCOMM_BOOTSTRAP` | forces the bootstrap: `hpcomm`, `pmix`, `pmi2`, `pmi1` or `singleton` (see `bootstrap`) | found from the environment |
+//! | `HPCOMM_BOOTSTRAP_TIMEOUT` | seconds a rank waits for one answer from its launcher (a fence waits for the slowest rank to start) | 300 |
+//! | `HPCOMM_PMIX_LIBRARY` | the PMIx client library to load | `libpmix.so.2` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
-//! [`Config::launch`]):
+//! [`Config::launch`]; their names are in `bootstrap::vars`, which the
+//! launcher writes them with):
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -27,7 +32,7 @@
 //! | `HPCOMM_SECRET` | the job's secret, presented to the key-value server (ranks on this host) |
 //! | `HPCOMM_SECRET_FD` | `0`: the secret is the first line of standard input instead (ranks started on other hosts: a command line is readable by every local user, so the secret never travels in one) |
 //! | `HPCOMM_JOB` | the job's identifier |
-//! | `HPCOMM_TRANSPORT` | `auto`, `shm`, `tcp` or `ofi` |
+//! | `HPCOMM_TRANSPORT` | the transport asked for with `--transport` |
 //! | `HPCOMM_LAUNCHER_PID` | the launcher's pid: a rank ends when the launcher does |
 //!
 //! The same tables are in `docs/configuration.md`.
@@ -36,6 +41,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::bootstrap::vars::hpcomm as var;
 use crate::error::{Error, Result};
 
 /// Which transport a launched job uses.
@@ -89,8 +95,6 @@ pub struct Launch {
     pub secret: String,
     /// The job's identifier.
     pub job: String,
-    /// The transport asked for.
-    pub transport: TransportChoice,
     /// The launcher's pid, if given.
     pub launcher_pid: Option<i32>,
 }
@@ -133,6 +137,10 @@ pub struct Config {
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
     pub algorithms: BTreeMap<String, String>,
+    /// The transport of a launched job (`HPCOMM_TRANSPORT`).
+    pub transport: TransportChoice,
+    /// How long a rank waits for one answer from its launcher.
+    pub bootstrap_timeout: Duration,
     /// Present when the process was started by `hpcomm run`.
     pub launch: Option<Launch>,
 }
@@ -159,6 +167,8 @@ impl Default for Config {
             ofi_efa_mr_mode: false,
             ofi_reads: true,
             algorithms: BTreeMap::new(),
+            transport: TransportChoice::Auto,
+            bootstrap_timeout: crate::bootstrap::DEFAULT_TIMEOUT,
             launch: None,
         }
     }
@@ -167,15 +177,15 @@ impl Default for Config {
 impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Config> {
-        let secret = match (std::env::var("HPCOMM_SECRET"), std::env::var("HPCOMM_SECRET_FD")) {
+        let secret = match (std::env::var(var::SECRET), std::env::var(var::SECRET_FD)) {
             (Err(_), Ok(fd)) if fd == "0" => Some(secret_from_stdin()?),
             (Err(_), Ok(fd)) => {
-                return Err(Error::Config(format!("HPCOMM_SECRET_FD={fd:?}: only 0 is read")))
+                return Err(Error::Config(format!("{}={fd:?}: only 0 is read", var::SECRET_FD)))
             }
             _ => None,
         };
         Config::from_lookup(|name| match name {
-            "HPCOMM_SECRET" if secret.is_some() => secret.clone(),
+            name if name == var::SECRET && secret.is_some() => secret.clone(),
             _ => std::env::var(name).ok(),
         })
     }
@@ -259,44 +269,49 @@ impl Config {
                 }
             }
         }
+        if let Some(t) = lookup(var::TRANSPORT) {
+            config.transport =
+                t.trim().parse().map_err(|e| Error::Config(format!("{}: {e}", var::TRANSPORT)))?;
+        }
+        if let Some(v) = parse::<u64>(&lookup, "HPCOMM_BOOTSTRAP_TIMEOUT")? {
+            config.bootstrap_timeout = Duration::from_secs(v.max(1));
+        }
         config.launch = Config::launch_from(&lookup)?;
         Ok(config)
     }
 
     fn launch_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
-        let Some(rank) = parse::<usize>(lookup, "HPCOMM_RANK")? else {
+        let Some(rank) = parse::<usize>(lookup, var::RANK)? else {
             return Ok(None);
         };
         let need = |name: &str| {
             lookup(name).ok_or_else(|| {
                 Error::Bootstrap(format!(
-                    "HPCOMM_RANK is set but {name} is not: start the program with `hpcomm run`"
+                    "{} is set but {name} is not: start the program with `hpcomm run`",
+                    var::RANK
                 ))
             })
         };
-        let size = parse::<usize>(lookup, "HPCOMM_SIZE")?
-            .ok_or_else(|| need("HPCOMM_SIZE").unwrap_err())?;
+        let size =
+            parse::<usize>(lookup, var::SIZE)?.ok_or_else(|| need(var::SIZE).unwrap_err())?;
         if size == 0 || rank >= size {
             return Err(Error::Config(format!(
-                "HPCOMM_RANK={rank} is not below HPCOMM_SIZE={size}"
+                "{}={rank} is not below {}={size}",
+                var::RANK,
+                var::SIZE
             )));
         }
-        let kvs_text = need("HPCOMM_KVS")?;
+        let kvs_text = need(var::KVS)?;
         let kvs = kvs_text.parse().map_err(|_| {
-            Error::Config(format!("HPCOMM_KVS={kvs_text:?} is not a host:port address"))
+            Error::Config(format!("{}={kvs_text:?} is not a host:port address", var::KVS))
         })?;
-        let transport = match lookup("HPCOMM_TRANSPORT") {
-            None => TransportChoice::Auto,
-            Some(t) => t.parse().map_err(|e| Error::Config(format!("HPCOMM_TRANSPORT: {e}")))?,
-        };
         Ok(Some(Launch {
             rank,
             size,
             kvs,
-            secret: need("HPCOMM_SECRET")?,
-            job: need("HPCOMM_JOB")?,
-            transport,
-            launcher_pid: parse::<i32>(lookup, "HPCOMM_LAUNCHER_PID")?,
+            secret: need(var::SECRET)?,
+            job: need(var::JOB)?,
+            launcher_pid: parse::<i32>(lookup, var::LAUNCHER_PID)?,
         }))
     }
 }
@@ -426,8 +441,10 @@ mod tests {
             ("HPCOMM_TRANSPORT", "shm"),
             ("HPCOMM_LAUNCHER_PID", "77"),
         ];
-        let launch = Config::from_lookup(env(&FULL)).unwrap().launch.unwrap();
-        assert_eq!((launch.rank, launch.size, launch.transport), (1, 4, TransportChoice::Shm));
+        let config = Config::from_lookup(env(&FULL)).unwrap();
+        assert_eq!(config.transport, TransportChoice::Shm);
+        let launch = config.launch.unwrap();
+        assert_eq!((launch.rank, launch.size), (1, 4));
         assert_eq!(launch.launcher_pid, Some(77));
         let e = Config::from_lookup(env(&FULL[..2])).unwrap_err();
         assert!(matches!(e, Error::Bootstrap(ref m) if m.contains("HPCOMM_KVS")), "{e}");

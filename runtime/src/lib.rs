@@ -13,7 +13,7 @@
 //!   collectives).
 //! - [`Universe`], [`init`], [`threads`]: joining a job.
 //! - [`Config`]: every `HPCOMM_*` setting; [`bootstrap`]: joining a job
-//!   started by `hpcomm run`.
+//!   started by a launcher (`hpcomm run`, PMI-1, PMI-2, PMIx, AWS Batch).
 //!
 //! Users normally depend on the `hpcomm` crate, which re-exports this API.
 //!

@@ -11,7 +11,7 @@ use hpcomm_transport::shm::{Shm, ShmConfig};
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
 use hpcomm_transport::{hybrid, Backend, PeerId, Transport};
 
-use crate::bootstrap::KvsClient;
+use crate::bootstrap::{self, Bootstrap};
 use crate::config::TransportChoice;
 
 use crate::comm::Communicator;
@@ -29,6 +29,8 @@ use crate::types::ContextId;
 pub struct Universe {
     world: Option<Communicator>,
     config: Rc<Config>,
+    /// The launcher's connection, told when this rank ends.
+    bootstrap: Option<Box<dyn Bootstrap>>,
 }
 
 impl Universe {
@@ -63,7 +65,7 @@ impl Universe {
         }));
         let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
         let world = Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group);
-        Universe { world: Some(world), config }
+        Universe { world: Some(world), config, bootstrap: None }
     }
 
     /// The communicator of every rank of the job (`MPI_COMM_WORLD`).
@@ -100,7 +102,9 @@ impl Universe {
             other => other,
         };
         let drained = world.drain(deadline);
-        barrier.and(drained)
+        drop(world);
+        let told = self.bootstrap.take().map_or(Ok(()), |mut boot| boot.finalize());
+        barrier.and(drained).and(told)
     }
 }
 
@@ -118,53 +122,100 @@ impl Drop for Universe {
 
 /// Joins the job this process was started in.
 ///
-/// Under `hpcomm run`, the rank connects to the launcher, sets up the
-/// transport the job asked for and returns with the world communicator of
-/// every rank. Without a launcher in the environment the program runs as a
-/// singleton: rank 0 of a world of 1. Settings come from the `HPCOMM_*`
-/// variables (see [`Config`]).
+/// The launcher is found from the environment (see [`crate::bootstrap`]):
+/// `hpcomm run`, Slurm's `srun --mpi=pmi2` or `--mpi=pmix`, MPICH's
+/// `mpiexec`, Open MPI's `mpirun`, or `hpcomm run --batch` on AWS Batch.
+/// The rank sets up the transport the job asked for (`HPCOMM_TRANSPORT`;
+/// by default shm within a node and tcp between nodes) and returns with
+/// the world communicator of every rank. Without a launcher the program
+/// runs as a singleton: rank 0 of a world of 1. Settings come from the
+/// `HPCOMM_*` variables (see [`Config`]).
 pub fn init() -> Result<Universe> {
     let config = Config::from_env()?;
-    let Some(launch) = config.launch.clone() else {
+    let kind = bootstrap::detect(&|name: &str| std::env::var(name).ok())?;
+    if kind == bootstrap::Kind::Singleton {
         let endpoint = Loopback::fabric(1, LoopbackConfig::default()).pop().expect("one endpoint");
         return Ok(Universe::from_transport(Backend::Loopback(endpoint), config));
-    };
-    // End with the launcher, whatever happens to it.
-    if let Some(launcher) = launch.launcher_pid {
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-            .map_err(|e| Error::Bootstrap(format!("cannot tie this rank to the launcher: {e}")))?;
-        let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-        if parent != Some(launcher) {
-            // Either the launcher died before the tie was made, or a tool
-            // sits between it and this rank (`hpcomm run -- perf record …`,
-            // valgrind, a shell). Only the first is an error; in the second
-            // case the launcher still ends the whole process group.
-            let alive = rustix::process::Pid::from_raw(launcher)
-                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
-            if !alive {
-                return Err(Error::Bootstrap("the launcher has already exited".into()));
-            }
-            tracing::debug!(launcher, ?parent, "started through an intermediate process");
-        }
     }
-    let mut kvs = KvsClient::connect(&launch)?;
-    let transport = match launch.transport {
-        TransportChoice::Shm => Backend::Shm(
-            Shm::open(launch.rank, launch.size, &mut kvs, &shm_config(&config))
-                .map_err(|e| Error::Bootstrap(format!("shm transport: {e}")))?,
-        ),
-        TransportChoice::Tcp => {
-            let tcp = tcp_config(&config, &launch, &kvs);
-            Backend::Tcp(
-                Tcp::open(launch.rank, launch.size, &mut kvs, &tcp)
-                    .map_err(|e| Error::Bootstrap(format!("tcp transport: {e}")))?,
-            )
+    if let Some(launcher) = config.launch.as_ref().and_then(|l| l.launcher_pid) {
+        tie_to_launcher(launcher)?;
+    }
+    let mut boot = bootstrap::connect(kind, &config)?;
+    let transport = match open_transport(&config, boot.as_mut()) {
+        Ok(transport) => transport,
+        Err(e) => {
+            // The others may wait in a fence for this rank: end the job.
+            boot.abort(1, &format!("rank {}: {e}", boot.rank()));
+            return Err(e);
         }
+    };
+    boot.ready()?;
+    let mut universe = Universe::from_transport(transport, config);
+    universe.bootstrap = Some(boot);
+    Ok(universe)
+}
+
+/// Asks the kernel to end this rank when `hpcomm run` (pid `launcher`)
+/// does.
+fn tie_to_launcher(launcher: i32) -> Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| Error::Bootstrap(format!("cannot tie this rank to the launcher: {e}")))?;
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if parent != Some(launcher) {
+        // Either the launcher died before the tie was made, or a tool
+        // sits between it and this rank (`hpcomm run -- perf record …`,
+        // valgrind, a shell). Only the first is an error; in the second
+        // case the launcher still ends the whole process group.
+        let alive = rustix::process::Pid::from_raw(launcher)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+        if !alive {
+            return Err(Error::Bootstrap("the launcher has already exited".into()));
+        }
+        tracing::debug!(launcher, ?parent, "started through an intermediate process");
+    }
+    Ok(())
+}
+
+/// Sets up the transport `config` asks for over the launcher's key-value
+/// space.
+fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> {
+    let (rank, size, name) = (boot.rank(), boot.size(), boot.name());
+    let failed = |what: &str, e: hpcomm_transport::TransportError| {
+        Error::Bootstrap(format!("{what} transport under {name}: {e}"))
+    };
+    let shm = ShmConfig {
+        ring_bytes: config.shm_ring_bytes,
+        cma: config.shm_cma,
+        ..ShmConfig::default()
+    };
+    let tcp = TcpConfig {
+        stripes: config.tcp_stripes,
+        secret: boot.secret().to_string(),
+        peer_timeout: config.tcp_timeout,
+        // Listen where the launcher reached us from, unless told: on one
+        // host that is 127.0.0.1, across hosts an address the others can
+        // reach too. Launchers that do not say: the default route's.
+        bind: config
+            .tcp_bind
+            .or_else(|| boot.local_ip())
+            .unwrap_or_else(bootstrap::default_route_ip),
+        ..TcpConfig::default()
+    };
+    Ok(match config.transport {
+        TransportChoice::Shm => Backend::Shm(
+            Shm::open(rank, size, boot.exchange(), &shm).map_err(|e| failed("shm", e))?,
+        ),
+        TransportChoice::Tcp => Backend::Tcp(
+            Tcp::open(rank, size, boot.exchange(), &tcp).map_err(|e| failed("tcp", e))?,
+        ),
         TransportChoice::Auto => {
-            let node = config.node.clone().unwrap_or_else(|| node_name(&kvs));
-            let tcp = tcp_config(&config, &launch, &kvs);
-            hybrid::open(launch.rank, launch.size, &node, &mut kvs, &shm_config(&config), &tcp)
-                .map_err(|e| Error::Bootstrap(format!("auto transport: {e}")))?
+            let node = config
+                .node
+                .clone()
+                .or_else(|| boot.node())
+                .unwrap_or_else(bootstrap::host_identity);
+            hybrid::open(rank, size, &node, boot.exchange(), &shm, &tcp)
+                .map_err(|e| failed("auto", e))?
         }
         TransportChoice::Ofi => {
             let ofi = OfiConfig {
@@ -174,52 +225,19 @@ pub fn init() -> Result<Universe> {
                 ..OfiConfig::default()
             };
             Backend::Ofi(Box::new(
-                Ofi::open(launch.rank, launch.size, &mut kvs, &ofi)
-                    .map_err(|e| Error::Bootstrap(format!("ofi transport: {e}")))?,
+                Ofi::open(rank, size, boot.exchange(), &ofi).map_err(|e| failed("ofi", e))?,
             ))
         }
-    };
-    kvs.watch_launcher()?;
-    Ok(Universe::from_transport(transport, config))
+    })
 }
 
-fn shm_config(config: &Config) -> ShmConfig {
-    ShmConfig { ring_bytes: config.shm_ring_bytes, cma: config.shm_cma, ..ShmConfig::default() }
-}
-
-fn tcp_config(config: &Config, launch: &crate::config::Launch, kvs: &KvsClient) -> TcpConfig {
-    TcpConfig {
-        stripes: config.tcp_stripes,
-        secret: launch.secret.clone(),
-        peer_timeout: config.tcp_timeout,
-        // Listen where the launcher reached us from, unless told: on one
-        // host that is 127.0.0.1, across hosts an address the others can
-        // reach too.
-        bind: config.tcp_bind.or_else(|| kvs.local_ip()).unwrap_or(TcpConfig::default().bind),
-        ..TcpConfig::default()
-    }
-}
-
-/// The name of this rank's node for `--transport auto`: equal for ranks
-/// that can share memory. The host name and boot id tell hosts apart; the
-/// address this rank reached the launcher from tells network namespaces
-/// (and containers) on one host apart, which share neither loopback nor,
-/// often, /dev/shm.
-fn node_name(kvs: &KvsClient) -> String {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default().trim().to_string();
-    let ip = kvs.local_ip().map(|ip| ip.to_string()).unwrap_or_default();
-    format!(
-        "{}/{}/{ip}",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id")
-    )
-}
-
-/// Whether this process was started by `hpcomm run` (so that [`init`]
-/// joins a job of several processes). Programs that can also run alone use
-/// it to start their own ranks with [`threads`] instead.
+/// Whether this process was started by a launcher (so that [`init`] joins
+/// a job of several processes): `hpcomm run`, or any other launcher
+/// [`init`] recognises. Programs that can also run alone use it to start
+/// their own ranks with [`threads`] instead.
 pub fn launched() -> bool {
-    std::env::var_os("HPCOMM_RANK").is_some()
+    bootstrap::detect(&|name: &str| std::env::var(name).ok())
+        .is_ok_and(|kind| kind != bootstrap::Kind::Singleton)
 }
 
 /// Settings for [`threads_with`].

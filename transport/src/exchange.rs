@@ -14,12 +14,34 @@ use crate::TransportError;
 pub trait Exchange {
     /// The job's identifier, unique on this host while it runs.
     fn job_id(&self) -> &str;
-    /// Publishes `value` under `key` (keys are job-wide).
+    /// Publishes `value` under `key` (keys are job-wide). Other ranks are
+    /// sure to see it only after the next fence: a PMI server holds puts
+    /// until then.
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
-    /// Returns the value under `key`, waiting until some rank has put it.
+    /// Returns the value under `key`, put before a fence this rank has
+    /// passed (some exchanges also wait for a later put; none need to).
     fn get(&mut self, key: &str) -> Result<Vec<u8>, String>;
     /// Returns once every rank of the job has called `fence` as many times.
     fn fence(&mut self) -> Result<(), String>;
+
+    /// Publishes rank `me`'s `value` under `key`, waits until each of the
+    /// job's `ranks` has (a fence), and returns every rank's value in rank
+    /// order. Every rank calls it, as it calls `fence`.
+    ///
+    /// The default is a put, a fence and a get per rank: `ranks` round
+    /// trips. An exchange whose server can gather (`hpcomm run`'s) makes it
+    /// one.
+    fn allgather(
+        &mut self,
+        me: usize,
+        ranks: usize,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Vec<Vec<u8>>, String> {
+        self.put(&format!("{key}-{me}"), value)?;
+        self.fence()?;
+        (0..ranks).map(|r| self.get(&format!("{key}-{r}"))).collect()
+    }
 }
 
 #[derive(Debug, Default)]

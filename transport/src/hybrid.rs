@@ -125,18 +125,23 @@ fn layout(
     node: &str,
 ) -> Result<Layout, TransportError> {
     let setup = |e: String| TransportError::Setup(format!("hybrid: {e}"));
-    exchange.put(&format!("node-{me}"), node.as_bytes()).map_err(setup)?;
-    exchange.fence().map_err(setup)?;
-    let mut nodes = Vec::with_capacity(ranks);
-    for r in 0..ranks {
-        nodes.push(exchange.get(&format!("node-{r}")).map_err(setup)?);
-    }
+    // Each rank publishes 8 bytes, not its node's name (some 70 bytes):
+    // every rank reads every rank's, so at scale the bytes count.
+    let mine = node_hash(node).to_le_bytes();
+    let nodes = exchange.allgather(me, ranks, "node", &mine).map_err(setup)?;
     let here: Vec<bool> = nodes.iter().map(|n| *n == nodes[me]).collect();
     let local = (0..ranks).filter(|&r| here[r]).collect();
     let mut distinct = nodes.clone();
     distinct.sort();
     distinct.dedup();
     Ok(Layout { local, shared: distinct.len() < ranks, spread: distinct.len() > 1, here })
+}
+
+/// A node's name as 64 bits (FNV-1a: the same in every process and build),
+/// what ranks compare to find their node neighbours.
+fn node_hash(node: &str) -> u64 {
+    node.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Joins the job as rank `me` of `ranks` on node `node`: shm to the ranks

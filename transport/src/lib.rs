@@ -57,8 +57,10 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hybrid;
+pub mod inherited;
 pub mod loopback;
 pub mod ofi;
+pub mod pmix;
 pub mod region;
 pub mod shm;
 pub mod tcp;

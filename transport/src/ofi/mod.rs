@@ -685,11 +685,9 @@ impl Ofi {
             return Err(fail("fi_getname", ret));
         }
         name.truncate(len);
-        exchange.put(&format!("ofi-{me}"), &name).map_err(setup)?;
-        exchange.fence().map_err(setup)?;
+        let published = exchange.allgather(me, ranks, "ofi", &name).map_err(setup)?;
         let mut addrs = vec![0; ranks];
-        for (r, slot) in addrs.iter_mut().enumerate() {
-            let peer = exchange.get(&format!("ofi-{r}")).map_err(setup)?;
+        for (r, (slot, peer)) in addrs.iter_mut().zip(&published).enumerate() {
             if peer.len() != len {
                 return Err(setup(format!(
                     "rank {r} published an address of {} bytes, this provider's are {len}",

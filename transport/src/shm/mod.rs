@@ -298,6 +298,9 @@ impl Shm {
             }
             (file, path)
         } else {
+            // Attached after rank 0 has published the name: a fence
+            // apart (a PMI server shows values only after one).
+            exchange.fence().map_err(setup)?;
             let path = String::from_utf8(exchange.get("shm.path").map_err(setup)?)
                 .map_err(|_| setup("the segment name is not UTF-8"))?;
             let file =
@@ -327,6 +330,7 @@ impl Shm {
             header.magic.store(MAGIC, Ordering::Release);
             // Only now may the others attach.
             exchange.put("shm.path", path.as_bytes()).map_err(setup)?;
+            exchange.fence().map_err(setup)?;
         } else if header.magic.load(Ordering::Acquire) != MAGIC
             || header.version.load(Ordering::Relaxed) != VERSION
             || header.ranks.load(Ordering::Relaxed) != ranks as u32

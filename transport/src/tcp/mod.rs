@@ -321,12 +321,11 @@ impl Tcp {
         let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
             .map_err(|e| setup(format!("cannot listen on {}: {e}", config.bind)))?;
         let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
-        exchange.put(&format!("tcp-{me}"), addr.to_string().as_bytes()).map_err(setup)?;
-        exchange.fence().map_err(setup)?;
+        let published =
+            exchange.allgather(me, ranks, "tcp", addr.to_string().as_bytes()).map_err(setup)?;
         let mut addrs = Vec::with_capacity(ranks);
-        for r in 0..ranks {
-            let raw = exchange.get(&format!("tcp-{r}")).map_err(setup)?;
-            let text = String::from_utf8_lossy(&raw).into_owned();
+        for (r, raw) in published.iter().enumerate() {
+            let text = String::from_utf8_lossy(raw).into_owned();
             addrs.push(
                 text.parse::<SocketAddr>()
                     .map_err(|_| setup(format!("rank {r} published a bad address {text:?}")))?,
