@@ -128,7 +128,12 @@ enum Command {
     /// How long joining a job takes (for ci/startup.sh): every rank joins
     /// and passes one barrier; rank 0 prints when it ended (µs since the
     /// epoch) and how long its init and the barrier took.
-    Startup,
+    Startup {
+        /// Instead: the key-value server's share of a start-up of N ranks,
+        /// with N clients as threads of this process.
+        #[arg(long, value_name = "N")]
+        server_load: Option<usize>,
+    },
 }
 
 fn main() {
@@ -208,7 +213,8 @@ fn main() {
             bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
         }
         Command::Model(options) => model::model(&options),
-        Command::Startup => startup::run(),
+        Command::Startup { server_load: None } => startup::run(),
+        Command::Startup { server_load: Some(n) } => startup::server_load(n),
     };
     std::process::exit(code);
 }

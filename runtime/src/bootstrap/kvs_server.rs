@@ -9,7 +9,8 @@
 //! connection costs little until it has said the secret: one thread accepts,
 //! one greets. The greeter reads every new connection's first line without
 //! blocking on any, gives each [`GREETING_TIME`] and at most 4 KiB, keeps at
-//! most [`MAX_GREETING`] of them (the oldest goes first) and compares the
+//! most [`MAX_GREETING`] of them, or as many as the job has ranks (the oldest
+//! goes first), and compares the
 //! secret in constant time. Only a connection that presents it gets a thread
 //! of its own (at most twice the job's ranks, plus a few), which may then
 //! wait in `GET` or `FENCE` for as long as the job runs. Thousands of slow
@@ -188,28 +189,31 @@ fn greet(arrivals: &mpsc::Receiver<(TcpStream, SocketAddr)>, shared: &Arc<Shared
     let mut waiting: Vec<Greeting> = Vec::new();
     loop {
         // Idle: sleep until a connection arrives. Greeting: look again soon.
-        let arrival = if waiting.is_empty() {
+        // Then take every connection that has arrived meanwhile: a job of
+        // thousands of ranks connects at once.
+        let first = if waiting.is_empty() {
             arrivals.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             arrivals.recv_timeout(Duration::from_millis(2))
         };
-        match arrival {
-            Ok((stream, from)) => {
-                if stream.set_nonblocking(true).is_ok() {
-                    if waiting.len() == MAX_GREETING {
-                        let oldest = waiting.remove(0);
-                        refuse(&oldest.stream, oldest.from, "too many greetings at once");
-                    }
-                    waiting.push(Greeting {
-                        stream,
-                        from,
-                        line: Vec::new(),
-                        since: Instant::now(),
-                    });
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match first {
+            Ok(arrival) => Some(arrival),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // At most MAX_GREETING strangers, or a whole job's ranks and nodes
+        // greeting at once.
+        let limit = MAX_GREETING.max(shared.ranks + shared.info.nodes);
+        for (stream, from) in
+            first.into_iter().chain(std::iter::from_fn(|| arrivals.try_recv().ok()))
+        {
+            if stream.set_nonblocking(true).is_ok() {
+                if waiting.len() >= limit {
+                    let oldest = waiting.remove(0);
+                    refuse(&oldest.stream, oldest.from, "too many greetings at once");
+                }
+                waiting.push(Greeting { stream, from, line: Vec::new(), since: Instant::now() });
+            }
         }
         let now = Instant::now();
         let mut i = 0;
@@ -561,5 +565,45 @@ mod tests {
                 Notice::Exit { node: 1, rank: 3, code: 137 }
             ]
         );
+    }
+
+    /// A job's ranks connect all at once, far more than the strangers the
+    /// greeter keeps: every one is admitted (the greeter used to keep 64
+    /// greeting and refuse the oldest beyond).
+    #[test]
+    fn a_whole_job_connecting_at_once_is_admitted() {
+        use super::super::{Exchange, KvsClient};
+        let ranks = 4 * MAX_GREETING + 10;
+        let secret = "0123456789abcdef0123456789abcdef".to_string();
+        let info = JobInfo { job: "burst".into(), transport: "auto".into(), nodes: 0 };
+        let server = Kvs::start("127.0.0.1:0", secret.clone(), ranks, info).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(ranks));
+        let handles: Vec<_> = (0..ranks)
+            .map(|rank| {
+                let (start, secret, addr) = (start.clone(), secret.clone(), server.addr());
+                thread::Builder::new()
+                    .stack_size(128 << 10)
+                    .spawn(move || {
+                        let launch = crate::config::Launch {
+                            rank,
+                            size: ranks,
+                            kvs: addr,
+                            secret,
+                            job: "burst".into(),
+                            launcher_pid: None,
+                        };
+                        start.wait();
+                        let mut client = KvsClient::connect(&launch, Duration::from_secs(60))?;
+                        let all = client
+                            .allgather(rank, ranks, "r", &(rank as u32).to_le_bytes())
+                            .map_err(crate::error::Error::Bootstrap)?;
+                        Ok::<_, crate::error::Error>(all.len())
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), ranks);
+        }
     }
 }
