@@ -110,6 +110,16 @@ fn selftest_passes_under_slurm_srun() {
         if plain.status.success() || !err.contains("run it with `srun --mpi=pmi2`") {
             failures.push(format!("plain srun: {}: {err}", plain.status));
         }
+        // A program that can also run alone (`hpcomm::job`) must not become
+        // two separate jobs of threads under plain srun.
+        let ring =
+            std::path::Path::new(EXE).parent().expect("the target directory").join("examples/ring");
+        let plain =
+            output(command("srun").args(["-O", "-n", "2"]).arg(&ring).args(["--laps", "1"]));
+        let err = text(&plain.stderr);
+        if plain.status.success() || !err.contains("srun --mpi=pmi2") {
+            failures.push(format!("plain srun of examples/ring: {}: {err}", plain.status));
+        }
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "plain srun took {:?}",

@@ -233,11 +233,14 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
 
 /// Whether this process was started by a launcher (so that [`init`] joins
 /// a job of several processes): `hpcomm run`, or any other launcher
-/// [`init`] recognises. Programs that can also run alone use it to start
-/// their own ranks with [`threads`] instead.
+/// [`init`] recognises — also one that gave the process no way to join
+/// (`srun` without a PMI plugin), for which [`init`] then says what to
+/// type. Programs that can also run alone use it to start their own ranks
+/// with [`threads`] instead.
 pub fn launched() -> bool {
     bootstrap::detect(&|name: &str| std::env::var(name).ok())
-        .is_ok_and(|kind| kind != bootstrap::Kind::Singleton)
+        .ok()
+        .is_none_or(|kind| kind != bootstrap::Kind::Singleton)
 }
 
 /// Settings for [`threads_with`].
@@ -279,12 +282,15 @@ where
 }
 
 /// Runs `f` as the ranks of a job, however the program was started: under
-/// `hpcomm run`, as this process's rank of the launched job (on its
-/// transport and hosts); started alone, on `ranks` ranks that are threads
-/// of this process connected by the shm backend, as a job's processes on
-/// one machine would be. Returns the results of the ranks that ran in this
-/// process, in rank order: one under a launcher, `ranks` otherwise. This
-/// is the `main` of a program that should work both ways.
+/// a launcher (`hpcomm run`, `srun`, `mpiexec`, `mpirun`), as this
+/// process's rank of the launched job (on its transport and hosts); started
+/// alone, on `ranks` ranks that are threads of this process connected by
+/// the shm backend, as a job's processes on one machine would be. Returns
+/// the results of the ranks that ran in this process, in rank order: one
+/// under a launcher, `ranks` otherwise. This is the `main` of a program
+/// that should work both ways. A launcher that started several copies of
+/// the program without a way to join them (`srun` without a PMI plugin) is
+/// an error, not as many separate jobs.
 pub fn job<R, F>(ranks: usize, f: F) -> Result<Vec<R>>
 where
     R: Send,
