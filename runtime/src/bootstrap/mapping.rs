@@ -31,11 +31,16 @@ pub fn nodes_of(mapping: &str, size: usize) -> Result<Vec<usize>, String> {
         return Err(bad());
     }
     let mut nodes = Vec::with_capacity(size);
-    while nodes.len() < size {
+    // Stops as soon as every rank has a node: a block may claim more nodes
+    // than there are ranks (a launcher's value is not trusted to be small).
+    'placing: while nodes.len() < size {
         for &(start, count, per_node) in &blocks {
             for node in start..start + count {
                 let take = per_node.min(size - nodes.len());
                 nodes.extend(std::iter::repeat_n(node, take));
+                if nodes.len() == size {
+                    break 'placing;
+                }
             }
         }
     }
@@ -55,6 +60,8 @@ mod tests {
         // the blocks describe.
         assert_eq!(nodes_of(" (vector, (0,1,4))", 2).unwrap(), [0, 0]);
         assert_eq!(nodes_of("(vector,(0,1,1))", 0).unwrap(), Vec::<usize>::new());
+        // Far more nodes than ranks: placed at once, not walked through.
+        assert_eq!(nodes_of("(vector,(0,1000000000000000000,1))", 3).unwrap(), [0, 1, 2]);
     }
 
     #[test]

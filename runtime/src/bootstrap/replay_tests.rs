@@ -307,3 +307,35 @@ fn pmi2_launcher_faults_are_errors_never_hangs() {
         boot.put("fits", &[7u8; 512]).unwrap();
     }
 }
+
+/// Random and mutated launcher lines, frames and process mappings: the
+/// parsers answer every one with a value or an error, never a panic, and a
+/// mapping they accept places every rank.
+#[test]
+fn random_launcher_bytes_never_crash_the_parsers() {
+    use hpcomm_transport::fuzz::{self, Rng};
+
+    let mut rng = Rng::new(fuzz::seed());
+    let seeds = [
+        "cmd=get_result rc=0 msg=success value=0aff",
+        "cmd=maxes rc=0 kvsname_max=256 keylen_max=64 vallen_max=1024",
+        "cmd=kvs-get-response;rc=0;found=TRUE;value=0aff;",
+        "cmd=fullinit-response;rc=0;rank=0;size=1;",
+        "(vector,(0,2,4),(2,1,3))",
+    ];
+    for _ in 0..fuzz::cases(10_000) {
+        let mut bytes = seeds[rng.below(seeds.len() as u64) as usize].as_bytes().to_vec();
+        rng.mutate(&mut bytes, 3);
+        if rng.below(8) == 0 {
+            bytes = rng.bytes_below(64);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = super::pmi1::parse_line(&text);
+        let _ = super::pmi2::parse_body(&text);
+        let _ = super::pmi1::decode_value(&text);
+        let size = rng.below(64) as usize;
+        if let Ok(nodes) = super::mapping::nodes_of(&text, size) {
+            assert_eq!(nodes.len(), size, "{text:?}");
+        }
+    }
+}
