@@ -9,7 +9,8 @@
 #           checks, the protocol engine (runtime/tests/hostile_frames.rs)
 #   tcp     byte streams into the tcp connection reader (transport)
 #   ring    records and indices of a shm ring, into its reader (transport)
-#   kvs     request lines into the launcher's key-value server (hpcomm)
+#   kvs     request lines into the key-value server (runtime's bootstrap)
+#   launcher  PMI-1 lines, PMI-2 frames and process mappings from a launcher
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HPCOMM_FUZZ_CASES="${1:-1000000}"
@@ -19,7 +20,8 @@ targets=(
     "engine|-p hpcomm-runtime --test hostile_frames|random_and_mutated_frames_never_crash_a_rank"
     "tcp|-p hpcomm-transport --lib|tcp::tests::random_streams_never_crash_the_reader"
     "ring|-p hpcomm-transport --lib|shm::ring::tests::random_rings_never_crash_the_reader"
-    "kvs|-p hpcomm --bin hpcomm|kvs::tests::random_requests_never_crash_the_server"
+    "kvs|-p hpcomm-runtime --lib|bootstrap::kvs_server::tests::random_requests_never_crash_the_server"
+    "launcher|-p hpcomm-runtime --lib|bootstrap::replay_tests::random_launcher_bytes_never_crash_the_parsers"
 )
 failed=0
 for target in "${targets[@]}"; do
@@ -27,7 +29,7 @@ for target in "${targets[@]}"; do
     # The test binary itself runs under `time`, so that the peak memory is
     # the target's, not cargo's.
     # shellcheck disable=SC2086
-    bin=$(cargo test --release $selection --no-run 2>&1 | grep -o 'target/release/deps/[A-Za-z0-9_-]*' | tail -1)
+    bin=$(cargo test --release $selection --no-run 2>&1 | grep -oE '[^ (]*release/deps/[A-Za-z0-9_-]+' | tail -1)
     log=$(mktemp)
     status=0
     /usr/bin/time -v "$bin" "$test" --exact >"$log" 2>&1 || status=$?
