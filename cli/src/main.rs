@@ -41,8 +41,9 @@ enum Command {
         #[arg(long, value_name = "K", requires = "batch")]
         ranks_per_node: Option<usize>,
         /// Under --batch: how long a node waits for the main node to answer.
-        #[arg(long, value_name = "SECONDS", default_value_t = 600.0, requires = "batch")]
-        batch_wait: f64,
+        #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = seconds,
+              requires = "batch")]
+        batch_wait: Duration,
         /// Hosts to start ranks on, comma-separated; ranks go to them in
         /// turn (rank r on host r mod H). Without: this machine.
         #[arg(long, value_delimiter = ',', conflicts_with = "hostfile")]
@@ -63,13 +64,13 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = ["auto", "shm", "tcp", "ofi"])]
         transport: String,
         /// End the job if it runs longer than this many seconds.
-        #[arg(long, value_name = "SECONDS")]
-        timeout: Option<f64>,
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+        timeout: Option<Duration>,
         /// Once a rank has failed, how long the others may take to notice
         /// it and end by themselves (reporting their errors) before they
         /// are ended.
-        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = seconds)]
+        grace: Duration,
         /// Prefix every line of output with its rank.
         #[arg(long)]
         tag_output: bool,
@@ -136,6 +137,15 @@ enum Command {
     },
 }
 
+/// A number of seconds (`--timeout 1.5`), for clap to parse options with.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a non-negative number of seconds"))
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -162,18 +172,6 @@ fn main() {
             verbose,
             program,
         } => {
-            let Ok(grace) = Duration::try_from_secs_f64(grace) else {
-                eprintln!("hpcomm run: --grace must be a non-negative number of seconds");
-                std::process::exit(2);
-            };
-            let timeout = match timeout.map(Duration::try_from_secs_f64) {
-                Some(Err(_)) => {
-                    eprintln!("hpcomm run: --timeout must be a non-negative number of seconds");
-                    std::process::exit(2);
-                }
-                Some(Ok(d)) => Some(d),
-                None => None,
-            };
             let hosts = match hostfile {
                 None => hosts,
                 Some(path) => match std::fs::read_to_string(&path) {
@@ -187,10 +185,6 @@ fn main() {
                         std::process::exit(2);
                     }
                 },
-            };
-            let Ok(batch_wait) = Duration::try_from_secs_f64(batch_wait) else {
-                eprintln!("hpcomm run: --batch-wait must be a non-negative number of seconds");
-                std::process::exit(2);
             };
             run::run(run::RunOptions {
                 ranks: ranks.or(ranks_per_node),
