@@ -139,7 +139,7 @@ fn trickling_strangers_do_not_hold_set_up() {
 /// lost at once; nothing is allocated for the frame.
 #[test]
 fn a_payload_longer_than_the_limit_loses_its_peer() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::TcpListener;
     use std::time::{Duration, Instant};
 
@@ -153,16 +153,15 @@ fn a_payload_longer_than_the_limit_loses_its_peer() {
         let mut ex0 = exchange.clone();
         let cfg = config.clone();
         let rank0 = s.spawn(move || Tcp::open(0, 2, &mut ex0, &cfg).expect("set up"));
-        // Rank 1, by hand: it is connected to, and answers the handshake.
+        // Rank 1, by hand: it publishes an address, and connects to rank 0
+        // with a good handshake when it first sends.
         let mut ex1 = exchange.clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         ex1.put("tcp-1", listener.local_addr().unwrap().to_string().as_bytes()).unwrap();
         ex1.fence().unwrap();
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut hello = vec![0u8; handshake::encode(0, 0, &config.secret).len()];
-        conn.read_exact(&mut hello).unwrap();
-        conn.write_all(b"K").unwrap();
-        ex1.fence().unwrap();
+        let addr = String::from_utf8(ex1.get("tcp-0").unwrap()).unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(&handshake::encode(1, 0, &config.secret)).unwrap();
         (rank0.join().unwrap(), conn)
     });
     // Header length 16, the marker, a payload of 4 GiB - 1.
@@ -197,4 +196,173 @@ fn a_payload_limit_beyond_32_bits_is_refused() {
         Err(e) => assert!(e.to_string().contains("32-bit"), "{e}"),
         Ok(_) => panic!("a 5 GiB frame payload was accepted"),
     }
+}
+
+/// What a test keeps of an event.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Frame { src: usize, header: Vec<u8>, payload: Vec<u8> },
+    Lost(usize, hpcomm_transport::LossCause),
+}
+
+/// Polls `ep` until `done` (given the endpoint and everything seen so far)
+/// says so; fails the test after 30 s instead of hanging.
+fn drive(ep: &mut Tcp, what: &str, mut done: impl FnMut(&mut Tcp, &[Seen]) -> bool) -> Vec<Seen> {
+    use hpcomm_transport::Event;
+    use std::time::{Duration, Instant};
+    let regions = hpcomm_transport::Regions::new();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while !done(ep, &seen) {
+        hpcomm_transport::Transport::poll(ep, &regions, &mut |ev| match ev {
+            Event::Frame { src, header, payload } => seen.push(Seen::Frame {
+                src: src.index(),
+                header: header.to_vec(),
+                payload: payload.to_vec(),
+            }),
+            Event::PeerLost { peer, cause } => seen.push(Seen::Lost(peer.index(), cause)),
+            other => panic!("{what}: {other:?}"),
+        })
+        .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}: timed out");
+        std::thread::yield_now();
+    }
+    seen
+}
+
+/// Every rank sends to every other at once, before anyone has a
+/// connection: every pair races to connect. Every frame arrives, each
+/// direction in order, and no pair ends up with more than one set of
+/// connections per direction.
+#[test]
+fn every_rank_sends_to_every_other_at_once() {
+    use hpcomm_transport::{PeerId, Transport, TransportError};
+    const RANKS: usize = 8;
+    const FRAMES: u32 = 50;
+    let eps = Tcp::local_job(RANKS, &config()).expect("tcp job");
+    let barrier = std::sync::Barrier::new(RANKS);
+    std::thread::scope(|s| {
+        for mut ep in eps {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let me = ep.peer_id().index();
+                barrier.wait();
+                let mut seen = Vec::new();
+                for seq in 0..FRAMES {
+                    for dst in (0..RANKS).filter(|&d| d != me) {
+                        loop {
+                            match ep.try_send(PeerId(dst as u32), &seq.to_le_bytes(), b"x") {
+                                Ok(()) => break,
+                                Err(TransportError::WouldBlock) => {
+                                    seen.extend(drive(&mut ep, "room", |_, _| true));
+                                }
+                                Err(e) => panic!("rank {me} to {dst}: {e}"),
+                            }
+                        }
+                    }
+                }
+                let expected = (RANKS - 1) * FRAMES as usize;
+                let have = seen.len();
+                seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
+                assert_eq!(seen.len(), expected, "rank {me}");
+                let mut next = vec![0u32; RANKS];
+                for s in seen {
+                    let Seen::Frame { src, header, .. } = s else { panic!("rank {me}: {s:?}") };
+                    let seq = u32::from_le_bytes(header.try_into().unwrap());
+                    assert_eq!(seq, next[src], "rank {me}: out of order from {src}");
+                    next[src] += 1;
+                }
+                // Every pair talked both ways: one set of connections each
+                // way at most, and at least one between every pair.
+                let conns = ep.connections();
+                assert!(
+                    (RANKS - 1..=2 * (RANKS - 1)).contains(&conns),
+                    "rank {me} has {conns} connections"
+                );
+                barrier.wait();
+                // Keep the endpoint until everyone has counted.
+                drive(&mut ep, "the others", |_, _| true);
+                barrier.wait();
+            });
+        }
+    });
+}
+
+/// Half the ranks send first; the others answer only once they have heard
+/// from every sender, so they reply on the connections they accepted: one
+/// connection per pair, made by the sender.
+#[test]
+fn half_the_ranks_send_first() {
+    use hpcomm_transport::{PeerId, Transport};
+    const RANKS: usize = 6;
+    let eps = Tcp::local_job(RANKS, &config()).expect("tcp job");
+    let barrier = std::sync::Barrier::new(RANKS);
+    std::thread::scope(|s| {
+        for mut ep in eps {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let me = ep.peer_id().index();
+                let first = me % 2 == 0;
+                let others: Vec<usize> = (0..RANKS).filter(|&r| r % 2 != me % 2).collect();
+                if first {
+                    for &dst in &others {
+                        ep.try_send(PeerId(dst as u32), b"hello", &[me as u8]).unwrap();
+                    }
+                }
+                let seen = drive(&mut ep, "hellos", |ep, seen| {
+                    if seen.len() < others.len() {
+                        return false;
+                    }
+                    if !first {
+                        // Every sender's connection is in: reply on them.
+                        assert_eq!(ep.connections(), others.len(), "rank {me}");
+                        for &dst in &others {
+                            ep.try_send(PeerId(dst as u32), b"reply", &[me as u8]).unwrap();
+                        }
+                    }
+                    true
+                });
+                let mut heard: Vec<usize> = seen
+                    .into_iter()
+                    .map(|s| {
+                        let Seen::Frame { src, header, payload } = s else { panic!("{s:?}") };
+                        assert_eq!(payload, [src as u8]);
+                        assert_eq!(header, if first { &b"reply"[..] } else { &b"hello"[..] });
+                        src
+                    })
+                    .collect();
+                heard.sort();
+                assert_eq!(heard, others, "rank {me}");
+                // The repliers used the senders' connections.
+                assert_eq!(ep.connections(), others.len(), "rank {me}");
+                barrier.wait();
+                drive(&mut ep, "the others", |_, _| true);
+                barrier.wait();
+            });
+        }
+    });
+}
+
+/// A peer that is gone before anyone connected to it: the first send to it
+/// finds nobody listening, and the peer is reported lost as ended, with no
+/// hang and no panic; the others are unaffected.
+#[test]
+fn a_peer_lost_before_its_connection_is_reported() {
+    use hpcomm_transport::{LossCause, PeerId, Transport, TransportError};
+    let mut eps = Tcp::local_job(3, &config()).expect("tcp job");
+    drop(eps.pop());
+    let mut ep = eps.remove(0);
+    let mut other = eps.remove(0);
+    ep.try_send(PeerId(2), b"to the gone", b"")
+        .or_else(|e| match e {
+            TransportError::PeerLost(_) => Ok(()),
+            e => Err(e),
+        })
+        .unwrap();
+    ep.try_send(PeerId(1), b"to the living", b"").unwrap();
+    let seen = drive(&mut ep, "the loss", |_, seen| !seen.is_empty());
+    assert_eq!(seen, [Seen::Lost(2, LossCause::Ended)]);
+    assert_eq!(ep.try_send(PeerId(2), b"again", b""), Err(TransportError::PeerLost(PeerId(2))));
+    let seen = drive(&mut other, "the living", |_, seen| !seen.is_empty());
+    assert_eq!(seen, [Seen::Frame { src: 0, header: b"to the living".to_vec(), payload: vec![] }]);
 }

@@ -3,21 +3,25 @@
 //!
 //! A handshake is `HPCTCP01`, the connecting rank and its stripe (`u32`
 //! each), the length of the secret (`u32`) and the secret: 20 bytes and the
-//! secret, little-endian. The accepting rank answers one byte, `K`, when it
-//! takes the connection.
+//! secret, little-endian. The connecting rank's frames follow at once; the
+//! accepting rank answers nothing, and reads no frame before it has
+//! checked the handshake.
 //!
 //! The listening port is open to anyone who can reach the host, so the
-//! acceptor serves every connection at once, without blocking on any: each
-//! is read as its bytes arrive, refused as soon as its bytes cannot be a
-//! handshake of this job, and dropped when it has not finished within
-//! [`HANDSHAKE_TIME`]; at most [`MAX_PENDING`] are kept (the oldest goes
-//! first). A real rank writes its whole handshake as it connects, so it is
-//! accepted on the first read; strangers that trickle bytes or say nothing
-//! cost a slot each for a bounded time and never hold set-up past its
-//! deadline. The secret is compared in constant time.
+//! acceptor serves every connection at once, without blocking on any: it is
+//! driven by the endpoint's `poll`, each connection read as its bytes
+//! arrive, refused as soon as its bytes cannot be a handshake of this job,
+//! and dropped when it has not finished within [`HANDSHAKE_TIME`]; at most
+//! [`MAX_PENDING`] are kept (the oldest goes first). A real rank writes its
+//! whole handshake as it connects, so it is accepted on the first read;
+//! strangers that trickle bytes or say nothing cost a slot each for a
+//! bounded time and never hold anything up. The secret is compared in
+//! constant time.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -58,9 +62,19 @@ pub(crate) enum Verdict {
     Refused(String),
 }
 
-/// Judges the bytes `got` received on a connection to rank `me`, which
-/// accepts stripes below `stripes` from lower ranks. Pure, for the tests.
-pub(crate) fn judge(got: &[u8], me: usize, stripes: usize, secret: &str) -> Verdict {
+/// What a handshake must say to be one of this job's, seen from rank `me`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expect<'a> {
+    pub me: usize,
+    pub ranks: usize,
+    pub stripes: usize,
+    pub secret: &'a str,
+}
+
+/// Judges the bytes `got` received on a connection: a handshake from
+/// another rank of the job, for a stripe it has. Pure, for the tests.
+pub(crate) fn judge(got: &[u8], expect: Expect<'_>) -> Verdict {
+    let Expect { me, ranks, stripes, secret } = expect;
     let magic = &got[..got.len().min(MAGIC.len())];
     if magic != &MAGIC[..magic.len()] {
         return Verdict::Refused("not an hpcomm handshake".into());
@@ -82,7 +96,7 @@ pub(crate) fn judge(got: &[u8], me: usize, stripes: usize, secret: &str) -> Verd
     if !same_secret(&got[FIXED..], secret.as_bytes()) {
         return Verdict::Refused("wrong secret".into());
     }
-    if rank >= me || stripe >= stripes {
+    if rank >= ranks || rank == me || stripe >= stripes {
         return Verdict::Refused(format!(
             "rank {rank}, stripe {stripe} cannot connect to rank {me}"
         ));
@@ -90,6 +104,7 @@ pub(crate) fn judge(got: &[u8], me: usize, stripes: usize, secret: &str) -> Verd
     Verdict::Peer { rank, stripe }
 }
 
+#[derive(Debug)]
 struct Pending {
     stream: TcpStream,
     from: SocketAddr,
@@ -97,43 +112,56 @@ struct Pending {
     since: Instant,
 }
 
-/// Accepts the connections of lower ranks on `listener` until `take` has
-/// taken `expected` of them or `deadline` passes. `take(rank, stripe,
-/// stream)` gets each checked connection and says whether it was wanted
-/// (a duplicate or an unwanted rank is not); the acceptor answers `K` to
-/// those taken.
-pub(crate) fn accept(
-    listener: &TcpListener,
-    me: usize,
-    stripes: usize,
-    secret: &str,
-    expected: usize,
-    deadline: Instant,
-    mut take: impl FnMut(usize, usize, TcpStream) -> Result<(), String>,
-) -> Result<(), String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut accepted = 0;
-    while accepted < expected {
+/// A checked handshake: the connection and who opened it.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub rank: usize,
+    pub stripe: usize,
+    pub stream: TcpStream,
+    pub from: SocketAddr,
+}
+
+/// The listening socket and the connections whose handshakes are still
+/// arriving.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    listener: TcpListener,
+    pending: Vec<Pending>,
+}
+
+impl Acceptor {
+    /// Serves `listener`, made non-blocking.
+    pub fn new(listener: std::net::TcpListener) -> std::io::Result<Acceptor> {
+        listener.set_nonblocking(true)?;
+        Ok(Acceptor { listener: TcpListener::from_std(listener), pending: Vec::new() })
+    }
+
+    /// The listening socket, to register for readiness.
+    pub fn listener(&mut self) -> &mut TcpListener {
+        &mut self.listener
+    }
+
+    /// Whether handshakes are still arriving (they are read on every call).
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Takes the connections waiting on the listener, reads what has
+    /// arrived on each, and pushes the complete and valid handshakes to
+    /// `arrived`; refuses and logs the rest. Never blocks. Whether anything
+    /// happened.
+    pub fn progress(&mut self, expect: Expect<'_>, arrived: &mut Vec<Arrival>) -> bool {
         let now = Instant::now();
-        if now > deadline {
-            return Err(format!(
-                "only {accepted} of {expected} connections from lower ranks arrived in time"
-            ));
-        }
         let mut busy = false;
         loop {
-            match listener.accept() {
+            match self.listener.accept() {
                 Ok((stream, from)) => {
                     busy = true;
-                    if stream.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    if pending.len() == MAX_PENDING {
-                        let oldest = pending.remove(0);
+                    if self.pending.len() == MAX_PENDING {
+                        let oldest = self.pending.remove(0);
                         tracing::warn!("refused {}: too many handshakes at once", oldest.from);
                     }
-                    pending.push(Pending { stream, from, got: Vec::new(), since: now });
+                    self.pending.push(Pending { stream, from, got: Vec::new(), since: now });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -146,71 +174,57 @@ pub(crate) fn accept(
             }
         }
         let mut i = 0;
-        while i < pending.len() {
-            let p = &mut pending[i];
-            let mut verdict = read_some(p, me, stripes, secret);
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            let mut verdict = read_some(p, expect);
             if verdict == Verdict::More && now.duration_since(p.since) > HANDSHAKE_TIME {
                 verdict = Verdict::Refused("no handshake in time".into());
             }
             match verdict {
-                Verdict::More => {
-                    i += 1;
-                    continue;
-                }
+                Verdict::More => i += 1,
                 Verdict::Refused(why) => {
-                    tracing::warn!("refused a connection from {}: {why}", p.from)
+                    tracing::warn!("refused a connection from {}: {why}", p.from);
+                    self.pending.swap_remove(i);
+                    busy = true;
                 }
                 Verdict::Peer { rank, stripe } => {
-                    let Pending { mut stream, from, .. } = pending.swap_remove(i);
+                    let Pending { stream, from, .. } = self.pending.swap_remove(i);
+                    arrived.push(Arrival { rank, stripe, stream, from });
                     busy = true;
-                    let answered =
-                        stream.set_nonblocking(false).and_then(|()| stream.write_all(b"K"));
-                    match answered
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| take(rank, stripe, stream))
-                    {
-                        Ok(()) => accepted += 1,
-                        Err(why) => tracing::warn!("refused {from}: {why}"),
-                    }
-                    continue;
                 }
             }
-            pending.swap_remove(i);
-            busy = true;
         }
-        if !busy {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        busy
     }
-    Ok(())
 }
 
-/// Reads what has arrived on a pending connection, never more than a
-/// handshake can hold, and judges it.
-fn read_some(p: &mut Pending, me: usize, stripes: usize, secret: &str) -> Verdict {
-    let limit = FIXED + secret.len() + 1;
+/// Reads what has arrived on a pending connection, never a byte past the
+/// handshake (the connecting rank's frames follow it at once, and belong to
+/// the connection), and judges it.
+fn read_some(p: &mut Pending, expect: Expect<'_>) -> Verdict {
     let mut buf = [0u8; 512];
     loop {
+        // The fixed part first; then the secret, whose length `judge` has
+        // checked against ours.
+        let limit = if p.got.len() < FIXED { FIXED } else { FIXED + expect.secret.len() };
         let room = (limit - p.got.len().min(limit)).min(buf.len());
         if room == 0 {
-            return judge(&p.got, me, stripes, secret);
+            return judge(&p.got, expect);
         }
         match p.stream.read(&mut buf[..room]) {
             Ok(0) => {
-                return match judge(&p.got, me, stripes, secret) {
+                return match judge(&p.got, expect) {
                     Verdict::More => Verdict::Refused("closed before its handshake ended".into()),
                     v => v,
                 }
             }
             Ok(n) => {
                 p.got.extend_from_slice(&buf[..n]);
-                if let Verdict::Refused(why) = judge(&p.got, me, stripes, secret) {
+                if let Verdict::Refused(why) = judge(&p.got, expect) {
                     return Verdict::Refused(why);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                return judge(&p.got, me, stripes, secret)
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return judge(&p.got, expect),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Verdict::Refused(format!("read: {e}")),
         }
@@ -223,18 +237,23 @@ mod tests {
 
     #[test]
     fn handshakes_are_judged_byte_by_byte() {
+        let expect = Expect { me: 2, ranks: 4, stripes: 1, secret: "s3cret" };
         let good = encode(1, 0, "s3cret");
         // Every prefix of a good handshake asks for more; the whole is taken.
         for n in 0..good.len() {
-            assert_eq!(judge(&good[..n], 2, 1, "s3cret"), Verdict::More, "prefix {n}");
+            assert_eq!(judge(&good[..n], expect), Verdict::More, "prefix {n}");
         }
-        assert_eq!(judge(&good, 2, 1, "s3cret"), Verdict::Peer { rank: 1, stripe: 0 });
-        let refused = |got: &[u8]| matches!(judge(got, 2, 1, "s3cret"), Verdict::Refused(_));
+        assert_eq!(judge(&good, expect), Verdict::Peer { rank: 1, stripe: 0 });
+        // Higher ranks connect too (connections are made by whoever sends
+        // first).
+        assert_eq!(judge(&encode(3, 0, "s3cret"), expect), Verdict::Peer { rank: 3, stripe: 0 });
+        let refused = |got: &[u8]| matches!(judge(got, expect), Verdict::Refused(_));
         // Refused as early as the bytes allow.
         assert!(refused(b"GET"));
         assert!(refused(&encode(1, 0, "s3cre")[..FIXED]), "length of another secret");
         assert!(refused(&encode(1, 0, "s3creT")));
-        assert!(refused(&encode(2, 0, "s3cret")), "a rank that must be connected to");
+        assert!(refused(&encode(2, 0, "s3cret")), "the rank itself");
+        assert!(refused(&encode(4, 0, "s3cret")), "a rank outside the job");
         assert!(refused(&encode(0, 1, "s3cret")), "a stripe beyond the job's");
         let mut long = good.clone();
         long.push(0);
