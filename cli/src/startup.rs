@@ -1,11 +1,15 @@
-//! `hpcomm startup`: how long joining a job takes, for `ci/startup.sh`.
-//! Every rank joins (`hpcomm::init`) and passes one barrier; rank 0 then
-//! prints the wall-clock time (µs since the epoch, comparable with the
-//! launch time the script took) and its own share: `init` and the barrier.
+//! `hpcomm startup`: how long joining a job takes, for `ci/startup.sh` and
+//! `ci/scale.sh`. Every rank joins (`hpcomm::init`) and passes one barrier;
+//! rank 0 then prints the wall-clock time (µs since the epoch, comparable
+//! with the launch time the script took) and its own share: `init` and the
+//! barrier. Then the job checks itself — a token once around the ring of
+//! ranks, and an `all_reduce` of every rank's number — and rank 0 prints the
+//! resident memory of the ranks (its own, and the largest).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use hpcomm::Collectives;
+use hpcomm::op::{Max, Sum};
+use hpcomm::{Collectives, Communicator};
 
 /// Runs this rank's part; the exit code.
 pub fn run() -> i32 {
@@ -25,6 +29,22 @@ pub fn run() -> i32 {
                 (started.elapsed() - joined).as_micros()
             );
         }
+        check(world)?;
+        // Peak resident memory (VmHWM) of each rank, and its share of the
+        // shm segment now (RssShmem), in KiB.
+        let mine = [resident("VmHWM:"), resident("RssShmem:")];
+        let mut most = [0u64; 2];
+        world.all_reduce(&mine, &mut most, Max)?;
+        if world.rank() == 0 {
+            println!(
+                "checked ranks={} ring=ok all_reduce=ok rank0_peak_kib={} largest_peak_kib={} \
+                 largest_shm_kib={}",
+                world.size(),
+                mine[0],
+                most[0],
+                most[1]
+            );
+        }
         universe.finalize()
     })();
     match outcome {
@@ -34,6 +54,51 @@ pub fn run() -> i32 {
             1
         }
     }
+}
+
+/// A token once around the ring (each rank adds its number) and an
+/// `all_reduce` of the ranks' numbers, both checked on every rank.
+fn check(world: &Communicator) -> hpcomm::Result<()> {
+    let (n, me) = (world.size(), world.rank());
+    let (right, left) = ((me + 1) % n, (me + n - 1) % n);
+    let mut token = [0u64];
+    if me == 0 {
+        world.send(&token, right, 7)?;
+        world.recv(&mut token, left, 7)?;
+        let want = (n as u64) * (n as u64 - 1) / 2;
+        if token[0] != want {
+            return Err(hpcomm::Error::Config(format!(
+                "ring token {} instead of {want}",
+                token[0]
+            )));
+        }
+    } else {
+        world.recv(&mut token, left, 7)?;
+        token[0] += me as u64;
+        world.send(&token, right, 7)?;
+    }
+    let mut total = [0u64];
+    world.all_reduce(&[me as u64], &mut total, Sum)?;
+    let want = (n as u64) * (n as u64 - 1) / 2;
+    if total[0] != want {
+        return Err(hpcomm::Error::Config(format!(
+            "all_reduce gave {} instead of {want}",
+            total[0]
+        )));
+    }
+    Ok(())
+}
+
+/// A `/proc/self/status` figure in KiB (0 where there is none).
+fn resident(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 /// `hpcomm startup --server-load N`: the key-value server's share of a

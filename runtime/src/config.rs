@@ -9,7 +9,8 @@
 //! | `HPCOMM_YIELD` | further empty rounds in which it yields the core, before it sleeps in the transport | 256 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
-//! | `HPCOMM_SHM_RING_BYTES` | bytes of each pair's ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
+//! | `HPCOMM_SHM_RING_BYTES` | bytes of each rank's queue and of each pair ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
+//! | `HPCOMM_SHM_POOL_BYTES` | bytes of pair rings the shm segment may hand out (the pairs that talk most take one; the others use the receiver's queue); rings take memory only once taken | 64 MiB |
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
 //! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to `hpcomm run` comes from; under other launchers, the source address of the default route |
@@ -113,8 +114,10 @@ pub struct Config {
     pub idle_wait: Duration,
     /// How long finalization waits for peers.
     pub finalize_timeout: Duration,
-    /// Bytes of each shm ring, if set.
+    /// Bytes of each shm ring and queue, if set.
     pub shm_ring_bytes: Option<usize>,
+    /// Bytes of the shm segment's pool of pair rings, if set.
+    pub shm_pool_bytes: Option<usize>,
     /// Whether shm may use single-copy reads.
     pub shm_cma: bool,
     /// TCP connections per pair of ranks.
@@ -158,6 +161,7 @@ impl Default for Config {
             idle_wait: Duration::from_micros(200),
             finalize_timeout: Duration::from_secs(30),
             shm_ring_bytes: None,
+            shm_pool_bytes: None,
             shm_cma: true,
             tcp_stripes: 1,
             tcp_bind: None,
@@ -216,6 +220,7 @@ impl Config {
             }
             config.shm_ring_bytes = Some(v);
         }
+        config.shm_pool_bytes = parse::<usize>(&lookup, "HPCOMM_SHM_POOL_BYTES")?;
         if let Some(v) = parse::<u8>(&lookup, "HPCOMM_SHM_CMA")? {
             config.shm_cma = v != 0;
         }
@@ -386,6 +391,10 @@ mod tests {
         assert!(e.to_string().contains("HPCOMM_YIELD"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
+        let c = Config::from_lookup(env(&[("HPCOMM_SHM_POOL_BYTES", "1048576")])).unwrap();
+        assert_eq!(c.shm_pool_bytes, Some(1 << 20));
+        let e = Config::from_lookup(env(&[("HPCOMM_SHM_POOL_BYTES", "lots")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_SHM_POOL_BYTES"), "{e}");
     }
 
     #[test]

@@ -185,6 +185,7 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
     };
     let shm = ShmConfig {
         ring_bytes: config.shm_ring_bytes,
+        pool_bytes: config.shm_pool_bytes.unwrap_or(ShmConfig::default().pool_bytes),
         cma: config.shm_cma,
         ..ShmConfig::default()
     };

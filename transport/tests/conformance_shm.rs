@@ -1,5 +1,7 @@
 //! The transport conformance suite over the shared-memory backend, with
-//! single-copy reads (process_vm_readv) and with the pipelined fallback.
+//! single-copy reads (process_vm_readv) and with the pipelined fallback;
+//! with every pair on the queues, every pair on a ring from its first
+//! frame, and a pool too small for every pair.
 
 use hpcomm_transport::conformance;
 use hpcomm_transport::shm::{Shm, ShmConfig};
@@ -25,6 +27,96 @@ fn shm_with_small_rings() {
         )
         .expect("shm job")
     });
+}
+
+#[test]
+fn shm_queues_only() {
+    conformance::run_all(|n| {
+        Shm::local_job(n, &ShmConfig { ring_after: u32::MAX, ..ShmConfig::default() })
+            .expect("shm job")
+    });
+}
+
+#[test]
+fn shm_rings_at_once() {
+    conformance::run_all(|n| {
+        Shm::local_job(n, &ShmConfig { ring_after: 0, ..ShmConfig::default() }).expect("shm job")
+    });
+}
+
+#[test]
+fn shm_with_a_pool_of_two_rings() {
+    conformance::run_all(|n| {
+        let config = ShmConfig {
+            ring_bytes: Some(16 << 10),
+            pool_bytes: 32 << 10,
+            ring_after: 2,
+            eager_limit: 1024,
+            ..ShmConfig::default()
+        };
+        Shm::local_job(n, &config).expect("shm job")
+    });
+}
+
+/// Pairs move from the queue to a ring after `ring_after` frames, as long
+/// as the pool lasts; the others stay on the queue; nothing is lost or
+/// reordered across the move.
+#[test]
+fn pairs_take_rings_from_the_pool_as_they_talk() {
+    use hpcomm_transport::{Event, PeerId, Regions, Transport, TransportError};
+    use std::time::{Duration, Instant};
+
+    let config = ShmConfig {
+        ring_bytes: Some(16 << 10),
+        pool_bytes: 3 * (16 << 10),
+        ring_after: 4,
+        ..ShmConfig::default()
+    };
+    let mut eps = Shm::local_job(3, &config).expect("shm job");
+    assert_eq!(eps[0].pool_use(), (0, 3));
+    let regions = Regions::new();
+    // Ranks 1 and 2 send 20 frames each to rank 0; rank 0 sends 2 to rank 1.
+    let mut received = vec![Vec::new(); 3];
+    let start = Instant::now();
+    for seq in 0..20u32 {
+        for src in [1, 2] {
+            loop {
+                match eps[src].try_send(PeerId(0), &seq.to_le_bytes(), &[src as u8; 100]) {
+                    Ok(()) => break,
+                    Err(TransportError::WouldBlock) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                eps[0]
+                    .poll(&regions, &mut |ev| {
+                        if let Event::Frame { src, header, .. } = ev {
+                            received[src.index()]
+                                .push(u32::from_le_bytes(header.try_into().unwrap()));
+                        }
+                    })
+                    .unwrap();
+                assert!(start.elapsed() < Duration::from_secs(10), "no room");
+            }
+        }
+    }
+    for _ in 0..2 {
+        eps[0].try_send(PeerId(1), b"few", b"").unwrap();
+    }
+    while received[1].len() + received[2].len() < 40 {
+        eps[0]
+            .poll(&regions, &mut |ev| {
+                if let Event::Frame { src, header, .. } = ev {
+                    received[src.index()].push(u32::from_le_bytes(header.try_into().unwrap()));
+                }
+            })
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "frames missing");
+    }
+    let in_order: Vec<u32> = (0..20).collect();
+    assert_eq!(received[1], in_order);
+    assert_eq!(received[2], in_order);
+    // The two busy pairs took rings; the pair that sent two frames did not.
+    assert_eq!((eps[1].rings_out(), eps[2].rings_out(), eps[0].rings_out()), (1, 1, 0));
+    assert_eq!(eps[0].pool_use(), (2, 3));
 }
 
 /// A job of no ranks, or a rank outside its job, is a set-up error, not a

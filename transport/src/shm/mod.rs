@@ -1,14 +1,23 @@
 //! The shared-memory backend: the processes of a job on one host.
 //!
 //! One segment per job holds a header, a block per rank (pid, state, futex
-//! doorbell) and a ring per ordered pair of ranks (self included). Rank 0
-//! creates the segment in `/dev/shm` with mode 0600 and unlinks it as soon as
-//! every rank has attached, so nothing is left behind after a normal exit or
-//! a `kill -9` once the job has started; the launcher removes a segment
-//! left by a job that died while starting.
+//! doorbell), a queue per rank that every rank may write to ([`queue`]),
+//! and a fixed pool of rings ([`ring`]) handed to the pairs that talk
+//! most: memory grows with the ranks, not with their pairs. Rank 0 creates
+//! the segment in `/dev/shm` with mode 0600 and unlinks it as soon as every
+//! rank has attached, so nothing is left behind after a normal exit or a
+//! `kill -9` once the job has started; the launcher removes a segment left
+//! by a job that died while starting. The pool's rings take memory only
+//! when a pair takes one.
 //!
-//! - Small frames: one copy of header and payload into the pair's ring and
-//!   one release store ([`ring`]); the receiver reads them in place.
+//! - Small frames: a pair's first frames go through the receiver's queue (a
+//!   compare-and-swap to reserve, one copy, one release store to commit).
+//!   After [`ShmConfig::ring_after`] frames the sender takes a ring from the
+//!   pool, announces it through the queue, and sends on it from then on:
+//!   one copy and one release store, no atomic read-modify-write; the
+//!   receiver reads frames in place from both. A frame never changes path
+//!   behind an earlier one, so each pair stays in order. When the pool is
+//!   empty the pair stays on the queue.
 //! - Large messages: the runtime's rendezvous reads the sender's buffer with
 //!   `process_vm_readv` — a single copy. Whether the kernel permits it
 //!   (ptrace scope) is probed at start-up by every rank; if any may not, all
@@ -17,16 +26,17 @@
 //! - Waiting: an idle rank sleeps on the process-shared futex in its block;
 //!   a sender that finds the receiver asleep rings it.
 
+pub mod queue;
 pub mod ring;
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 use rustix::thread::futex;
@@ -36,13 +46,14 @@ use crate::{
     Capabilities, Event, Exchange, LossCause, PeerId, RegionId, RemoteKey, Transport,
     TransportError,
 };
+use queue::{QueueConsumer, QueueCtl, QueueMem, KIND_CONTROL, KIND_FRAME};
 use ring::{Consumer, Corrupt, CtlRef, Data, Line, Producer, RingCtl, RECORD_HEADER};
 
 /// Largest frame header.
 pub const MAX_HEADER: usize = 64;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"hpcomm\x01\x00");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const STATE_ATTACHED: u32 = 1;
 const STATE_DEPARTED: u32 = 2;
 const CMA_OK: u32 = 1;
@@ -51,6 +62,13 @@ const PAGE: usize = 4096;
 /// Frames taken from one ring per poll, so that one busy sender cannot
 /// starve the others.
 const POLL_BATCH: usize = 64;
+/// A control record announcing the pool ring a sender now uses.
+const CONTROL_RING: u8 = 1;
+/// How long a queue may wait on a record reserved by a rank that died
+/// before it is given up.
+const STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How often an idle rank checks whether its peers' processes still exist.
+const PID_CHECK: Duration = Duration::from_millis(50);
 
 /// A word whose address every rank publishes, so that peers can test
 /// whether `process_vm_readv` into this process is allowed.
@@ -59,9 +77,16 @@ static CMA_PROBE: AtomicU64 = AtomicU64::new(0x6870_636f_6d6d_5052);
 /// Settings of the shm backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShmConfig {
-    /// Bytes of each pair's ring (a power of two, at least 16 KiB). `None`:
-    /// 256 KiB up to 16 ranks, 64 KiB beyond.
+    /// Bytes of each rank's queue and of each ring of the pool (a power of
+    /// two, at least 16 KiB). `None`: 256 KiB up to 16 ranks, 64 KiB
+    /// beyond.
     pub ring_bytes: Option<usize>,
+    /// Bytes of the pool of pair rings: at most this many bytes of rings,
+    /// and never more rings than pairs. Rings take memory only once taken.
+    pub pool_bytes: usize,
+    /// Frames a pair sends through the receiver's queue before it takes a
+    /// ring from the pool (0: at once; `u32::MAX`: never).
+    pub ring_after: u32,
     /// Whether to use `process_vm_readv` for large messages where allowed.
     pub cma: bool,
     /// Eager limit offered to the runtime. 8 KiB: above it, one
@@ -72,7 +97,13 @@ pub struct ShmConfig {
 
 impl Default for ShmConfig {
     fn default() -> Self {
-        ShmConfig { ring_bytes: None, cma: true, eager_limit: 8 * 1024 }
+        ShmConfig {
+            ring_bytes: None,
+            pool_bytes: 64 << 20,
+            ring_after: 16,
+            cma: true,
+            eager_limit: 8 * 1024,
+        }
     }
 }
 
@@ -82,6 +113,10 @@ struct SegmentHeader {
     version: AtomicU32,
     ranks: AtomicU32,
     ring_bytes: AtomicU64,
+    pool: AtomicU64,
+    /// Rings of the pool handed out so far (may run past `pool`: each
+    /// sender tries once per pair).
+    rings_taken: AtomicU64,
 }
 
 #[repr(C)]
@@ -97,25 +132,48 @@ struct RankBlock {
 /// Where everything is in a segment for `ranks` ranks.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    ranks: usize,
     ring_bytes: usize,
+    /// Rings in the pool.
+    pool: usize,
     blocks: usize,
-    ctls: usize,
-    data: usize,
+    /// Rank `r`'s queue starts at `queues + r * queue_stride`: its control
+    /// block, then its commit words at `QUEUE_COMMITS`, then its data at
+    /// `queue_data`.
+    queues: usize,
+    queue_stride: usize,
+    queue_data: usize,
+    ring_ctls: usize,
+    rings: usize,
+    /// The part made at once (everything but the pool's ring data).
+    fixed: usize,
     total: usize,
 }
 
-impl Layout {
-    fn new(ranks: usize, ring_bytes: usize) -> Layout {
-        let blocks = PAGE;
-        let ctls = (blocks + ranks * std::mem::size_of::<RankBlock>()).next_multiple_of(PAGE);
-        let data = (ctls + ranks * ranks * std::mem::size_of::<RingCtl>()).next_multiple_of(PAGE);
-        let total = data + ranks * ranks * ring_bytes;
-        Layout { ranks, ring_bytes, blocks, ctls, data, total }
-    }
+/// Where a queue's commit words start, after its control block.
+const QUEUE_COMMITS: usize = 512;
 
-    fn ring(&self, src: usize, dst: usize) -> usize {
-        src * self.ranks + dst
+impl Layout {
+    fn new(ranks: usize, ring_bytes: usize, pool_bytes: usize) -> Layout {
+        let pool = (pool_bytes / ring_bytes).min(ranks * ranks);
+        let blocks = PAGE;
+        let queues = (blocks + ranks * std::mem::size_of::<RankBlock>()).next_multiple_of(PAGE);
+        let queue_data = (QUEUE_COMMITS + queue::commit_bytes(ring_bytes)).next_multiple_of(PAGE);
+        let queue_stride = queue_data + ring_bytes;
+        let ring_ctls = queues + ranks * queue_stride;
+        let rings = (ring_ctls + pool * std::mem::size_of::<RingCtl>()).next_multiple_of(PAGE);
+        let total = rings + pool * ring_bytes;
+        Layout {
+            ring_bytes,
+            pool,
+            blocks,
+            queues,
+            queue_stride,
+            queue_data,
+            ring_ctls,
+            rings,
+            fixed: rings,
+            total,
+        }
     }
 }
 
@@ -124,6 +182,9 @@ impl Layout {
 struct Segment {
     map: MmapRaw,
     layout: Layout,
+    /// The segment's file (unlinked once every rank has attached): the
+    /// pool's rings are allocated in it when taken.
+    file: File,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics (header,
@@ -153,14 +214,102 @@ impl Segment {
         self.at(self.layout.blocks + rank * std::mem::size_of::<RankBlock>())
     }
 
-    fn data(&self, ring: usize) -> Data {
-        let offset = self.layout.data + ring * self.layout.ring_bytes;
-        assert!(offset + self.layout.ring_bytes <= self.map.len());
+    /// Data area of `len` bytes at `offset`.
+    fn bytes(&self, offset: usize, len: usize) -> Data {
+        assert!(offset + len <= self.map.len());
         let ptr = NonNull::new(self.map.as_mut_ptr().wrapping_add(offset)).expect("mapped");
         // SAFETY: the range is inside the mapping (checked), which the ring
-        // keeps alive through its `SegmentCtl`; each ring's data area is used
-        // by one producer and one consumer only.
-        unsafe { Data::new(ptr, self.layout.ring_bytes) }
+        // or queue keeps alive through its `Arc<Segment>` or borrow; each
+        // data area is used by the protocol of its ring or queue only.
+        unsafe { Data::new(ptr, len) }
+    }
+
+    /// The data of the pool's ring `ring`.
+    fn ring_data(&self, ring: usize) -> Data {
+        self.bytes(self.layout.rings + ring * self.layout.ring_bytes, self.layout.ring_bytes)
+    }
+
+    fn ring_ctl(&self, ring: usize) -> usize {
+        self.layout.ring_ctls + ring * std::mem::size_of::<RingCtl>()
+    }
+
+    fn queue_at(&self, rank: usize) -> usize {
+        self.layout.queues + rank * self.layout.queue_stride
+    }
+
+    fn queue_commits(&self, rank: usize) -> &[AtomicU32] {
+        let offset = self.queue_at(rank) + QUEUE_COMMITS;
+        let n = self.layout.ring_bytes / ring::ALIGN;
+        assert!(offset + n * 4 <= self.map.len());
+        let ptr = self.map.as_ptr().wrapping_add(offset);
+        assert_eq!(ptr as usize % std::mem::align_of::<AtomicU32>(), 0);
+        // SAFETY: in bounds and aligned (checked); the mapping lives as long
+        // as `self`; all-zero bytes are valid `AtomicU32`s, and the words
+        // are only ever accessed atomically.
+        unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU32>(), n) }
+    }
+
+    /// Rank `rank`'s queue, borrowed (for a send).
+    fn queue(&self, rank: usize) -> QueueAt<'_> {
+        let at = self.queue_at(rank);
+        QueueAt {
+            ctl: self.at(at),
+            commits: self.queue_commits(rank),
+            data: self.bytes(at + self.layout.queue_data, self.layout.ring_bytes),
+        }
+    }
+
+    /// Makes the memory of the pool's ring `ring` (taken by this rank).
+    fn allocate_ring(&self, ring: usize) -> io::Result<()> {
+        let offset = self.layout.rings + ring * self.layout.ring_bytes;
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            offset as u64,
+            self.layout.ring_bytes as u64,
+        )
+        .map_err(io::Error::from)
+    }
+}
+
+/// A rank's queue, borrowed from the segment.
+struct QueueAt<'a> {
+    ctl: &'a QueueCtl,
+    commits: &'a [AtomicU32],
+    data: Data,
+}
+
+impl QueueMem for QueueAt<'_> {
+    type Data = Data;
+    fn ctl(&self) -> &QueueCtl {
+        self.ctl
+    }
+    fn commits(&self) -> &[AtomicU32] {
+        self.commits
+    }
+    fn data(&self) -> &Data {
+        &self.data
+    }
+}
+
+/// This rank's own queue, holding the segment alive.
+#[derive(Debug)]
+struct Inbox {
+    segment: Arc<Segment>,
+    rank: usize,
+    data: Data,
+}
+
+impl QueueMem for Inbox {
+    type Data = Data;
+    fn ctl(&self) -> &QueueCtl {
+        self.segment.at(self.segment.queue_at(self.rank))
+    }
+    fn commits(&self) -> &[AtomicU32] {
+        self.segment.queue_commits(self.rank)
+    }
+    fn data(&self) -> &Data {
+        &self.data
     }
 }
 
@@ -177,6 +326,20 @@ impl CtlRef for SegmentCtl {
     }
 }
 
+/// How frames to one peer travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Through the peer's queue; this many so far.
+    Queue { sent: u32 },
+    /// The pool's ring `ring` is this pair's, and its announcement waits
+    /// for room in the peer's queue.
+    Announcing { ring: u32 },
+    /// On `producers[at]`.
+    Ring { at: u32 },
+    /// Through the queue for good (the pool was empty).
+    QueueOnly,
+}
+
 /// One endpoint of a shared-memory job.
 #[derive(Debug)]
 pub struct Shm {
@@ -184,18 +347,34 @@ pub struct Shm {
     ranks: usize,
     caps: Capabilities,
     segment: Arc<Segment>,
+    ring_after: u32,
+    /// How frames to each peer travel.
+    paths: Vec<Path>,
+    /// The rings this rank sends on.
     producers: Vec<Producer<SegmentCtl>>,
-    consumers: Vec<Consumer<SegmentCtl>>,
+    /// This rank's queue.
+    inbox: QueueConsumer<Inbox>,
+    /// The rings other ranks send to this rank on, and whose.
+    rings_in: Vec<(u32, Consumer<SegmentCtl>)>,
+    /// Rings announced in the last poll of the queue.
+    announced: Vec<(u32, u32)>,
     pids: Vec<i32>,
     completions: VecDeque<(u64, Result<(), TransportError>)>,
-    /// Peers seen to have left, not yet reported (their rings are drained
-    /// first).
-    leaving: Vec<bool>,
+    /// Peers seen to have left, not yet reported, with how far this rank's
+    /// queue had been written when they were seen to leave (what they sent
+    /// is before that): reported once it is read that far.
+    leaving: Vec<Option<u64>>,
     lost: Vec<bool>,
-    /// Peers whose rings hold what cannot be true: lost as soon as seen.
+    /// Peers that wrote what cannot be true: lost as soon as seen.
     corrupt: Vec<bool>,
+    /// Peers whose process is gone (not a clean exit).
+    dead: Vec<bool>,
+    /// Since when the queue has waited on a reservation while a dead
+    /// peer's report was pending, and where.
+    stalled: Option<(Instant, u64)>,
     next_ring: usize,
     polls: u32,
+    pids_checked: Instant,
     /// Peers sent to whose doorbell has not been checked since.
     doorbells: Vec<bool>,
     doorbells_pending: usize,
@@ -258,7 +437,7 @@ impl Shm {
             .unwrap_or(if ranks <= 16 { 256 << 10 } else { 64 << 10 })
             .max(16 << 10)
             .next_power_of_two();
-        let layout = Layout::new(ranks, ring_bytes);
+        let layout = Layout::new(ranks, ring_bytes, config.pool_bytes);
         let file = if me == 0 {
             let path = format!(
                 "/dev/shm/hpcomm-{}-{}",
@@ -274,25 +453,33 @@ impl Shm {
                 .map_err(|e| {
                     setup(format!("cannot create the shared-memory segment {path}: {e}"))
                 })?;
-            if let Err(e) = rustix::fs::fallocate(
-                &file,
-                rustix::fs::FallocateFlags::empty(),
-                0,
-                layout.total as u64,
-            ) {
+            // The whole size, sparse; the fixed part made now (a full
+            // /dev/shm is an error here, not a SIGBUS later). The pool's
+            // rings are made when taken.
+            let made = file
+                .set_len(layout.total as u64)
+                .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO));
+            if let Err(e) = made.and_then(|()| {
+                rustix::fs::fallocate(
+                    &file,
+                    rustix::fs::FallocateFlags::empty(),
+                    0,
+                    layout.fixed as u64,
+                )
+            }) {
                 let _ = std::fs::remove_file(&path);
                 return Err(setup(if e == rustix::io::Errno::NOSPC {
                     format!(
                         "/dev/shm is full: the shared-memory segment for {ranks} ranks needs {} bytes \
-                         ({:.1} MiB, rings of {} KiB); free space in /dev/shm or lower HPCOMM_SHM_RING_BYTES",
-                        layout.total,
-                        layout.total as f64 / (1 << 20) as f64,
+                         ({:.1} MiB, queues of {} KiB); free space in /dev/shm or lower HPCOMM_SHM_RING_BYTES",
+                        layout.fixed,
+                        layout.fixed as f64 / (1 << 20) as f64,
                         ring_bytes >> 10
                     )
                 } else {
                     format!(
                         "cannot size the shared-memory segment {path} to {} bytes: {e}",
-                        layout.total
+                        layout.fixed
                     )
                 }));
             }
@@ -310,6 +497,7 @@ impl Shm {
             (file, path)
         };
         let (file, path) = file;
+        let file: File = file;
         // Until every rank has attached, an error on rank 0 must not leave
         // the segment's name behind.
         let mut name_guard = Unlink((me == 0).then(|| path.clone()));
@@ -321,12 +509,13 @@ impl Shm {
                 layout.total
             )));
         }
-        let segment = Arc::new(Segment { map, layout });
+        let segment = Arc::new(Segment { map, layout, file });
         let header = segment.header();
         if me == 0 {
             header.version.store(VERSION, Ordering::Relaxed);
             header.ranks.store(ranks as u32, Ordering::Relaxed);
             header.ring_bytes.store(ring_bytes as u64, Ordering::Relaxed);
+            header.pool.store(layout.pool as u64, Ordering::Relaxed);
             header.magic.store(MAGIC, Ordering::Release);
             // Only now may the others attach.
             exchange.put("shm.path", path.as_bytes()).map_err(setup)?;
@@ -335,6 +524,7 @@ impl Shm {
             || header.version.load(Ordering::Relaxed) != VERSION
             || header.ranks.load(Ordering::Relaxed) != ranks as u32
             || header.ring_bytes.load(Ordering::Relaxed) != ring_bytes as u64
+            || header.pool.load(Ordering::Relaxed) != layout.pool as u64
         {
             return Err(setup(format!("segment {path} was made for another job or version")));
         }
@@ -374,20 +564,14 @@ impl Shm {
             }
         }
 
-        let ctl = |ring: usize| SegmentCtl {
-            segment: segment.clone(),
-            offset: layout.ctls + ring * std::mem::size_of::<RingCtl>(),
-        };
-        let producers = (0..ranks)
-            .map(|dst| Producer::new(ctl(layout.ring(me, dst)), segment.data(layout.ring(me, dst))))
-            .collect::<Vec<_>>();
-        let consumers = (0..ranks)
-            .map(|src| Consumer::new(ctl(layout.ring(src, me)), segment.data(layout.ring(src, me))))
-            .collect();
         let pids =
             (0..ranks).map(|r| segment.block(r).pid.load(Ordering::Acquire) as i32).collect();
-        let max_payload = (ring_bytes / 4 - RECORD_HEADER - MAX_HEADER)
-            .min(producers[0].max_frame() - MAX_HEADER);
+        let inbox_data = segment.bytes(segment.queue_at(me) + layout.queue_data, layout.ring_bytes);
+        let inbox =
+            QueueConsumer::new(Inbox { segment: segment.clone(), rank: me, data: inbox_data });
+        // A record (queue or ring) may take at most half the ring; a
+        // quarter leaves room for two in flight.
+        let max_payload = ring_bytes / 4 - RECORD_HEADER - MAX_HEADER;
         let eager_limit = config.eager_limit.min(max_payload);
         let caps = Capabilities {
             name: "shm",
@@ -403,20 +587,29 @@ impl Shm {
             spin_pause: true,
             bandwidth_hint: 10_000_000_000,
         };
+        let first =
+            if config.ring_after == u32::MAX { Path::QueueOnly } else { Path::Queue { sent: 0 } };
         Ok(Shm {
             me: PeerId(me as u32),
             ranks,
             caps,
             segment,
-            producers,
-            consumers,
+            ring_after: config.ring_after,
+            paths: vec![first; ranks],
+            producers: Vec::new(),
+            inbox,
+            rings_in: Vec::new(),
+            announced: Vec::new(),
             pids,
             completions: VecDeque::new(),
-            leaving: vec![false; ranks],
+            leaving: vec![None; ranks],
             lost: vec![false; ranks],
             corrupt: vec![false; ranks],
+            dead: vec![false; ranks],
+            stalled: None,
             next_ring: 0,
             polls: 0,
+            pids_checked: Instant::now(),
             doorbells: vec![false; ranks],
             doorbells_pending: 0,
         })
@@ -429,9 +622,89 @@ impl Shm {
     }
 
     /// Whether `poll` would find something now (a finished read, a frame
-    /// in a ring), without waiting.
+    /// in the queue or a ring), without waiting.
     pub fn has_work(&self) -> bool {
-        !self.completions.is_empty() || self.consumers.iter().any(|c| c.has_data())
+        !self.completions.is_empty() || self.has_frames()
+    }
+
+    fn has_frames(&self) -> bool {
+        self.inbox.has_data() || self.rings_in.iter().any(|(_, c)| c.has_data())
+    }
+
+    /// Bytes of the segment's pool rings taken so far, and in all (for
+    /// tests and `hpcomm info`): `(taken, pool)` in rings.
+    pub fn pool_use(&self) -> (usize, usize) {
+        let taken = self.segment.header().rings_taken.load(Ordering::Relaxed) as usize;
+        (taken.min(self.segment.layout.pool), self.segment.layout.pool)
+    }
+
+    /// The rings this rank sends on (for tests).
+    pub fn rings_out(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Takes a ring from the pool for frames to `dst`: its memory is made,
+    /// and its announcement waits in `paths[dst]`. `QueueOnly` when the
+    /// pool is empty or its memory cannot be had.
+    fn take_ring(&mut self, dst: usize) -> Path {
+        let layout = self.segment.layout;
+        let ring = self.segment.header().rings_taken.fetch_add(1, Ordering::Relaxed) as usize;
+        if ring >= layout.pool {
+            return Path::QueueOnly;
+        }
+        if let Err(e) = self.segment.allocate_ring(ring) {
+            tracing::debug!("shm: no memory for a ring to rank {dst} ({e}): it stays on the queue");
+            return Path::QueueOnly;
+        }
+        Path::Announcing { ring: ring as u32 }
+    }
+
+    /// Pushes one record into `dst`'s queue.
+    fn push_queue(
+        &mut self,
+        dst: usize,
+        kind: u16,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<(), TransportError> {
+        let me = self.me.index() as u32;
+        match queue::push(&self.segment.queue(dst), me, kind, header, payload) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TransportError::WouldBlock),
+            Err(Corrupt(why)) => {
+                self.ring_broken(dst, &format!("its queue ({why})"));
+                Err(TransportError::PeerLost(PeerId(dst as u32)))
+            }
+        }
+    }
+
+    /// Moves frames to `dst` onto a ring once the pair has sent enough
+    /// through the queue: takes one, announces it (in order, behind every
+    /// frame queued before), and from then on sends on it.
+    fn promote(&mut self, dst: usize) -> Result<(), TransportError> {
+        loop {
+            match self.paths[dst] {
+                Path::Queue { sent } if sent >= self.ring_after => {
+                    self.paths[dst] = self.take_ring(dst);
+                }
+                Path::Announcing { ring } => {
+                    let mut note = [0u8; 8];
+                    note[0] = CONTROL_RING;
+                    note[4..8].copy_from_slice(&ring.to_le_bytes());
+                    self.push_queue(dst, KIND_CONTROL, &note, &[])?;
+                    let ring = ring as usize;
+                    let ctl = SegmentCtl {
+                        segment: self.segment.clone(),
+                        offset: self.segment.ring_ctl(ring),
+                    };
+                    let producer = Producer::new(ctl, self.segment.ring_data(ring));
+                    self.paths[dst] = Path::Ring { at: self.producers.len() as u32 };
+                    self.producers.push(producer);
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Wakes `dst` at once if it is visibly asleep; otherwise remembers to
@@ -471,22 +744,44 @@ impl Shm {
         self.doorbells_pending = 0;
     }
 
-    /// Rank `src`'s ring holds what cannot be true: the peer is lost (the
-    /// next poll reports it), and its ring is never read again.
+    /// Rank `src` wrote what cannot be true (in its ring, or in the
+    /// indices of a queue): the peer is lost (the next poll reports it),
+    /// and its ring is never read again.
     #[cold]
     fn ring_broken(&mut self, src: usize, why: &str) {
         if !self.corrupt[src] {
             tracing::warn!("shm: rank {src} wrote {why}; treating it as lost");
         }
         self.corrupt[src] = true;
-        self.leaving[src] = true;
-        self.consumers[src].close();
+        self.leaving[src] = Some(0);
+        for (from, ring) in &mut self.rings_in {
+            if *from as usize == src {
+                ring.close();
+            }
+        }
+    }
+
+    /// This rank's queue holds what cannot be true, or waits for ever on a
+    /// rank that died while writing to it: it is given up (senders are
+    /// told), and every peer not yet lost is lost with it — nobody can
+    /// tell whose frames are missing.
+    #[cold]
+    fn inbox_broken(&mut self, why: &str) {
+        tracing::warn!("shm: this rank's queue {why}; every peer is treated as lost");
+        self.inbox.close();
+        for r in 0..self.ranks {
+            if !self.lost[r] && r != self.me.index() {
+                self.corrupt[r] = true;
+                self.leaving[r] = Some(0);
+            }
+        }
     }
 
     /// Notes peers that have left (cleanly, or whose process is gone).
     fn check_peers(&mut self, with_pids: bool) {
+        let (_, written) = self.inbox.positions();
         for r in 0..self.ranks {
-            if self.lost[r] || self.leaving[r] || r == self.me.index() {
+            if self.lost[r] || self.leaving[r].is_some() || r == self.me.index() {
                 continue;
             }
             let departed = self.segment.block(r).state.load(Ordering::Acquire) == STATE_DEPARTED;
@@ -495,9 +790,106 @@ impl Shm {
                     rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
                 });
             if departed || dead {
-                self.leaving[r] = true;
+                // All it sent is in the queue below what is written now.
+                self.leaving[r] = Some(written);
+                self.dead[r] = dead && !departed;
             }
         }
+    }
+
+    /// Reads this rank's queue: frames to `sink`, ring announcements kept.
+    fn poll_inbox(&mut self, sink: &mut dyn FnMut(Event<'_>)) -> usize {
+        let ranks = self.ranks as u32;
+        let mut bad = None;
+        let announced = &mut self.announced;
+        let polled = self.inbox.poll(POLL_BATCH, |src, kind, header, payload| {
+            if src >= ranks {
+                bad.get_or_insert(format!("holds a record from rank {src}"));
+                return;
+            }
+            if kind == KIND_FRAME {
+                sink(Event::Frame { src: PeerId(src), header, payload });
+            } else if header.len() == 8 && header[0] == CONTROL_RING {
+                let ring = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+                announced.push((src, ring));
+            } else {
+                bad.get_or_insert(format!("holds an unknown control record from rank {src}"));
+            }
+        });
+        let frames = match polled {
+            Ok(n) => n,
+            Err(Corrupt(why)) => {
+                bad.get_or_insert(format!("holds {why}"));
+                0
+            }
+        };
+        if let Some(why) = bad {
+            self.inbox_broken(&why);
+        }
+        for i in 0..self.announced.len() {
+            let (src, ring) = self.announced[i];
+            let taken = self.rings_in.iter().any(|&(from, _)| from == src);
+            if ring as usize >= self.segment.layout.pool || taken {
+                self.ring_broken(
+                    src as usize,
+                    &format!("announced ring {ring}, which cannot be its"),
+                );
+                continue;
+            }
+            let ring = ring as usize;
+            let ctl =
+                SegmentCtl { segment: self.segment.clone(), offset: self.segment.ring_ctl(ring) };
+            self.rings_in.push((src, Consumer::new(ctl, self.segment.ring_data(ring))));
+        }
+        self.announced.clear();
+        frames
+    }
+
+    /// Reports the peers that left once everything they sent is read; gives
+    /// the queue up if it waits on a rank that died while writing to it.
+    fn report_departures(&mut self, sink: &mut dyn FnMut(Event<'_>)) -> usize {
+        let (read, _) = self.inbox.positions();
+        let mut events = 0;
+        let mut blocked_by_dead = false;
+        for src in 0..self.ranks {
+            let Some(mark) = self.leaving[src] else { continue };
+            if self.lost[src] {
+                continue;
+            }
+            if read < mark && !self.corrupt[src] {
+                blocked_by_dead |= self.dead[src];
+                continue;
+            }
+            // Its ring, if it had one, is drained first.
+            let peer = PeerId(src as u32);
+            for (from, ring) in &mut self.rings_in {
+                if *from as usize == src {
+                    let _ = ring.poll(usize::MAX, |header, payload| {
+                        sink(Event::Frame { src: peer, header, payload })
+                    });
+                    ring.close();
+                }
+            }
+            self.lost[src] = true;
+            let cause = if self.corrupt[src] { LossCause::Protocol } else { LossCause::Ended };
+            sink(Event::PeerLost { peer, cause });
+            events += 1;
+        }
+        if blocked_by_dead && self.inbox.waiting() {
+            let (read, _) = self.inbox.positions();
+            match self.stalled {
+                Some((since, at)) if at == read => {
+                    if since.elapsed() > STALL_LIMIT {
+                        self.stalled = None;
+                        self.inbox_broken("waits on a record a rank that died never finished");
+                    }
+                }
+                _ => self.stalled = Some((Instant::now(), read)),
+            }
+        } else {
+            self.stalled = None;
+        }
+        events
     }
 }
 
@@ -535,15 +927,29 @@ impl Transport for Shm {
         payload: &[u8],
     ) -> Result<(), TransportError> {
         let d = self.caps.check_send(dst, self.ranks, header, payload)?;
-        if self.lost[d] || self.leaving[d] {
+        if self.lost[d] || self.leaving[d].is_some() {
             return Err(TransportError::PeerLost(dst));
         }
-        match self.producers[d].try_push(header, payload) {
-            Ok(true) => {}
-            Ok(false) => return Err(TransportError::WouldBlock),
-            Err(Corrupt(why)) => {
-                self.ring_broken(d, &format!("moved its ring's head ({why})"));
-                return Err(TransportError::PeerLost(dst));
+        loop {
+            match self.paths[d] {
+                Path::Ring { at } => match self.producers[at as usize].try_push(header, payload) {
+                    Ok(true) => break,
+                    Ok(false) => return Err(TransportError::WouldBlock),
+                    Err(Corrupt(why)) => {
+                        self.ring_broken(d, &format!("moved its ring's head ({why})"));
+                        return Err(TransportError::PeerLost(dst));
+                    }
+                },
+                Path::Queue { sent } if sent < self.ring_after => {
+                    self.push_queue(d, KIND_FRAME, header, payload)?;
+                    self.paths[d] = Path::Queue { sent: sent + 1 };
+                    break;
+                }
+                Path::QueueOnly => {
+                    self.push_queue(d, KIND_FRAME, header, payload)?;
+                    break;
+                }
+                Path::Queue { .. } | Path::Announcing { .. } => self.promote(d)?,
             }
         }
         self.ring_doorbell(d);
@@ -567,27 +973,26 @@ impl Transport for Shm {
         if self.polls % 256 == 0 {
             self.check_peers(false);
         }
-        for k in 0..self.ranks {
-            let src = (self.next_ring + k) % self.ranks;
-            let leaving = self.leaving[src];
-            let batch = if leaving { usize::MAX } else { POLL_BATCH };
-            let peer = PeerId(src as u32);
-            let polled = self.consumers[src]
-                .poll(batch, |header, payload| sink(Event::Frame { src: peer, header, payload }));
+        events += self.poll_inbox(sink);
+        let n = self.rings_in.len();
+        for k in 0..n {
+            let i = (self.next_ring + k) % n;
+            let (src, ring) = &mut self.rings_in[i];
+            let peer = PeerId(*src);
+            let polled = ring.poll(POLL_BATCH, |header, payload| {
+                sink(Event::Frame { src: peer, header, payload })
+            });
             match polled {
                 Ok(n) => events += n,
-                Err(Corrupt(why)) => self.ring_broken(src, &why),
-            }
-            if leaving && !self.lost[src] {
-                // Its ring is drained (or cannot be read): everything it sent
-                // has been delivered.
-                self.lost[src] = true;
-                let cause = if self.corrupt[src] { LossCause::Protocol } else { LossCause::Ended };
-                sink(Event::PeerLost { peer, cause });
-                events += 1;
+                Err(Corrupt(why)) => self.ring_broken(peer.index(), &why),
             }
         }
-        self.next_ring = (self.next_ring + 1) % self.ranks;
+        if n > 0 {
+            self.next_ring = (self.next_ring + 1) % n;
+        }
+        if self.leaving.iter().any(Option::is_some) {
+            events += self.report_departures(sink);
+        }
         Ok(events)
     }
 
@@ -600,7 +1005,7 @@ impl Transport for Shm {
         let seen = block.doorbell.0.load(Ordering::Acquire);
         block.sleeping.0.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if !self.consumers.iter().any(|c| c.has_data()) {
+        if !self.has_frames() {
             let ts = futex::Timespec {
                 tv_sec: timeout.as_secs() as _,
                 tv_nsec: timeout.subsec_nanos() as _,
@@ -608,7 +1013,14 @@ impl Transport for Shm {
             let _ = futex::wait(&block.doorbell.0, futex::Flags::empty(), seen, Some(&ts));
         }
         block.sleeping.0.store(0, Ordering::Relaxed);
-        self.check_peers(true);
+        // Whether peers' processes still exist: a system call per peer, so
+        // not on every wait.
+        if self.pids_checked.elapsed() >= PID_CHECK {
+            self.pids_checked = Instant::now();
+            self.check_peers(true);
+        } else {
+            self.check_peers(false);
+        }
     }
 
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
@@ -653,5 +1065,28 @@ impl Transport for Shm {
             .unwrap_or(Err(TransportError::InvalidRegion));
         self.completions.push_back((token, result));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The segment grows with the ranks, not their pairs: at 512 ranks its
+    /// fixed part (blocks and queues) is under 40 MiB, and the pool of
+    /// rings, made only as pairs take them, is bounded by its budget.
+    #[test]
+    fn segments_are_linear_in_the_ranks() {
+        let budget = 64 << 20;
+        let small = Layout::new(8, 256 << 10, budget);
+        assert_eq!(small.pool, 64, "every pair of a small job can have a ring");
+        let big = Layout::new(512, 64 << 10, budget);
+        assert!(big.fixed < 40 << 20, "fixed part {} bytes", big.fixed);
+        assert_eq!(big.pool, budget / (64 << 10));
+        assert!(big.total - big.fixed <= budget);
+        // Doubling the ranks doubles the fixed part, give or take a page
+        // per rank.
+        let bigger = Layout::new(1024, 64 << 10, budget);
+        assert!(bigger.fixed <= 2 * big.fixed + 1024 * PAGE);
     }
 }

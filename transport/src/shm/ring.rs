@@ -191,6 +191,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
     }
 
     /// The largest frame (header plus payload) that fits.
+    #[cfg(test)]
     pub(crate) fn max_frame(&self) -> usize {
         self.data.len() / 2 - RECORD_HEADER
     }

@@ -95,8 +95,6 @@ const DIRECT_READS: usize = 4;
 const LISTEN_EVERY: u32 = 16;
 /// The listener's token; connections use `peer * stripes + stripe`.
 const LISTENER: Token = Token(usize::MAX);
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 256 << 10;
 
 /// Settings of the TCP backend.
 #[derive(Clone, Debug)]
