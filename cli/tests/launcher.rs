@@ -54,17 +54,21 @@ fn selftest_passes_over_shm_processes() {
 }
 
 /// The whole semantic suite, point-to-point and collective, as processes
-/// over tcp on the loopback interface: one connection per pair, and four
-/// stripes with a small eager limit so that rendezvous data is striped.
+/// over tcp on the loopback interface: one connection per pair, four
+/// stripes with a small eager limit so that rendezvous data is striped,
+/// and a cap of one open connection per rank.
 #[test]
 fn selftest_passes_over_tcp_processes() {
     watchdog(900, "selftest tcp", || {
         let exe = env!("CARGO_BIN_EXE_hpcomm");
-        let runs: [(usize, Env); 6] = [
+        let runs: [(usize, Env); 7] = [
             (1, &[]),
             (2, &[]),
             (3, &[]),
             (4, &[("HPCOMM_TCP_STRIPES", "4"), ("HPCOMM_EAGER_LIMIT", "1024")]),
+            // One open connection: every change of peer closes one and
+            // makes another, under every operation of the suite.
+            (5, &[("HPCOMM_TCP_MAX_CONNS", "1")]),
             (7, &[]),
             (8, &[]),
         ];

@@ -14,6 +14,7 @@
 //! | `HPCOMM_SHM_CMA` | `0` disables single-copy reads (`process_vm_readv`) between shm ranks | `1` |
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
 //! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to `hpcomm run` comes from; under other launchers, the source address of the default route |
+//! | `HPCOMM_TCP_MAX_CONNS` | TCP connections a rank keeps open at most (at least the stripes); past it, the peer used least recently has its connections closed without losing a frame, and they are made again when next needed | no cap |
 //! | `HPCOMM_TCP_TIMEOUT` | seconds after which a TCP peer that acknowledges nothing (a cut link, a dead host) is lost, and operations with it fail | 30 |
 //! | `HPCOMM_TRANSPORT` | the transport of a launched job: `auto` (shm within a node, tcp between nodes), `shm`, `tcp` or `ofi`; `hpcomm run --transport` sets it, and under other launchers the user does | `auto` |
 //! | `HPCOMM_BOOTSTRAP` | forces the bootstrap: `hpcomm`, `pmix`, `pmi2`, `pmi1` or `singleton` (see `bootstrap`) | found from the environment |
@@ -126,6 +127,8 @@ pub struct Config {
     pub tcp_bind: Option<std::net::IpAddr>,
     /// How long a silent TCP peer is waited for before it is lost.
     pub tcp_timeout: Duration,
+    /// TCP connections kept open at most, if capped.
+    pub tcp_max_conns: Option<usize>,
     /// The libfabric provider for `--transport ofi`, if set.
     pub ofi_provider: Option<String>,
     /// Ask the libfabric provider for EFA's `mr_mode` bits.
@@ -166,6 +169,7 @@ impl Default for Config {
             tcp_stripes: 1,
             tcp_bind: None,
             tcp_timeout: Duration::from_secs(30),
+            tcp_max_conns: None,
             node: None,
             ofi_provider: None,
             ofi_efa_mr_mode: false,
@@ -229,6 +233,12 @@ impl Config {
                 return Err(Error::Config(format!("HPCOMM_TCP_STRIPES={v} must be 1 to 64")));
             }
             config.tcp_stripes = v;
+        }
+        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_TCP_MAX_CONNS")? {
+            if v == 0 {
+                return Err(Error::Config("HPCOMM_TCP_MAX_CONNS=0: at least 1".into()));
+            }
+            config.tcp_max_conns = Some(v);
         }
         if let Some(v) = parse::<u64>(&lookup, "HPCOMM_TCP_TIMEOUT")? {
             config.tcp_timeout = Duration::from_secs(v.max(1));
@@ -431,6 +441,10 @@ mod tests {
         assert_eq!(c.node.as_deref(), Some("rack1-a"));
         assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
         assert_eq!(c.tcp_timeout, Duration::from_secs(3));
+        let c = Config::from_lookup(env(&[("HPCOMM_TCP_MAX_CONNS", "64")])).unwrap();
+        assert_eq!(c.tcp_max_conns, Some(64));
+        let e = Config::from_lookup(env(&[("HPCOMM_TCP_MAX_CONNS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_TCP_MAX_CONNS"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_STRIPES", "0")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_TCP_STRIPES"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_BIND", "eth0")])).unwrap_err();

@@ -193,6 +193,7 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
         stripes: config.tcp_stripes,
         secret: boot.secret().to_string(),
         peer_timeout: config.tcp_timeout,
+        max_conns: config.tcp_max_conns,
         // Listen where the launcher reached us from, unless told: on one
         // host that is 127.0.0.1, across hosts an address the others can
         // reach too. Launchers that do not say: the default route's.

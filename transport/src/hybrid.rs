@@ -10,7 +10,7 @@
 //! names each rank derives the same layout: the ranks of each node, in rank
 //! order, open an [`Shm`] endpoint of their own (keys and segment name kept
 //! apart by a [`Scoped`] exchange), and every rank opens a [`Tcp`] endpoint
-//! connected only to the ranks of other nodes ([`Tcp::open_among`]). Both
+//! that reaches only the ranks of other nodes ([`Tcp::open_among`]). Both
 //! set-ups fence job-wide the same number of times on every rank, so the
 //! nodes set up side by side. [`open`] returns a plain [`Shm`] when all
 //! ranks share one node and a plain [`Tcp`] when no two do.

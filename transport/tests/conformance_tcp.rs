@@ -25,6 +25,16 @@ fn tcp_four_stripes() {
     });
 }
 
+/// The suite with at most one open connection per rank: every change of
+/// peer closes a connection and opens another, and nothing may be lost or
+/// reordered across it.
+#[test]
+fn tcp_with_one_open_connection() {
+    conformance::run_all(|n| {
+        Tcp::local_job(n, &TcpConfig { max_conns: Some(1), ..config() }).expect("tcp job")
+    });
+}
+
 /// Strangers knocking while a job sets up — random bytes, a half handshake
 /// that then says nothing, a wrong secret — are refused; the ranks still
 /// connect and frames flow.
@@ -162,6 +172,9 @@ fn a_payload_longer_than_the_limit_loses_its_peer() {
         let addr = String::from_utf8(ex1.get("tcp-0").unwrap()).unwrap();
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.write_all(&handshake::encode(1, 0, &config.secret)).unwrap();
+        // The sync marker that precedes a rank's first frame: its first set
+        // of connections.
+        conn.write_all(&[0, 0, 0xa0, 0x7c, 1, 0, 0, 0]).unwrap();
         (rank0.join().unwrap(), conn)
     });
     // Header length 16, the marker, a payload of 4 GiB - 1.
@@ -365,4 +378,60 @@ fn a_peer_lost_before_its_connection_is_reported() {
     assert_eq!(ep.try_send(PeerId(2), b"again", b""), Err(TransportError::PeerLost(PeerId(2))));
     let seen = drive(&mut other, "the living", |_, seen| !seen.is_empty());
     assert_eq!(seen, [Seen::Frame { src: 0, header: b"to the living".to_vec(), payload: vec![] }]);
+}
+
+/// Six ranks each send to all others in turn, with at most two open
+/// connections per rank: connections are closed and made again all the
+/// time, by both ends, while frames flow both ways. Every frame arrives,
+/// each pair's in order, and no rank ever holds more than the cap open.
+#[test]
+fn a_connection_cap_closes_and_reopens_without_loss() {
+    use hpcomm_transport::{PeerId, Transport, TransportError};
+    const RANKS: usize = 6;
+    const ROUNDS: u32 = 30;
+    let cap = 2;
+    let eps = Tcp::local_job(RANKS, &TcpConfig { max_conns: Some(cap), ..config() }).expect("job");
+    let barrier = std::sync::Barrier::new(RANKS);
+    std::thread::scope(|s| {
+        for mut ep in eps {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let me = ep.peer_id().index();
+                let mut seen = Vec::new();
+                for round in 0..ROUNDS {
+                    for k in 1..RANKS {
+                        let dst = (me + k) % RANKS;
+                        loop {
+                            match ep.try_send(PeerId(dst as u32), &round.to_le_bytes(), &[7; 300]) {
+                                Ok(()) => break,
+                                Err(TransportError::WouldBlock) => {}
+                                Err(e) => panic!("rank {me} to {dst}: {e}"),
+                            }
+                            seen.extend(drive(&mut ep, "room", |_, _| true));
+                        }
+                        seen.extend(drive(&mut ep, "progress", |_, _| true));
+                        let open = ep.open_connections();
+                        assert!(open <= cap, "rank {me} has {open} open connections");
+                    }
+                }
+                let expected = (RANKS - 1) * ROUNDS as usize;
+                let have = seen.len();
+                seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
+                let mut next = vec![0u32; RANKS];
+                for s in &seen {
+                    let Seen::Frame { src, header, payload } = s else {
+                        panic!("rank {me}: {s:?}")
+                    };
+                    assert_eq!(payload.len(), 300);
+                    let round = u32::from_le_bytes(header[..].try_into().unwrap());
+                    assert_eq!(round, next[*src], "rank {me}: out of order from {src}");
+                    next[*src] += 1;
+                }
+                assert_eq!(seen.len(), expected, "rank {me}");
+                barrier.wait();
+                drive(&mut ep, "the others", |_, _| true);
+                barrier.wait();
+            });
+        }
+    });
 }

@@ -5,7 +5,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{MARKER, MAX_HEADER, PREFIX, SEND_BUFFER};
+use super::{MARKER, MARKER_END, MARKER_SYNC, MAX_HEADER, PREFIX, SEND_BUFFER};
 
 /// Bytes of a connection's first read buffer.
 const FIRST_READ: usize = 32 << 10;
@@ -32,6 +32,19 @@ pub(super) struct Conn {
     pub dialing_since: Option<Instant>,
     /// Which of the pair's connections this is.
     pub stripe: usize,
+    /// This rank sent its end marker: it sends nothing more on it.
+    pub sent_end: bool,
+    /// The peer's end marker arrived: nothing more will.
+    pub got_end: bool,
+    /// This rank has sent its sync marker: the connection belongs to one
+    /// of its numbered sets of connections to the peer.
+    pub synced: bool,
+    /// The peer closed it without an end marker (it exited): everything it
+    /// sent has arrived, and nothing is sent on it any more.
+    pub vanished: bool,
+    /// The set the peer numbered this connection with (its sync marker),
+    /// once that has arrived: frames may follow it, not precede it.
+    pub set: Option<u32>,
 }
 
 /// Sets the options every connection carries: no Nagle delay, and a bound
@@ -51,6 +64,11 @@ impl Conn {
         Conn {
             stream,
             stripe,
+            sent_end: false,
+            got_end: false,
+            synced: false,
+            vanished: false,
+            set: None,
             out: Vec::new(),
             out_at: 0,
             inb: Vec::new(),
@@ -169,8 +187,40 @@ impl Conn {
         got
     }
 
+    /// Queues the end marker: this rank sends nothing more on it.
+    pub fn end(&mut self) {
+        if !self.sent_end {
+            self.sent_end = true;
+            if self.vanished {
+                return;
+            }
+            let mut prefix = [0u8; PREFIX];
+            prefix[2..4].copy_from_slice(&MARKER_END.to_le_bytes());
+            self.out.extend_from_slice(&prefix);
+        }
+    }
+
+    /// Queues the marker that precedes this rank's first frame on it: it
+    /// belongs to this rank's set of connections number `set`.
+    pub fn sync(&mut self, set: u32) {
+        let mut prefix = [0u8; PREFIX];
+        prefix[2..4].copy_from_slice(&MARKER_SYNC.to_le_bytes());
+        prefix[4..8].copy_from_slice(&set.to_le_bytes());
+        self.out.extend_from_slice(&prefix);
+        self.synced = true;
+    }
+
+    /// Both sides have ended it and everything queued has left: it can be
+    /// closed without losing a byte.
+    pub fn finished(&self) -> bool {
+        self.sent_end && self.got_end && self.queued() == 0 && self.drained()
+    }
+
     /// Hands complete frames to `sink`; returns how many. A frame longer
-    /// than `max_payload` is refused before room is made for it.
+    /// than `max_payload` is refused before room is made for it. Stops at
+    /// the peer's end marker (`got_end`); bytes after it are refused. Stops
+    /// after the peer's sync marker (`set`): the caller decides whether
+    /// that set's frames may be read yet.
     pub fn deliver(
         &mut self,
         src: PeerId,
@@ -183,9 +233,28 @@ impl Conn {
             if avail.len() < PREFIX {
                 break;
             }
+            if self.got_end {
+                return Err(format!("rank {src} sent bytes after ending a connection"));
+            }
             let hlen = u16::from_le_bytes([avail[0], avail[1]]) as usize;
             let marker = u16::from_le_bytes([avail[2], avail[3]]);
             let plen = u32::from_le_bytes([avail[4], avail[5], avail[6], avail[7]]) as usize;
+            if marker == MARKER_END && hlen == 0 && plen == 0 {
+                self.got_end = true;
+                self.in_at += PREFIX;
+                continue;
+            }
+            if marker == MARKER_SYNC && hlen == 0 {
+                if self.set.is_some() {
+                    return Err(format!("rank {src} sent a second sync marker"));
+                }
+                self.set = Some(plen as u32);
+                self.in_at += PREFIX;
+                break;
+            }
+            if self.set.is_none() {
+                return Err(format!("rank {src} sent a frame before its sync marker"));
+            }
             if marker != MARKER || hlen > MAX_HEADER {
                 return Err(format!("rank {src} sent a malformed frame"));
             }
@@ -261,6 +330,8 @@ mod tests {
             let (mine, _) = listener.accept().unwrap();
             let mine = mio::net::TcpStream::from_std(mine);
             let mut conn = Conn::accepted(mine, 0, Duration::from_secs(30)).unwrap();
+            // As after the peer's sync marker.
+            conn.set = Some(1);
             for _ in 0..100.min(cases) {
                 cases -= 1;
                 let mut chunk = Vec::new();

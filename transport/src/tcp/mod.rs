@@ -59,7 +59,7 @@
 //! connection is lost at once (it has gone); one whose connection the
 //! kernel cannot make within the peer timeout is lost as silent.
 
-use std::io::{ErrorKind, IoSlice, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -87,13 +87,20 @@ const MAX_HEADER: usize = 64;
 /// The frame prefix.
 const PREFIX: usize = 8;
 const MARKER: u16 = 0x7c9e;
+/// The marker of a connection's end: a prefix with no header or payload,
+/// after which its sender sends nothing more on that connection.
+const MARKER_END: u16 = 0x7c9f;
+/// The marker that precedes a rank's first frame on a connection: its
+/// payload length field holds how many connections to the peer the rank
+/// had ended before (so that the peer reads those to their end first).
+const MARKER_SYNC: u16 = 0x7ca0;
 /// Up to this many connections, `poll` tries every socket instead of
 /// asking epoll which are readable (and asks epoll about new connections
 /// once in [`LISTEN_EVERY`] polls).
 const DIRECT_READS: usize = 4;
 /// With few connections, polls between looks at the listener.
 const LISTEN_EVERY: u32 = 16;
-/// The listener's token; connections use `peer * stripes + stripe`.
+/// The listener's token; connections use their peer's rank.
 const LISTENER: Token = Token(usize::MAX);
 
 /// Settings of the TCP backend.
@@ -115,6 +122,11 @@ pub struct TcpConfig {
     /// probe, this long is lost (`TCP_USER_TIMEOUT` and keep-alive): a cut
     /// link becomes an error within this bound instead of a hang.
     pub peer_timeout: Duration,
+    /// Open connections kept at most (at least `stripes`): past it, the
+    /// peer used least recently has its connections closed — without
+    /// losing a frame — and they are made again when next needed. `None`:
+    /// no cap.
+    pub max_conns: Option<usize>,
 }
 
 impl Default for TcpConfig {
@@ -127,6 +139,7 @@ impl Default for TcpConfig {
             max_payload: 1 << 20,
             setup_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(30),
+            max_conns: None,
         }
     }
 }
@@ -140,6 +153,7 @@ pub struct Tcp {
     caps: Capabilities,
     secret: String,
     peer_timeout: Duration,
+    max_conns: Option<usize>,
     poll: Poll,
     events: Events,
     acceptor: Acceptor,
@@ -246,6 +260,7 @@ impl Tcp {
             caps,
             secret: config.secret.clone(),
             peer_timeout: config.peer_timeout,
+            max_conns: config.max_conns.map(|m| m.max(stripes)),
             poll,
             events: Events::with_capacity(256),
             acceptor,
@@ -269,9 +284,38 @@ impl Tcp {
         crate::exchange::local_job(ranks, |me, exchange| Tcp::open(me, ranks, exchange, config))
     }
 
-    /// How many connections are open now (every stripe, both directions).
+    /// How many connections this rank holds now (every stripe, both
+    /// directions, those being closed included).
     pub fn connections(&self) -> usize {
         self.conn_count
+    }
+
+    /// How many connections are open for frames (not being closed).
+    pub fn open_connections(&self) -> usize {
+        self.active.iter().filter_map(|&p| self.peers[p as usize].as_deref()).map(Peer::open).sum()
+    }
+
+    /// Closes the connections of the peers used least recently until at
+    /// most the cap are open, sparing `keep` (the peer just connected).
+    fn enforce_cap(&mut self, keep: usize) {
+        let Some(cap) = self.max_conns else { return };
+        let mut open = self.open_connections();
+        while open > cap {
+            let victim = self
+                .active
+                .iter()
+                .map(|&p| p as usize)
+                .filter(|&p| p != keep)
+                .filter_map(|p| self.peers[p].as_deref().map(|peer| (p, peer)))
+                .filter(|(_, peer)| peer.lost.is_none() && peer.open() > 0)
+                .min_by_key(|(_, peer)| peer.last_used)
+                .map(|(p, _)| p);
+            let Some(victim) = victim else { return };
+            let peer = self.peers[victim].as_deref_mut().expect("active");
+            open -= peer.open();
+            tracing::debug!("tcp: closing the connections to rank {victim} (cap of {cap})");
+            peer.retire_all();
+        }
     }
 
     /// The peer entry of `p`, made on first use.
@@ -281,10 +325,6 @@ impl Tcp {
             self.active.push(p as u32);
         }
         self.peers[p].as_mut().expect("just made")
-    }
-
-    fn token(&self, p: usize, stripe: usize, dialed: bool) -> Token {
-        Token((p * self.stripes + stripe) * 2 + usize::from(dialed))
     }
 
     /// Makes this rank's connections to `p`, the handshake queued on each;
@@ -309,10 +349,9 @@ impl Tcp {
                     return;
                 }
             };
-            let token = self.token(p, stripe, true);
             let watched = self.poll.registry().register(
                 &mut c.stream,
-                token,
+                Token(p),
                 Interest::READABLE | Interest::WRITABLE,
             );
             if let Err(e) = watched {
@@ -325,6 +364,7 @@ impl Tcp {
         self.conn_count += made.len();
         self.dialing += made.iter().filter(|c| c.dialing_since.is_some()).count();
         self.peer(p).dialed = made;
+        self.enforce_cap(p);
     }
 
     /// Takes the connections whose handshakes the acceptor has checked.
@@ -335,10 +375,13 @@ impl Tcp {
                 tracing::warn!("tcp: refused {from}: rank {rank} is reached another way");
                 continue;
             }
-            if let Err(why) = peer::admit(stripe, self.peer(rank)) {
-                tracing::warn!("tcp: refused {from} (rank {rank}, stripe {stripe}): {why}");
-                continue;
-            }
+            let replaces = match peer::admit(stripe, self.peer(rank)) {
+                Ok(replaces) => replaces,
+                Err(why) => {
+                    tracing::warn!("tcp: refused {from} (rank {rank}, stripe {stripe}): {why}");
+                    continue;
+                }
+            };
             let mut conn = match Conn::accepted(stream, stripe, self.peer_timeout) {
                 Ok(c) => c,
                 Err(e) => {
@@ -346,9 +389,8 @@ impl Tcp {
                     continue;
                 }
             };
-            let token = self.token(rank, stripe, false);
             if let Err(e) =
-                self.poll.registry().register(&mut conn.stream, token, Interest::READABLE)
+                self.poll.registry().register(&mut conn.stream, Token(rank), Interest::READABLE)
             {
                 tracing::warn!("tcp: epoll cannot watch rank {rank}'s connection: {e}");
                 continue;
@@ -356,9 +398,13 @@ impl Tcp {
             self.conn_count += 1;
             let polls = self.polls;
             let peer = self.peer(rank);
+            if replaces {
+                peer.retire_accepted(stripe);
+            }
             peer.accepted.push(conn);
             peer.accepted_stripes |= 1 << stripe;
             peer.last_used = polls;
+            self.enforce_cap(rank);
         }
         self.arrivals = arrivals;
     }
@@ -406,17 +452,12 @@ impl Tcp {
                 self.listen_ready = true;
                 continue;
             }
-            let t = ev.token().0;
-            let (dialed, t) = (t % 2 == 1, t / 2);
-            let (p, stripe) = (t / self.stripes, t % self.stripes);
-            let Some(peer) = self.peers.get_mut(p).and_then(|e| e.as_deref_mut()) else {
+            // A peer has a few connections at most: all are tried.
+            let Some(peer) = self.peers.get_mut(ev.token().0).and_then(|e| e.as_deref_mut()) else {
                 continue;
             };
-            let set = if dialed { &mut peer.dialed } else { &mut peer.accepted };
-            // A peer has a few connections at most: find the stripe.
-            let conn = set.iter_mut().find(|c| c.stripe == stripe);
-            if let Some(c) = conn {
-                c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                peer.conns_mut().for_each(|c| c.readable = true);
             }
         }
     }
@@ -435,6 +476,10 @@ impl Tcp {
         let mut events = 0;
         let mut loss = None;
         let mut connected = 0;
+        // Only the set the peer is sending on now is read; a later set
+        // waits until every connection of this one has ended.
+        let stripes = self.stripes;
+        let (mut read_set, mut ended_in_set) = (peer.read_set, peer.read_set_ended);
         for c in peer.conns_mut() {
             if c.queued() > 0 {
                 let was_dialing = c.dialing_since.is_some();
@@ -449,21 +494,76 @@ impl Tcp {
                 loss = Some(LossCause::Silent);
                 break;
             }
+            if !c.got_end && c.set.is_some_and(|s| s < read_set) {
+                tracing::warn!("tcp: rank {p} sent on a set of connections it had ended");
+                loss = Some(LossCause::Protocol);
+                break;
+            }
+            if c.set.is_some_and(|s| s > read_set) {
+                // A later set: not even read from the socket, so that TCP
+                // holds its sender back.
+                continue;
+            }
             if c.readable && !c.closed {
                 c.fill();
             }
-            match c.deliver(src, max_payload, sink) {
-                Ok(n) => events += n,
-                Err(why) => {
-                    tracing::warn!("tcp: {why}; treating rank {p} as lost");
-                    loss = Some(LossCause::Protocol);
+            // Up to twice: the sync marker, then the set's frames.
+            for _ in 0..2 {
+                if c.set.is_some_and(|s| s != read_set) {
+                    break;
+                }
+                let ended = c.got_end;
+                match c.deliver(src, max_payload, sink) {
+                    Ok(n) => events += n,
+                    Err(why) => {
+                        tracing::warn!("tcp: {why}; treating rank {p} as lost");
+                        loss = Some(LossCause::Protocol);
+                        break;
+                    }
+                }
+                if c.got_end && !ended && c.set == Some(read_set) {
+                    ended_in_set += 1;
+                    if ended_in_set == stripes {
+                        read_set += 1;
+                        ended_in_set = 0;
+                    }
+                }
+                if c.got_end || c.drained() {
                     break;
                 }
             }
-            if c.closed && c.drained() {
-                loss = loss.or(c.failed).or(Some(LossCause::Ended));
+            if loss.is_some() {
+                break;
+            }
+            if c.closed && c.drained() && !c.got_end {
+                if let Some(cause) = c.failed {
+                    loss = Some(cause);
+                    break;
+                }
+                // An orderly close without an end marker: the peer exited.
+                // What it sent here has all arrived; its later sets, if
+                // any, are read before it is reported lost.
+                c.got_end = true;
+                c.vanished = true;
+                if c.set == Some(read_set) {
+                    ended_in_set += 1;
+                    if ended_in_set == stripes {
+                        read_set += 1;
+                        ended_in_set = 0;
+                    }
+                }
             }
         }
+        (peer.read_set, peer.read_set_ended) = (read_set, ended_in_set);
+        if loss.is_none()
+            && peer.conns().any(|c| c.vanished)
+            && peer.conns().all(|c| c.got_end && c.drained())
+        {
+            loss = Some(LossCause::Ended);
+        }
+        peer.retire_ended();
+        let finished = peer.drop_finished();
+        self.conn_count -= finished;
         if events > 0 {
             peer.last_used = polls;
         }
@@ -513,7 +613,11 @@ impl Transport for Tcp {
         if !self.reach[d] {
             return Err(TransportError::Unsupported("tcp (this peer is reached another way)"));
         }
-        if self.peers[d].as_deref().is_none_or(|p| p.route() == Route::Dial && p.lost.is_none()) {
+        let stripes = self.stripes;
+        if self.peers[d]
+            .as_deref()
+            .is_none_or(|p| p.route(stripes) == Route::Dial && p.lost.is_none())
+        {
             self.dial(d);
         }
         let polls = self.polls;
@@ -522,7 +626,7 @@ impl Transport for Tcp {
             return Err(TransportError::PeerLost(dst));
         }
         peer.last_used = polls;
-        let conns = peer.send_conns();
+        let conns = peer.send_conns(stripes);
         let stripe = if conns.len() > 1 && payload.len() >= STRIPE_MIN {
             self.next_stripe = (self.next_stripe + 1) % conns.len();
             self.next_stripe
@@ -681,7 +785,10 @@ impl Transport for Tcp {
 impl Drop for Tcp {
     /// Gives queued bytes a short while to leave (connections still being
     /// made included), so that what a rank sent just before it ended still
-    /// arrives.
+    /// arrives; then closes its side of every connection and reads until
+    /// the peers close theirs (or a moment passes), so that nothing they
+    /// sent meanwhile turns the close into a reset that could destroy this
+    /// rank's last frames in flight.
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         let queued = |tcp: &Tcp| {
@@ -690,26 +797,60 @@ impl Drop for Tcp {
                 .filter_map(|&p| tcp.peers[p as usize].as_deref())
                 .any(|peer| peer.lost.is_none() && peer.queued() > 0)
         };
-        while queued(self) && Instant::now() < deadline {
+        let mut shut = false;
+        let mut quiet_since = Instant::now();
+        let mut buf = vec![0u8; 64 << 10];
+        while Instant::now() < deadline {
             let now = Instant::now();
+            let mut busy = false;
             for i in 0..self.active.len() {
                 let p = self.active[i] as usize;
-                if let Some(peer) = self.peers[p].as_deref_mut() {
-                    if peer.lost.is_none() {
-                        let failed = peer.conns_mut().any(|c| c.flush().is_err());
-                        let late = peer.conns().any(|c| {
-                            c.dialing_since
-                                .is_some_and(|t| now.duration_since(t) > self.peer_timeout)
-                        });
-                        if failed || late {
-                            peer.lost = Some(LossCause::Ended);
+                let Some(peer) = self.peers[p].as_deref_mut() else { continue };
+                for c in peer.conns_mut() {
+                    if c.queued() > 0 {
+                        let late = c
+                            .dialing_since
+                            .is_some_and(|t| now.duration_since(t) > self.peer_timeout);
+                        if c.flush().is_err() || late {
+                            c.out.clear();
+                            c.out_at = 0;
+                        }
+                    }
+                    if shut && !c.closed {
+                        // What arrives now has nobody to go to.
+                        match c.stream.read(&mut buf) {
+                            Ok(0) => c.closed = true,
+                            Ok(_) => busy = true,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                            Err(_) => c.closed = true,
                         }
                     }
                 }
             }
-            if queued(self) {
-                std::thread::sleep(Duration::from_micros(200));
+            if !shut && !queued(self) {
+                shut = true;
+                quiet_since = Instant::now();
+                for &p in &self.active {
+                    if let Some(peer) = self.peers[p as usize].as_deref() {
+                        for c in peer.conns() {
+                            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                        }
+                    }
+                }
+                continue;
             }
+            let open = self
+                .active
+                .iter()
+                .filter_map(|&p| self.peers[p as usize].as_deref())
+                .any(|peer| peer.conns().any(|c| !c.closed));
+            if busy {
+                quiet_since = Instant::now();
+            }
+            if shut && (!open || quiet_since.elapsed() > Duration::from_millis(100)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

@@ -13,6 +13,23 @@
 //! way whatever the timing, and frames never change connection, so the
 //! order of each direction holds. The cost is a second set of sockets for
 //! the pairs that raced.
+//!
+//! Connections are closed without losing a byte when a cap on open
+//! connections asks for it (`HPCOMM_TCP_MAX_CONNS`): the closing rank ends
+//! each with an end marker behind its queued frames and moves it to
+//! `retiring`; the peer answers with its own end marker once it has read
+//! that far. A connection is dropped once both markers have passed. Frames
+//! sent after that go on new connections.
+//!
+//! A rank numbers the sets of connections it sends a peer frames on (1,
+//! 2, …): when it starts sending on a set it puts a sync marker with the
+//! set's number on each of its connections, ahead of any frame. The peer
+//! reads only the set it expects; once every connection of that set has
+//! delivered its end marker, it expects the next. So nothing sent on a
+//! later set overtakes what was sent on an earlier one, whichever
+//! connections the two ranks choose. A rank sends on the peer's set only
+//! when every stripe of it has arrived, so every set has `stripes`
+//! connections.
 
 use super::conn::Conn;
 use crate::LossCause;
@@ -27,6 +44,15 @@ pub(super) struct Peer {
     pub accepted: Vec<Conn>,
     /// The stripes of `accepted`, as bits.
     pub accepted_stripes: u64,
+    /// Connections being closed: read until the peer's end marker, then
+    /// dropped.
+    pub retiring: Vec<Conn>,
+    /// The number of the last set this rank started sending on.
+    pub send_set: u32,
+    /// The set whose frames this rank reads now, and how many of its
+    /// connections have ended.
+    pub read_set: u32,
+    pub read_set_ended: usize,
     /// The peer is lost, and how.
     pub lost: Option<LossCause>,
     /// Its loss has been reported to the runtime.
@@ -52,46 +78,105 @@ impl Peer {
             dialed: Vec::new(),
             accepted: Vec::new(),
             accepted_stripes: 0,
+            retiring: Vec::new(),
+            send_set: 0,
+            read_set: 1,
+            read_set_ended: 0,
             lost: None,
             reported: false,
             last_used: 0,
         }
     }
 
-    /// Where frames to this peer go now.
-    pub fn route(&self) -> Route {
+    /// Where frames to this peer go now (`stripes` connections make a
+    /// set).
+    pub fn route(&self, stripes: usize) -> Route {
         if !self.dialed.is_empty() {
             Route::Dialed
-        } else if !self.accepted.is_empty() {
+        } else if self.accepted.len() == stripes {
             Route::Accepted
         } else {
             Route::Dial
         }
     }
 
-    /// The connections frames go on (empty before any is made).
-    pub fn send_conns(&mut self) -> &mut [Conn] {
-        match self.route() {
+    /// The connections frames go on (empty before any is made), each
+    /// marked with the set's number before its first frame.
+    pub fn send_conns(&mut self, stripes: usize) -> &mut [Conn] {
+        let set = match self.route(stripes) {
             Route::Dialed => &mut self.dialed,
             _ => &mut self.accepted,
+        };
+        if set.first().is_some_and(|c| !c.synced) {
+            self.send_set += 1;
+            for c in set.iter_mut() {
+                c.sync(self.send_set);
+            }
         }
+        set
     }
 
-    /// Every connection, both directions.
+    /// Every connection, both directions, the retiring ones first (they
+    /// hold what was sent before the others).
     pub fn conns_mut(&mut self) -> impl Iterator<Item = &mut Conn> {
-        self.dialed.iter_mut().chain(self.accepted.iter_mut())
+        self.retiring.iter_mut().chain(self.dialed.iter_mut()).chain(self.accepted.iter_mut())
     }
 
     /// Every connection, both directions.
     pub fn conns(&self) -> impl Iterator<Item = &Conn> {
-        self.dialed.iter().chain(self.accepted.iter())
+        self.retiring.iter().chain(self.dialed.iter()).chain(self.accepted.iter())
+    }
+
+    /// Connections open for frames (not retiring).
+    pub fn open(&self) -> usize {
+        self.dialed.len() + self.accepted.len()
+    }
+
+    /// Ends every open connection (behind what is queued on it) and moves
+    /// it to `retiring`.
+    pub fn retire_all(&mut self) {
+        for mut c in self.dialed.drain(..).chain(self.accepted.drain(..)) {
+            c.end();
+            self.retiring.push(c);
+        }
+        self.accepted_stripes = 0;
+    }
+
+    /// Moves the open connections whose peer ended them to `retiring`,
+    /// answering with this rank's end marker.
+    pub fn retire_ended(&mut self) {
+        let ended = |c: &Conn| c.got_end;
+        if self.dialed.iter().chain(&self.accepted).any(ended) {
+            let (gone, kept): (Vec<Conn>, Vec<Conn>) = self.dialed.drain(..).partition(ended);
+            self.dialed = kept;
+            let (gone2, kept): (Vec<Conn>, Vec<Conn>) = self.accepted.drain(..).partition(ended);
+            self.accepted = kept;
+            for mut c in gone.into_iter().chain(gone2) {
+                c.end();
+                self.accepted_stripes &= !(1 << c.stripe.min(63));
+                self.retiring.push(c);
+            }
+            if !self.accepted.is_empty() {
+                // Recount: the peer's remaining stripes are still taken.
+                self.accepted_stripes = self.accepted.iter().fold(0, |b, c| b | 1 << c.stripe);
+            }
+        }
+    }
+
+    /// Drops the retiring connections both sides have finished; how many.
+    pub fn drop_finished(&mut self) -> usize {
+        let before = self.retiring.len();
+        self.retiring.retain(|c| !c.finished());
+        before - self.retiring.len()
     }
 
     /// Drops every connection; how many there were.
     pub fn drop_conns(&mut self) -> usize {
-        let n = self.dialed.len() + self.accepted.len();
+        let n = self.dialed.len() + self.accepted.len() + self.retiring.len();
         self.dialed.clear();
         self.accepted.clear();
+        self.retiring.clear();
+        self.accepted_stripes = 0;
         n
     }
 
@@ -103,14 +188,29 @@ impl Peer {
 
 /// Whether a valid handshake from the peer for `stripe` is taken, given
 /// the peer's state; why not otherwise (no honest rank sends it).
-pub(super) fn admit(stripe: usize, peer: &Peer) -> Result<(), &'static str> {
+/// `Ok(true)`: it replaces the peer's connection for that stripe, which
+/// the peer has ended (its end marker may still be on the way): the old
+/// one retires, and is read to its end before the new one is read.
+pub(super) fn admit(stripe: usize, peer: &Peer) -> Result<bool, &'static str> {
     if peer.lost.is_some() {
         return Err("the rank is lost");
     }
-    if stripe >= 64 || peer.accepted_stripes & (1 << stripe) != 0 {
-        return Err("a second connection for the same stripe");
+    if stripe >= 64 {
+        return Err("a stripe beyond 64");
     }
-    Ok(())
+    Ok(peer.accepted_stripes & (1 << stripe) != 0)
+}
+
+impl Peer {
+    /// Retires the accepted connection of `stripe` (replaced by a new one).
+    pub fn retire_accepted(&mut self, stripe: usize) {
+        if let Some(at) = self.accepted.iter().position(|c| c.stripe == stripe) {
+            let mut c = self.accepted.remove(at);
+            c.end();
+            self.retiring.push(c);
+        }
+        self.accepted_stripes &= !(1 << stripe);
+    }
 }
 
 #[cfg(test)]
@@ -118,13 +218,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stripes_are_taken_once_and_never_from_a_lost_rank() {
+    fn a_second_connection_replaces_the_first_and_lost_ranks_are_refused() {
         let mut p = Peer::new();
-        assert_eq!(p.route(), Route::Dial);
-        assert_eq!(admit(0, &p), Ok(()));
+        assert_eq!(p.route(1), Route::Dial);
+        assert_eq!(admit(0, &p), Ok(false));
         p.accepted_stripes |= 1;
-        assert!(admit(0, &p).is_err(), "a second stripe 0");
-        assert_eq!(admit(1, &p), Ok(()));
+        assert_eq!(admit(0, &p), Ok(true), "a second stripe 0 replaces the first");
+        assert_eq!(admit(1, &p), Ok(false));
         assert!(admit(64, &p).is_err());
         p.lost = Some(LossCause::Ended);
         assert!(admit(1, &p).is_err());
