@@ -46,7 +46,7 @@ use crate::{
     Capabilities, Event, Exchange, LossCause, PeerId, RegionId, RemoteKey, Transport,
     TransportError,
 };
-use queue::{QueueConsumer, QueueCtl, QueueMem, KIND_CONTROL, KIND_FRAME};
+use queue::{Commit, QueueConsumer, QueueCtl, QueueMem, KIND_CONTROL, KIND_FRAME};
 use ring::{Consumer, Corrupt, CtlRef, Data, Line, Producer, RingCtl, RECORD_HEADER};
 
 /// Largest frame header.
@@ -237,16 +237,16 @@ impl Segment {
         self.layout.queues + rank * self.layout.queue_stride
     }
 
-    fn queue_commits(&self, rank: usize) -> &[AtomicU32] {
+    fn queue_commits(&self, rank: usize) -> &[Commit] {
         let offset = self.queue_at(rank) + QUEUE_COMMITS;
         let n = self.layout.ring_bytes / ring::ALIGN;
         assert!(offset + n * 4 <= self.map.len());
         let ptr = self.map.as_ptr().wrapping_add(offset);
-        assert_eq!(ptr as usize % std::mem::align_of::<AtomicU32>(), 0);
+        assert_eq!(ptr as usize % std::mem::align_of::<Commit>(), 0);
         // SAFETY: in bounds and aligned (checked); the mapping lives as long
         // as `self`; all-zero bytes are valid `AtomicU32`s, and the words
         // are only ever accessed atomically.
-        unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU32>(), n) }
+        unsafe { std::slice::from_raw_parts(ptr.cast::<Commit>(), n) }
     }
 
     /// Rank `rank`'s queue, borrowed (for a send).
@@ -275,7 +275,7 @@ impl Segment {
 /// A rank's queue, borrowed from the segment.
 struct QueueAt<'a> {
     ctl: &'a QueueCtl,
-    commits: &'a [AtomicU32],
+    commits: &'a [Commit],
     data: Data,
 }
 
@@ -284,7 +284,7 @@ impl QueueMem for QueueAt<'_> {
     fn ctl(&self) -> &QueueCtl {
         self.ctl
     }
-    fn commits(&self) -> &[AtomicU32] {
+    fn commits(&self) -> &[Commit] {
         self.commits
     }
     fn data(&self) -> &Data {
@@ -305,7 +305,7 @@ impl QueueMem for Inbox {
     fn ctl(&self) -> &QueueCtl {
         self.segment.at(self.segment.queue_at(self.rank))
     }
-    fn commits(&self) -> &[AtomicU32] {
+    fn commits(&self) -> &[Commit] {
         self.segment.queue_commits(self.rank)
     }
     fn data(&self) -> &Data {

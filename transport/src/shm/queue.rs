@@ -29,6 +29,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::ring::{record_size, Bytes, Corrupt, Line, ALIGN, RECORD_HEADER};
 
+/// A commit word (loom's atomic under `cfg(loom)`).
+pub(crate) type Commit = AtomicU32;
+
 /// A frame for the runtime.
 pub const KIND_FRAME: u16 = 1;
 /// Padding to the end of the queue.
@@ -85,9 +88,12 @@ pub(crate) fn push<M: QueueMem>(
     if ctl.closed.0.load(Ordering::Acquire) != 0 {
         return Err(Corrupt::from("the queue was closed".to_string()));
     }
-    let mut tail = ctl.tail.0.load(Ordering::Relaxed);
     let (at, needed) = loop {
+        // `head` first: `tail` read after it is at least every reservation
+        // the consumer has passed (it saw their commits, which follow
+        // them), so `head <= tail` holds unless a rank wrote nonsense.
         let head = ctl.head.0.load(Ordering::Acquire);
+        let tail = ctl.tail.0.load(Ordering::Relaxed);
         if tail < head || tail - head > cap {
             return Err(Corrupt::from(format!("queue indices {head}..{tail} cannot be true")));
         }
@@ -97,14 +103,13 @@ pub(crate) fn push<M: QueueMem>(
         if tail + needed - head > cap {
             return Ok(false);
         }
-        match ctl.tail.0.compare_exchange_weak(
-            tail,
-            tail + needed,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => break (at as usize, needed),
-            Err(now) => tail = now,
+        if ctl
+            .tail
+            .0
+            .compare_exchange_weak(tail, tail + needed, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            break (at as usize, needed);
         }
     };
     let mut at = at;

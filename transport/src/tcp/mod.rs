@@ -54,10 +54,19 @@
 //!
 //! # Lost peers
 //!
-//! A connection that ends (end of file or an error) makes its peer lost
-//! once everything it delivered has been handed up. A peer that refuses a
-//! connection is lost at once (it has gone); one whose connection the
-//! kernel cannot make within the peer timeout is lost as silent.
+//! A connection that fails (an error, a reset) makes its peer lost at once.
+//! One the peer closes without an end marker (it exited) ends its set of
+//! connections, and the peer is lost once everything it sent has been
+//! handed up. A peer that refuses a connection is lost at once (it has
+//! gone); one whose connection the kernel cannot make within the peer
+//! timeout is lost as silent.
+//!
+//! # Closing connections
+//!
+//! With a cap on open connections ([`TcpConfig::max_conns`]) the peer used
+//! least recently has its connections ended with an end marker behind
+//! what is queued, and made again on demand; `peer.rs` describes how the
+//! sets of connections keep every frame and its order.
 
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
