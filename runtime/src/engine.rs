@@ -163,7 +163,7 @@ pub(crate) struct State {
     limits: Limits,
     /// The limits towards each peer (they differ when the transport
     /// reaches some peers through shared memory and others over a network).
-    peer_limits: Vec<Limits>,
+    peer_limits: PeerLimits,
     ctxs: Contexts<CtxState>,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -180,6 +180,41 @@ pub(crate) struct State {
     pool: Vec<Vec<u8>>,
     /// The lowest context id this endpoint has not used.
     pub next_ctx: u32,
+}
+
+/// The protocol limits towards each peer, kept as one byte per peer into
+/// the few distinct sets of limits a job has (shm's and tcp's, say): a
+/// table of 16,384 peers is 16 KiB, not 640.
+#[derive(Debug)]
+struct PeerLimits {
+    class: Vec<u8>,
+    classes: Vec<Limits>,
+}
+
+impl PeerLimits {
+    fn new(each: impl Iterator<Item = Limits>) -> PeerLimits {
+        let mut classes: Vec<Limits> = Vec::new();
+        let class = each
+            .map(|l| match classes.iter().position(|c| *c == l) {
+                Some(i) => i as u8,
+                None => {
+                    assert!(classes.len() < 256, "more than 256 kinds of peer");
+                    classes.push(l);
+                    (classes.len() - 1) as u8
+                }
+            })
+            .collect();
+        PeerLimits { class, classes }
+    }
+}
+
+impl std::ops::Index<usize> for PeerLimits {
+    type Output = Limits;
+
+    #[inline]
+    fn index(&self, peer: usize) -> &Limits {
+        &self.classes[self.class[peer] as usize]
+    }
 }
 
 /// An endpoint: transport, registered memory and protocol state.
@@ -223,9 +258,10 @@ impl Engine {
         let caps = transport.capabilities().clone();
         let limits = Limits::new(&caps, eager_override);
         let n = transport.peer_count();
-        let peer_limits = (0..n as u32)
-            .map(|p| Limits::new(transport.peer_capabilities(PeerId(p)), eager_override))
-            .collect();
+        let peer_limits = PeerLimits::new(
+            (0..n as u32)
+                .map(|p| Limits::new(transport.peer_capabilities(PeerId(p)), eager_override)),
+        );
         Engine {
             transport,
             regions: Regions::new(),

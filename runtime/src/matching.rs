@@ -88,7 +88,12 @@ impl<P, R> Default for Source<P, R> {
 /// message; `R` identifies a posted receive.
 #[derive(Debug)]
 pub struct Matcher<P, R> {
-    sources: Vec<Source<P, R>>,
+    /// The sources heard from or posted for, densely: a job of 16,384
+    /// ranks costs a source's queues only for the ranks that talk to this
+    /// one.
+    sources: Vec<(u32, Source<P, R>)>,
+    /// Where each source is in `sources`, plus one (0: nowhere yet).
+    at: Vec<u32>,
     any_source: VecDeque<Posted<R>>,
     next_order: u64,
     next_arrival: u64,
@@ -99,6 +104,7 @@ impl<P, R> Default for Matcher<P, R> {
     fn default() -> Self {
         Matcher {
             sources: Vec::new(),
+            at: Vec::new(),
             any_source: VecDeque::new(),
             next_order: 0,
             next_arrival: 0,
@@ -115,17 +121,34 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
 
     #[inline]
     fn source(&mut self, src: u32) -> &mut Source<P, R> {
-        let i = src as usize;
-        if i >= self.sources.len() {
-            self.grow_sources(i + 1);
-        }
-        &mut self.sources[i]
+        let i = match self.at.get(src as usize) {
+            Some(&at) if at > 0 => at as usize - 1,
+            _ => self.add_source(src),
+        };
+        &mut self.sources[i].1
     }
 
     #[cold]
     #[inline(never)]
-    fn grow_sources(&mut self, len: usize) {
-        self.sources.resize_with(len, Source::default);
+    fn add_source(&mut self, src: u32) -> usize {
+        if src as usize >= self.at.len() {
+            self.at.resize(src as usize + 1, 0);
+        }
+        self.sources.push((src, Source::default()));
+        self.at[src as usize] = self.sources.len() as u32;
+        self.sources.len() - 1
+    }
+
+    #[inline]
+    fn get(&self, src: usize) -> Option<&Source<P, R>> {
+        let at = *self.at.get(src)? as usize;
+        (at > 0).then(|| &self.sources[at - 1].1)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, src: usize) -> Option<&mut Source<P, R>> {
+        let at = *self.at.get(src)? as usize;
+        (at > 0).then(|| &mut self.sources[at - 1].1)
     }
 
     /// Number of unexpected messages waiting.
@@ -138,7 +161,8 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     pub fn post(&mut self, pattern: Pattern, req: R) -> Option<(Envelope, P)> {
         if self.unexpected > 0 {
             if let Some((src, i)) = self.find_unexpected(pattern) {
-                let u = self.sources[src].unexpected.remove(i).expect("index found above");
+                let q = self.get_mut(src).expect("source found above");
+                let u = q.unexpected.remove(i).expect("index found above");
                 self.unexpected -= 1;
                 return Some((u.env, u.payload));
             }
@@ -161,25 +185,27 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         take: impl FnOnce(&P) -> bool,
     ) -> Option<(Envelope, P)> {
         let (src, i) = self.find_unexpected(pattern)?;
-        if !take(&self.sources[src].unexpected[i].payload) {
+        let q = self.get_mut(src).expect("source found above");
+        if !take(&q.unexpected[i].payload) {
             return None;
         }
-        let u = self.sources[src].unexpected.remove(i).expect("index found above");
+        let u = q.unexpected.remove(i).expect("index found above");
         self.unexpected -= 1;
         Some((u.env, u.payload))
     }
 
     /// The earliest unexpected message `pattern` accepts: (source, index).
     fn find_unexpected(&self, pattern: Pattern) -> Option<(usize, usize)> {
-        let first = |src: usize| {
-            let q = self.sources.get(src)?;
+        let first = |src: usize, q: &Source<P, R>| {
             let i = q.unexpected.iter().position(|u| accepts(pattern, &u.env))?;
             Some((src, i, q.unexpected[i].arrival))
         };
         match pattern.src {
-            Some(src) => first(src as usize).map(|(s, i, _)| (s, i)),
-            None => (0..self.sources.len())
-                .filter_map(first)
+            Some(src) => first(src as usize, self.get(src as usize)?).map(|(s, i, _)| (s, i)),
+            None => self
+                .sources
+                .iter()
+                .filter_map(|(src, q)| first(*src as usize, q))
                 .min_by_key(|&(_, _, arrival)| arrival)
                 .map(|(s, i, _)| (s, i)),
         }
@@ -188,7 +214,7 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     /// The earliest unexpected message `pattern` accepts, left in place.
     pub fn probe(&self, pattern: Pattern) -> Option<(&Envelope, &P)> {
         let (src, i) = self.find_unexpected(pattern)?;
-        let u = &self.sources[src].unexpected[i];
+        let u = &self.get(src)?.unexpected[i];
         Some((&u.env, &u.payload))
     }
 
@@ -224,7 +250,7 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
 
     #[inline]
     fn release_early(&mut self, src: u32, released: &mut Vec<(R, Envelope, P)>) {
-        if !self.sources[src as usize].early.is_empty() {
+        if self.get(src as usize).is_some_and(|q| !q.early.is_empty()) {
             self.release_early_from(src, released);
         }
     }
@@ -257,7 +283,8 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     #[inline]
     fn take_posted(&mut self, env: &Envelope) -> Option<R> {
         let tag_ok = |p: &Posted<R>| p.tag.is_none_or(|t| t == env.tag);
-        let q = self.sources.get_mut(env.src as usize)?;
+        let at = *self.at.get(env.src as usize)? as usize;
+        let q = &mut self.sources.get_mut(at.checked_sub(1)?)?.1;
         // The common case: no any-source receive is waiting and the oldest
         // receive for this source takes the message.
         if self.any_source.is_empty() {
@@ -288,9 +315,10 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
     /// `None` for any-source receives) and returns them in posting order.
     pub fn cancel(&mut self, mut pred: impl FnMut(Option<u32>, R) -> bool) -> Vec<R> {
         let mut out: Vec<(u64, R)> = Vec::new();
-        for (src, q) in self.sources.iter_mut().enumerate() {
+        for (src, q) in self.sources.iter_mut() {
+            let src = *src;
             q.posted.retain(|p| {
-                let hit = pred(Some(src as u32), p.req);
+                let hit = pred(Some(src), p.req);
                 if hit {
                     out.push((p.order, p.req));
                 }
@@ -315,12 +343,12 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
             && self
                 .sources
                 .iter()
-                .all(|q| q.posted.is_empty() && q.unexpected.is_empty() && q.early.is_empty())
+                .all(|(_, q)| q.posted.is_empty() && q.unexpected.is_empty() && q.early.is_empty())
     }
 
     /// Whether any receive is posted.
     pub fn has_posted(&self) -> bool {
-        !self.any_source.is_empty() || self.sources.iter().any(|q| !q.posted.is_empty())
+        !self.any_source.is_empty() || self.sources.iter().any(|(_, q)| !q.posted.is_empty())
     }
 }
 
