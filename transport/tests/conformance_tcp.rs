@@ -278,7 +278,7 @@ fn every_rank_sends_to_every_other_at_once() {
                 let have = seen.len();
                 seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
                 assert_eq!(seen.len(), expected, "rank {me}");
-                let mut next = vec![0u32; RANKS];
+                let mut next = [0u32; RANKS];
                 for s in seen {
                     let Seen::Frame { src, header, .. } = s else { panic!("rank {me}: {s:?}") };
                     let seq = u32::from_le_bytes(header.try_into().unwrap());
@@ -417,7 +417,7 @@ fn a_connection_cap_closes_and_reopens_without_loss() {
                 let expected = (RANKS - 1) * ROUNDS as usize;
                 let have = seen.len();
                 seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
-                let mut next = vec![0u32; RANKS];
+                let mut next = [0u32; RANKS];
                 for s in &seen {
                     let Seen::Frame { src, header, payload } = s else {
                         panic!("rank {me}: {s:?}")
