@@ -10,8 +10,8 @@
 #
 # Prints one line per run and a table of medians (ms). The program is
 # `hpcomm startup`: every rank joins and passes one barrier; rank 0 prints
-# when the barrier ended. Ranks use shm (one node) with 16 KiB rings, so
-# that 256 ranks fit in /dev/shm (a segment is O(ranks²); issue 16).
+# when the barrier ended. Ranks use shm (one node) with 16 KiB rings, as
+# when these figures were first taken (docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"2 4 8 16 32 64 128 256"}

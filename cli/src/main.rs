@@ -126,9 +126,11 @@ enum Command {
     /// EFA-like nodes: the cost model of `hpcomm::model`, the algorithm
     /// hpcomm chooses and the one the model finds cheapest.
     Model(model::ModelOptions),
-    /// How long joining a job takes (for ci/startup.sh): every rank joins
-    /// and passes one barrier; rank 0 prints when it ended (µs since the
-    /// epoch) and how long its init and the barrier took.
+    /// How long joining a job takes (for ci/startup.sh and ci/scale.sh):
+    /// every rank joins and passes one barrier; rank 0 prints when it ended
+    /// (µs since the epoch) and how long its init and the barrier took.
+    /// Then the job checks a token ring and an all_reduce, and rank 0
+    /// prints the ranks' peak resident memory.
     Startup {
         /// Instead: the key-value server's share of a start-up of N ranks,
         /// with N clients as threads of this process.
