@@ -41,7 +41,16 @@ fn ofi() {
         }
     };
     let (major, minor) = library.version;
-    println!("  ofi: libfabric {major}.{minor} from {}", library.path);
+    let (api_major, api_minor) = library.api;
+    println!(
+        "  ofi: libfabric {major}.{minor} from {} (API {api_major}.{api_minor} asked for; HPCOMM_LIBFABRIC to change)",
+        library.path
+    );
+    let fork: Vec<String> = ["FI_EFA_FORK_SAFE", "RDMAV_FORK_SAFE"]
+        .iter()
+        .map(|v| format!("{v}={}", std::env::var(v).unwrap_or_default()))
+        .collect();
+    println!("    fork safety    {}", fork.join(" "));
     match ofi::providers() {
         Ok(list) if list.is_empty() => println!("    no RDM provider found"),
         Ok(list) => {
@@ -76,6 +85,12 @@ fn ofi() {
                 job[0].provider(),
                 job[0].mr_mode()
             );
+            let reads = match job[0].emulated_reads() {
+                Some(true) => "emulated by the provider (no RDMA read on this device): not used",
+                Some(false) => "by the device",
+                None => "as the provider offers them (it does not say whether they are emulated)",
+            };
+            println!("    reads          {reads}");
             print_caps(job[0].capabilities());
         }
         Err(e) => println!("    unusable: {e}"),

@@ -638,7 +638,8 @@ impl Communicator {
         Ok(())
     }
 
-    /// Drives progress until no frame waits for the transport, or `deadline`.
+    /// Drives progress until no frame waits for the transport, then closes
+    /// the transport ([`Transport::close`]); both until `deadline`.
     pub(crate) fn drain(&self, deadline: Instant) -> Result<()> {
         self.block_until(|e| !e.has_backlog() || Instant::now() >= deadline)?;
         if self.engine.borrow().has_backlog() {
@@ -647,7 +648,9 @@ impl Communicator {
                 what: "the last frames to leave".into(),
             });
         }
-        Ok(())
+        // The transport's own leaving (goodbyes, sends in flight), a step
+        // at a time between rounds of progress.
+        self.block_until(|e| e.transport.close() || Instant::now() >= deadline)
     }
 }
 

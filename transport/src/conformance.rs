@@ -38,6 +38,7 @@ where
     revoked_regions_cannot_be_read(&make);
     only_read_only_regions_are_exposed(&make);
     lost_peers_are_reported(&make);
+    closing_is_polled_and_ends_in_order(&make);
 }
 
 /// A received frame, owned.
@@ -477,4 +478,45 @@ pub fn lost_peers_are_reported<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     others.clear();
     eps[0].poll(&regions, &mut |ev| others.push(format!("{ev:?}"))).unwrap();
     assert!(others.is_empty(), "peer loss reported twice: {others:?}");
+}
+
+/// Closing is a step the caller polls ([`Transport::close`]) while the
+/// peers make progress: it finishes in bounded time, stays finished, lets
+/// the frames sent before it arrive, and a peer then sees an orderly end;
+/// dropping a closed endpoint has nothing left to wait for.
+pub fn closing_is_polled_and_ends_in_order<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
+    let mut eps = make(3);
+    let regions = Regions::new();
+    let mut leaving = eps.pop().unwrap();
+    send_blocking(&mut leaving, &Regions::new(), PeerId(0), b"before close", b"x");
+    let start = Instant::now();
+    let (mut frames, mut others) = (Vec::new(), Vec::new());
+    while !leaving.close() {
+        for (i, ep) in eps.iter_mut().enumerate() {
+            ep.poll(&regions, &mut |ev| match ev {
+                Event::Frame { src, header, payload } => frames.push(Received {
+                    src,
+                    header: header.to_vec(),
+                    payload: payload.to_vec(),
+                }),
+                Event::PeerLost { peer, .. } if i == 0 => others.push(format!("lost {peer}")),
+                _ => {}
+            })
+            .expect("poll");
+        }
+        assert!(start.elapsed() < DEADLINE, "close did not finish within {DEADLINE:?}");
+        thread::yield_now();
+    }
+    assert!(leaving.close(), "a closed endpoint must stay closed");
+    let dropped = Instant::now();
+    drop(leaving);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(1),
+        "dropping a closed endpoint took {:?}",
+        dropped.elapsed()
+    );
+    poll_until(&mut eps, 0, &regions, &mut frames, &mut others, |_, o| !o.is_empty(), "close");
+    assert_eq!(others, vec!["lost 2".to_string()]);
+    assert_eq!(frames.len(), 1, "the frame sent before closing must arrive, once");
+    assert_eq!(frames[0].header, b"before close");
 }

@@ -334,6 +334,18 @@ pub trait Transport {
     /// ranks leave the cores to each other.
     fn wait(&mut self, timeout: Duration);
 
+    /// One step of leaving the job in order: tells the peers (so that they
+    /// report this rank as ended, not failed) and lets what is in flight
+    /// leave, returning at once; `true` once nothing is left to do. The
+    /// caller sends nothing after the first call. The runtime calls it
+    /// at finalize, between rounds of progress and waits, until it returns
+    /// `true` or a deadline passes; a backend dropped without it does what
+    /// it needs within a bound of its own. By default there is nothing to
+    /// do.
+    fn close(&mut self) -> bool {
+        true
+    }
+
     /// Makes a registered region readable by peers and returns the key they
     /// need. The exposure ends when the region leaves the table.
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError>;
@@ -414,6 +426,9 @@ impl Transport for Backend {
     }
     fn wait(&mut self, timeout: Duration) {
         dispatch!(self, t => t.wait(timeout))
+    }
+    fn close(&mut self) -> bool {
+        dispatch!(self, t => t.close())
     }
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
         dispatch!(self, t => t.expose(regions, region))

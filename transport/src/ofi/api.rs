@@ -1,8 +1,13 @@
 //! libfabric, loaded at run time.
 //!
 //! The library is found the way the AWS EFA installer and distributions
-//! place it: `HPCOMM_LIBFABRIC` (a path) if set, else `libfabric.so.1`
-//! through the dynamic loader, else `/opt/amazon/efa/lib64/libfabric.so.1`.
+//! place it: `HPCOMM_LIBFABRIC` (a path) if set, else the EFA installer's
+//! `/opt/amazon/efa/lib64/libfabric.so.1` (which has the EFA provider this
+//! instance needs, where a distribution's may not), else `libfabric.so.1`
+//! through the dynamic loader. Before loading it, `FI_EFA_FORK_SAFE=1` and
+//! `RDMAV_FORK_SAFE=1` are set unless the user set them: on kernels older
+//! than 5.13, rdma-core otherwise lets a child made by `fork` (a program
+//! that runs a command) corrupt registered memory of the parent.
 //! Its exported functions are looked up with their symbol versions
 //! (`fi_getinfo@FABRIC_1.3`, …): the structures in [`super::sys`] have the
 //! layout of that ABI version, and a newer libfabric keeps serving it
@@ -19,8 +24,12 @@ use super::sys::*;
 /// Where the AWS EFA installer puts libfabric.
 pub const EFA_INSTALLER_PATH: &str = "/opt/amazon/efa/lib64/libfabric.so.1";
 
-/// The API version hpcomm asks for (the bindings' headers).
-pub const API_VERSION: u32 = (1 << 16) | 17;
+/// The newest API version whose behaviour our bindings and code follow:
+/// libfabric 2.0 changed the meaning of some bits we use (`mr_mode`,
+/// contexts), so the 1.x line's last. The version asked for is this or the
+/// library's, whichever is older ([`Api::api_version`]): EFA ignores some
+/// options below 1.18.
+pub const MAX_API: (u32, u32) = (1, 22);
 
 /// `FI_ADDR_UNSPEC` (a macro the bindings cannot carry).
 pub const ADDR_UNSPEC: fi_addr_t = u64::MAX;
@@ -59,11 +68,29 @@ pub fn api() -> Result<&'static Api, String> {
     API.get_or_init(load).as_ref().map_err(Clone::clone)
 }
 
+/// Where to look for libfabric, in order, given `HPCOMM_LIBFABRIC`.
+pub(crate) fn candidates(configured: Option<&str>) -> Vec<String> {
+    match configured {
+        Some(path) if !path.is_empty() => vec![path.into()],
+        _ => vec![EFA_INSTALLER_PATH.into(), "libfabric.so.1".into()],
+    }
+}
+
+/// The variables that make rdma-core (under EFA and verbs) safe across
+/// `fork`, to set when the user has not.
+pub(crate) const FORK_SAFETY: [&str; 2] = ["FI_EFA_FORK_SAFE", "RDMAV_FORK_SAFE"];
+
 fn load() -> Result<Api, String> {
-    let candidates: Vec<String> = match std::env::var("HPCOMM_LIBFABRIC") {
-        Ok(path) if !path.is_empty() => vec![path],
-        _ => vec!["libfabric.so.1".into(), EFA_INSTALLER_PATH.into()],
-    };
+    for var in FORK_SAFETY {
+        if std::env::var_os(var).is_none() {
+            // Before the library (and rdma-core) is loaded: they read it
+            // when their providers initialise. Setting the environment
+            // races only with C code reading it on another thread at this
+            // moment; hpcomm loads libfabric before starting any.
+            std::env::set_var(var, "1");
+        }
+    }
+    let candidates = candidates(std::env::var("HPCOMM_LIBFABRIC").ok().as_deref());
     let mut tried = Vec::new();
     for path in &candidates {
         // SAFETY: loading libfabric runs its constructors, which only set
@@ -165,6 +192,11 @@ impl Api {
         (v >> 16, v & 0xffff)
     }
 
+    /// The API version hpcomm asks for: the library's, up to [`MAX_API`].
+    pub fn api_version(&self) -> (u32, u32) {
+        self.version().min(MAX_API)
+    }
+
     /// A zeroed `fi_info` with its attribute structures (`fi_allocinfo`),
     /// to fill in as hints.
     pub fn alloc_info(&self) -> Result<Info<'_>, String> {
@@ -183,7 +215,15 @@ impl Api {
         // SAFETY: `hints` is a live fi_info from this library; `out`
         // receives a list we own and free with fi_freeinfo.
         let ret = unsafe {
-            (self.getinfo)(API_VERSION, std::ptr::null(), std::ptr::null(), 0, hints.head, &mut out)
+            let (major, minor) = self.api_version();
+            (self.getinfo)(
+                (major << 16) | minor,
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+                hints.head,
+                &mut out,
+            )
         };
         if ret == -(FI_ENODATA as c_int) || (ret == 0 && out.is_null()) {
             return Ok(None);
@@ -216,6 +256,10 @@ pub struct Info<'a> {
     api: &'a Api,
     head: *mut fi_info,
 }
+
+// SAFETY: the list is ours alone (no libfabric object refers to it): it is
+// read and freed by whichever thread holds it, one at a time.
+unsafe impl Send for Info<'_> {}
 
 impl<'a> Info<'a> {
     /// The first entry.
@@ -281,4 +325,30 @@ pub fn strdup(s: &str) -> *mut c_char {
     let c = CString::new(s).unwrap_or_default();
     // SAFETY: `c` is NUL-terminated; strdup copies it.
     unsafe { libc::strdup(c.as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_efa_installers_library_comes_before_the_systems() {
+        assert_eq!(candidates(None), [EFA_INSTALLER_PATH, "libfabric.so.1"]);
+        assert_eq!(candidates(Some("")), [EFA_INSTALLER_PATH, "libfabric.so.1"]);
+        assert_eq!(candidates(Some("/opt/lf/lib/libfabric.so")), ["/opt/lf/lib/libfabric.so"]);
+    }
+
+    #[test]
+    fn loading_sets_fork_safety_unless_the_user_did() {
+        // Whatever the test order, once loaded (or tried) both are set, to
+        // 1 or to what the user gave.
+        let _ = api();
+        for var in FORK_SAFETY {
+            assert!(std::env::var_os(var).is_some(), "{var} not set");
+        }
+        if let Ok(api) = api() {
+            let v = api.api_version();
+            assert!(v <= MAX_API && v <= api.version() && v >= (1, 0), "{v:?}");
+        }
+    }
 }

@@ -2,18 +2,31 @@
 //! AWS EFA (`efa`) and every RDM provider libfabric offers (`tcp;ofi_rxm`,
 //! `shm`, `udp;ofi_rxd`, …).
 //!
+//! # Layout
+//!
+//! As libfabric itself: one file per object — [`fabric`] (fabric and
+//! domain), [`av`] (address vector), [`cq`] (completion queue), [`mr`]
+//! (memory registration), [`ep`] (the endpoint and the memory its
+//! operations use) — each an RAII wrapper that holds its parent, so that
+//! objects close child first; every `unsafe` of the backend is in those
+//! files, [`api`] (the loader) and [`choose`] (the entry to use). This
+//! file is the protocol: frames, progress, reads, lost peers, closing.
+//!
 //! # Set-up
 //!
-//! libfabric is loaded at run time ([`api`]); without it, `ofi` is
-//! unavailable with a message that says where it was looked for, and every
-//! other backend works. The provider is `HPCOMM_OFI_PROVIDER` (or
-//! libfabric's own `FI_PROVIDER`) if set, else `efa` when present, else the
-//! first RDM provider in libfabric's order of preference other than `shm`
-//! (which cannot leave the host). Each rank opens fabric, domain, an
-//! address vector of type `FI_AV_TABLE`, one completion queue and an
-//! endpoint; publishes its endpoint name through the [`Exchange`]; and
-//! inserts every rank's name into the address vector (a name that cannot
-//! be inserted is a set-up error naming the rank).
+//! libfabric is loaded at run time ([`api`]: `HPCOMM_LIBFABRIC`, else the
+//! EFA installer's, else the system's); without it, `ofi` is unavailable
+//! with a message that says where it was looked for, and every other
+//! backend works. hpcomm asks for the library's API version up to 1.22.
+//! The provider is `HPCOMM_OFI_PROVIDER` (or libfabric's own `FI_PROVIDER`)
+//! if set, else `efa` when present, else the first RDM provider in
+//! libfabric's order of preference other than `shm` (which cannot leave
+//! the host) — never EFA's `efa-direct` fabric, whose messages are limited
+//! to one MTU. Each rank opens fabric, domain, an address vector of type
+//! `FI_AV_TABLE`, one completion queue and an endpoint; publishes its
+//! endpoint name through the [`Exchange`]; and inserts every rank's name
+//! into the address vector (a name that cannot be inserted is a set-up
+//! error naming the rank).
 //!
 //! # Frames
 //!
@@ -36,47 +49,62 @@
 //! registration is bound to the endpoint and enabled. With
 //! [`OfiConfig::efa_mr_mode`] (`HPCOMM_OFI_MR_MODE=efa`) the backend asks
 //! for exactly EFA's bits, so that any provider that accepts them runs in
-//! EFA's mode. A region's
-//! registration is made the first time it is exposed or read into, lives as
-//! long as the region (it is closed when the region leaves its table, which
-//! revokes peers' reads), and serves every later use of that region; the
-//! send and receive buffers are registered once. Keeping registrations
-//! beyond their region's life would need a memory monitor to stay correct
-//! when memory is freed and reused, which the providers' own caches have
-//! (EFA's, with its memory hooks).
+//! EFA's mode. A region's registration is made the first time it is
+//! exposed or read into, lives as long as the region (it is closed when
+//! the region leaves its table, which revokes peers' reads; it holds its
+//! domain, so it may outlive the endpoint), and serves every later use of
+//! that region; the send and receive buffers are registered once. Keeping
+//! registrations beyond their region's life would need a memory monitor to
+//! stay correct when memory is freed and reused, which the providers' own
+//! caches have (EFA's, with its memory hooks).
 //!
 //! # Rendezvous
 //!
 //! With `FI_RMA` the receiver of a large message reads the sender's
 //! registered buffer with `fi_read` (single copy); without it the runtime
-//! streams the data in frames after a clear-to-send.
+//! streams the data in frames after a clear-to-send. The EFA provider
+//! offers `FI_RMA` also on devices that cannot read, emulating reads with
+//! messages; when it says so (`FI_OPT_EFA_EMULATED_READ`) the backend
+//! streams instead, as `hpcomm info` shows.
 //!
-//! # Lost peers
+//! # Lost peers and closing
 //!
 //! An RDM endpoint has no connection to lose. An endpoint that closes
 //! tells every peer, with the number of frames it sent to it; a peer
 //! reports it lost once it has delivered that many. A send that completes
 //! with an error (a peer whose process is gone, over `tcp;ofi_rxm`) makes
-//! that peer lost too.
+//! that peer lost too. Closing is a step the runtime polls at finalize
+//! ([`Transport::close`]): goodbyes, then the sends in flight, each step
+//! returning at once; an endpoint dropped without it does the same
+//! within a bound.
 
 // The raw bindings and the loader stay inside the crate: everything they
 // offer is unsafe to call, and users reach libfabric only through `Ofi`
 // (`library`, `providers` and `OfiConfig` describe and choose it). The
 // `compile_fail` test on `library` keeps it so.
 pub(crate) mod api;
+pub(crate) mod av;
+pub(crate) mod choose;
+pub(crate) mod cq;
+pub(crate) mod ep;
+pub(crate) mod fabric;
+pub(crate) mod mr;
 #[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod sys;
 
 use std::collections::VecDeque;
-use std::ffi::{c_int, c_void};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api::{Api, Info};
-use sys::*;
+use api::Info;
+use ep::{Completion, Endpoint, Slots};
+use sys::{fi_addr_t, FI_EAGAIN, FI_ECANCELED, FI_MR_ALLOCATED, FI_MR_ENDPOINT, FI_MR_LOCAL};
+use sys::{FI_MR_PROV_KEY, FI_MR_VIRT_ADDR};
+
+pub(crate) use mr::MemoryRegion as MrGuard;
 
 use crate::exchange::Exchange;
-use crate::region::Exposure;
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
@@ -89,8 +117,6 @@ const MAX_HEADER: usize = 64;
 const KIND_FRAME: u8 = 1;
 const KIND_BYE: u8 = 2;
 const KIND_HELLO: u8 = 3;
-/// Completions read at a time.
-const CQ_BATCH: usize = 16;
 /// Reads in flight at once.
 const MAX_READS: usize = 256;
 /// Receive buffers that may wait for an idle poll before they are posted
@@ -101,6 +127,13 @@ pub const EFA_MR_MODE: u64 =
     (FI_MR_LOCAL | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_VIRT_ADDR) as u64;
 /// The `mr_mode` bits this backend supports.
 const SUPPORTED_MR_MODE: u64 = EFA_MR_MODE | FI_MR_ENDPOINT as u64;
+/// How long closing may take in all.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+/// How long closing waits for sends when none completes.
+const CLOSE_QUIET: Duration = Duration::from_millis(200);
+/// Progress made after the sends, for providers that complete injected
+/// sends only with it.
+const CLOSE_SETTLE: Duration = Duration::from_millis(50);
 
 /// Settings of the ofi backend.
 #[derive(Clone, Debug)]
@@ -163,61 +196,15 @@ fn setup(what: impl Into<String>) -> TransportError {
     TransportError::Setup(what.into())
 }
 
-/// The hints every query starts from: RDM, messages (and reads when
-/// `rma`), contexts we supply, the `mr_mode` bits we support.
-fn hints<'a>(
-    api: &'a Api,
-    provider: Option<&str>,
-    rma: bool,
-    mr_mode: u64,
-) -> Result<Info<'a>, String> {
-    let hints = api.alloc_info()?;
-    let h = hints.first();
-    // SAFETY: `h` and its attribute structures were allocated by
-    // fi_allocinfo and are ours until the hints are freed; the provider
-    // name is strdup'd, as fi_freeinfo frees it.
-    unsafe {
-        (*h).caps =
-            FI_MSG as u64 | if rma { (FI_RMA | FI_READ | FI_REMOTE_READ) as u64 } else { 0 };
-        (*h).mode = FI_CONTEXT | FI_CONTEXT2;
-        (*(*h).ep_attr).type_ = FI_EP_RDM;
-        (*(*h).domain_attr).mr_mode = mr_mode as c_int;
-        (*(*h).domain_attr).av_type = FI_AV_TABLE;
-        (*(*h).domain_attr).threading = FI_THREAD_DOMAIN;
-        if let Some(name) = provider {
-            (*(*h).fabric_attr).prov_name = api::strdup(name);
-        }
-    }
-    Ok(hints)
-}
-
-/// Describes one `fi_info` entry.
-///
-/// # Safety
-///
-/// `e` must be a live entry of an `fi_info` list.
-unsafe fn describe(e: *const fi_info) -> ProviderInfo {
-    // SAFETY: the caller's contract; the attribute pointers of a returned
-    // entry are set.
-    unsafe {
-        ProviderInfo {
-            name: api::c_str((*(*e).fabric_attr).prov_name),
-            fabric: api::c_str((*(*e).fabric_attr).name),
-            domain: api::c_str((*(*e).domain_attr).name),
-            inject_size: (*(*e).tx_attr).inject_size,
-            max_msg_size: (*(*e).ep_attr).max_msg_size,
-            mr_mode: (*(*e).domain_attr).mr_mode as u64,
-            rma: (*e).caps & FI_RMA as u64 != 0,
-        }
-    }
-}
-
-/// The libfabric library this process would use: its API version and where
-/// it was loaded from.
+/// The libfabric library this process would use: its version, the API
+/// version hpcomm asks it for, and where it was loaded from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Library {
-    /// `(major, minor)` of libfabric's API.
+    /// `(major, minor)` of the library.
     pub version: (u32, u32),
+    /// `(major, minor)` of the API hpcomm asks for: the library's, up to
+    /// the newest whose behaviour hpcomm follows (1.22).
+    pub api: (u32, u32),
     /// The file it was loaded from.
     pub path: String,
 }
@@ -234,125 +221,39 @@ pub struct Library {
 /// ```
 pub fn library() -> Result<Library, String> {
     let api = api::api()?;
-    Ok(Library { version: api.version(), path: api.path.clone() })
+    Ok(Library { version: api.version(), api: api.api_version(), path: api.path.clone() })
 }
 
 /// Every RDM provider libfabric offers here, in its order of preference
 /// (those with reads first).
 pub fn providers() -> Result<Vec<ProviderInfo>, String> {
-    let api = api::api()?;
-    let mut found: Vec<ProviderInfo> = Vec::new();
-    for rma in [true, false] {
-        let hints = hints(api, None, rma, SUPPORTED_MR_MODE)?;
-        if let Some(list) = api.getinfo(&hints)? {
-            for e in list.entries() {
-                // SAFETY: `e` is an entry of the live list.
-                let p = unsafe { describe(e) };
-                if !found.iter().any(|f| f.name == p.name && f.domain == p.domain) {
-                    found.push(p);
-                }
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// The entry the backend will use: the requested provider (with reads if
-/// it offers them), else efa, else the first other than shm.
-fn choose<'a>(api: &'a Api, config: &OfiConfig) -> Result<Info<'a>, TransportError> {
-    let env = std::env::var("FI_PROVIDER").ok().filter(|s| !s.is_empty());
-    let requested = config.provider.clone().or(env);
-    for rma in [true, false] {
-        let mr_mode = if config.efa_mr_mode { EFA_MR_MODE } else { SUPPORTED_MR_MODE };
-        let hints = hints(api, requested.as_deref(), rma, mr_mode).map_err(setup)?;
-        let Some(list) = api.getinfo(&hints).map_err(setup)? else { continue };
-        let entries = list.entries();
-        // SAFETY (both closures): entries of the live list.
-        let name = |e: *mut fi_info| unsafe { api::c_str((*(*e).fabric_attr).prov_name) };
-        let pick = match &requested {
-            Some(_) => entries.first().copied(),
-            None => entries
-                .iter()
-                .copied()
-                .find(|&e| name(e) == "efa")
-                .or_else(|| entries.iter().copied().find(|&e| !name(e).starts_with("shm"))),
-        };
-        if let Some(e) = pick {
-            // SAFETY: `e` is an entry of `list`.
-            return unsafe { list.dup(e) }.map_err(setup);
-        }
-    }
-    Err(setup(match requested {
-        Some(p) => format!(
-            "libfabric has no RDM provider {p:?} here (see `fi_info -l`, or `hpcomm info` for the usable ones)"
-        ),
-        None => "libfabric offers no RDM provider here".into(),
-    }))
-}
-
-/// Registered memory the backend owns: the send or receive buffers.
-struct Slab {
-    mem: Vec<u8>,
-    mr: *mut fid_mr,
-    desc: *mut c_void,
-}
-
-/// A region's registration, closed when the region leaves its table.
-#[derive(Debug)]
-pub(crate) struct MrGuard {
-    mr: *mut fid_mr,
-}
-
-impl MrGuard {
-    pub(crate) fn revoke(self) {
-        // SAFETY: `mr` is a live registration of ours, closed once.
-        unsafe { close(&mut (*self.mr).fid) };
-    }
-
-    fn desc(&self) -> *mut c_void {
-        // SAFETY: `mr` is live while the guard is.
-        unsafe { (*self.mr).mem_desc }
-    }
-}
-
-/// `fi_close`.
-///
-/// # Safety
-///
-/// `fid` must be a live libfabric object, closed once.
-unsafe fn close(fid: *mut fid) -> c_int {
-    // SAFETY: the caller's contract; every fid has an ops table with close.
-    unsafe { ((*(*fid).ops).close.expect("close"))(fid) }
-}
-
-/// 64 random bits from the kernel (`getrandom`); the clock's if that fails.
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
-        Ok(8) => u64::from_le_bytes(bytes),
-        _ => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            now.map_or(0, |d| d.as_nanos() as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
-        }
-    }
+    choose::providers(api::api()?)
 }
 
 /// A read waiting for the provider to take it.
 struct PendingRead {
     slot: usize,
-    buf: *mut u8,
+    dst: RegionId,
+    dst_offset: usize,
     len: usize,
-    desc: *mut c_void,
     src: fi_addr_t,
     addr: u64,
     key: u64,
 }
 
-/// What a completion's context index refers to.
-enum Op {
-    Recv(usize),
-    Send(usize),
-    Read(usize),
+/// Where closing is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// Not started.
+    Open,
+    /// Telling peers, from this one on.
+    Goodbyes { next: usize, since: Instant },
+    /// Waiting for the sends in flight.
+    Flushing { since: Instant, free: usize, moved: Instant },
+    /// Progress for a moment more.
+    Settling { until: Instant },
+    /// Nothing left to do.
+    Closed,
 }
 
 /// An endpoint of the ofi backend.
@@ -360,32 +261,22 @@ pub struct Ofi {
     me: PeerId,
     ranks: usize,
     caps: Capabilities,
-    api: &'static Api,
     provider: String,
+    mr_mode: u64,
+    emulated_reads: Option<bool>,
+    /// The endpoint and every object under it; taken only by `Drop` (to
+    /// park it with an in-process job's others).
+    ep: Option<Endpoint>,
     /// The chosen provider entry, kept for the endpoint's life.
     _info: Info<'static>,
-    fabric: *mut fid_fabric,
-    domain: *mut fid_domain,
-    av: *mut fid_av,
-    cq: *mut fid_cq,
-    ep: *mut fid_ep,
     addrs: Vec<fi_addr_t>,
-    mr_mode: u64,
     inject_size: usize,
-    frame_size: usize,
-    /// Receive and send buffers (and their context slots, in that order).
-    nrx: usize,
     ntx: usize,
-    /// The bits a registration key may use (the domain's `mr_key_size`).
-    key_mask: u64,
-    /// One context per operation slot: receives, then sends, then reads.
-    contexts: Box<[fi_context2]>,
-    rx: Slab,
+    completions: [Completion; cq::BATCH],
     /// Receives completed while sending, not yet handed up: (buffer, length).
     ready: VecDeque<(usize, usize)>,
     /// Receive buffers handed up, to post again.
     to_repost: Vec<usize>,
-    tx: Slab,
     tx_free: Vec<usize>,
     tx_peer: Vec<u32>,
     tx_len: Vec<usize>,
@@ -395,9 +286,6 @@ pub struct Ofi {
     unposted_reads: VecDeque<PendingRead>,
     reads_free: Vec<usize>,
     read_token: Vec<u64>,
-    /// The destination of each read slot's read, pinned until its
-    /// completion has been handed up (see `crate::region`'s pins).
-    read_region: Vec<Option<RegionId>>,
     done_reads: VecDeque<(u64, Option<TransportError>, Option<RegionId>)>,
     scratch: Vec<u8>,
     /// Frames to this endpoint itself.
@@ -409,49 +297,28 @@ pub struct Ofi {
     reported: Vec<bool>,
     /// Whether some lost peer has not been reported yet.
     unreported: bool,
+    closing: Closing,
     /// For endpoints of one process's in-process job: where their
-    /// libfabric objects wait to be closed together.
-    group: Option<std::sync::Arc<std::sync::Mutex<Parked>>>,
+    /// endpoints wait to be closed together.
+    group: Option<Arc<Mutex<Parked>>>,
 }
 
-/// The libfabric objects of in-process endpoints that have been dropped,
-/// closed when the group itself goes — when the last endpoint of the job
-/// and the set-up that made them are gone, whether set-up succeeded or
-/// failed half way: libfabric's shm provider shares state between the
-/// endpoints of one process, and progress (or a goodbye) on one after
-/// another has closed can touch freed memory.
+/// The endpoint of `ofi`: present from set-up until `Drop`.
+macro_rules! ep {
+    ($ofi:expr) => {
+        $ofi.ep.as_mut().expect("the endpoint is present until dropped")
+    };
+}
+
+/// The endpoints of in-process ranks that have been dropped, closed when
+/// the group itself goes — when the last endpoint of the job and the
+/// set-up that made them are gone, whether set-up succeeded or failed half
+/// way: libfabric's shm provider shares state between the endpoints of one
+/// process, and progress (or a goodbye) on one after another has closed
+/// can touch freed memory.
 #[derive(Default)]
 struct Parked {
-    objects: Vec<[*mut fid; 7]>,
-}
-
-// SAFETY: the parked objects are only closed once, by whichever thread
-// drops the last reference to the group.
-unsafe impl Send for Parked {}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        for objects in self.objects.drain(..) {
-            // SAFETY: each object is live (or null, when set-up stopped
-            // early), parked once and closed once, here, endpoint before
-            // what it is bound to.
-            unsafe { close_all(objects) };
-        }
-    }
-}
-
-/// Closes an endpoint's objects in order.
-///
-/// # Safety
-///
-/// Each pointer is null or a live libfabric object, closed nowhere else.
-unsafe fn close_all(objects: [*mut fid; 7]) {
-    for f in objects {
-        if !f.is_null() {
-            // SAFETY: the caller's contract.
-            unsafe { close(f) };
-        }
-    }
+    endpoints: Vec<Endpoint>,
 }
 
 impl std::fmt::Debug for Ofi {
@@ -464,10 +331,12 @@ impl std::fmt::Debug for Ofi {
     }
 }
 
-// SAFETY: an endpoint and every libfabric object it holds are used by one
-// thread at a time (`FI_THREAD_DOMAIN`); moving it to another thread
-// between uses is allowed.
-unsafe impl Send for Ofi {}
+/// Whether the rendezvous reads: the provider offers reads, the settings
+/// allow them, and they are not emulated with messages (EFA on a device
+/// without RDMA read, where the pipelined copy is faster).
+fn use_reads(offered: bool, allowed: bool, emulated: Option<bool>) -> bool {
+    offered && allowed && emulated != Some(true)
+}
 
 impl Ofi {
     /// Joins the job as rank `me` of `ranks` over libfabric.
@@ -480,161 +349,20 @@ impl Ofi {
         Ofi::open_in(me, ranks, exchange, config, None)
     }
 
-    /// [`open`](Ofi::open), parking the endpoint's objects in `group` when
-    /// it is dropped — also when set-up fails after the endpoint exists.
+    /// [`open`](Ofi::open), parking the endpoint in `group` when it is
+    /// dropped — also when set-up fails after the endpoint exists.
     fn open_in(
         me: usize,
         ranks: usize,
         exchange: &mut dyn Exchange,
         config: &OfiConfig,
-        group: Option<std::sync::Arc<std::sync::Mutex<Parked>>>,
+        group: Option<Arc<Mutex<Parked>>>,
     ) -> Result<Ofi, TransportError> {
         let api = api::api().map_err(setup)?;
-        let info = choose(api, config)?;
-        let i = info.first();
-        // SAFETY: `i` is our own copy of the chosen entry.
-        let described = unsafe { describe(i) };
-        let mr_mode = described.mr_mode;
-        let fail = |what: &str, ret: c_int| setup(api::error(api, what, ret as isize));
+        let info = choose::choose(api, config)?;
+        // SAFETY: `info` is our own copy of the chosen entry.
+        let described = unsafe { choose::describe(info.first()) };
         let prov = described.name.clone();
-
-        // Fabric, domain, address vector, completion queue, endpoint.
-        // SAFETY: every pointer passed is either ours (attributes, out
-        // parameters) or a live object just opened; each op is called
-        // through the table of the object it belongs to.
-        let mut ofi = unsafe {
-            let fabric = api.open_fabric((*i).fabric_attr).map_err(setup)?;
-            let mut domain = std::ptr::null_mut();
-            let ret = ((*(*fabric).ops).domain.expect("domain"))(
-                fabric,
-                i,
-                &mut domain,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                close(&mut (*fabric).fid);
-                return Err(fail("fi_domain", ret));
-            }
-            let mut ofi = Ofi {
-                me: PeerId(me as u32),
-                ranks,
-                caps: Capabilities {
-                    name: "ofi",
-                    max_header: MAX_HEADER,
-                    max_payload: 1,
-                    inline_limit: 0,
-                    eager_limit: 1,
-                    rma_read: false,
-                    max_read: 0,
-                    // Closing a registration makes later reads fail on some
-                    // providers and never complete on others (udp;ofi_rxd):
-                    // the runtime's rule (a sender keeps its buffer until
-                    // `FIN`) is what protects data.
-                    revocable: false,
-                    ordered: false,
-                    latency_hint: Duration::from_micros(5),
-                    spin_pause: false,
-                    bandwidth_hint: 10_000_000_000,
-                },
-                api,
-                provider: prov.clone(),
-                _info: info,
-                fabric,
-                domain,
-                av: std::ptr::null_mut(),
-                cq: std::ptr::null_mut(),
-                ep: std::ptr::null_mut(),
-                addrs: Vec::new(),
-                mr_mode,
-                // Under back-pressure, 64 of 1,088 frames injected over
-                // ofi_rxd (1.17) never arrived; from registered send buffers
-                // every one does.
-                inject_size: if prov.contains("ofi_rxd") { 0 } else { described.inject_size },
-                frame_size: 0,
-                nrx: 0,
-                ntx: 0,
-                key_mask: match (*(*i).domain_attr).mr_key_size {
-                    n @ 1..=7 => (1u64 << (8 * n)) - 1,
-                    _ => u64::MAX,
-                },
-                contexts: Box::new([]),
-                rx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
-                ready: VecDeque::new(),
-                to_repost: Vec::new(),
-                tx: Slab { mem: Vec::new(), mr: std::ptr::null_mut(), desc: std::ptr::null_mut() },
-                tx_free: Vec::new(),
-                tx_peer: Vec::new(),
-                tx_len: Vec::new(),
-                unposted: VecDeque::new(),
-                unposted_reads: VecDeque::new(),
-                reads_free: Vec::new(),
-                read_token: vec![0; MAX_READS],
-                read_region: vec![None; MAX_READS],
-                done_reads: VecDeque::new(),
-                scratch: Vec::new(),
-                own: VecDeque::new(),
-                sent: vec![0; ranks],
-                received: vec![0; ranks],
-                bye: vec![None; ranks],
-                lost: vec![false; ranks],
-                reported: vec![false; ranks],
-                unreported: false,
-                group,
-            };
-            let mut av_attr: fi_av_attr = std::mem::zeroed();
-            av_attr.type_ = FI_AV_TABLE;
-            av_attr.count = ranks;
-            let ret = ((*(*domain).ops).av_open.expect("av_open"))(
-                domain,
-                &mut av_attr,
-                &mut ofi.av,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                return Err(fail("fi_av_open", ret));
-            }
-            let mut cq_attr: fi_cq_attr = std::mem::zeroed();
-            cq_attr.format = FI_CQ_FORMAT_MSG;
-            cq_attr.wait_obj = FI_WAIT_NONE;
-            cq_attr.size = (config.rx_buffers + config.tx_buffers + MAX_READS) * 2;
-            let ret = ((*(*domain).ops).cq_open.expect("cq_open"))(
-                domain,
-                &mut cq_attr,
-                &mut ofi.cq,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                return Err(fail("fi_cq_open", ret));
-            }
-            let ret = ((*(*domain).ops).endpoint.expect("endpoint"))(
-                domain,
-                i,
-                &mut ofi.ep,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                return Err(fail("fi_endpoint", ret));
-            }
-            let ep_fid = &mut (*ofi.ep).fid as *mut fid;
-            let bind = (*(*ep_fid).ops).bind.expect("bind");
-            let ret = bind(ep_fid, &mut (*ofi.av).fid, 0);
-            if ret != 0 {
-                return Err(fail("fi_ep_bind (address vector)", ret));
-            }
-            let ret = bind(ep_fid, &mut (*ofi.cq).fid, (FI_TRANSMIT | FI_RECV) as u64);
-            if ret != 0 {
-                return Err(fail("fi_ep_bind (completion queue)", ret));
-            }
-            let ret = ((*(*ep_fid).ops).control.expect("control"))(
-                ep_fid,
-                FI_ENABLE as c_int,
-                std::ptr::null_mut(),
-            );
-            if ret != 0 {
-                return Err(fail("fi_enable", ret));
-            }
-            ofi
-        };
 
         // Limits.
         let max_payload =
@@ -645,73 +373,95 @@ impl Ofi {
                 described.max_msg_size
             )));
         }
+        let slots = Slots {
+            rx: config.rx_buffers.max(8),
+            tx: config.tx_buffers.max(8),
+            reads: MAX_READS,
+            frame: PREFIX + MAX_HEADER + max_payload,
+        };
+        let fabric = fabric::Fabric::open(api, &info).map_err(setup)?;
+        let domain = fabric::Domain::open(&fabric, &info).map_err(setup)?;
+        let endpoint =
+            Endpoint::open(&domain, &info, ranks, described.mr_mode, slots).map_err(setup)?;
+        let emulated_reads =
+            (prov == "efa").then(|| endpoint.option_bool(ep::FI_OPT_EFA_EMULATED_READ)).flatten();
+        let rma = use_reads(described.rma && endpoint.has_read(), config.reads, emulated_reads);
         let eager_limit = config.eager_limit.min(max_payload);
-        let rma = described.rma && config.reads;
-        ofi.frame_size = PREFIX + MAX_HEADER + max_payload;
-        ofi.caps.max_payload = max_payload;
-        ofi.caps.eager_limit = eager_limit;
-        ofi.caps.inline_limit = 1024.min(eager_limit);
-        ofi.caps.rma_read = rma;
-        ofi.caps.max_read = if rma { described.max_msg_size.min(1 << 30) } else { 0 };
+        let mut ofi = Ofi {
+            me: PeerId(me as u32),
+            ranks,
+            caps: Capabilities {
+                name: "ofi",
+                max_header: MAX_HEADER,
+                max_payload,
+                inline_limit: 1024.min(eager_limit),
+                eager_limit,
+                rma_read: rma,
+                max_read: if rma { described.max_msg_size.min(1 << 30) } else { 0 },
+                // Closing a registration makes later reads fail on some
+                // providers and never complete on others (udp;ofi_rxd):
+                // the runtime's rule (a sender keeps its buffer until
+                // `FIN`) is what protects data.
+                revocable: false,
+                ordered: false,
+                latency_hint: Duration::from_micros(5),
+                spin_pause: false,
+                bandwidth_hint: 10_000_000_000,
+            },
+            provider: prov.clone(),
+            mr_mode: described.mr_mode,
+            emulated_reads,
+            ep: Some(endpoint),
+            _info: info,
+            addrs: Vec::new(),
+            // Under back-pressure, 64 of 1,088 frames injected over
+            // ofi_rxd (1.17) never arrived; from registered send buffers
+            // every one does.
+            inject_size: if prov.contains("ofi_rxd") { 0 } else { described.inject_size },
+            ntx: slots.tx,
+            completions: [Completion::Unknown { err: 0 }; cq::BATCH],
+            ready: VecDeque::new(),
+            to_repost: Vec::new(),
+            tx_free: (0..slots.tx).rev().collect(),
+            tx_peer: vec![0; slots.tx],
+            tx_len: vec![0; slots.tx],
+            unposted: VecDeque::new(),
+            unposted_reads: VecDeque::new(),
+            reads_free: (0..MAX_READS).rev().collect(),
+            read_token: vec![0; MAX_READS],
+            done_reads: VecDeque::new(),
+            scratch: Vec::new(),
+            own: VecDeque::new(),
+            sent: vec![0; ranks],
+            received: vec![0; ranks],
+            bye: vec![None; ranks],
+            lost: vec![false; ranks],
+            reported: vec![false; ranks],
+            unreported: false,
+            closing: Closing::Open,
+            group,
+        };
         ofi.caps.validate().map_err(setup)?;
-
-        // Buffers and their contexts.
-        let (nrx, ntx) = (config.rx_buffers.max(8), config.tx_buffers.max(8));
-        // SAFETY: fi_context2 is plain data; zero is its initial state.
-        ofi.contexts = (0..nrx + ntx + MAX_READS).map(|_| unsafe { std::mem::zeroed() }).collect();
-        ofi.rx = ofi.slab(nrx * ofi.frame_size, FI_RECV as u64)?;
-        ofi.tx = ofi.slab(ntx * ofi.frame_size, FI_SEND as u64)?;
-        (ofi.nrx, ofi.ntx) = (nrx, ntx);
-        ofi.tx_free = (0..ntx).rev().collect();
-        ofi.tx_peer = vec![0; ntx];
-        ofi.tx_len = vec![0; ntx];
-        ofi.reads_free = (0..MAX_READS).rev().collect();
-        for b in 0..nrx {
+        for b in 0..slots.rx {
             ofi.post_recv(b)?;
         }
 
         // Addresses.
-        let mut name = vec![0u8; 256];
-        let mut len = name.len();
-        // SAFETY: `name` has `len` bytes for the endpoint's name.
-        let ret = unsafe {
-            ((*(*ofi.ep).cm).getname.expect("getname"))(
-                &mut (*ofi.ep).fid,
-                name.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if ret != 0 {
-            return Err(fail("fi_getname", ret));
-        }
-        name.truncate(len);
+        let name = ep!(ofi).name().to_vec();
         let published = exchange.allgather(me, ranks, "ofi", &name).map_err(setup)?;
-        let mut addrs = vec![0; ranks];
-        for (r, (slot, peer)) in addrs.iter_mut().zip(&published).enumerate() {
-            if peer.len() != len {
+        let mut addrs = Vec::with_capacity(ranks);
+        for (r, peer) in published.iter().enumerate() {
+            if peer.len() != name.len() {
                 return Err(setup(format!(
-                    "rank {r} published an address of {} bytes, this provider's are {len}",
-                    peer.len()
+                    "rank {r} published an address of {} bytes, this provider's are {}",
+                    peer.len(),
+                    name.len()
                 )));
             }
-            // SAFETY: `peer` holds one address of this provider's format;
-            // the av writes one fi_addr_t.
-            let n = unsafe {
-                ((*(*ofi.av).ops).insert.expect("av insert"))(
-                    ofi.av,
-                    peer.as_ptr().cast(),
-                    1,
-                    slot,
-                    0,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n != 1 {
-                return Err(setup(format!(
-                    "cannot insert the address of rank {r} into the address vector: {}",
-                    if n < 0 { api.strerror(-n) } else { "not inserted".into() }
-                )));
-            }
+            let addr = ep!(ofi).insert(peer).map_err(|e| {
+                setup(format!("cannot insert the address of rank {r} into the address vector: {e}"))
+            })?;
+            addrs.push(addr);
         }
         // Only now does the endpoint talk to peers (and say goodbye).
         ofi.addrs = addrs;
@@ -720,29 +470,26 @@ impl Ofi {
             ofi.connect_all()?;
             exchange.fence().map_err(setup)?;
         }
-        tracing::debug!(provider = %prov, rma, max_payload, "ofi endpoint ready");
+        tracing::debug!(provider = %prov, rma, ?emulated_reads, max_payload, "ofi endpoint ready");
         Ok(ofi)
     }
 
     /// Sets up the per-peer state of the utility providers and shm —
     /// `ofi_rxm`'s connections, `ofi_rxd`'s handshake, shm's mapping of the
-    /// peer's region — with every peer now, by
-    /// exchanging a hello: both need the two sides to make progress, and a
-    /// peer that does not (a rank busy computing, or one that is leaving)
-    /// would otherwise hold up the first frame to it. EFA's handshake is
-    /// cheap and its jobs large, so it stays lazy there.
+    /// peer's region — with every peer now, by exchanging a hello: both
+    /// need the two sides to make progress, and a peer that does not (a
+    /// rank busy computing, or one that is leaving) would otherwise hold up
+    /// the first frame to it. EFA's handshake is cheap and its jobs large,
+    /// so it stays lazy there.
     fn connect_all(&mut self) -> Result<(), TransportError> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut prefix = [0u8; PREFIX];
-        prefix[0..4].copy_from_slice(&self.me.0.to_le_bytes());
-        prefix[6] = KIND_HELLO;
+        let prefix = self.prefix(KIND_HELLO, 0);
         let mut greeted = vec![false; self.ranks];
         greeted[self.me.index()] = true;
         let mut heard = greeted.clone();
-        let ntx = self.tx_free.len();
         while greeted.iter().chain(&heard).any(|&g| !g)
             || !self.unposted.is_empty()
-            || self.tx_free.len() < ntx
+            || self.tx_free.len() < self.ntx
         {
             if Instant::now() > deadline {
                 let missing: Vec<usize> = (0..self.ranks).filter(|&r| !heard[r]).collect();
@@ -758,15 +505,14 @@ impl Ofi {
             self.post_sends();
             self.reap(None);
             while let Some((b, len)) = self.ready.pop_front() {
-                let at = b * self.frame_size;
-                let frame = &self.rx.mem[at..at + len.min(self.frame_size)];
-                if len >= PREFIX && frame[6] == KIND_HELLO {
-                    let src = u32::from_le_bytes(frame[0..4].try_into().expect("4")) as usize;
-                    if let Some(h) = heard.get_mut(src) {
-                        *h = true;
+                match ep!(self).rx_frame(b, len) {
+                    Some(frame) if frame.len() >= PREFIX && frame[6] == KIND_HELLO => {
+                        let src = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+                        if let Some(h) = heard.get_mut(src as usize) {
+                            *h = true;
+                        }
                     }
-                } else {
-                    tracing::warn!("ofi: a frame before set-up ended");
+                    _ => tracing::warn!("ofi: a frame before set-up ended"),
                 }
                 self.post_recv(b)?;
             }
@@ -786,7 +532,7 @@ impl Ofi {
     pub fn local_job(ranks: usize, config: &OfiConfig) -> Result<Vec<Ofi>, TransportError> {
         // Every endpoint is in the group from its first moment, so that one
         // dropped because another's set-up failed is parked, not closed.
-        let group = std::sync::Arc::new(std::sync::Mutex::new(Parked::default()));
+        let group = Arc::new(Mutex::new(Parked::default()));
         crate::exchange::local_job(ranks, |me, exchange| {
             Ofi::open_in(me, ranks, exchange, config, Some(group.clone()))
         })
@@ -802,246 +548,105 @@ impl Ofi {
         self.mr_mode
     }
 
-    /// Whether the provider (or the configuration) asks for `bit` of
-    /// `mr_mode`.
-    fn mr(&self, bit: u32) -> bool {
-        self.mr_mode & bit as u64 != 0
+    /// Whether the provider emulates reads with messages (EFA on a device
+    /// without RDMA read; the rendezvous then streams instead); `None`
+    /// when the provider does not say.
+    pub fn emulated_reads(&self) -> Option<bool> {
+        self.emulated_reads
     }
 
-    /// Registers `len` bytes at `ptr` with `access`, honouring `mr_mode`.
-    fn register(
-        &mut self,
-        ptr: *const u8,
-        len: usize,
-        access: u64,
-    ) -> Result<*mut fid_mr, TransportError> {
-        // Keys are random where we choose them (without FI_MR_PROV_KEY), so
-        // that a peer cannot guess the key of a buffer it was not given;
-        // a clash with a key in use is drawn again.
-        let mut mr = std::ptr::null_mut();
-        for _ in 0..8 {
-            let key = random_u64() & self.key_mask;
-            match self.register_with_key(ptr, len, access, key, &mut mr) {
-                Err(ret) if ret == -(FI_ENOKEY as c_int) && !self.mr(FI_MR_PROV_KEY) => continue,
-                Err(ret) => {
-                    return Err(TransportError::Setup(api::error(
-                        self.api,
-                        "fi_mr_reg",
-                        ret as isize,
-                    )))
-                }
-                Ok(()) => break,
-            }
-        }
-        if mr.is_null() {
-            return Err(TransportError::Setup("fi_mr_reg: no free key after 8 draws".into()));
-        }
-        if self.mr(FI_MR_ENDPOINT) {
-            // SAFETY: `mr` was just registered and the endpoint is live;
-            // a registration that cannot be bound is closed once, here.
-            unsafe {
-                let mr_fid = &mut (*mr).fid as *mut fid;
-                let ret = ((*(*mr_fid).ops).bind.expect("bind"))(mr_fid, &mut (*self.ep).fid, 0);
-                let ret = if ret == 0 {
-                    ((*(*mr_fid).ops).control.expect("control"))(
-                        mr_fid,
-                        FI_ENABLE as c_int,
-                        std::ptr::null_mut(),
-                    )
-                } else {
-                    ret
-                };
-                if ret != 0 {
-                    close(mr_fid);
-                    return Err(TransportError::Setup(api::error(
-                        self.api,
-                        "fi_mr_bind/fi_mr_enable",
-                        ret as isize,
-                    )));
-                }
-            }
-        }
-        Ok(mr)
+    /// The 8-byte prefix of a frame of `kind` with a header of `hlen`.
+    fn prefix(&self, kind: u8, hlen: usize) -> [u8; PREFIX] {
+        let mut prefix = [0u8; PREFIX];
+        prefix[0..4].copy_from_slice(&self.me.0.to_le_bytes());
+        prefix[4..6].copy_from_slice(&(hlen as u16).to_le_bytes());
+        prefix[6] = kind;
+        prefix
     }
 
-    /// `fi_mr_reg` with the requested `key`; the provider's return code on
-    /// failure.
-    fn register_with_key(
-        &mut self,
-        ptr: *const u8,
-        len: usize,
-        access: u64,
-        key: u64,
-        mr: &mut *mut fid_mr,
-    ) -> Result<(), c_int> {
-        // SAFETY: `ptr..ptr+len` is memory that outlives the registration
-        // (a slab of ours, or a region whose registration is closed when it
-        // leaves its table); the domain is live.
-        let ret = unsafe {
-            ((*(*self.domain).mr).reg.expect("mr reg"))(
-                &mut (*self.domain).fid,
-                ptr.cast(),
-                len.max(1),
-                access,
-                0,
-                key,
-                0,
-                mr,
-                std::ptr::null_mut(),
-            )
-        };
-        match ret {
-            0 => Ok(()),
-            r => Err(r),
-        }
-    }
-
-    fn slab(&mut self, len: usize, access: u64) -> Result<Slab, TransportError> {
-        let mem = vec![0u8; len];
-        let mr = self.register(mem.as_ptr(), len, access)?;
-        // SAFETY: `mr` is live.
-        let desc = unsafe { (*mr).mem_desc };
-        Ok(Slab { mem, mr, desc })
-    }
-
-    fn ctx(&mut self, index: usize) -> *mut c_void {
-        (&mut self.contexts[index] as *mut fi_context2).cast()
-    }
-
-    fn op_of(&self, context: *mut c_void) -> Option<Op> {
-        let base = self.contexts.as_ptr() as usize;
-        let at = (context as usize).checked_sub(base)? / std::mem::size_of::<fi_context2>();
-        let (nrx, ntx) = (self.nrx, self.ntx);
-        match at {
-            a if a < nrx => Some(Op::Recv(a)),
-            a if a < nrx + ntx => Some(Op::Send(a - nrx)),
-            a if a < nrx + ntx + MAX_READS => Some(Op::Read(a - nrx - ntx)),
-            _ => None,
-        }
-    }
-
-    /// Posts receive buffer `b`.
+    /// Posts receive buffer `b`, making room by progress while the
+    /// provider pushes back (at most 5 s).
     fn post_recv(&mut self, b: usize) -> Result<(), TransportError> {
-        let ctx = self.ctx(b);
         let start = Instant::now();
         loop {
-            // SAFETY: buffer `b` of the receive slab is ours until its
-            // completion; its context slot is reserved for it.
-            let ret = unsafe {
-                ((*(*self.ep).msg).recv.expect("recv"))(
-                    self.ep,
-                    self.rx.mem.as_mut_ptr().add(b * self.frame_size).cast(),
-                    self.frame_size,
-                    self.rx.desc,
-                    api::ADDR_UNSPEC,
-                    ctx,
-                )
-            };
-            if ret == 0 {
-                return Ok(());
+            match ep!(self).post_recv(b) {
+                0 => return Ok(()),
+                r if r == -(FI_EAGAIN as isize) && start.elapsed() < Duration::from_secs(5) => {
+                    // Progress, keeping completed receives for later.
+                    self.reap(None);
+                }
+                r => return Err(setup(self.error("fi_recv", r))),
             }
-            if ret != -(FI_EAGAIN as isize) || start.elapsed() > Duration::from_secs(5) {
-                return Err(TransportError::Setup(api::error(self.api, "fi_recv", ret)));
-            }
-            // Make room: progress, keeping completed receives for later.
-            self.reap(None);
         }
+    }
+
+    fn error(&self, what: &str, ret: isize) -> String {
+        api::api().map_or_else(|_| format!("{what}: {ret}"), |api| api::error(api, what, ret))
     }
 
     /// Reads the completion queue once. Receives go to `sink` when given,
     /// else to `ready`; sends free their buffers; reads are recorded.
     /// Returns how many frames went to `sink`.
     fn reap(&mut self, mut sink: Option<&mut dyn FnMut(Event<'_>)>) -> usize {
-        // Not zeroed: this runs on every poll, and the provider writes the
-        // entries it returns.
-        let mut entries = [const { std::mem::MaybeUninit::<fi_cq_msg_entry>::uninit() }; CQ_BATCH];
-        // SAFETY: the queue is live; `entries` has room for CQ_BATCH.
-        let n = unsafe {
-            ((*(*self.cq).ops).read.expect("cq read"))(
-                self.cq,
-                entries.as_mut_ptr().cast(),
-                CQ_BATCH,
-            )
-        };
+        let Ofi { ep, completions, .. } = self;
+        let n = ep.as_mut().expect("the endpoint is present until dropped").reap(completions);
         let mut delivered = 0;
-        if n == -(FI_EAVAIL as isize) {
-            self.reap_error();
-            return 0;
-        }
-        if n <= 0 {
-            return 0;
-        }
-        for e in &entries[..n as usize] {
-            // SAFETY: the provider wrote the first `n` entries.
-            let e = unsafe { e.assume_init_ref() };
-            match self.op_of(e.op_context) {
-                Some(Op::Recv(b)) => match sink.as_deref_mut() {
-                    Some(sink) => delivered += self.deliver(b, e.len, sink),
-                    None => self.ready.push_back((b, e.len)),
+        for i in 0..n {
+            match self.completions[i] {
+                Completion::Recv { buf, len } => match sink.as_deref_mut() {
+                    Some(sink) => delivered += self.deliver(buf, len, sink),
+                    None => self.ready.push_back((buf, len)),
                 },
-                Some(Op::Send(s)) => self.tx_free.push(s),
-                Some(Op::Read(r)) => {
-                    self.reads_free.push(r);
+                Completion::Sent { slot } => self.tx_free.push(slot),
+                Completion::Read { slot, region } => {
+                    self.reads_free.push(slot);
+                    self.done_reads.push_back((self.read_token[slot], None, region));
+                }
+                Completion::SendFailed { slot, err } => {
+                    self.tx_free.push(slot);
+                    let peer = self.tx_peer[slot] as usize;
+                    let why = self.error("send", err as isize);
+                    tracing::debug!("ofi: a send to rank {peer} failed ({why}); it is lost");
+                    self.mark_lost(peer);
+                }
+                Completion::RecvFailed { buf, err } => {
+                    if err != FI_ECANCELED as i32 {
+                        tracing::warn!("ofi: {}; reposting", self.error("a receive", err as isize));
+                        let _ = self.post_recv(buf);
+                    }
+                }
+                Completion::ReadFailed { slot, region, err } => {
+                    tracing::debug!("ofi: {}", self.error("a read", err as isize));
+                    self.reads_free.push(slot);
                     self.done_reads.push_back((
-                        self.read_token[r],
-                        None,
-                        self.read_region[r].take(),
+                        self.read_token[slot],
+                        Some(TransportError::InvalidRegion),
+                        region,
                     ));
                 }
-                None => tracing::warn!("ofi: a completion with an unknown context"),
+                Completion::Unknown { err } => {
+                    tracing::warn!("ofi: a completion with an unknown context (error {err})")
+                }
             }
         }
         delivered
     }
 
-    fn reap_error(&mut self) {
-        // SAFETY: plain data; zero is valid (err_data_size 0: the provider
-        // keeps its own error data).
-        let mut err: fi_cq_err_entry = unsafe { std::mem::zeroed() };
-        // SAFETY: the queue is live; `err` is one entry.
-        let ret = unsafe { ((*(*self.cq).ops).readerr.expect("readerr"))(self.cq, &mut err, 0) };
-        if ret != 1 {
-            return;
-        }
-        let why = self.api.strerror(err.err);
-        match self.op_of(err.op_context) {
-            Some(Op::Send(s)) => {
-                self.tx_free.push(s);
-                let peer = self.tx_peer[s] as usize;
-                tracing::debug!("ofi: a send to rank {peer} failed ({why}); it is lost");
-                self.mark_lost(peer);
-            }
-            Some(Op::Recv(b)) => {
-                if err.err != FI_ECANCELED as c_int {
-                    tracing::warn!("ofi: a receive failed ({why}); reposting");
-                    let _ = self.post_recv(b);
-                }
-            }
-            Some(Op::Read(r)) => {
-                self.reads_free.push(r);
-                self.done_reads.push_back((
-                    self.read_token[r],
-                    Some(TransportError::InvalidRegion),
-                    self.read_region[r].take(),
-                ));
-            }
-            None => tracing::warn!("ofi: an error completion with an unknown context ({why})"),
-        }
-    }
-
     /// Hands the frame in receive buffer `b` to `sink`, then reposts it.
     fn deliver(&mut self, b: usize, len: usize, sink: &mut dyn FnMut(Event<'_>)) -> usize {
-        let at = b * self.frame_size;
         let mut delivered = 0;
-        let frame = &self.rx.mem[at..at + len.min(self.frame_size)];
-        if frame.len() >= PREFIX {
-            let src = u32::from_le_bytes(frame[0..4].try_into().expect("4")) as usize;
+        let ranks = self.ranks;
+        let Ofi { ep, received, bye, .. } = self;
+        let ep = ep.as_mut().expect("the endpoint is present until dropped");
+        let mut src_done = None;
+        if let Some(frame) = ep.rx_frame(b, len).filter(|f| f.len() >= PREFIX) {
+            let src = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
             let hlen = u16::from_le_bytes([frame[4], frame[5]]) as usize;
             let kind = frame[6];
-            if src < self.ranks && PREFIX + hlen <= frame.len() {
+            if src < ranks && PREFIX + hlen <= frame.len() {
                 match kind {
                     KIND_FRAME => {
-                        self.received[src] += 1;
+                        received[src] += 1;
                         sink(Event::Frame {
                             src: PeerId(src as u32),
                             header: &frame[PREFIX..PREFIX + hlen],
@@ -1051,16 +656,19 @@ impl Ofi {
                     }
                     KIND_HELLO => {}
                     KIND_BYE if frame.len() >= PREFIX + 8 => {
-                        let n =
-                            u64::from_le_bytes(frame[PREFIX..PREFIX + 8].try_into().expect("8"));
-                        self.bye[src] = Some(n);
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&frame[PREFIX..PREFIX + 8]);
+                        bye[src] = Some(u64::from_le_bytes(n));
                     }
                     _ => tracing::warn!("ofi: a malformed frame from rank {src}"),
                 }
-                if self.bye[src].is_some_and(|n| self.received[src] >= n) {
-                    self.mark_lost(src);
+                if bye[src].is_some_and(|n| received[src] >= n) {
+                    src_done = Some(src);
                 }
             }
+        }
+        if let Some(src) = src_done {
+            self.mark_lost(src);
         }
         // Reposting costs a call into the provider (and its locks): it is
         // left for an idle poll, off the path of the next message, unless
@@ -1097,16 +705,9 @@ impl Ofi {
                 if attempt == 1 {
                     self.reap(None);
                 }
-                // SAFETY: `scratch` holds `total` bytes; inject copies them.
-                let ret = unsafe {
-                    ((*(*self.ep).msg).inject.expect("inject"))(
-                        self.ep,
-                        self.scratch.as_ptr().cast(),
-                        total,
-                        self.addrs[dst],
-                    )
-                };
-                match ret {
+                let Ofi { ep, scratch, addrs, .. } = self;
+                let ep = ep.as_mut().expect("the endpoint is present until dropped");
+                match ep.inject(scratch, addrs[dst]) {
                     0 => return Ok(()),
                     r if r == -(FI_EAGAIN as isize) => {}
                     r => return Err(self.send_error(dst, r)),
@@ -1120,10 +721,10 @@ impl Ofi {
                 self.tx_free.pop().ok_or(TransportError::WouldBlock)?
             }
         };
-        let at = slot * self.frame_size;
-        let mut end = at;
+        let buf = ep!(self).tx_buf(slot).expect("a free send buffer is not in flight");
+        let mut end = 0;
         for p in parts {
-            self.tx.mem[end..end + p.len()].copy_from_slice(p);
+            buf[end..end + p.len()].copy_from_slice(p);
             end += p.len();
         }
         self.tx_peer[slot] = dst as u32;
@@ -1144,20 +745,8 @@ impl Ofi {
                 self.tx_free.push(slot);
                 continue;
             }
-            let ctx = self.ctx(self.nrx + slot);
-            // SAFETY: send buffer `slot` is ours until its completion,
-            // which gives it back; its context slot is reserved for it.
-            let ret = unsafe {
-                ((*(*self.ep).msg).send.expect("send"))(
-                    self.ep,
-                    self.tx.mem.as_ptr().add(slot * self.frame_size).cast(),
-                    self.tx_len[slot],
-                    self.tx.desc,
-                    self.addrs[dst],
-                    ctx,
-                )
-            };
-            match ret {
+            let (len, addr) = (self.tx_len[slot], self.addrs[dst]);
+            match ep!(self).send(slot, len, addr) {
                 0 => {
                     self.unposted.pop_front();
                 }
@@ -1183,39 +772,114 @@ impl Ofi {
     }
 
     fn send_error(&mut self, dst: usize, ret: isize) -> TransportError {
-        tracing::debug!("ofi: {}", api::error(self.api, "send", ret));
+        tracing::debug!("ofi: {}", self.error("send", ret));
         self.mark_lost(dst);
         TransportError::PeerLost(PeerId(dst as u32))
     }
 
-    /// The registration of a region, made on first use.
-    fn region_mr(
-        &mut self,
-        regions: &Regions,
-        region: RegionId,
-    ) -> Result<*mut c_void, TransportError> {
-        if let Some(desc) = regions
-            .with_exposure(region, |e| match e {
-                Some(Exposure::Ofi(g)) => Some(g.desc()),
-                _ => None,
-            })
-            .flatten()
-        {
-            return Ok(desc);
+    /// Posts the reads waiting for the provider, in order, until it pushes
+    /// back (after one round of progress).
+    fn post_reads(&mut self, regions: &Regions) {
+        let mut progressed = false;
+        while let Some(read) = self.unposted_reads.front() {
+            let PendingRead { slot, dst, dst_offset, len, src, addr, key } = *read;
+            let posted = ep!(self).read(regions, slot, dst, dst_offset, len, src, addr, key);
+            match posted {
+                Ok(0) => {
+                    self.unposted_reads.pop_front();
+                }
+                Ok(r) if r == -(FI_EAGAIN as isize) => {
+                    if progressed {
+                        return;
+                    }
+                    progressed = true;
+                    self.reap(None);
+                }
+                failed => {
+                    self.unposted_reads.pop_front();
+                    self.reads_free.push(slot);
+                    let error = match failed {
+                        Err(e) => e,
+                        Ok(r) => setup(self.error("fi_read", r)),
+                    };
+                    // Not pinned (the endpoint pins only what it posted).
+                    self.done_reads.push_back((self.read_token[slot], Some(error), None));
+                }
+            }
         }
-        // Exposed (read-only) regions are read by peers; writable ones are
-        // only the local destination of this rank's reads: no peer may
-        // touch them.
-        let (ptr, len, writable) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
-        let access = if writable { FI_READ } else { FI_REMOTE_READ };
-        let mr = self.register(ptr.as_ptr(), len, access as u64)?;
-        let guard = MrGuard { mr };
-        let desc = guard.desc();
-        regions.attach(region, Exposure::Ofi(guard)).map_err(|e| {
-            e.revoke();
-            TransportError::InvalidRegion
-        })?;
-        Ok(desc)
+    }
+
+    /// One step of closing (see [`Transport::close`]).
+    fn close_step(&mut self) -> bool {
+        let now = Instant::now();
+        if self.addrs.len() != self.ranks {
+            // Set-up did not finish: no peer knows this endpoint.
+            self.closing = Closing::Closed;
+        }
+        loop {
+            match self.closing {
+                Closing::Open => {
+                    // First learn which peers have left already (their
+                    // goodbyes may be queued): sending to a peer whose
+                    // endpoint is closed is not safe on every provider
+                    // (shm within one process).
+                    for _ in 0..4 {
+                        self.reap(None);
+                    }
+                    while let Some((b, len)) = self.ready.pop_front() {
+                        self.deliver(b, len, &mut |_| {});
+                    }
+                    self.closing = Closing::Goodbyes { next: 0, since: now };
+                }
+                Closing::Goodbyes { next, since } => {
+                    if next == self.ranks {
+                        self.closing =
+                            Closing::Flushing { since, free: self.tx_free.len(), moved: now };
+                        continue;
+                    }
+                    if next != self.me.index() && !self.lost[next] {
+                        let prefix = self.prefix(KIND_BYE, 0);
+                        let count = self.sent[next].to_le_bytes();
+                        match self.send_parts(next, [&prefix, &count, &[]]) {
+                            Err(TransportError::WouldBlock) if now - since < CLOSE_WITHIN => {
+                                self.reap(None);
+                                return false;
+                            }
+                            _ => {}
+                        }
+                    }
+                    self.closing = Closing::Goodbyes { next: next + 1, since };
+                }
+                Closing::Flushing { since, free, moved } => {
+                    // Wait for the sends to complete: at most CLOSE_WITHIN
+                    // in all, and no longer than CLOSE_QUIET without one
+                    // completing (a peer that is itself closing will not
+                    // acknowledge what is left; everything has been handed
+                    // to the provider by then).
+                    self.post_sends();
+                    self.reap(None);
+                    let free_now = self.tx_free.len();
+                    let stalled = self.unposted.is_empty() && now - moved > CLOSE_QUIET;
+                    if free_now == self.ntx || stalled || now - since > CLOSE_WITHIN {
+                        self.closing = Closing::Settling { until: now + CLOSE_SETTLE };
+                        continue;
+                    }
+                    let moved = if free_now != free { now } else { moved };
+                    self.closing = Closing::Flushing { since, free: free_now, moved };
+                    return false;
+                }
+                Closing::Settling { until } => {
+                    // Some providers complete injected sends only with
+                    // progress.
+                    self.reap(None);
+                    if now < until {
+                        return false;
+                    }
+                    self.closing = Closing::Closed;
+                }
+                Closing::Closed => return true,
+            }
+        }
     }
 }
 
@@ -1242,10 +906,10 @@ impl Transport for Ofi {
         if self.lost[d] {
             return Err(TransportError::PeerLost(dst));
         }
-        let mut prefix = [0u8; PREFIX];
-        prefix[0..4].copy_from_slice(&self.me.0.to_le_bytes());
-        prefix[4..6].copy_from_slice(&(header.len() as u16).to_le_bytes());
-        prefix[6] = KIND_FRAME;
+        if self.closing != Closing::Open {
+            return Err(TransportError::Setup("ofi: the endpoint is closing".into()));
+        }
+        let prefix = self.prefix(KIND_FRAME, header.len());
         if dst == self.me {
             let mut frame = Vec::with_capacity(PREFIX + header.len() + payload.len());
             frame.extend_from_slice(&prefix);
@@ -1278,7 +942,7 @@ impl Transport for Ofi {
             self.post_sends();
         }
         if !self.unposted_reads.is_empty() {
-            self.post_reads()?;
+            self.post_reads(regions);
         }
         while let Some((b, len)) = self.ready.pop_front() {
             events += self.deliver(b, len, sink);
@@ -1320,21 +984,17 @@ impl Transport for Ofi {
         }
     }
 
+    fn close(&mut self) -> bool {
+        self.close_step()
+    }
+
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
         let (ptr, _) = regions.exposable(region)?;
-        self.region_mr(regions, region)?;
-        let key = regions
-            .with_exposure(region, |e| match e {
-                // SAFETY: the registration is live while attached.
-                Some(Exposure::Ofi(g)) => Some(unsafe { (*g.mr).key }),
-                _ => None,
-            })
-            .flatten()
-            .ok_or(TransportError::InvalidRegion)?;
-        let addr = if self.mr(FI_MR_VIRT_ADDR) { ptr.as_ptr() as u64 } else { 0 };
+        let (_, key) = ep!(self).region_mr(regions, region)?;
+        let addr = if self.mr_mode & FI_MR_VIRT_ADDR as u64 != 0 { ptr.as_ptr() as u64 } else { 0 };
         Ok(RemoteKey { addr, key })
     }
 
@@ -1359,165 +1019,59 @@ impl Transport for Ofi {
         if self.lost[s] {
             return Err(TransportError::PeerLost(src));
         }
-        let (ptr, rlen, writable) = regions.raw(dst).ok_or(TransportError::InvalidRegion)?;
+        let (_, rlen, writable) = regions.raw(dst).ok_or(TransportError::InvalidRegion)?;
         if !writable || dst_offset.checked_add(len).is_none_or(|end| end > rlen) {
             return Err(TransportError::InvalidRegion);
         }
-        let desc = self.region_mr(regions, dst)?;
-        let Some(r) = self.reads_free.pop() else {
+        // Registered now, so that a region that cannot be is an error of
+        // this call.
+        ep!(self).region_mr(regions, dst)?;
+        let Some(slot) = self.reads_free.pop() else {
             self.reap(None);
             return Err(TransportError::WouldBlock);
         };
-        // Pinned until the completion is handed up: the region's memory
-        // must outlive the provider's use of it, whatever the runtime does
-        // with the request meanwhile.
-        if !regions.pin(dst) {
-            self.reads_free.push(r);
-            return Err(TransportError::InvalidRegion);
-        }
-        self.read_token[r] = token;
-        self.read_region[r] = Some(dst);
+        self.read_token[slot] = token;
         self.unposted_reads.push_back(PendingRead {
-            slot: r,
-            // SAFETY: inside the region, checked above.
-            buf: unsafe { ptr.as_ptr().add(dst_offset) },
+            slot,
+            dst,
+            dst_offset,
             len,
-            desc,
             src: self.addrs[s],
             addr: key.addr + src_offset as u64,
             key: key.key,
         });
-        self.post_reads()
-    }
-}
-
-impl Ofi {
-    /// Posts the reads waiting for the provider, in order, until it pushes
-    /// back (after one round of progress).
-    fn post_reads(&mut self) -> Result<(), TransportError> {
-        let mut progressed = false;
-        while let Some(read) = self.unposted_reads.front() {
-            let (nrx, ntx) = (self.nrx, self.ntx);
-            let ctx = (&mut self.contexts[nrx + ntx + read.slot] as *mut fi_context2).cast();
-            // SAFETY: the destination lies inside a writable region that
-            // `start_read` pinned: the table keeps its memory (and its
-            // registration) until `poll` hands up this read's completion and
-            // unpins it, whatever happens to the request meanwhile, and a
-            // scope never ends over a pinned region. The context slot is
-            // reserved for this read.
-            let ret = unsafe {
-                ((*(*self.ep).rma).read.expect("read"))(
-                    self.ep,
-                    read.buf.cast(),
-                    read.len,
-                    read.desc,
-                    read.src,
-                    read.addr,
-                    read.key,
-                    ctx,
-                )
-            };
-            match ret {
-                0 => {
-                    self.unposted_reads.pop_front();
-                }
-                r if r == -(FI_EAGAIN as isize) => {
-                    if progressed {
-                        return Ok(());
-                    }
-                    progressed = true;
-                    self.reap(None);
-                }
-                r => {
-                    let read = self.unposted_reads.pop_front().expect("front");
-                    self.reads_free.push(read.slot);
-                    self.done_reads.push_back((
-                        self.read_token[read.slot],
-                        Some(TransportError::Setup(api::error(self.api, "fi_read", r))),
-                        self.read_region[read.slot].take(),
-                    ));
-                }
-            }
-        }
+        self.post_reads(regions);
         Ok(())
     }
 }
 
 impl Drop for Ofi {
     fn drop(&mut self) {
-        // Tell every live peer how many frames to expect, then let the
-        // sends finish (bounded), then close everything in order.
-        if self.addrs.len() == self.ranks {
-            // First learn which peers have left already (their goodbyes may
-            // be queued): sending to a peer whose endpoint is closed is not
-            // safe on every provider (shm within one process).
-            for _ in 0..4 {
-                self.reap(None);
-            }
-            while let Some((b, len)) = self.ready.pop_front() {
-                let mut sink = |_: Event<'_>| {};
-                self.deliver(b, len, &mut sink);
-            }
-            // One deadline for every goodbye, not one per peer: a job of
-            // many ranks whose peers are gone must not take seconds each.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            for peer in 0..self.ranks {
-                if peer == self.me.index() || self.lost[peer] {
-                    continue;
-                }
-                let mut prefix = [0u8; PREFIX];
-                prefix[0..4].copy_from_slice(&self.me.0.to_le_bytes());
-                prefix[6] = KIND_BYE;
-                let count = self.sent[peer].to_le_bytes();
-                while let Err(TransportError::WouldBlock) =
-                    self.send_parts(peer, [&prefix, &count, &[]])
-                {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    self.reap(None);
-                    std::thread::yield_now();
-                }
-            }
-            let ntx = self.ntx;
-            // Wait for the sends to complete: at most 2 s, and no longer
-            // than 200 ms without one completing (a peer that is itself
-            // closing will not acknowledge what is left; everything has been
-            // handed to the provider by then).
-            let deadline = Instant::now() + Duration::from_secs(2);
-            let (mut free, mut moved) = (self.tx_free.len(), Instant::now());
-            while self.tx_free.len() < ntx && Instant::now() < deadline {
-                self.post_sends();
-                self.reap(None);
-                if self.tx_free.len() != free {
-                    (free, moved) = (self.tx_free.len(), Instant::now());
-                } else if self.unposted.is_empty() && moved.elapsed() > Duration::from_millis(200) {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            // Some providers complete injected sends only with progress.
-            let settle = Instant::now() + Duration::from_millis(50);
-            while Instant::now() < settle {
-                self.reap(None);
-                std::thread::yield_now();
-            }
+        // Tell every live peer how many frames to expect and let the sends
+        // finish, unless the runtime has closed the endpoint already; each
+        // step is bounded (CLOSE_WITHIN in all).
+        while !self.close_step() {
+            std::thread::yield_now();
         }
-        let objects = [
-            self.ep.cast::<fid>(),
-            self.rx.mr.cast(),
-            self.tx.mr.cast(),
-            self.cq.cast(),
-            self.av.cast(),
-            self.domain.cast(),
-            self.fabric.cast(),
-        ];
+        let Some(ep) = self.ep.take() else { return };
         match &self.group {
-            // SAFETY: each object is live (or null, when set-up stopped
-            // early) and closed once, here.
-            None => unsafe { close_all(objects) },
+            None => drop(ep),
             // Closed when the group goes (see `Parked`).
-            Some(group) => group.lock().unwrap_or_else(|e| e.into_inner()).objects.push(objects),
+            Some(group) => group.lock().unwrap_or_else(|e| e.into_inner()).endpoints.push(ep),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulated_reads_stream_instead() {
+        assert!(use_reads(true, true, None), "tcp;ofi_rxm: no such option, real reads");
+        assert!(use_reads(true, true, Some(false)), "EFA with RDMA read");
+        assert!(!use_reads(true, true, Some(true)), "EFA emulating reads");
+        assert!(!use_reads(true, false, Some(false)), "HPCOMM_OFI_READS=0");
+        assert!(!use_reads(false, true, None), "no FI_RMA");
     }
 }
