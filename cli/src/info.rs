@@ -1,8 +1,7 @@
 //! `hpcomm info`: which transports work on this machine, and their limits.
 
-use hpcomm_transport::shm::{Shm, ShmConfig};
-use hpcomm_transport::tcp::{Tcp, TcpConfig};
-use hpcomm_transport::{Capabilities, Transport};
+use hpcomm_transport::backend::{self, Kind, Settings};
+use hpcomm_transport::Capabilities;
 
 fn print_caps(caps: &Capabilities) {
     println!("    frame payload  {} B (header {} B)", caps.max_payload, caps.max_header);
@@ -22,109 +21,38 @@ fn print_caps(caps: &Capabilities) {
     );
 }
 
-fn ptrace_scope() -> String {
-    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
-        Ok(v) => v.trim().to_string(),
-        Err(_) => "not present (no Yama)".into(),
-    }
-}
-
-/// The libfabric part: the library, its RDM providers, and the one
-/// `--transport ofi` would use with the current settings.
-fn ofi() {
-    use hpcomm_transport::ofi::{self, Ofi, OfiConfig};
-    let library = match ofi::library() {
-        Ok(library) => library,
-        Err(e) => {
-            println!("  ofi: unavailable: {e}");
-            return;
-        }
-    };
-    let (major, minor) = library.version;
-    let (api_major, api_minor) = library.api;
-    println!(
-        "  ofi: libfabric {major}.{minor} from {} (API {api_major}.{api_minor} asked for; HPCOMM_LIBFABRIC to change)",
-        library.path
-    );
-    let fork: Vec<String> = ["FI_EFA_FORK_SAFE", "RDMAV_FORK_SAFE"]
-        .iter()
-        .map(|v| format!("{v}={}", std::env::var(v).unwrap_or_default()))
-        .collect();
-    println!("    fork safety    {}", fork.join(" "));
-    match ofi::providers() {
-        Ok(list) if list.is_empty() => println!("    no RDM provider found"),
-        Ok(list) => {
-            println!("    RDM providers (libfabric's order of preference):");
-            for p in list {
-                let max = match p.max_msg_size {
-                    m if m >= 1 << 48 => "any size".to_string(),
-                    m => format!("up to {m} B"),
-                };
-                println!(
-                    "      {:<14} {:<16} {:<6} inject {:>6} B, messages {max}, reads {}, mr_mode {:#x}",
-                    p.name,
-                    p.fabric,
-                    p.domain,
-                    p.inject_size,
-                    if p.rma { "yes" } else { "no" },
-                    p.mr_mode
-                );
-            }
-        }
-        Err(e) => println!("    cannot list providers: {e}"),
-    }
-    let config = OfiConfig {
-        provider: std::env::var("HPCOMM_OFI_PROVIDER").ok().filter(|p| !p.is_empty()),
-        efa_mr_mode: std::env::var("HPCOMM_OFI_MR_MODE").is_ok_and(|m| m == "efa"),
-        ..OfiConfig::default()
-    };
-    match Ofi::local_job(1, &config) {
-        Ok(job) => {
-            println!(
-                "    chosen: {}, mr_mode {:#x} (HPCOMM_OFI_PROVIDER or FI_PROVIDER to change)",
-                job[0].provider(),
-                job[0].mr_mode()
-            );
-            let reads = match job[0].emulated_reads() {
-                Some(true) => "emulated by the provider (no RDMA read on this device): not used",
-                Some(false) => "by the device",
-                None => "as the provider offers them (it does not say whether they are emulated)",
-            };
-            println!("    reads          {reads}");
-            print_caps(job[0].capabilities());
-        }
-        Err(e) => println!("    unusable: {e}"),
-    }
-}
-
 /// Prints the report; returns the exit code.
 pub fn info() -> i32 {
     println!("hpcomm {}", env!("CARGO_PKG_VERSION"));
+    let settings = match Settings::from_lookup(&|name: &str| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            println!("settings: {e}; showing the defaults");
+            Settings::default()
+        }
+    };
     println!("transports:");
-    println!("  loopback: available (ranks as threads of one process: hpcomm::threads)");
-    let loopback = hpcomm_transport::loopback::Loopback::fabric(1, Default::default());
-    print_caps(loopback[0].capabilities());
-    match Shm::local_job(2, &ShmConfig::default()) {
-        Ok(job) => {
-            println!("  shm: available (processes on this host)");
-            print_caps(job[0].capabilities());
-            println!("    ptrace scope   {}", ptrace_scope());
+    for kind in Kind::ALL {
+        let probe = backend::probe(kind, &settings);
+        match &probe.status {
+            Ok(_) => println!("  {}: available ({})", kind.name(), kind.reach()),
+            Err(e) => println!("  {}: unavailable: {e}", kind.name()),
         }
-        Err(e) => println!("  shm: unavailable: {e}"),
-    }
-    let tcp = TcpConfig { secret: "info".into(), ..TcpConfig::default() };
-    match Tcp::local_job(2, &tcp) {
-        Ok(job) => {
-            println!("  tcp: available (processes on any hosts; checked over 127.0.0.1)");
-            print_caps(job[0].capabilities());
-            println!("    stripes        1 per pair by default (HPCOMM_TCP_STRIPES)");
+        for note in &probe.notes {
+            println!("    {note}");
         }
-        Err(e) => println!("  tcp: unavailable: {e}"),
+        if let Ok(caps) = &probe.status {
+            print_caps(caps);
+        }
     }
-    ofi();
-    println!(
-        "hpcomm run --transport auto uses: shm between the ranks of a host, tcp between hosts"
-    );
+    let network = match settings.auto_network {
+        Some(kind) => format!("{} (HPCOMM_AUTO_NETWORK)", kind.name()),
+        None if hpcomm_transport::ofi::kernel_bypass_present() => {
+            "ofi (a kernel-bypass provider is present; tcp if some rank has none)".into()
+        }
+        None => "tcp (no kernel-bypass provider here)".into(),
+    };
+    println!("hpcomm run --transport auto uses: shm between the ranks of a host, {network} between hosts");
     bootstrap();
     0
 }

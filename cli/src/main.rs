@@ -13,7 +13,9 @@ mod startup;
 
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
+use hpcomm_runtime::TransportChoice;
 
 /// An MPI-style communication runtime: launcher and tools.
 #[derive(Parser)]
@@ -61,7 +63,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::IpAddr>,
         /// Transport between the ranks.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "shm", "tcp", "ofi"])]
+        #[arg(long, default_value = "auto", value_parser = PossibleValuesParser::new(TransportChoice::names()))]
         transport: String,
         /// End the job if it runs longer than this many seconds.
         #[arg(long, value_name = "SECONDS", value_parser = seconds)]

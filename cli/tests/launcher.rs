@@ -88,7 +88,10 @@ fn selftest_passes_over_tcp_processes() {
 /// exec {host}'`. The whole suite passes on 2 to 4 hosts with 1 or 2 ranks
 /// each: over tcp, with one and with several stripes; and with `--transport
 /// auto`, which uses shm between the ranks of a host and tcp between hosts
-/// (and plain tcp when every host has one rank).
+/// (and plain tcp when every host has one rank) — or ofi between hosts, as
+/// EFA jobs run, with `tcp;ofi_rxm` standing in for EFA
+/// (`HPCOMM_AUTO_NETWORK=ofi`), where a rank killed on one host is then
+/// reported by every other rank.
 #[test]
 fn a_job_spans_network_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,17 +101,20 @@ fn a_job_spans_network_namespace_hosts() {
         assert!(up.status.success(), "ci/cluster.sh up 4: {}", text(&up.stderr));
         let exe = env!("CARGO_BIN_EXE_hpcomm");
         let striped: Env = &[("HPCOMM_TCP_STRIPES", "3"), ("HPCOMM_EAGER_LIMIT", "2048")];
-        let runs: [(&str, &str, &str, &str, Env); 6] = [
+        let ofi: Env = &[("HPCOMM_AUTO_NETWORK", "ofi"), ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm")];
+        let runs: [(&str, &str, &str, &str, Env); 8] = [
             ("hpc1,hpc2", "2", "tcp", "over tcp", &[]),
             ("hpc1,hpc2,hpc3", "6", "tcp", "over tcp", striped),
             ("hpc1,hpc2,hpc3,hpc4", "4", "tcp", "over tcp", &[]),
             ("hpc1,hpc2", "4", "auto", "over shm+tcp", &[]),
             ("hpc1,hpc2,hpc3", "6", "auto", "over shm+tcp", striped),
             ("hpc1,hpc2,hpc3,hpc4", "4", "auto", "over tcp", &[]),
+            ("hpc1,hpc2,hpc3", "6", "auto", "over shm+ofi", ofi),
+            ("hpc1,hpc2,hpc3,hpc4", "4", "auto", "over ofi", ofi),
         ];
         let mut failures = Vec::new();
-        for (hosts, n, transport, over, env) in runs {
-            let args = [
+        let netns_args = |hosts: &'static str, transport: &'static str, n: &'static str| {
+            [
                 "run",
                 "--hosts",
                 hosts,
@@ -125,14 +131,38 @@ fn a_job_spans_network_namespace_hosts() {
                 "--",
                 exe,
                 "selftest",
-            ];
+            ]
+        };
+        for (hosts, n, transport, over, env) in runs {
+            let args = netns_args(hosts, transport, n);
             let (out, _) = run(&args, env);
             let ranks = n.parse().expect("a rank count");
             if let Err(e) = suite_passed(&out, ranks, over) {
                 failures.push(format!("{hosts} × {n} {transport} {env:?}: {e}"));
             }
         }
+        // A rank killed on the second host, shm to its neighbour and ofi to
+        // the first host's ranks: everyone else reports the loss — found by
+        // shm, by a goodbye, or (tcp;ofi_rxm retries a refused connection
+        // for ever) by a keep-alive unfinished after the peer timeout — well
+        // within the launcher's grace.
+        let mut args = netns_args("hpc1,hpc2", "auto", "4").to_vec();
+        args.splice(1..1, ["--grace", "30"]);
+        args.extend(["--crash", "3"]);
+        let with_timeout: Env = &[
+            ("HPCOMM_AUTO_NETWORK", "ofi"),
+            ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
+            ("HPCOMM_PEER_TIMEOUT", "2"),
+        ];
+        let (out, took) = run(&args, with_timeout);
+        let crash = std::panic::catch_unwind(|| {
+            check_crash_found(&out, 4, 3, &["failed or exited", "stopped answering"]);
+            assert!(took < Duration::from_secs(25), "the survivors took {took:?}");
+        });
         let down = Command::new("bash").args([cluster, "down"]).output().expect("run cluster.sh");
+        if let Err(e) = crash {
+            std::panic::resume_unwind(e);
+        }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         assert!(down.status.success(), "ci/cluster.sh down: {}", text(&down.stderr));
     });
@@ -511,6 +541,11 @@ fn timeout_ends_a_hung_job_and_everything_it_started() {
 /// rank and exits with 128 + 9, and every other rank reports that its
 /// all_reduce failed because a peer was lost.
 fn check_crash(out: &Output, ranks: usize, victim: usize) {
+    check_crash_found(out, ranks, victim, &["failed or exited"]);
+}
+
+/// [`check_crash`], with the ways a survivor may say it found the loss.
+fn check_crash_found(out: &Output, ranks: usize, victim: usize, found: &[&str]) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     assert!(
@@ -523,7 +558,7 @@ fn check_crash(out: &Output, ranks: usize, victim: usize) {
             .lines()
             .find_map(|l| l.find(&report).map(|at| &l[at..]))
             .unwrap_or_else(|| panic!("rank {r} reported no failure:\n{stderr}"));
-        assert!(line.contains("failed or exited"), "{line}");
+        assert!(found.iter().any(|f| line.contains(f)), "{line}");
     }
 }
 
@@ -704,7 +739,7 @@ fn info_and_singleton() {
         assert!(out.status.success());
         assert!(stdout.contains("shm: available") && stdout.contains("eager limit"), "{stdout}");
         assert!(stdout.contains("tcp: available"), "{stdout}");
-        assert!(stdout.contains("ofi: libfabric 1."), "{stdout}");
+        assert!(stdout.contains("ofi: available") && stdout.contains("libfabric 1."), "{stdout}");
         assert!(stdout.contains("tcp;ofi_rxm") && stdout.contains("chosen: "), "{stdout}");
         let (out, _) = run(&["selftest", "arguments"], &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));

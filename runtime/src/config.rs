@@ -15,8 +15,10 @@
 //! | `HPCOMM_TCP_STRIPES` | TCP connections per pair of ranks; frames of 64 KiB and more are spread over them | 1 |
 //! | `HPCOMM_TCP_BIND` | the IP address a rank listens on and publishes for TCP (one the other ranks reach) | the address its connection to `hpcomm run` comes from; under other launchers, the source address of the default route |
 //! | `HPCOMM_TCP_MAX_CONNS` | TCP connections a rank keeps open at most (at least the stripes); past it, the peer used least recently has its connections closed without losing a frame, and they are made again when next needed | no cap |
+//! | `HPCOMM_AUTO_NETWORK` | the backend `--transport auto` uses between nodes: `tcp` or `ofi` | ofi when every rank has a kernel-bypass provider, else tcp |
+//! | `HPCOMM_PEER_TIMEOUT` | seconds after which a silent peer (a dead host or process, a cut link) is lost on every network backend (ofi: keep-alives every tenth of it) | 30 |
 //! | `HPCOMM_TCP_TIMEOUT` | seconds after which a TCP peer that acknowledges nothing (a cut link, a dead host) is lost, and operations with it fail | 30 |
-//! | `HPCOMM_TRANSPORT` | the transport of a launched job: `auto` (shm within a node, tcp between nodes), `shm`, `tcp` or `ofi`; `hpcomm run --transport` sets it, and under other launchers the user does | `auto` |
+//! | `HPCOMM_TRANSPORT` | the transport of a launched job: `auto` (shm within a node, ofi or tcp between nodes), `shm`, `tcp` or `ofi`; `hpcomm run --transport` sets it, and under other launchers the user does | `auto` |
 //! | `HPCOMM_BOOTSTRAP` | forces the bootstrap: `hpcomm`, `pmix`, `pmi2`, `pmi1` or `singleton` (see `bootstrap`) | found from the environment |
 //! | `HPCOMM_BOOTSTRAP_TIMEOUT` | seconds a rank waits for one answer from its launcher (a fence waits for the slowest rank to start) | 300 |
 //! | `HPCOMM_PMIX_LIBRARY` | the PMIx client library to load | `libpmix.so.2` |
@@ -43,6 +45,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hpcomm_transport::backend::{Kind, Settings};
+
 use crate::bootstrap::vars::hpcomm as var;
 use crate::error::{Error, Result};
 
@@ -51,12 +55,8 @@ use crate::error::{Error, Result};
 pub enum TransportChoice {
     /// The best available: shm between ranks of one host, tcp between hosts.
     Auto,
-    /// Shared memory.
-    Shm,
-    /// TCP sockets.
-    Tcp,
-    /// libfabric.
-    Ofi,
+    /// One backend for every peer.
+    Only(Kind),
 }
 
 impl TransportChoice {
@@ -64,10 +64,14 @@ impl TransportChoice {
     pub fn name(self) -> &'static str {
         match self {
             TransportChoice::Auto => "auto",
-            TransportChoice::Shm => "shm",
-            TransportChoice::Tcp => "tcp",
-            TransportChoice::Ofi => "ofi",
+            TransportChoice::Only(kind) => kind.name(),
         }
+    }
+
+    /// Every name a launched job accepts: `auto` and the launchable
+    /// backends'.
+    pub fn names() -> Vec<&'static str> {
+        std::iter::once("auto").chain(Kind::launchable_names()).collect()
     }
 }
 
@@ -76,10 +80,13 @@ impl std::str::FromStr for TransportChoice {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "auto" => Ok(TransportChoice::Auto),
-            "shm" => Ok(TransportChoice::Shm),
-            "tcp" => Ok(TransportChoice::Tcp),
-            "ofi" => Ok(TransportChoice::Ofi),
-            other => Err(format!("unknown transport {other:?}: expected auto, shm, tcp or ofi")),
+            name => match Kind::from_name(name).filter(|k| k.launchable()) {
+                Some(kind) => Ok(TransportChoice::Only(kind)),
+                None => Err(format!(
+                    "unknown transport {name:?}: expected {}",
+                    TransportChoice::names().join(", ")
+                )),
+            },
         }
     }
 }
@@ -115,26 +122,9 @@ pub struct Config {
     pub idle_wait: Duration,
     /// How long finalization waits for peers.
     pub finalize_timeout: Duration,
-    /// Bytes of each shm ring and queue, if set.
-    pub shm_ring_bytes: Option<usize>,
-    /// Bytes of the shm segment's pool of pair rings, if set.
-    pub shm_pool_bytes: Option<usize>,
-    /// Whether shm may use single-copy reads.
-    pub shm_cma: bool,
-    /// TCP connections per pair of ranks.
-    pub tcp_stripes: usize,
-    /// The address TCP listens on, if set.
-    pub tcp_bind: Option<std::net::IpAddr>,
-    /// How long a silent TCP peer is waited for before it is lost.
-    pub tcp_timeout: Duration,
-    /// TCP connections kept open at most, if capped.
-    pub tcp_max_conns: Option<usize>,
-    /// The libfabric provider for `--transport ofi`, if set.
-    pub ofi_provider: Option<String>,
-    /// Ask the libfabric provider for EFA's `mr_mode` bits.
-    pub ofi_efa_mr_mode: bool,
-    /// Use the libfabric provider's RMA reads for large messages.
-    pub ofi_reads: bool,
+    /// The backends' settings (`HPCOMM_SHM_*`, `HPCOMM_TCP_*`,
+    /// `HPCOMM_OFI_*`).
+    pub backends: Settings,
     /// This rank's node for `--transport auto`, if set: ranks that name the
     /// same node use shared memory between them, the others tcp. By
     /// default the node is the host (host name, boot id, and the address
@@ -163,17 +153,8 @@ impl Default for Config {
             yields: 256,
             idle_wait: Duration::from_micros(200),
             finalize_timeout: Duration::from_secs(30),
-            shm_ring_bytes: None,
-            shm_pool_bytes: None,
-            shm_cma: true,
-            tcp_stripes: 1,
-            tcp_bind: None,
-            tcp_timeout: Duration::from_secs(30),
-            tcp_max_conns: None,
+            backends: Settings::default(),
             node: None,
-            ofi_provider: None,
-            ofi_efa_mr_mode: false,
-            ofi_reads: true,
             algorithms: BTreeMap::new(),
             transport: TransportChoice::Auto,
             bootstrap_timeout: crate::bootstrap::DEFAULT_TIMEOUT,
@@ -216,59 +197,7 @@ impl Config {
         if let Some(v) = parse::<u64>(&lookup, "HPCOMM_FINALIZE_TIMEOUT")? {
             config.finalize_timeout = Duration::from_secs(v);
         }
-        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_SHM_RING_BYTES")? {
-            if v < 16 << 10 || !v.is_power_of_two() {
-                return Err(Error::Config(format!(
-                    "HPCOMM_SHM_RING_BYTES={v} must be a power of two of at least 16384"
-                )));
-            }
-            config.shm_ring_bytes = Some(v);
-        }
-        config.shm_pool_bytes = parse::<usize>(&lookup, "HPCOMM_SHM_POOL_BYTES")?;
-        if let Some(v) = parse::<u8>(&lookup, "HPCOMM_SHM_CMA")? {
-            config.shm_cma = v != 0;
-        }
-        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_TCP_STRIPES")? {
-            if !(1..=64).contains(&v) {
-                return Err(Error::Config(format!("HPCOMM_TCP_STRIPES={v} must be 1 to 64")));
-            }
-            config.tcp_stripes = v;
-        }
-        if let Some(v) = parse::<usize>(&lookup, "HPCOMM_TCP_MAX_CONNS")? {
-            if v == 0 {
-                return Err(Error::Config("HPCOMM_TCP_MAX_CONNS=0: at least 1".into()));
-            }
-            config.tcp_max_conns = Some(v);
-        }
-        if let Some(v) = parse::<u64>(&lookup, "HPCOMM_TCP_TIMEOUT")? {
-            config.tcp_timeout = Duration::from_secs(v.max(1));
-        }
-        if let Some(v) = lookup("HPCOMM_TCP_BIND") {
-            let ip = v.trim().parse().map_err(|_| {
-                Error::Config(format!("HPCOMM_TCP_BIND={v:?} is not an IP address"))
-            })?;
-            config.tcp_bind = Some(ip);
-        }
-        if let Some(v) = lookup("HPCOMM_OFI_PROVIDER") {
-            let v = v.trim();
-            if !v.is_empty() {
-                config.ofi_provider = Some(v.to_string());
-            }
-        }
-        if let Some(v) = lookup("HPCOMM_OFI_MR_MODE") {
-            config.ofi_efa_mr_mode = match v.trim() {
-                "efa" => true,
-                "" | "provider" => false,
-                other => {
-                    return Err(Error::Config(format!(
-                        "HPCOMM_OFI_MR_MODE={other:?}: use efa (ask for EFA's mr_mode bits) or provider"
-                    )))
-                }
-            };
-        }
-        if let Some(v) = parse::<u8>(&lookup, "HPCOMM_OFI_READS")? {
-            config.ofi_reads = v != 0;
-        }
+        config.backends = Settings::from_lookup(&lookup).map_err(Error::Config)?;
         if let Some(v) = lookup("HPCOMM_NODE") {
             if v.trim().is_empty() {
                 return Err(Error::Config("HPCOMM_NODE is empty".into()));
@@ -402,7 +331,7 @@ mod tests {
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
         let c = Config::from_lookup(env(&[("HPCOMM_SHM_POOL_BYTES", "1048576")])).unwrap();
-        assert_eq!(c.shm_pool_bytes, Some(1 << 20));
+        assert_eq!(c.backends.shm.pool_bytes, 1 << 20);
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_POOL_BYTES", "lots")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_SHM_POOL_BYTES"), "{e}");
     }
@@ -421,36 +350,25 @@ mod tests {
         assert_eq!(forced, [("allreduce", "ring"), ("barrier", "dissemination")]);
     }
 
+    /// Each backend's variables are its own (`hpcomm_transport::backend`
+    /// tests them all); the runtime carries them and their errors.
     #[test]
-    fn tcp_settings_are_checked() {
+    fn node_and_backend_settings_are_read() {
         let c = Config::from_lookup(env(&[
-            ("HPCOMM_TCP_STRIPES", "4"),
             ("HPCOMM_TCP_BIND", "10.0.0.7"),
-            ("HPCOMM_TCP_TIMEOUT", "3"),
             ("HPCOMM_NODE", " rack1-a "),
-            ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
-            ("HPCOMM_OFI_MR_MODE", "efa"),
             ("HPCOMM_OFI_READS", "0"),
         ]))
         .unwrap();
-        assert!(!c.ofi_reads);
-        assert_eq!(c.ofi_provider.as_deref(), Some("tcp;ofi_rxm"));
-        assert!(c.ofi_efa_mr_mode);
-        let e = Config::from_lookup(env(&[("HPCOMM_OFI_MR_MODE", "all")])).unwrap_err();
-        assert!(e.to_string().contains("HPCOMM_OFI_MR_MODE"), "{e}");
         assert_eq!(c.node.as_deref(), Some("rack1-a"));
-        assert_eq!((c.tcp_stripes, c.tcp_bind), (4, Some("10.0.0.7".parse().unwrap())));
-        assert_eq!(c.tcp_timeout, Duration::from_secs(3));
-        let c = Config::from_lookup(env(&[("HPCOMM_TCP_MAX_CONNS", "64")])).unwrap();
-        assert_eq!(c.tcp_max_conns, Some(64));
-        let e = Config::from_lookup(env(&[("HPCOMM_TCP_MAX_CONNS", "0")])).unwrap_err();
-        assert!(e.to_string().contains("HPCOMM_TCP_MAX_CONNS"), "{e}");
+        assert_eq!(c.backends.tcp_bind, Some("10.0.0.7".parse().unwrap()));
+        assert!(!c.backends.ofi.reads);
         let e = Config::from_lookup(env(&[("HPCOMM_TCP_STRIPES", "0")])).unwrap_err();
-        assert!(e.to_string().contains("HPCOMM_TCP_STRIPES"), "{e}");
-        let e = Config::from_lookup(env(&[("HPCOMM_TCP_BIND", "eth0")])).unwrap_err();
-        assert!(e.to_string().contains("HPCOMM_TCP_BIND"), "{e}");
+        assert!(matches!(e, Error::Config(ref m) if m.contains("HPCOMM_TCP_STRIPES")), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_NODE", " ")])).unwrap_err();
         assert!(e.to_string().contains("HPCOMM_NODE"), "{e}");
+        let e = Config::from_lookup(env(&[("HPCOMM_TRANSPORT", "loopback")])).unwrap_err();
+        assert!(e.to_string().contains("auto, shm, tcp, ofi"), "{e}");
     }
 
     #[test]
@@ -465,7 +383,7 @@ mod tests {
             ("HPCOMM_LAUNCHER_PID", "77"),
         ];
         let config = Config::from_lookup(env(&FULL)).unwrap();
-        assert_eq!(config.transport, TransportChoice::Shm);
+        assert_eq!(config.transport, TransportChoice::Only(Kind::Shm));
         let launch = config.launch.unwrap();
         assert_eq!((launch.rank, launch.size), (1, 4));
         assert_eq!(launch.launcher_pid, Some(77));

@@ -6,10 +6,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
-use hpcomm_transport::ofi::{Ofi, OfiConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
-use hpcomm_transport::tcp::{Tcp, TcpConfig};
-use hpcomm_transport::{hybrid, Backend, PeerId, Transport};
+use hpcomm_transport::{backend, hybrid, Backend, PeerId, Transport};
 
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::TransportChoice;
@@ -183,52 +181,24 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
     let failed = |what: &str, e: hpcomm_transport::TransportError| {
         Error::Bootstrap(format!("{what} transport under {name}: {e}"))
     };
-    let shm = ShmConfig {
-        ring_bytes: config.shm_ring_bytes,
-        pool_bytes: config.shm_pool_bytes.unwrap_or(ShmConfig::default().pool_bytes),
-        cma: config.shm_cma,
-        ..ShmConfig::default()
-    };
-    let tcp = TcpConfig {
-        stripes: config.tcp_stripes,
-        secret: boot.secret().to_string(),
-        peer_timeout: config.tcp_timeout,
-        max_conns: config.tcp_max_conns,
-        // Listen where the launcher reached us from, unless told: on one
-        // host that is 127.0.0.1, across hosts an address the others can
-        // reach too. Launchers that do not say: the default route's.
-        bind: config
-            .tcp_bind
-            .or_else(|| boot.local_ip())
-            .unwrap_or_else(bootstrap::default_route_ip),
-        ..TcpConfig::default()
-    };
+    let mut settings = config.backends.clone();
+    settings.tcp.secret = boot.secret().to_string();
+    // Listen where the launcher reached us from, unless told: on one host
+    // that is 127.0.0.1, across hosts an address the others can reach too.
+    // Launchers that do not say: the default route's.
+    settings.tcp.bind =
+        settings.tcp_bind.or_else(|| boot.local_ip()).unwrap_or_else(bootstrap::default_route_ip);
     Ok(match config.transport {
-        TransportChoice::Shm => Backend::Shm(
-            Shm::open(rank, size, boot.exchange(), &shm).map_err(|e| failed("shm", e))?,
-        ),
-        TransportChoice::Tcp => Backend::Tcp(
-            Tcp::open(rank, size, boot.exchange(), &tcp).map_err(|e| failed("tcp", e))?,
-        ),
+        TransportChoice::Only(kind) => backend::open(kind, rank, size, boot.exchange(), &settings)
+            .map_err(|e| failed(kind.name(), e))?,
         TransportChoice::Auto => {
             let node = config
                 .node
                 .clone()
                 .or_else(|| boot.node())
                 .unwrap_or_else(bootstrap::host_identity);
-            hybrid::open(rank, size, &node, boot.exchange(), &shm, &tcp)
+            hybrid::open(rank, size, &node, boot.exchange(), &settings)
                 .map_err(|e| failed("auto", e))?
-        }
-        TransportChoice::Ofi => {
-            let ofi = OfiConfig {
-                provider: config.ofi_provider.clone(),
-                efa_mr_mode: config.ofi_efa_mr_mode,
-                reads: config.ofi_reads,
-                ..OfiConfig::default()
-            };
-            Backend::Ofi(Box::new(
-                Ofi::open(rank, size, boot.exchange(), &ofi).map_err(|e| failed("ofi", e))?,
-            ))
         }
     })
 }

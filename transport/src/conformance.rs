@@ -480,8 +480,9 @@ pub fn lost_peers_are_reported<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     assert!(others.is_empty(), "peer loss reported twice: {others:?}");
 }
 
-/// Closing is a step the caller polls ([`Transport::close`]) while the
-/// peers make progress: it finishes in bounded time, stays finished, lets
+/// Closing is a step the caller takes between rounds of progress
+/// ([`Transport::close`]) while the peers make progress too: it finishes
+/// in bounded time, stays finished, lets
 /// the frames sent before it arrive, and a peer then sees an orderly end;
 /// dropping a closed endpoint has nothing left to wait for.
 pub fn closing_is_polled_and_ends_in_order<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
@@ -492,6 +493,7 @@ pub fn closing_is_polled_and_ends_in_order<T: Transport>(make: &impl Fn(usize) -
     let start = Instant::now();
     let (mut frames, mut others) = (Vec::new(), Vec::new());
     while !leaving.close() {
+        leaving.poll(&regions, &mut |_| {}).expect("poll");
         for (i, ep) in eps.iter_mut().enumerate() {
             ep.poll(&regions, &mut |ev| match ev {
                 Event::Frame { src, header, payload } => frames.push(Received {

@@ -1,5 +1,6 @@
 //! The hybrid backend of `--transport auto`: shared memory between the ranks
-//! of one host, TCP between hosts.
+//! of one host, a network backend between hosts — ofi where libfabric
+//! offers a kernel-bypass provider (EFA) on every rank, else tcp.
 //!
 //! # Set-up
 //!
@@ -9,11 +10,22 @@
 //! launcher from, so that network namespaces count as hosts). From the
 //! names each rank derives the same layout: the ranks of each node, in rank
 //! order, open an [`Shm`] endpoint of their own (keys and segment name kept
-//! apart by a [`Scoped`] exchange), and every rank opens a [`Tcp`] endpoint
-//! that reaches only the ranks of other nodes ([`Tcp::open_among`]). Both
-//! set-ups fence job-wide the same number of times on every rank, so the
-//! nodes set up side by side. [`open`] returns a plain [`Shm`] when all
-//! ranks share one node and a plain [`Tcp`] when no two do.
+//! apart by a [`Scoped`] exchange), and every rank opens a network endpoint
+//! that reaches only the ranks of other nodes ([`Tcp::open_among`],
+//! [`Ofi::open_among`]). Both set-ups fence job-wide the same number of
+//! times on every rank, so the nodes set up side by side. [`open`] returns
+//! a plain [`Shm`] when all ranks share one node and the plain network
+//! backend when no two do.
+//!
+//! # The network
+//!
+//! `HPCOMM_AUTO_NETWORK` (`tcp` or `ofi`) forces one; otherwise each rank
+//! says, with its node's name, whether libfabric offers it a kernel-bypass
+//! provider ([`crate::ofi::kernel_bypass_present`]), and the job uses ofi
+//! only if every rank can — the same choice on every rank, also in a job
+//! whose nodes differ. Reads between nodes are not used: one key cannot
+//! serve both a local reader (shm) and a remote one (ofi), so a peer on
+//! another node gets the pipelined rendezvous.
 //!
 //! # Routing
 //!
@@ -40,19 +52,22 @@
 
 use std::time::Duration;
 
+use crate::backend::{Kind, Settings};
 use crate::exchange::Exchange;
-use crate::shm::{Shm, ShmConfig};
-use crate::tcp::{Tcp, TcpConfig};
+use crate::ofi::Ofi;
+use crate::shm::Shm;
+use crate::tcp::Tcp;
 use crate::{
     Backend, Capabilities, Event, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
 
 /// The route of a rank that is not on this node.
 const REMOTE: u32 = u32::MAX;
-/// While shared memory carries the traffic, tcp is polled once in this many
-/// polls: polling it costs system calls (about a microsecond), polling shm
-/// a few loads, and a frame over tcp has taken tens of microseconds anyway.
-const TCP_POLL_EVERY: u32 = 8;
+/// While shared memory carries the traffic, the network is polled once in
+/// this many polls: polling tcp costs system calls (about a microsecond),
+/// polling shm a few loads, and a frame over the network has taken
+/// microseconds anyway.
+const NET_POLL_EVERY: u32 = 8;
 
 /// An endpoint of the hybrid backend.
 #[derive(Debug)]
@@ -62,14 +77,17 @@ pub struct Hybrid {
     /// What holds for every peer.
     caps: Capabilities,
     shm: Shm,
-    tcp: Tcp,
+    /// The network backend (tcp or ofi), reaching the other nodes' ranks.
+    net: Backend,
+    /// Its limits towards a peer on another node (no reads).
+    net_caps: Capabilities,
     /// The shm index of each world rank, or [`REMOTE`].
     route: Vec<u32>,
     /// The world rank of each shm index.
     world: Vec<PeerId>,
     /// Which backend delivered the last event: the one to sleep in, and
-    /// whether tcp is polled every time.
-    tcp_last: bool,
+    /// whether the network is polled every time.
+    net_last: bool,
     polls: u32,
 }
 
@@ -116,6 +134,8 @@ struct Layout {
     spread: bool,
     /// Whether each rank is on this rank's node.
     here: Vec<bool>,
+    /// The backend between nodes.
+    net: Kind,
 }
 
 fn layout(
@@ -123,18 +143,29 @@ fn layout(
     ranks: usize,
     exchange: &mut dyn Exchange,
     node: &str,
+    network: Option<Kind>,
 ) -> Result<Layout, TransportError> {
     let setup = |e: String| TransportError::Setup(format!("hybrid: {e}"));
-    // Each rank publishes 8 bytes, not its node's name (some 70 bytes):
+    // Each rank publishes 9 bytes, not its node's name (some 70 bytes):
     // every rank reads every rank's, so at scale the bytes count.
-    let mine = node_hash(node).to_le_bytes();
-    let nodes = exchange.allgather(me, ranks, "node", &mine).map_err(setup)?;
+    let bypass = match network {
+        Some(kind) => kind == Kind::Ofi,
+        None => crate::ofi::kernel_bypass_present(),
+    };
+    let mut mine = node_hash(node).to_le_bytes().to_vec();
+    mine.push(u8::from(bypass));
+    let published = exchange.allgather(me, ranks, "node", &mine).map_err(setup)?;
+    if let Some(r) = published.iter().position(|p| p.len() != 9) {
+        return Err(setup(format!("rank {r} published a node of {} bytes", published[r].len())));
+    }
+    let nodes: Vec<&[u8]> = published.iter().map(|p| &p[..8]).collect();
     let here: Vec<bool> = nodes.iter().map(|n| *n == nodes[me]).collect();
     let local = (0..ranks).filter(|&r| here[r]).collect();
     let mut distinct = nodes.clone();
     distinct.sort();
     distinct.dedup();
-    Ok(Layout { local, shared: distinct.len() < ranks, spread: distinct.len() > 1, here })
+    let net = if published.iter().all(|p| p[8] == 1) { Kind::Ofi } else { Kind::Tcp };
+    Ok(Layout { local, shared: distinct.len() < ranks, spread: distinct.len() > 1, here, net })
 }
 
 /// A node's name as 64 bits (FNV-1a: the same in every process and build),
@@ -145,41 +176,39 @@ fn node_hash(node: &str) -> u64 {
 }
 
 /// Joins the job as rank `me` of `ranks` on node `node`: shm to the ranks
-/// of the same node, tcp to the others — or a plain [`Shm`] or [`Tcp`]
-/// endpoint when the job needs only one of them.
+/// of the same node, the network backend to the others — or a plain
+/// [`Shm`] or network endpoint when the job needs only one of them.
 pub fn open(
     me: usize,
     ranks: usize,
     node: &str,
     exchange: &mut dyn Exchange,
-    shm: &ShmConfig,
-    tcp: &TcpConfig,
+    settings: &Settings,
 ) -> Result<Backend, TransportError> {
-    let layout = layout(me, ranks, exchange, node)?;
+    let layout = layout(me, ranks, exchange, node, settings.auto_network)?;
     if !layout.spread {
-        return Ok(Backend::Shm(Shm::open(me, ranks, exchange, shm)?));
+        return Ok(Backend::Shm(Shm::open(me, ranks, exchange, &settings.shm)?));
     }
     if !layout.shared {
-        return Ok(Backend::Tcp(Tcp::open(me, ranks, exchange, tcp)?));
+        return crate::backend::open(layout.net, me, ranks, exchange, settings);
     }
-    Ok(Backend::Hybrid(Box::new(Hybrid::open_in(me, ranks, layout, exchange, shm, tcp)?)))
+    Ok(Backend::Hybrid(Box::new(Hybrid::open_in(me, ranks, layout, exchange, settings)?)))
 }
 
 impl Hybrid {
     /// Joins the job as rank `me` of `ranks` on node `node` as a hybrid
     /// endpoint, whatever the layout (a node of one rank gets an shm
-    /// endpoint of one; a job on one node, a tcp endpoint with no
-    /// connections). [`open`] is what jobs use.
+    /// endpoint of one; a job on one node, a network endpoint that talks
+    /// to nobody). [`open`] is what jobs use.
     pub fn open(
         me: usize,
         ranks: usize,
         node: &str,
         exchange: &mut dyn Exchange,
-        shm: &ShmConfig,
-        tcp: &TcpConfig,
+        settings: &Settings,
     ) -> Result<Hybrid, TransportError> {
-        let layout = layout(me, ranks, exchange, node)?;
-        Hybrid::open_in(me, ranks, layout, exchange, shm, tcp)
+        let layout = layout(me, ranks, exchange, node, settings.auto_network)?;
+        Hybrid::open_in(me, ranks, layout, exchange, settings)
     }
 
     fn open_in(
@@ -187,8 +216,7 @@ impl Hybrid {
         ranks: usize,
         layout: Layout,
         exchange: &mut dyn Exchange,
-        shm_config: &ShmConfig,
-        tcp_config: &TcpConfig,
+        settings: &Settings,
     ) -> Result<Hybrid, TransportError> {
         let local_me = layout.local.iter().position(|&r| r == me).expect("a rank is on its node");
         let scope = format!("node{}", layout.local[0]);
@@ -196,26 +224,38 @@ impl Hybrid {
             local_me,
             layout.local.len(),
             &mut Scoped::new(exchange, &scope),
-            shm_config,
+            &settings.shm,
         )?;
         let remote: Vec<bool> = layout.here.iter().map(|h| !h).collect();
-        let tcp = Tcp::open_among(me, ranks, &remote, exchange, tcp_config)?;
+        let net = match layout.net {
+            Kind::Ofi => Backend::Ofi(Box::new(Ofi::open_among(
+                me,
+                ranks,
+                &remote,
+                exchange,
+                &settings.ofi,
+            )?)),
+            _ => Backend::Tcp(Tcp::open_among(me, ranks, &remote, exchange, &settings.tcp)?),
+        };
         let mut route = vec![REMOTE; ranks];
         for (i, &r) in layout.local.iter().enumerate() {
             route[r] = i as u32;
         }
         let world = layout.local.iter().map(|&r| PeerId(r as u32)).collect();
-        let caps = common(shm.capabilities(), tcp.capabilities());
+        let net_caps = Capabilities { rma_read: false, max_read: 0, ..net.capabilities().clone() };
+        let name = if layout.net == Kind::Ofi { "shm+ofi" } else { "shm+tcp" };
+        let caps = common(name, shm.capabilities(), &net_caps);
         caps.validate().map_err(TransportError::Setup)?;
         Ok(Hybrid {
             me: PeerId(me as u32),
             ranks,
             caps,
             shm,
-            tcp,
+            net,
+            net_caps,
             route,
             world,
-            tcp_last: false,
+            net_last: false,
             polls: 0,
         })
     }
@@ -225,12 +265,16 @@ impl Hybrid {
     pub fn local_job(
         ranks: usize,
         node: impl Fn(usize) -> String + Sync,
-        shm: &ShmConfig,
-        tcp: &TcpConfig,
+        settings: &Settings,
     ) -> Result<Vec<Hybrid>, TransportError> {
         crate::exchange::local_job(ranks, |me, exchange| {
-            Hybrid::open(me, ranks, &node(me), exchange, shm, tcp)
+            Hybrid::open(me, ranks, &node(me), exchange, settings)
         })
+    }
+
+    /// The backend between nodes (`tcp` or `ofi`).
+    pub fn network(&self) -> &'static str {
+        self.net.capabilities().name
     }
 
     /// How many ranks share this rank's node (itself included).
@@ -258,10 +302,10 @@ impl Hybrid {
 
 /// What holds for every peer when some are reached through `a` and the
 /// others through `b`.
-fn common(a: &Capabilities, b: &Capabilities) -> Capabilities {
+fn common(name: &'static str, a: &Capabilities, b: &Capabilities) -> Capabilities {
     let eager_limit = a.eager_limit.min(b.eager_limit);
     Capabilities {
-        name: "shm+tcp",
+        name,
         max_header: a.max_header.min(b.max_header),
         max_payload: a.max_payload.min(b.max_payload),
         inline_limit: a.inline_limit.min(b.inline_limit).min(eager_limit),
@@ -284,7 +328,7 @@ impl Transport for Hybrid {
     fn peer_capabilities(&self, peer: PeerId) -> &Capabilities {
         match self.local(peer) {
             Some(_) => self.shm.capabilities(),
-            None => self.tcp.capabilities(),
+            None => &self.net_caps,
         }
     }
 
@@ -308,7 +352,7 @@ impl Transport for Hybrid {
         }
         match self.local(dst) {
             Some(l) => self.shm.try_send(l, header, payload).map_err(|e| self.shm_error(e)),
-            None => self.tcp.try_send(dst, header, payload),
+            None => self.net.try_send(dst, header, payload),
         }
     }
 
@@ -317,7 +361,7 @@ impl Transport for Hybrid {
         regions: &Regions,
         sink: &mut dyn FnMut(Event<'_>),
     ) -> Result<usize, TransportError> {
-        let Hybrid { shm, tcp, world, polls, tcp_last, .. } = self;
+        let Hybrid { shm, net, world, polls, net_last, .. } = self;
         *polls = polls.wrapping_add(1);
         let from_shm = shm.poll(regions, &mut |ev| {
             sink(match ev {
@@ -333,26 +377,31 @@ impl Transport for Hybrid {
                 other => other,
             })
         })?;
-        let from_tcp = match *tcp_last || *polls % TCP_POLL_EVERY == 0 {
-            true => tcp.poll(regions, sink)?,
+        let from_net = match *net_last || *polls % NET_POLL_EVERY == 0 {
+            true => net.poll(regions, sink)?,
             false => 0,
         };
-        if from_shm + from_tcp > 0 {
-            *tcp_last = from_tcp > from_shm;
+        if from_shm + from_net > 0 {
+            *net_last = from_net > from_shm;
         }
-        Ok(from_shm + from_tcp)
+        Ok(from_shm + from_net)
     }
 
     fn wait(&mut self, timeout: Duration) {
         // Look at the other side without sleeping, then sleep in the side
         // that was busy last.
-        if self.tcp_last {
+        if self.net_last {
             if !self.shm.has_work() {
-                self.tcp.wait(timeout);
+                self.net.wait(timeout);
             }
-        } else if !self.tcp.has_work() {
+        } else if !self.net.has_work() {
             self.shm.wait(timeout);
         }
+    }
+
+    fn close(&mut self) -> bool {
+        // Both sides, each until done (shm has nothing to do).
+        self.shm.close() & self.net.close()
     }
 
     fn expose(&mut self, regions: &Regions, region: RegionId) -> Result<RemoteKey, TransportError> {
@@ -377,7 +426,30 @@ impl Transport for Hybrid {
                 .shm
                 .start_read(regions, l, key, src_offset, dst, dst_offset, len, token)
                 .map_err(|e| self.shm_error(e)),
-            None => Err(TransportError::Unsupported("tcp (no remote reads)")),
+            None => Err(TransportError::Unsupported("hybrid (no reads between nodes)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The network is ofi only where every rank can use it: a rank without
+    /// a kernel-bypass provider (or told tcp) makes the whole job use tcp,
+    /// so that no two ranks open different backends to each other.
+    #[test]
+    fn every_rank_agrees_on_the_network() {
+        for (wants, expect) in [
+            ([Some(Kind::Ofi), Some(Kind::Ofi), Some(Kind::Ofi)], Kind::Ofi),
+            ([Some(Kind::Ofi), Some(Kind::Tcp), Some(Kind::Ofi)], Kind::Tcp),
+            ([Some(Kind::Tcp), Some(Kind::Tcp), Some(Kind::Tcp)], Kind::Tcp),
+        ] {
+            let nets = crate::exchange::local_job(3, |me, exchange| {
+                layout(me, 3, exchange, &format!("n{}", me / 2), wants[me]).map(|l| l.net)
+            })
+            .expect("layouts");
+            assert_eq!(nets, [expect; 3], "{wants:?}");
         }
     }
 }

@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod backend;
 pub mod conformance;
 pub mod exchange;
 #[doc(hidden)]
@@ -392,6 +393,20 @@ macro_rules! dispatch {
             Backend::Ofi($t) => $e,
         }
     };
+}
+
+impl Backend {
+    /// Whether `poll` has something to report without waiting (the hybrid
+    /// backend sleeps in one backend at a time and looks at the other
+    /// first).
+    pub fn has_work(&mut self) -> bool {
+        match self {
+            Backend::Loopback(_) | Backend::Hybrid(_) => true,
+            Backend::Shm(t) => t.has_work(),
+            Backend::Tcp(t) => t.has_work(),
+            Backend::Ofi(t) => t.has_work(),
+        }
+    }
 }
 
 impl Transport for Backend {

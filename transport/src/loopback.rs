@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::region::Exposure;
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
@@ -103,8 +102,8 @@ impl fmt::Debug for Fabric {
     }
 }
 
-impl WindowGuard {
-    pub(crate) fn revoke(self) {
+impl crate::region::Exposed for WindowGuard {
+    fn revoke(self: Box<Self>) {
         lock(&self.fabric.windows).remove(&self.key);
         // Waits for a read in progress, if any, then forbids new ones.
         *lock(&self.window.extent) = None;
@@ -338,7 +337,7 @@ impl Transport for Loopback {
         let window = Arc::new(Window { extent: Mutex::new(Some(Extent { ptr, len })) });
         lock(&self.fabric.windows).insert(key, window.clone());
         let guard = WindowGuard { fabric: self.fabric.clone(), key, window };
-        match regions.attach(region, Exposure::Loopback(guard)) {
+        match regions.attach(region, Box::new(guard)) {
             Ok(()) => Ok(RemoteKey { addr: 0, key }),
             Err(exposure) => {
                 // The region vanished between the two calls: undo.

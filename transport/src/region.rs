@@ -40,8 +40,6 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
-use crate::loopback;
-
 /// A handle to a registered region. Stale handles (the region was removed)
 /// are detected by a generation count and find nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,22 +59,17 @@ pub struct RemoteKey {
     pub key: u64,
 }
 
-/// A backend's handle on an exposed region, revoked when the region leaves
-/// the table.
-#[derive(Debug)]
-pub(crate) enum Exposure {
-    Loopback(loopback::WindowGuard),
-    Ofi(crate::ofi::MrGuard),
+/// A backend's handle on an exposed region (a registration, a window),
+/// revoked when the region leaves the table. The backend that attached it
+/// finds its own type again by downcasting.
+pub(crate) trait Exposed: std::any::Any + std::fmt::Debug {
+    /// Ends peers' access to the region: a read in progress completes
+    /// first or fails, later ones fail.
+    fn revoke(self: Box<Self>);
 }
 
-impl Exposure {
-    pub(crate) fn revoke(self) {
-        match self {
-            Exposure::Loopback(guard) => guard.revoke(),
-            Exposure::Ofi(guard) => guard.revoke(),
-        }
-    }
-}
+/// What a region's table keeps of its exposure.
+pub(crate) type Exposure = Box<dyn Exposed>;
 
 #[derive(Debug)]
 struct Slot {

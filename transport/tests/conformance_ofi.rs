@@ -140,3 +140,47 @@ fn read_destinations_outlive_their_release_until_the_read_completes() {
     assert!(got == data, "the scope ended before the read landed");
     theirs.release(src);
 }
+
+/// Keep-alives never lose a live peer that does not poll (a rank busy
+/// computing): a waiting endpoint probes it every tenth of the peer
+/// timeout for several timeouts, and the peer's provider takes the
+/// probes; when the peer polls again, the frame sent before arrives, and
+/// no loss was reported on either side.
+#[test]
+fn keepalives_spare_a_peer_that_computes() {
+    use std::time::{Duration, Instant};
+
+    use hpcomm_transport::{Event, PeerId, Regions, Transport};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = OfiConfig {
+        provider: Some("tcp;ofi_rxm".into()),
+        peer_timeout: Duration::from_millis(500),
+        ..OfiConfig::default()
+    };
+    let mut eps = Ofi::local_job(2, &config).expect("tcp;ofi_rxm job");
+    let mut busy = eps.pop().unwrap();
+    let mut waiting = eps.pop().unwrap();
+    let regions = Regions::new();
+    waiting.try_send(PeerId(1), b"work", b"for you").expect("send");
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        waiting.poll(&regions, &mut |ev| events.push(format!("{ev:?}"))).unwrap();
+        waiting.wait(Duration::from_millis(1));
+    }
+    assert!(events.is_empty(), "the waiting side reported {events:?}");
+    let mut frames = Vec::new();
+    let start = Instant::now();
+    while frames.is_empty() {
+        busy.poll(&regions, &mut |ev| match ev {
+            Event::Frame { header, .. } => frames.push(header.to_vec()),
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+        waiting.poll(&regions, &mut |ev| events.push(format!("{ev:?}"))).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(30), "the frame never arrived");
+    }
+    assert_eq!(frames, [b"work".to_vec()]);
+    assert!(events.is_empty(), "a live peer was reported: {events:?}");
+}

@@ -194,15 +194,8 @@ impl<'a> Spawner<'a> {
     }
 }
 
-/// Removes a shared-memory segment of job `job` that a rank could not
-/// unlink (the job ended while starting).
+/// Removes what the ranks of job `job` could not (shm segments, when the
+/// job ended while starting).
 pub fn cleanup(job: &str) {
-    let prefix = format!("hpcomm-{job}-");
-    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-        for entry in dir.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    hpcomm_transport::backend::cleanup(job);
 }

@@ -198,8 +198,8 @@ pub fn connect(kind: Kind, config: &Config) -> Result<Box<dyn Bootstrap>> {
             Box::new(KvsClient::connect(launch, timeout)?)
         }
         Kind::Pmix => Box::new(pmix::Pmix::connect(&lookup)?),
-        Kind::Pmi2 => Box::new(pmi2::Pmi2::connect(&lookup, timeout, config.tcp_bind)?),
-        Kind::Pmi1 => Box::new(pmi1::Pmi1::connect(&lookup, timeout, config.tcp_bind)?),
+        Kind::Pmi2 => Box::new(pmi2::Pmi2::connect(&lookup, timeout, config.backends.tcp_bind)?),
+        Kind::Pmi1 => Box::new(pmi1::Pmi1::connect(&lookup, timeout, config.backends.tcp_bind)?),
         Kind::Singleton => {
             return Err(Error::Bootstrap("a singleton has no launcher to connect to".into()))
         }

@@ -19,9 +19,8 @@ use super::api::{self, Info};
 use super::av::AddressVector;
 use super::cq::{self, CompletionQueue};
 use super::fabric::{close_logged, need, Domain};
-use super::mr::{register, Slab};
+use super::mr::{register, MemoryRegion, Slab};
 use super::sys::*;
-use crate::region::Exposure;
 use crate::{RegionId, Regions, TransportError};
 
 type SendFn = unsafe extern "C" fn(
@@ -328,9 +327,9 @@ impl Endpoint {
         region: RegionId,
     ) -> Result<(*mut c_void, u64), TransportError> {
         let found = regions
-            .with_exposure(region, |e| match e {
-                Some(Exposure::Ofi(mr)) => Some((mr.desc(), mr.key())),
-                _ => None,
+            .with_exposure(region, |e| {
+                let mr = (&**e? as &dyn std::any::Any).downcast_ref::<MemoryRegion>()?;
+                Some((mr.desc(), mr.key()))
             })
             .flatten();
         if let Some(found) = found {
@@ -348,7 +347,7 @@ impl Endpoint {
         let mr = unsafe { register(&self.domain, self.mr_mode, ptr.as_ptr(), len, access, bind) }
             .map_err(TransportError::Setup)?;
         let found = (mr.desc(), mr.key());
-        regions.attach(region, Exposure::Ofi(mr)).map_err(|e| {
+        regions.attach(region, Box::new(mr)).map_err(|e| {
             e.revoke();
             TransportError::InvalidRegion
         })?;

@@ -102,8 +102,6 @@ use ep::{Completion, Endpoint, Slots};
 use sys::{fi_addr_t, FI_EAGAIN, FI_ECANCELED, FI_MR_ALLOCATED, FI_MR_ENDPOINT, FI_MR_LOCAL};
 use sys::{FI_MR_PROV_KEY, FI_MR_VIRT_ADDR};
 
-pub(crate) use mr::MemoryRegion as MrGuard;
-
 use crate::exchange::Exchange;
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
@@ -117,6 +115,7 @@ const MAX_HEADER: usize = 64;
 const KIND_FRAME: u8 = 1;
 const KIND_BYE: u8 = 2;
 const KIND_HELLO: u8 = 3;
+const KIND_PING: u8 = 4;
 /// Reads in flight at once.
 const MAX_READS: usize = 256;
 /// Receive buffers that may wait for an idle poll before they are posted
@@ -127,6 +126,8 @@ pub const EFA_MR_MODE: u64 =
     (FI_MR_LOCAL | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_VIRT_ADDR) as u64;
 /// The `mr_mode` bits this backend supports.
 const SUPPORTED_MR_MODE: u64 = EFA_MR_MODE | FI_MR_ENDPOINT as u64;
+/// Idle polls between two looks at the clock for keep-alives.
+const IDLE_POLLS_PER_CLOCK: u32 = 256;
 /// How long closing may take in all.
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 /// How long closing waits for sends when none completes.
@@ -136,7 +137,7 @@ const CLOSE_QUIET: Duration = Duration::from_millis(200);
 const CLOSE_SETTLE: Duration = Duration::from_millis(50);
 
 /// Settings of the ofi backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfiConfig {
     /// The provider (`efa`, `tcp;ofi_rxm`, `shm`, `udp;ofi_rxd`, …); `None`:
     /// `efa` when present, else the first other than `shm`.
@@ -157,6 +158,60 @@ pub struct OfiConfig {
     pub rx_buffers: usize,
     /// Send buffers.
     pub tx_buffers: usize,
+    /// A peer to which a send has stayed unfinished this long is lost
+    /// (`Silent`): its host or process is gone, or the link is cut. To
+    /// know, an endpoint that waits sends the peers it has talked to a
+    /// small frame that needs no answer every tenth of it (from 100 ms to
+    /// 5 s): a live peer's provider or device takes it whether or not the
+    /// peer polls; a dead one's never does, or the send fails at once.
+    /// Zero: never.
+    pub peer_timeout: Duration,
+}
+
+impl OfiConfig {
+    /// Applies the `HPCOMM_OFI_*` variables found through `lookup`.
+    pub fn read_vars(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        if let Some(v) = lookup("HPCOMM_OFI_PROVIDER") {
+            let v = v.trim();
+            self.provider = (!v.is_empty()).then(|| v.to_string());
+        }
+        if let Some(v) = lookup("HPCOMM_OFI_MR_MODE") {
+            self.efa_mr_mode = match v.trim() {
+                "efa" => true,
+                "" | "provider" => false,
+                other => {
+                    return Err(format!(
+                        "HPCOMM_OFI_MR_MODE={other:?}: use efa (ask for EFA's mr_mode bits) or provider"
+                    ))
+                }
+            };
+        }
+        if let Some(v) = crate::backend::parse::<u8>(lookup, "HPCOMM_OFI_READS")? {
+            self.reads = v != 0;
+        }
+        if let Some(v) = crate::backend::parse::<u64>(lookup, "HPCOMM_PEER_TIMEOUT")? {
+            self.peer_timeout = Duration::from_secs(v);
+        }
+        Ok(())
+    }
+}
+
+/// How many keep-alive intervals make the peer timeout.
+fn ticks_for(timeout: Duration) -> u32 {
+    match keepalive_for(timeout) {
+        d if d.is_zero() => u32::MAX,
+        d => (timeout.as_nanos() / d.as_nanos()).max(1) as u32,
+    }
+}
+
+/// The keep-alive interval for a peer timeout: a tenth of it, from 100 ms
+/// to 5 s (zero: none). Sends are judged once an interval, so a dead peer
+/// is found within the timeout plus one interval.
+pub fn keepalive_for(timeout: Duration) -> Duration {
+    if timeout.is_zero() {
+        return Duration::ZERO;
+    }
+    (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 impl Default for OfiConfig {
@@ -169,6 +224,7 @@ impl Default for OfiConfig {
             reads: true,
             rx_buffers: 64,
             tx_buffers: 64,
+            peer_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -230,6 +286,82 @@ pub fn providers() -> Result<Vec<ProviderInfo>, String> {
     choose::providers(api::api()?)
 }
 
+/// The providers that bypass the kernel: where one is present,
+/// `--transport auto` uses ofi between nodes.
+pub const KERNEL_BYPASS: [&str; 6] = ["efa", "verbs;ofi_rxm", "cxi", "psm3", "opx", "psm2"];
+
+/// Whether libfabric loads here and offers a kernel-bypass provider
+/// ([`KERNEL_BYPASS`]; never EFA's direct fabric alone).
+pub fn kernel_bypass_present() -> bool {
+    providers().is_ok_and(|list| {
+        list.iter().any(|p| KERNEL_BYPASS.contains(&p.name.as_str()) && p.fabric != "efa-direct")
+    })
+}
+
+/// What `hpcomm info` shows of the ofi backend: the library, its RDM
+/// providers, and the endpoint `config` would open.
+pub(crate) fn probe(config: &OfiConfig) -> crate::backend::Probe {
+    let mut notes = Vec::new();
+    let library = match library() {
+        Ok(library) => library,
+        Err(e) => return crate::backend::Probe { status: Err(e), notes },
+    };
+    let ((major, minor), (api_major, api_minor)) = (library.version, library.api);
+    notes.push(format!(
+        "libfabric {major}.{minor} from {} (API {api_major}.{api_minor} asked for; HPCOMM_LIBFABRIC to change)",
+        library.path
+    ));
+    let fork: Vec<String> = api::FORK_SAFETY
+        .iter()
+        .map(|v| format!("{v}={}", std::env::var(v).unwrap_or_default()))
+        .collect();
+    notes.push(format!("fork safety    {}", fork.join(" ")));
+    match providers() {
+        Ok(list) if list.is_empty() => notes.push("no RDM provider found".into()),
+        Ok(list) => {
+            notes.push("RDM providers (libfabric's order of preference):".into());
+            for p in list {
+                let max = match p.max_msg_size {
+                    m if m >= 1 << 48 => "any size".to_string(),
+                    m => format!("up to {m} B"),
+                };
+                notes.push(format!(
+                    "  {:<14} {:<16} {:<6} inject {:>6} B, messages {max}, reads {}, mr_mode {:#x}",
+                    p.name,
+                    p.fabric,
+                    p.domain,
+                    p.inject_size,
+                    if p.rma { "yes" } else { "no" },
+                    p.mr_mode
+                ));
+            }
+        }
+        Err(e) => notes.push(format!("cannot list providers: {e}")),
+    }
+    let status = match Ofi::local_job(1, config) {
+        Ok(job) => {
+            notes.push(format!(
+                "chosen: {}, mr_mode {:#x} (HPCOMM_OFI_PROVIDER or FI_PROVIDER to change)",
+                job[0].provider(),
+                job[0].mr_mode()
+            ));
+            notes.push(format!(
+                "reads          {}",
+                match job[0].emulated_reads() {
+                    Some(true) =>
+                        "emulated by the provider (no RDMA read on this device): not used",
+                    Some(false) => "by the device",
+                    None =>
+                        "as the provider offers them (it does not say whether they are emulated)",
+                }
+            ));
+            Ok(job[0].capabilities().clone())
+        }
+        Err(e) => Err(format!("unusable: {e}")),
+    };
+    crate::backend::Probe { status, notes }
+}
+
 /// A read waiting for the provider to take it.
 struct PendingRead {
     slot: usize,
@@ -260,6 +392,9 @@ enum Closing {
 pub struct Ofi {
     me: PeerId,
     ranks: usize,
+    /// The ranks this endpoint talks to (the others another way:
+    /// [`crate::hybrid`]).
+    reach: Vec<bool>,
     caps: Capabilities,
     provider: String,
     mr_mode: u64,
@@ -294,10 +429,24 @@ pub struct Ofi {
     received: Vec<u64>,
     bye: Vec<Option<u64>>,
     lost: Vec<bool>,
+    /// Why each lost peer is lost.
+    cause: Vec<LossCause>,
     reported: Vec<bool>,
     /// Whether some lost peer has not been reported yet.
     unreported: bool,
     closing: Closing,
+    /// See [`OfiConfig::peer_timeout`]: the interval of keep-alives, and
+    /// how many intervals a send may stay unfinished.
+    keepalive: Duration,
+    timeout_ticks: u32,
+    next_probe: Instant,
+    /// Keep-alive intervals so far, and the one in which each keep-alive
+    /// still unfinished was sent (`None`: free, or a frame of data: a send
+    /// of data may wait for a peer that computes, a keep-alive, taken by the
+    /// peer's provider or device, does not).
+    tick: u32,
+    tx_since: Vec<Option<u32>>,
+    idle_polls: u32,
     /// For endpoints of one process's in-process job: where their
     /// endpoints wait to be closed together.
     group: Option<Arc<Mutex<Parked>>>,
@@ -331,6 +480,18 @@ impl std::fmt::Debug for Ofi {
     }
 }
 
+/// Why a peer is lost, from the error of a send to it: no answer within
+/// the provider's time (a dead host, a cut link) is `Silent`; anything
+/// else (a reset or refused connection, an endpoint gone) `Ended`.
+fn cause_of(err: i32) -> LossCause {
+    let silent = [sys::FI_ETIMEDOUT, sys::FI_EHOSTUNREACH, sys::FI_ENETUNREACH];
+    if silent.iter().any(|&e| e as i32 == err.abs()) {
+        LossCause::Silent
+    } else {
+        LossCause::Ended
+    }
+}
+
 /// Whether the rendezvous reads: the provider offers reads, the settings
 /// allow them, and they are not emulated with messages (EFA on a device
 /// without RDMA read, where the pipelined copy is faster).
@@ -346,7 +507,23 @@ impl Ofi {
         exchange: &mut dyn Exchange,
         config: &OfiConfig,
     ) -> Result<Ofi, TransportError> {
-        Ofi::open_in(me, ranks, exchange, config, None)
+        Ofi::open_in(me, ranks, &vec![true; ranks], exchange, config, None)
+    }
+
+    /// [`open`](Ofi::open), talking only to the peers `p` with `reach[p]`
+    /// (the others are reached another way: [`crate::hybrid`]). Every rank
+    /// must pass a `reach` that agrees with the others'.
+    pub fn open_among(
+        me: usize,
+        ranks: usize,
+        reach: &[bool],
+        exchange: &mut dyn Exchange,
+        config: &OfiConfig,
+    ) -> Result<Ofi, TransportError> {
+        if reach.len() != ranks || me >= ranks {
+            return Err(setup("the reach mask must have one entry per rank"));
+        }
+        Ofi::open_in(me, ranks, reach, exchange, config, None)
     }
 
     /// [`open`](Ofi::open), parking the endpoint in `group` when it is
@@ -354,6 +531,7 @@ impl Ofi {
     fn open_in(
         me: usize,
         ranks: usize,
+        reach: &[bool],
         exchange: &mut dyn Exchange,
         config: &OfiConfig,
         group: Option<Arc<Mutex<Parked>>>,
@@ -390,6 +568,7 @@ impl Ofi {
         let mut ofi = Ofi {
             me: PeerId(me as u32),
             ranks,
+            reach: reach.to_vec(),
             caps: Capabilities {
                 name: "ofi",
                 max_header: MAX_HEADER,
@@ -436,9 +615,16 @@ impl Ofi {
             received: vec![0; ranks],
             bye: vec![None; ranks],
             lost: vec![false; ranks],
+            cause: vec![LossCause::Ended; ranks],
             reported: vec![false; ranks],
             unreported: false,
             closing: Closing::Open,
+            keepalive: keepalive_for(config.peer_timeout),
+            timeout_ticks: ticks_for(config.peer_timeout),
+            next_probe: Instant::now() + keepalive_for(config.peer_timeout),
+            tick: 0,
+            tx_since: vec![None; slots.tx],
+            idle_polls: 0,
             group,
         };
         ofi.caps.validate().map_err(setup)?;
@@ -484,7 +670,7 @@ impl Ofi {
     fn connect_all(&mut self) -> Result<(), TransportError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let prefix = self.prefix(KIND_HELLO, 0);
-        let mut greeted = vec![false; self.ranks];
+        let mut greeted: Vec<bool> = self.reach.iter().map(|r| !r).collect();
         greeted[self.me.index()] = true;
         let mut heard = greeted.clone();
         while greeted.iter().chain(&heard).any(|&g| !g)
@@ -534,7 +720,7 @@ impl Ofi {
         // dropped because another's set-up failed is parked, not closed.
         let group = Arc::new(Mutex::new(Parked::default()));
         crate::exchange::local_job(ranks, |me, exchange| {
-            Ofi::open_in(me, ranks, exchange, config, Some(group.clone()))
+            Ofi::open_in(me, ranks, &vec![true; ranks], exchange, config, Some(group.clone()))
         })
     }
 
@@ -553,6 +739,16 @@ impl Ofi {
     /// when the provider does not say.
     pub fn emulated_reads(&self) -> Option<bool> {
         self.emulated_reads
+    }
+
+    /// Whether `poll` has something to report without waiting (for the
+    /// hybrid backend, which sleeps in one backend at a time).
+    pub fn has_work(&mut self) -> bool {
+        if !self.own.is_empty() || !self.ready.is_empty() || !self.done_reads.is_empty() {
+            return true;
+        }
+        self.reap(None);
+        !self.ready.is_empty() || !self.done_reads.is_empty() || self.unreported
     }
 
     /// The 8-byte prefix of a frame of `kind` with a header of `hlen`.
@@ -597,16 +793,17 @@ impl Ofi {
                     Some(sink) => delivered += self.deliver(buf, len, sink),
                     None => self.ready.push_back((buf, len)),
                 },
-                Completion::Sent { slot } => self.tx_free.push(slot),
+                Completion::Sent { slot } => self.free_tx(slot),
                 Completion::Read { slot, region } => {
                     self.reads_free.push(slot);
                     self.done_reads.push_back((self.read_token[slot], None, region));
                 }
                 Completion::SendFailed { slot, err } => {
-                    self.tx_free.push(slot);
+                    self.free_tx(slot);
                     let peer = self.tx_peer[slot] as usize;
                     let why = self.error("send", err as isize);
                     tracing::debug!("ofi: a send to rank {peer} failed ({why}); it is lost");
+                    self.cause[peer] = cause_of(err);
                     self.mark_lost(peer);
                 }
                 Completion::RecvFailed { buf, err } => {
@@ -654,7 +851,7 @@ impl Ofi {
                         });
                         delivered = 1;
                     }
-                    KIND_HELLO => {}
+                    KIND_HELLO | KIND_PING => {}
                     KIND_BYE if frame.len() >= PREFIX + 8 => {
                         let mut n = [0u8; 8];
                         n.copy_from_slice(&frame[PREFIX..PREFIX + 8]);
@@ -714,6 +911,15 @@ impl Ofi {
                 }
             }
         }
+        self.send_buffered(dst, parts).map(|_| ())
+    }
+
+    /// Sends one message of `parts` to `dst` from a send buffer, whose
+    /// completion (or error) comes back through the queue — unlike an
+    /// injected send's, which some providers never report.
+    /// Returns the buffer's slot.
+    fn send_buffered(&mut self, dst: usize, parts: [&[u8]; 3]) -> Result<usize, TransportError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let slot = match self.tx_free.pop() {
             Some(slot) => slot,
             None => {
@@ -731,7 +937,7 @@ impl Ofi {
         self.tx_len[slot] = total;
         self.unposted.push_back(slot);
         self.post_sends();
-        Ok(())
+        Ok(slot)
     }
 
     /// Posts the send buffers waiting for the provider, in order, until it
@@ -742,7 +948,7 @@ impl Ofi {
             let dst = self.tx_peer[slot] as usize;
             if self.lost[dst] {
                 self.unposted.pop_front();
-                self.tx_free.push(slot);
+                self.free_tx(slot);
                 continue;
             }
             let (len, addr) = (self.tx_len[slot], self.addrs[dst]);
@@ -759,11 +965,73 @@ impl Ofi {
                 }
                 r => {
                     self.unposted.pop_front();
-                    self.tx_free.push(slot);
+                    self.free_tx(slot);
                     let _ = self.send_error(dst, r);
                 }
             }
         }
+    }
+
+    /// Sends a keep-alive frame to every peer this endpoint has talked to
+    /// and still reaches, from a send buffer (an injected send's failure
+    /// is never reported): it needs no answer (a peer busy computing need
+    /// not poll), but the send to a peer whose process or host is gone
+    /// fails or never finishes (`ofi_rxm` retries a refused connection for
+    /// ever; EFA's device gets no acknowledgement), and the peer is lost.
+    /// A peer with a keep-alive still unfinished gets no other.
+    fn probe_peers(&mut self) {
+        let prefix = self.prefix(KIND_PING, 0);
+        for peer in 0..self.ranks {
+            let talked = self.sent[peer] > 0 || self.received[peer] > 0;
+            let pending = (0..self.ntx)
+                .any(|s| self.tx_since[s].is_some() && self.tx_peer[s] as usize == peer);
+            if peer != self.me.index() && self.reach[peer] && !self.lost[peer] && talked && !pending
+            {
+                // Not injected: the send's error is what tells. A full set of
+                // send buffers skips the probe until the next interval.
+                let sent = self.send_buffered(peer, [&prefix, &[], &[]]);
+                tracing::trace!(peer, ?sent, "ofi: keep-alive");
+                if let Ok(slot) = sent {
+                    // Unfinished (a peer that was lost meanwhile freed it).
+                    if !self.tx_free.contains(&slot) {
+                        self.tx_since[slot] = Some(self.tick);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once a keep-alive interval: loses the peers a keep-alive has waited
+    /// on for the peer timeout, then probes the others.
+    fn maybe_probe(&mut self) {
+        if self.keepalive.is_zero() || self.closing != Closing::Open {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.next_probe {
+            return;
+        }
+        self.next_probe = now + self.keepalive;
+        self.tick = self.tick.wrapping_add(1);
+        for slot in 0..self.ntx {
+            let Some(since) = self.tx_since[slot] else { continue };
+            let peer = self.tx_peer[slot] as usize;
+            if self.tick.wrapping_sub(since) > self.timeout_ticks && !self.lost[peer] {
+                let after = self.keepalive * self.timeout_ticks;
+                tracing::debug!(
+                    "ofi: a keep-alive to rank {peer} unfinished after {after:?}: lost"
+                );
+                self.cause[peer] = LossCause::Silent;
+                self.mark_lost(peer);
+            }
+        }
+        self.probe_peers();
+    }
+
+    /// Gives send buffer `slot` back.
+    fn free_tx(&mut self, slot: usize) {
+        self.tx_since[slot] = None;
+        self.tx_free.push(slot);
     }
 
     fn mark_lost(&mut self, peer: usize) {
@@ -773,6 +1041,7 @@ impl Ofi {
 
     fn send_error(&mut self, dst: usize, ret: isize) -> TransportError {
         tracing::debug!("ofi: {}", self.error("send", ret));
+        self.cause[dst] = cause_of(ret.unsigned_abs() as i32);
         self.mark_lost(dst);
         TransportError::PeerLost(PeerId(dst as u32))
     }
@@ -837,7 +1106,7 @@ impl Ofi {
                             Closing::Flushing { since, free: self.tx_free.len(), moved: now };
                         continue;
                     }
-                    if next != self.me.index() && !self.lost[next] {
+                    if next != self.me.index() && self.reach[next] && !self.lost[next] {
                         let prefix = self.prefix(KIND_BYE, 0);
                         let count = self.sent[next].to_le_bytes();
                         match self.send_parts(next, [&prefix, &count, &[]]) {
@@ -906,6 +1175,9 @@ impl Transport for Ofi {
         if self.lost[d] {
             return Err(TransportError::PeerLost(dst));
         }
+        if !self.reach[d] && dst != self.me {
+            return Err(TransportError::Unsupported("ofi (this peer is reached another way)"));
+        }
         if self.closing != Closing::Open {
             return Err(TransportError::Setup("ofi: the endpoint is closing".into()));
         }
@@ -948,8 +1220,17 @@ impl Transport for Ofi {
             events += self.deliver(b, len, sink);
         }
         events += self.reap(Some(sink));
-        if events == 0 && !self.to_repost.is_empty() {
-            self.repost();
+        if events == 0 {
+            if !self.to_repost.is_empty() {
+                self.repost();
+            }
+            // A rank that polls without sleeping (spinning, or inside the
+            // hybrid backend, which sleeps in shm) still probes: the clock
+            // is read once in IDLE_POLLS_PER_CLOCK idle polls.
+            self.idle_polls = self.idle_polls.wrapping_add(1);
+            if self.idle_polls % IDLE_POLLS_PER_CLOCK == 0 {
+                self.maybe_probe();
+            }
         }
         while let Some((token, error, region)) = self.done_reads.pop_front() {
             // The provider is done with the memory: it may go now.
@@ -967,7 +1248,7 @@ impl Transport for Ofi {
             for peer in 0..self.ranks {
                 if self.lost[peer] && !self.reported[peer] {
                     self.reported[peer] = true;
-                    sink(Event::PeerLost { peer: PeerId(peer as u32), cause: LossCause::Ended });
+                    sink(Event::PeerLost { peer: PeerId(peer as u32), cause: self.cause[peer] });
                     events += 1;
                 }
             }
@@ -977,8 +1258,10 @@ impl Transport for Ofi {
 
     fn wait(&mut self, timeout: Duration) {
         // The completion queue has no wait object (EFA offers none), so an
-        // idle rank naps briefly instead.
+        // idle rank naps briefly instead; a rank that waits long probes
+        // the peers it talks to (see `probe_peers`).
         self.repost();
+        self.maybe_probe();
         if self.own.is_empty() && self.ready.is_empty() && self.done_reads.is_empty() {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
         }
@@ -1065,6 +1348,19 @@ impl Drop for Ofi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keepalives_follow_the_peer_timeout() {
+        assert_eq!(keepalive_for(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(keepalive_for(Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(keepalive_for(Duration::from_secs(600)), Duration::from_secs(5));
+        assert_eq!(keepalive_for(Duration::ZERO), Duration::ZERO);
+        assert_eq!(ticks_for(Duration::from_secs(30)), 10);
+        assert_eq!(ticks_for(Duration::from_secs(600)), 120);
+        assert_eq!(ticks_for(Duration::from_millis(500)), 5);
+        assert_eq!(cause_of(-(sys::FI_ETIMEDOUT as i32)), LossCause::Silent);
+        assert_eq!(cause_of(sys::FI_ECONNRESET as i32), LossCause::Ended);
+    }
 
     #[test]
     fn emulated_reads_stream_instead() {

@@ -96,9 +96,11 @@ impl MemoryRegion {
         // SAFETY: the registration is live while `self` is.
         unsafe { (*self.raw.as_ptr()).key }
     }
+}
 
+impl crate::region::Exposed for MemoryRegion {
     /// Closes the registration (peers' later reads fail).
-    pub(crate) fn revoke(self) {
+    fn revoke(self: Box<Self>) {
         drop(self);
     }
 }

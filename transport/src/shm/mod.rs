@@ -95,6 +95,56 @@ pub struct ShmConfig {
     pub eager_limit: usize,
 }
 
+impl ShmConfig {
+    /// Applies the `HPCOMM_SHM_*` variables found through `lookup`.
+    pub fn read_vars(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        use crate::backend::parse;
+        if let Some(v) = parse::<usize>(lookup, "HPCOMM_SHM_RING_BYTES")? {
+            if v < 16 << 10 || !v.is_power_of_two() {
+                return Err(format!(
+                    "HPCOMM_SHM_RING_BYTES={v} must be a power of two of at least 16384"
+                ));
+            }
+            self.ring_bytes = Some(v);
+        }
+        if let Some(v) = parse::<usize>(lookup, "HPCOMM_SHM_POOL_BYTES")? {
+            self.pool_bytes = v;
+        }
+        if let Some(v) = parse::<u8>(lookup, "HPCOMM_SHM_CMA")? {
+            self.cma = v != 0;
+        }
+        Ok(())
+    }
+}
+
+/// The path every shm segment of job `job` starts with.
+fn segment_prefix(job: &str) -> String {
+    format!("/dev/shm/hpcomm-{job}-")
+}
+
+/// Removes the shm segments of job `job` that its ranks could not unlink
+/// (the job ended while starting).
+pub fn cleanup(job: &str) {
+    let prefix = segment_prefix(job);
+    let Some((dir, name)) = prefix.rsplit_once('/') else { return };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// `kernel.yama.ptrace_scope`, which decides whether single-copy reads
+/// (`process_vm_readv`) work between ranks.
+pub fn ptrace_scope() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Ok(v) => v.trim().to_string(),
+        Err(_) => "not present (no Yama)".into(),
+    }
+}
+
 impl Default for ShmConfig {
     fn default() -> Self {
         ShmConfig {
@@ -440,8 +490,8 @@ impl Shm {
         let layout = Layout::new(ranks, ring_bytes, config.pool_bytes);
         let file = if me == 0 {
             let path = format!(
-                "/dev/shm/hpcomm-{}-{}",
-                exchange.job_id(),
+                "{}{}",
+                segment_prefix(exchange.job_id()),
                 rustix::process::getpid().as_raw_nonzero()
             );
             let file = OpenOptions::new()

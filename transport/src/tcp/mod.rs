@@ -113,7 +113,7 @@ const LISTEN_EVERY: u32 = 16;
 const LISTENER: Token = Token(usize::MAX);
 
 /// Settings of the TCP backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
     /// The address to listen on and publish: one the other ranks can reach.
     pub bind: IpAddr,
@@ -136,6 +136,44 @@ pub struct TcpConfig {
     /// losing a frame — and they are made again when next needed. `None`:
     /// no cap.
     pub max_conns: Option<usize>,
+}
+
+impl TcpConfig {
+    /// Applies the `HPCOMM_TCP_*` variables found through `lookup`;
+    /// returns `HPCOMM_TCP_BIND` when set (the runtime decides the address
+    /// otherwise, from the launcher).
+    pub fn read_vars(
+        &mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<IpAddr>, String> {
+        use crate::backend::parse;
+        if let Some(v) = parse::<usize>(lookup, "HPCOMM_TCP_STRIPES")? {
+            if !(1..=64).contains(&v) {
+                return Err(format!("HPCOMM_TCP_STRIPES={v} must be 1 to 64"));
+            }
+            self.stripes = v;
+        }
+        if let Some(v) = parse::<usize>(lookup, "HPCOMM_TCP_MAX_CONNS")? {
+            if v == 0 {
+                return Err("HPCOMM_TCP_MAX_CONNS=0: at least 1".into());
+            }
+            self.max_conns = Some(v);
+        }
+        // The general peer timeout, which tcp's own overrides.
+        for name in ["HPCOMM_PEER_TIMEOUT", "HPCOMM_TCP_TIMEOUT"] {
+            if let Some(v) = parse::<u64>(lookup, name)? {
+                self.peer_timeout = Duration::from_secs(v.max(1));
+            }
+        }
+        match lookup("HPCOMM_TCP_BIND") {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("HPCOMM_TCP_BIND={v:?} is not an IP address")),
+        }
+    }
 }
 
 impl Default for TcpConfig {
@@ -753,6 +791,15 @@ impl Transport for Tcp {
         Ok(events)
     }
 
+    /// Done once no live peer has bytes waiting to leave, connections
+    /// still being made included: `poll`, which the runtime calls between
+    /// steps, moves them (under a connection cap, closing other connections
+    /// first). The drop then only shuts and drains; without this step it
+    /// gives the bytes 2 s, which a loaded machine can exceed.
+    fn close(&mut self) -> bool {
+        !self.unsent()
+    }
+
     fn wait(&mut self, timeout: Duration) {
         if !self.own.is_empty() || self.listen_ready {
             return;
@@ -791,6 +838,16 @@ impl Transport for Tcp {
     }
 }
 
+impl Tcp {
+    /// Whether a live peer has bytes waiting to leave.
+    fn unsent(&self) -> bool {
+        self.active
+            .iter()
+            .filter_map(|&p| self.peers[p as usize].as_deref())
+            .any(|peer| peer.lost.is_none() && peer.queued() > 0)
+    }
+}
+
 impl Drop for Tcp {
     /// Gives queued bytes a short while to leave (connections still being
     /// made included), so that what a rank sent just before it ended still
@@ -800,12 +857,7 @@ impl Drop for Tcp {
     /// rank's last frames in flight.
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2);
-        let queued = |tcp: &Tcp| {
-            tcp.active
-                .iter()
-                .filter_map(|&p| tcp.peers[p as usize].as_deref())
-                .any(|peer| peer.lost.is_none() && peer.queued() > 0)
-        };
+        let queued = |tcp: &Tcp| tcp.unsent();
         let mut shut = false;
         let mut quiet_since = Instant::now();
         let mut buf = vec![0u8; 64 << 10];
