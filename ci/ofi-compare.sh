@@ -28,7 +28,7 @@ pingpong() {
     local server=$!
     sleep 0.3
     fi_pingpong -p "$prov" -e rdm -S "$size" -I "$iters" -P "$port" 127.0.0.1 2>/dev/null |
-        awk -v c="$col" '$1 ~ /^[0-9]+$/ {print $c}'
+        awk -v c="$col" '$1 ~ /^[0-9]+[kmg]?$/ {print $c}'
     wait "$server" 2>/dev/null || true
 }
 

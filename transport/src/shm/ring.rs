@@ -192,6 +192,7 @@ impl<C: CtlRef, D: Bytes> Producer<C, D> {
 
     /// The largest frame (header plus payload) that fits.
     #[cfg(test)]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn max_frame(&self) -> usize {
         self.data.len() / 2 - RECORD_HEADER
     }
