@@ -30,8 +30,12 @@ use subtle::ConstantTimeEq;
 const MAGIC: &[u8; 8] = b"HPCTCP01";
 /// The fixed part: magic, rank, stripe, secret length.
 const FIXED: usize = 20;
-/// How long a connection may take to present its handshake.
-pub(crate) const HANDSHAKE_TIME: Duration = Duration::from_secs(2);
+/// How long a connection may take to present its handshake: a real rank's
+/// arrives with the first segment, but on a lossy link that segment may be
+/// sent four or five times (200 ms, then doubling), and a refused honest
+/// connection costs the frames behind its handshake. Strangers that say
+/// nothing hold one of [`MAX_PENDING`] slots this long at most.
+pub(crate) const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 /// Connections whose handshake is still arriving, at most.
 pub(crate) const MAX_PENDING: usize = 256;
 
