@@ -91,18 +91,26 @@ fn selftest_passes_over_tcp_processes() {
 /// (and plain tcp when every host has one rank) — or ofi between hosts, as
 /// EFA jobs run, with `tcp;ofi_rxm` standing in for EFA
 /// (`HPCOMM_AUTO_NETWORK=ofi`), where a rank killed on one host is then
-/// reported by every other rank.
+/// reported by every other rank; and over ofi on two NICs per host.
 #[test]
 fn a_job_spans_network_namespace_hosts() {
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(900, "namespace hosts", || {
         let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/cluster.sh");
-        let up = Command::new("bash").args([cluster, "up", "4"]).output().expect("run cluster.sh");
-        assert!(up.status.success(), "ci/cluster.sh up 4: {}", text(&up.stderr));
+        let up =
+            Command::new("bash").args([cluster, "up", "4", "2"]).output().expect("run cluster.sh");
+        assert!(up.status.success(), "ci/cluster.sh up 4 2: {}", text(&up.stderr));
         let exe = env!("CARGO_BIN_EXE_hpcomm");
         let striped: Env = &[("HPCOMM_TCP_STRIPES", "3"), ("HPCOMM_EAGER_LIMIT", "2048")];
         let ofi: Env = &[("HPCOMM_AUTO_NETWORK", "ofi"), ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm")];
-        let runs: [(&str, &str, &str, &str, Env); 8] = [
+        // Two NICs per host (eth0 and eth1, two networks), every large
+        // message streamed and striped over both.
+        let two_nics: Env = &[
+            ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
+            ("HPCOMM_OFI_NICS", "eth0,eth1"),
+            ("HPCOMM_EAGER_LIMIT", "2048"),
+        ];
+        let runs: [(&str, &str, &str, &str, Env); 9] = [
             ("hpc1,hpc2", "2", "tcp", "over tcp", &[]),
             ("hpc1,hpc2,hpc3", "6", "tcp", "over tcp", striped),
             ("hpc1,hpc2,hpc3,hpc4", "4", "tcp", "over tcp", &[]),
@@ -111,6 +119,7 @@ fn a_job_spans_network_namespace_hosts() {
             ("hpc1,hpc2,hpc3,hpc4", "4", "auto", "over tcp", &[]),
             ("hpc1,hpc2,hpc3", "6", "auto", "over shm+ofi", ofi),
             ("hpc1,hpc2,hpc3,hpc4", "4", "auto", "over ofi", ofi),
+            ("hpc1,hpc2,hpc3", "6", "ofi", "over ofi", two_nics),
         ];
         let mut failures = Vec::new();
         let netns_args = |hosts: &'static str, transport: &'static str, n: &'static str| {

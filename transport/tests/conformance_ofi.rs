@@ -73,14 +73,102 @@ fn a_bad_peer_address_is_a_clear_error() {
     let config = OfiConfig { provider: Some("tcp;ofi_rxm".into()), ..OfiConfig::default() };
     let mut impostor = exchange.clone();
     let fake = std::thread::spawn(move || {
-        impostor.put("ofi-0", b"bad").unwrap();
+        // One NIC, whose name is 3 bytes long.
+        impostor.put("ofi-0", &[1, 3, 0, b'b', b'a', b'd']).unwrap();
         let _ = impostor.fence();
     });
     let mut mine = exchange.clone();
     let e = Ofi::open(1, 2, &mut mine, &config).unwrap_err().to_string();
     exchange.abort("done");
     fake.join().unwrap();
-    assert!(e.contains("rank 0 published an address of 3 bytes"), "{e}");
+    assert!(e.contains("rank 0 published an address of 3 bytes for NIC 0"), "{e}");
+
+    // A list that does not parse.
+    for (bad, says) in [
+        (&b"bad"[..], "published 98 NICs"),
+        (&[0][..], "published 0 NICs"),
+        (&[2, 16, 0][..], "truncated"),
+        (&[][..], "published no address"),
+    ] {
+        let exchange = Local::new(2);
+        let mut impostor = exchange.clone();
+        let bad = bad.to_vec();
+        let fake = std::thread::spawn(move || {
+            impostor.put("ofi-0", &bad).unwrap();
+            let _ = impostor.fence();
+        });
+        let mut mine = exchange.clone();
+        let e = Ofi::open(1, 2, &mut mine, &config).unwrap_err().to_string();
+        exchange.abort("done");
+        fake.join().unwrap();
+        assert!(e.contains(says), "{says}: {e}");
+    }
+}
+
+/// Two NICs (this host's first interface and loopback, as two tcp
+/// domains): the whole suite, and frames of 16 KiB and more taking the
+/// rails in turn while small ones keep to the first.
+#[test]
+fn ofi_tcp_rxm_over_two_nics() {
+    use hpcomm_transport::ofi::Nics;
+    use hpcomm_transport::{PeerId, Regions, Transport};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = OfiConfig {
+        provider: Some("tcp;ofi_rxm".into()),
+        nics: Nics::Count(2),
+        ..OfiConfig::default()
+    };
+    {
+        let mut job = Ofi::local_job(2, &config).expect("tcp;ofi_rxm job");
+        let nics: Vec<String> = job[0].nics().iter().map(|s| s.to_string()).collect();
+        assert_eq!(nics.len(), 2, "this test needs two tcp domains (interfaces): {nics:?}");
+        // Several rails stream the rendezvous, so that it is striped.
+        assert!(!job[0].capabilities().rma_read);
+        let before = job[0].frames_per_nic();
+        let big = vec![7u8; 32 << 10];
+        for i in 0..40u8 {
+            let payload: &[u8] = if i % 2 == 0 { &big } else { &[5, 5, 5] };
+            loop {
+                match job[0].try_send(PeerId(1), &[i], payload) {
+                    Ok(()) => break,
+                    Err(hpcomm_transport::TransportError::WouldBlock) => {
+                        let regions = Regions::new();
+                        for t in job.iter_mut() {
+                            t.poll(&regions, &mut |_| {}).unwrap();
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        let regions = Regions::new();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while got.len() < 40 && std::time::Instant::now() < deadline {
+            job[0].poll(&regions, &mut |_| {}).unwrap();
+            job[1]
+                .poll(&regions, &mut |e| {
+                    if let hpcomm_transport::Event::Frame { header, payload, .. } = e {
+                        got.push((
+                            header[0],
+                            payload.len(),
+                            payload.iter().all(|&b| b == payload[0]),
+                        ));
+                    }
+                })
+                .unwrap();
+        }
+        assert_eq!(got.len(), 40, "every frame arrives");
+        got.sort();
+        for (i, &(h, len, same)) in got.iter().enumerate() {
+            assert_eq!((h as usize, len, same), (i, if i % 2 == 0 { 32 << 10 } else { 3 }, true));
+        }
+        let after = job[0].frames_per_nic();
+        let sent: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(sent, [20 + 10, 10], "big frames alternate, small ones keep to rail 0");
+    }
+    conformance::run_all(|n| Ofi::local_job(n, &config).expect("tcp;ofi_rxm job over two NICs"));
 }
 
 /// A read's destination stays pinned until its completion has been seen:

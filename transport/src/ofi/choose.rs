@@ -7,6 +7,7 @@
 use std::ffi::c_int;
 
 use super::api::{self, Api, Info};
+use super::nics;
 use super::sys::*;
 use super::{OfiConfig, ProviderInfo, EFA_MR_MODE, SUPPORTED_MR_MODE};
 use crate::TransportError;
@@ -18,6 +19,10 @@ pub(crate) struct Candidate<'a> {
     pub prov: &'a str,
     /// Its fabric's name (`efa`, `efa-direct`, `127.0.0.1/32`).
     pub fabric: &'a str,
+    /// Its domain's name: one per NIC (`rdmap16s27-rdm`, `eth0`).
+    pub domain: &'a str,
+    /// Its address format (`FI_SOCKADDR_IN`, `FI_ADDR_EFA`).
+    pub addr_format: u32,
 }
 
 impl Candidate<'_> {
@@ -92,6 +97,12 @@ pub(super) unsafe fn describe(e: *const fi_info) -> ProviderInfo {
     }
 }
 
+/// Describes the first entry of a list of ours.
+pub(super) fn describe_first(info: &Info<'_>) -> ProviderInfo {
+    // SAFETY: a list we hold has a live first entry until it is dropped.
+    unsafe { describe(info.first()) }
+}
+
 /// Every RDM provider libfabric offers here, in its order of preference
 /// (those with reads first).
 pub(super) fn providers(api: &Api) -> Result<Vec<ProviderInfo>, String> {
@@ -117,9 +128,14 @@ pub(super) fn providers(api: &Api) -> Result<Vec<ProviderInfo>, String> {
     Ok(found)
 }
 
-/// The entry the backend will use ([`pick`]), as a list of its own: with
-/// reads if the provider offers them, else without.
-pub(super) fn choose<'a>(api: &'a Api, config: &OfiConfig) -> Result<Info<'a>, TransportError> {
+/// The entries rank `rank` will use, each as a list of its own: one per
+/// NIC, [`pick`]'s first unless [`nics::select`] prefers others (one rail
+/// each); with reads if the provider offers them, else without.
+pub(super) fn choose<'a>(
+    api: &'a Api,
+    config: &OfiConfig,
+    rank: usize,
+) -> Result<Vec<Info<'a>>, TransportError> {
     let setup = |e: String| TransportError::Setup(e);
     let env = std::env::var("FI_PROVIDER").ok().filter(|s| !s.is_empty());
     let requested = config.provider.clone().or(env);
@@ -132,12 +148,24 @@ pub(super) fn choose<'a>(api: &'a Api, config: &OfiConfig) -> Result<Info<'a>, T
         // SAFETY: entries of the live list.
         let described: Vec<ProviderInfo> =
             entries.iter().map(|&e| unsafe { describe(e) }).collect();
-        let candidates: Vec<Candidate<'_>> =
-            described.iter().map(|d| Candidate { prov: &d.name, fabric: &d.fabric }).collect();
+        let candidates: Vec<Candidate<'_>> = described
+            .iter()
+            .zip(&entries)
+            .map(|(d, &e)| Candidate {
+                prov: &d.name,
+                fabric: &d.fabric,
+                domain: &d.domain,
+                // SAFETY: `e` is an entry of the live list.
+                addr_format: unsafe { (*e).addr_format },
+            })
+            .collect();
         skipped_direct |= candidates.iter().any(Candidate::is_efa_direct);
         if let Some(at) = pick(&candidates, requested.as_deref()) {
-            // SAFETY: `entries[at]` is an entry of `list`.
-            return unsafe { list.dup(entries[at]) }.map_err(setup);
+            let (node, here) = (&nics::nic_node, nics::my_node());
+            let rails =
+                nics::select(&candidates, at, &config.nics, node, here, rank).map_err(setup)?;
+            // SAFETY: every `entries[i]` is an entry of `list`.
+            return rails.iter().map(|&i| unsafe { list.dup(entries[i]) }.map_err(setup)).collect();
         }
     }
     let direct = if skipped_direct {
@@ -158,7 +186,10 @@ mod tests {
     use super::*;
 
     fn list<'a>(names: &[(&'a str, &'a str)]) -> Vec<Candidate<'a>> {
-        names.iter().map(|&(prov, fabric)| Candidate { prov, fabric }).collect()
+        names
+            .iter()
+            .map(|&(prov, fabric)| Candidate { prov, fabric, domain: "d", addr_format: 0 })
+            .collect()
     }
 
     /// libfabric 2.1 on an EFA instance lists efa-direct first; both its

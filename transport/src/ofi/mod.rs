@@ -22,11 +22,27 @@
 //! if set, else `efa` when present, else the first RDM provider in
 //! libfabric's order of preference other than `shm` (which cannot leave
 //! the host) — never EFA's `efa-direct` fabric, whose messages are limited
-//! to one MTU. Each rank opens fabric, domain, an address vector of type
-//! `FI_AV_TABLE`, one completion queue and an endpoint; publishes its
-//! endpoint name through the [`Exchange`]; and inserts every rank's name
-//! into the address vector (a name that cannot be inserted is a set-up
-//! error naming the rank).
+//! to one MTU. Each rank opens, per NIC, fabric, domain, an address vector
+//! of type `FI_AV_TABLE`, one completion queue and an endpoint; publishes
+//! its endpoint names through the [`Exchange`]; and inserts every rank's
+//! names into the address vectors (a name that cannot be inserted, or a
+//! list that does not parse, is a set-up error naming the rank).
+//!
+//! # NICs
+//!
+//! An endpoint has one rail — fabric, domain, endpoint, buffers — per NIC
+//! it uses ([`nics`], [`rail`]): by default one — for EFA a device near
+//! the process (NUMA), the ranks taking the near devices in turn, as MPI
+//! libraries place one process per NIC; for other providers the first
+//! entry's — or what `HPCOMM_OFI_NICS` says (`all`, a count, or domain
+//! names). Each rank
+//! publishes every rail's name; rail `k` of one rank talks to rail `k` of
+//! another, over the rails both have. Small frames, keep-alives and
+//! goodbyes take rail 0; frames of 16 KiB and more take the shared rails
+//! in turn (the runtime restores order, as over tcp stripes). With
+//! several rails the rendezvous streams instead of reading, so that its
+//! frames take every rail: a read is one operation on one NIC, and a
+//! region's key is one NIC's.
 //!
 //! # Frames
 //!
@@ -89,6 +105,9 @@ pub(crate) mod cq;
 pub(crate) mod ep;
 pub(crate) mod fabric;
 pub(crate) mod mr;
+pub(crate) mod nics;
+pub use nics::Nics;
+pub(crate) mod rail;
 #[rustfmt::skip]
 #[allow(dead_code, unreachable_pub)]
 pub(crate) mod sys;
@@ -97,8 +116,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api::Info;
 use ep::{Completion, Endpoint, Slots};
+use rail::{Rail, NO_ADDR, STRIPE_AT};
 use sys::{fi_addr_t, FI_EAGAIN, FI_ECANCELED, FI_MR_ALLOCATED, FI_MR_ENDPOINT, FI_MR_LOCAL};
 use sys::{FI_MR_PROV_KEY, FI_MR_VIRT_ADDR};
 
@@ -166,6 +185,8 @@ pub struct OfiConfig {
     /// peer polls; a dead one's never does, or the send fails at once.
     /// Zero: never.
     pub peer_timeout: Duration,
+    /// Which NICs to open a rail on (`HPCOMM_OFI_NICS`).
+    pub nics: nics::Nics,
 }
 
 impl OfiConfig {
@@ -188,6 +209,9 @@ impl OfiConfig {
         }
         if let Some(v) = crate::backend::parse::<u8>(lookup, "HPCOMM_OFI_READS")? {
             self.reads = v != 0;
+        }
+        if let Some(v) = lookup("HPCOMM_OFI_NICS") {
+            self.nics = nics::Nics::parse(&v)?;
         }
         if let Some(v) = crate::backend::parse::<u64>(lookup, "HPCOMM_PEER_TIMEOUT")? {
             self.peer_timeout = Duration::from_secs(v);
@@ -225,6 +249,7 @@ impl Default for OfiConfig {
             rx_buffers: 64,
             tx_buffers: 64,
             peer_timeout: Duration::from_secs(30),
+            nics: nics::Nics::Default,
         }
     }
 }
@@ -345,16 +370,28 @@ pub(crate) fn probe(config: &OfiConfig) -> crate::backend::Probe {
                 job[0].provider(),
                 job[0].mr_mode()
             ));
+            let nics: Vec<String> = job[0]
+                .nics()
+                .iter()
+                .map(|d| match nics::nic_node(d) {
+                    Some(n) => format!("{d} (NUMA node {n})"),
+                    None => d.to_string(),
+                })
+                .collect();
+            let here = nics::my_node().map_or("unbound".to_string(), |n| format!("node {n}"));
             notes.push(format!(
-                "reads          {}",
-                match job[0].emulated_reads() {
-                    Some(true) =>
-                        "emulated by the provider (no RDMA read on this device): not used",
-                    Some(false) => "by the device",
-                    None =>
-                        "as the provider offers them (it does not say whether they are emulated)",
-                }
+                "NICs           {} — this process: {here} (HPCOMM_OFI_NICS to change)",
+                nics.join(", ")
             ));
+            let reads = match job[0].emulated_reads() {
+                _ if job[0].nics().len() > 1 => {
+                    "not used: with several NICs the rendezvous streams over all of them"
+                }
+                Some(true) => "emulated by the provider (no RDMA read on this device): not used",
+                Some(false) => "by the device",
+                None => "as the provider offers them (it does not say whether they are emulated)",
+            };
+            notes.push(format!("reads          {reads}"));
             Ok(job[0].capabilities().clone())
         }
         Err(e) => Err(format!("unusable: {e}")),
@@ -399,24 +436,14 @@ pub struct Ofi {
     provider: String,
     mr_mode: u64,
     emulated_reads: Option<bool>,
-    /// The endpoint and every object under it; taken only by `Drop` (to
-    /// park it with an in-process job's others).
-    ep: Option<Endpoint>,
-    /// The chosen provider entry, kept for the endpoint's life.
-    _info: Info<'static>,
-    addrs: Vec<fi_addr_t>,
-    inject_size: usize,
-    ntx: usize,
+    /// One endpoint per NIC, rail 0 first (reads, keep-alives, small
+    /// frames).
+    rails: Vec<Rail>,
+    /// How many rails this endpoint shares with each rank.
+    peer_rails: Vec<u8>,
+    /// The rail the last striped frame took.
+    next_rail: usize,
     completions: [Completion; cq::BATCH],
-    /// Receives completed while sending, not yet handed up: (buffer, length).
-    ready: VecDeque<(usize, usize)>,
-    /// Receive buffers handed up, to post again.
-    to_repost: Vec<usize>,
-    tx_free: Vec<usize>,
-    tx_peer: Vec<u32>,
-    tx_len: Vec<usize>,
-    /// Send buffers filled but not yet taken by the provider, in order.
-    unposted: VecDeque<usize>,
     /// Reads the provider could not take yet.
     unposted_reads: VecDeque<PendingRead>,
     reads_free: Vec<usize>,
@@ -445,18 +472,10 @@ pub struct Ofi {
     /// of data may wait for a peer that computes, a keep-alive, taken by the
     /// peer's provider or device, does not).
     tick: u32,
-    tx_since: Vec<Option<u32>>,
     idle_polls: u32,
     /// For endpoints of one process's in-process job: where their
     /// endpoints wait to be closed together.
     group: Option<Arc<Mutex<Parked>>>,
-}
-
-/// The endpoint of `ofi`: present from set-up until `Drop`.
-macro_rules! ep {
-    ($ofi:expr) => {
-        $ofi.ep.as_mut().expect("the endpoint is present until dropped")
-    };
 }
 
 /// The endpoints of in-process ranks that have been dropped, closed when
@@ -476,6 +495,7 @@ impl std::fmt::Debug for Ofi {
             .field("me", &self.me)
             .field("ranks", &self.ranks)
             .field("provider", &self.provider)
+            .field("rails", &self.rails.len())
             .finish()
     }
 }
@@ -497,6 +517,51 @@ fn cause_of(err: i32) -> LossCause {
 /// without RDMA read, where the pipelined copy is faster).
 fn use_reads(offered: bool, allowed: bool, emulated: Option<bool>) -> bool {
     offered && allowed && emulated != Some(true)
+}
+
+/// What a rank publishes: how many rails it has, then each rail's
+/// endpoint name with its length.
+fn encode_names(names: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![names.len() as u8];
+    for name in names {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+    }
+    out
+}
+
+/// The rail names a peer published, checked: one to [`nics::MAX_RAILS`],
+/// and each that this endpoint will use (the first `lens.len()`) of the
+/// length of its own rail's names.
+fn decode_names<'a>(bytes: &'a [u8], lens: &[usize]) -> Result<Vec<&'a [u8]>, String> {
+    let (&count, mut rest) = bytes.split_first().ok_or("published no address")?;
+    let count = count as usize;
+    if count == 0 || count > nics::MAX_RAILS {
+        return Err(format!("published {count} NICs"));
+    }
+    let mut names = Vec::with_capacity(count);
+    for k in 0..count {
+        let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+            return Err("published a truncated address list".into());
+        };
+        let len = u16::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err("published a truncated address list".into());
+        }
+        if let Some(&mine) = lens.get(k) {
+            if len != mine {
+                return Err(format!(
+                    "published an address of {len} bytes for NIC {k}, this provider's are {mine}"
+                ));
+            }
+        }
+        names.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    if !rest.is_empty() {
+        return Err("published bytes after its addresses".into());
+    }
+    Ok(names)
 }
 
 impl Ofi {
@@ -537,18 +602,16 @@ impl Ofi {
         group: Option<Arc<Mutex<Parked>>>,
     ) -> Result<Ofi, TransportError> {
         let api = api::api().map_err(setup)?;
-        let info = choose::choose(api, config)?;
-        // SAFETY: `info` is our own copy of the chosen entry.
-        let described = unsafe { choose::describe(info.first()) };
-        let prov = described.name.clone();
+        let infos = choose::choose(api, config, me)?;
+        let described: Vec<ProviderInfo> = infos.iter().map(choose::describe_first).collect();
+        let prov = described[0].name.clone();
 
-        // Limits.
-        let max_payload =
-            config.max_payload.min(described.max_msg_size.saturating_sub(PREFIX + MAX_HEADER));
+        // Limits: the smallest of the rails'.
+        let max_msg_size = described.iter().map(|d| d.max_msg_size).min().unwrap_or(0);
+        let max_payload = config.max_payload.min(max_msg_size.saturating_sub(PREFIX + MAX_HEADER));
         if max_payload < 1024 {
             return Err(setup(format!(
-                "provider {prov}: messages of {} bytes are too small",
-                described.max_msg_size
+                "provider {prov}: messages of {max_msg_size} bytes are too small"
             )));
         }
         let slots = Slots {
@@ -557,13 +620,28 @@ impl Ofi {
             reads: MAX_READS,
             frame: PREFIX + MAX_HEADER + max_payload,
         };
-        let fabric = fabric::Fabric::open(api, &info).map_err(setup)?;
-        let domain = fabric::Domain::open(&fabric, &info).map_err(setup)?;
-        let endpoint =
-            Endpoint::open(&domain, &info, ranks, described.mr_mode, slots).map_err(setup)?;
-        let emulated_reads =
-            (prov == "efa").then(|| endpoint.option_bool(ep::FI_OPT_EFA_EMULATED_READ)).flatten();
-        let rma = use_reads(described.rma && endpoint.has_read(), config.reads, emulated_reads);
+        let mut rails = Vec::with_capacity(infos.len());
+        for (info, d) in infos.into_iter().zip(&described) {
+            let fabric = fabric::Fabric::open(api, &info).map_err(setup)?;
+            let domain = fabric::Domain::open(&fabric, &info).map_err(setup)?;
+            let endpoint = Endpoint::open(&domain, &info, ranks, d.mr_mode, slots)
+                .map_err(|e| setup(format!("{e} (NIC {})", d.domain)))?;
+            // Under back-pressure, 64 of 1,088 frames injected over
+            // ofi_rxd (1.17) never arrived; from registered send buffers
+            // every one does.
+            let inject_size = if prov.contains("ofi_rxd") { 0 } else { d.inject_size };
+            rails.push(Rail::new(endpoint, info, d.domain.clone(), inject_size, slots.tx));
+        }
+        let emulated_reads = (prov == "efa")
+            .then(|| rails[0].ep_ref().option_bool(ep::FI_OPT_EFA_EMULATED_READ))
+            .flatten();
+        // With several rails the rendezvous streams, so that its frames
+        // take every rail; a read is one operation on one rail.
+        let rma = use_reads(
+            described[0].rma && rails[0].ep_ref().has_read(),
+            config.reads && rails.len() == 1,
+            emulated_reads,
+        );
         let eager_limit = config.eager_limit.min(max_payload);
         let mut ofi = Ofi {
             me: PeerId(me as u32),
@@ -576,7 +654,7 @@ impl Ofi {
                 inline_limit: 1024.min(eager_limit),
                 eager_limit,
                 rma_read: rma,
-                max_read: if rma { described.max_msg_size.min(1 << 30) } else { 0 },
+                max_read: if rma { max_msg_size.min(1 << 30) } else { 0 },
                 // Closing a registration makes later reads fail on some
                 // providers and never complete on others (udp;ofi_rxd):
                 // the runtime's rule (a sender keeps its buffer until
@@ -588,23 +666,12 @@ impl Ofi {
                 bandwidth_hint: 10_000_000_000,
             },
             provider: prov.clone(),
-            mr_mode: described.mr_mode,
+            mr_mode: described[0].mr_mode,
             emulated_reads,
-            ep: Some(endpoint),
-            _info: info,
-            addrs: Vec::new(),
-            // Under back-pressure, 64 of 1,088 frames injected over
-            // ofi_rxd (1.17) never arrived; from registered send buffers
-            // every one does.
-            inject_size: if prov.contains("ofi_rxd") { 0 } else { described.inject_size },
-            ntx: slots.tx,
+            rails,
+            peer_rails: vec![0; ranks],
+            next_rail: 0,
             completions: [Completion::Unknown { err: 0 }; cq::BATCH],
-            ready: VecDeque::new(),
-            to_repost: Vec::new(),
-            tx_free: (0..slots.tx).rev().collect(),
-            tx_peer: vec![0; slots.tx],
-            tx_len: vec![0; slots.tx],
-            unposted: VecDeque::new(),
             unposted_reads: VecDeque::new(),
             reads_free: (0..MAX_READS).rev().collect(),
             read_token: vec![0; MAX_READS],
@@ -623,84 +690,99 @@ impl Ofi {
             timeout_ticks: ticks_for(config.peer_timeout),
             next_probe: Instant::now() + keepalive_for(config.peer_timeout),
             tick: 0,
-            tx_since: vec![None; slots.tx],
             idle_polls: 0,
             group,
         };
         ofi.caps.validate().map_err(setup)?;
-        for b in 0..slots.rx {
-            ofi.post_recv(b)?;
+        for r in 0..ofi.rails.len() {
+            for b in 0..slots.rx {
+                ofi.post_recv(r, b)?;
+            }
         }
 
-        // Addresses.
-        let name = ep!(ofi).name().to_vec();
-        let published = exchange.allgather(me, ranks, "ofi", &name).map_err(setup)?;
-        let mut addrs = Vec::with_capacity(ranks);
+        // Addresses: every rank publishes the names of its rails.
+        let names: Vec<&[u8]> = ofi.rails.iter().map(|r| r.ep_ref().name()).collect();
+        let published =
+            exchange.allgather(me, ranks, "ofi", &encode_names(&names)).map_err(setup)?;
+        let lens: Vec<usize> = names.iter().map(|n| n.len()).collect();
+        let mut addrs = vec![vec![NO_ADDR; ranks]; ofi.rails.len()];
         for (r, peer) in published.iter().enumerate() {
-            if peer.len() != name.len() {
-                return Err(setup(format!(
-                    "rank {r} published an address of {} bytes, this provider's are {}",
-                    peer.len(),
-                    name.len()
-                )));
+            let theirs = decode_names(peer, &lens).map_err(|e| setup(format!("rank {r} {e}")))?;
+            ofi.peer_rails[r] = theirs.len().min(ofi.rails.len()) as u8;
+            for (k, name) in theirs.iter().enumerate().take(ofi.rails.len()) {
+                addrs[k][r] = ofi.rails[k].ep().insert(name).map_err(|e| {
+                    setup(format!(
+                        "cannot insert the address of rank {r} (NIC {k}) into the address vector: {e}"
+                    ))
+                })?;
             }
-            let addr = ep!(ofi).insert(peer).map_err(|e| {
-                setup(format!("cannot insert the address of rank {r} into the address vector: {e}"))
-            })?;
-            addrs.push(addr);
         }
         // Only now does the endpoint talk to peers (and say goodbye).
-        ofi.addrs = addrs;
+        for (rail, addrs) in ofi.rails.iter_mut().zip(addrs) {
+            rail.addrs = addrs;
+        }
         exchange.fence().map_err(setup)?;
         if prov.contains("ofi_rxm") || prov.contains("ofi_rxd") || prov == "shm" {
             ofi.connect_all()?;
             exchange.fence().map_err(setup)?;
         }
-        tracing::debug!(provider = %prov, rma, ?emulated_reads, max_payload, "ofi endpoint ready");
+        let nics: Vec<&str> = ofi.rails.iter().map(|r| r.domain.as_str()).collect();
+        tracing::debug!(provider = %prov, ?nics, rma, ?emulated_reads, max_payload, "ofi endpoint ready");
         Ok(ofi)
     }
 
     /// Sets up the per-peer state of the utility providers and shm —
     /// `ofi_rxm`'s connections, `ofi_rxd`'s handshake, shm's mapping of the
-    /// peer's region — with every peer now, by exchanging a hello: both
-    /// need the two sides to make progress, and a peer that does not (a
-    /// rank busy computing, or one that is leaving) would otherwise hold up
-    /// the first frame to it. EFA's handshake is cheap and its jobs large,
-    /// so it stays lazy there.
+    /// peer's region — with every peer now, on every rail the two share,
+    /// by exchanging a hello: both need the two sides to make progress,
+    /// and a peer that does not (a rank busy computing, or one that is
+    /// leaving) would otherwise hold up the first frame to it. EFA's
+    /// handshake is cheap and its jobs large, so it stays lazy there.
     fn connect_all(&mut self) -> Result<(), TransportError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let prefix = self.prefix(KIND_HELLO, 0);
-        let mut greeted: Vec<bool> = self.reach.iter().map(|r| !r).collect();
-        greeted[self.me.index()] = true;
-        let mut heard = greeted.clone();
-        while greeted.iter().chain(&heard).any(|&g| !g)
-            || !self.unposted.is_empty()
-            || self.tx_free.len() < self.ntx
+        let me = self.me.index();
+        let skip = |p: usize| p == me || !self.reach[p];
+        // Hellos to send on each rail, and to hear from each peer (one per
+        // shared rail).
+        let mut greeted: Vec<Vec<bool>> = (0..self.rails.len())
+            .map(|k| (0..self.ranks).map(|p| skip(p) || self.peer_rails[p] as usize <= k).collect())
+            .collect();
+        let mut missing: Vec<usize> = (0..self.ranks)
+            .map(|p| if skip(p) { 0 } else { self.peer_rails[p] as usize })
+            .collect();
+        while greeted.iter().flatten().any(|&g| !g)
+            || missing.iter().any(|&m| m > 0)
+            || self.rails.iter().any(|r| !r.flushed())
         {
             if Instant::now() > deadline {
-                let missing: Vec<usize> = (0..self.ranks).filter(|&r| !heard[r]).collect();
-                return Err(setup(format!("no hello from ranks {missing:?} within 60 s")));
+                let silent: Vec<usize> = (0..self.ranks).filter(|&r| missing[r] > 0).collect();
+                return Err(setup(format!("no hello from ranks {silent:?} within 60 s")));
             }
-            for (peer, greeted) in greeted.iter_mut().enumerate().filter(|(_, g)| !**g) {
-                match self.send_parts(peer, [&prefix, &[], &[]]) {
-                    Ok(()) => *greeted = true,
-                    Err(TransportError::WouldBlock) => {}
-                    Err(e) => return Err(setup(format!("hello to rank {peer}: {e}"))),
-                }
-            }
-            self.post_sends();
-            self.reap(None);
-            while let Some((b, len)) = self.ready.pop_front() {
-                match ep!(self).rx_frame(b, len) {
-                    Some(frame) if frame.len() >= PREFIX && frame[6] == KIND_HELLO => {
-                        let src = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-                        if let Some(h) = heard.get_mut(src as usize) {
-                            *h = true;
-                        }
+            for (k, greeted) in greeted.iter_mut().enumerate() {
+                for (peer, greeted) in greeted.iter_mut().enumerate().filter(|(_, g)| !**g) {
+                    match self.send_on(k, peer, [&prefix, &[], &[]]) {
+                        Ok(()) => *greeted = true,
+                        Err(TransportError::WouldBlock) => {}
+                        Err(e) => return Err(setup(format!("hello to rank {peer}: {e}"))),
                     }
-                    _ => tracing::warn!("ofi: a frame before set-up ended"),
                 }
-                self.post_recv(b)?;
+            }
+            self.post_sends_all();
+            self.reap(None);
+            for r in 0..self.rails.len() {
+                while let Some((b, len)) = self.rails[r].ready.pop_front() {
+                    match self.rails[r].ep_ref().rx_frame(b, len) {
+                        Some(frame) if frame.len() >= PREFIX && frame[6] == KIND_HELLO => {
+                            let src = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+                            if let Some(m) = missing.get_mut(src as usize) {
+                                *m = m.saturating_sub(1);
+                            }
+                        }
+                        _ => tracing::warn!("ofi: a frame before set-up ended"),
+                    }
+                    self.post_recv(r, b)?;
+                }
             }
             std::thread::yield_now();
         }
@@ -741,14 +823,26 @@ impl Ofi {
         self.emulated_reads
     }
 
+    /// The NICs (libfabric domains) of this endpoint's rails, rail 0
+    /// first.
+    pub fn nics(&self) -> Vec<&str> {
+        self.rails.iter().map(|r| r.domain.as_str()).collect()
+    }
+
+    /// How many frames (of every kind) each rail has sent, rail 0 first.
+    pub fn frames_per_nic(&self) -> Vec<u64> {
+        self.rails.iter().map(|r| r.frames).collect()
+    }
+
     /// Whether `poll` has something to report without waiting (for the
     /// hybrid backend, which sleeps in one backend at a time).
     pub fn has_work(&mut self) -> bool {
-        if !self.own.is_empty() || !self.ready.is_empty() || !self.done_reads.is_empty() {
+        let ready = |ofi: &Ofi| ofi.rails.iter().any(|r| !r.ready.is_empty());
+        if !self.own.is_empty() || ready(self) || !self.done_reads.is_empty() {
             return true;
         }
         self.reap(None);
-        !self.ready.is_empty() || !self.done_reads.is_empty() || self.unreported
+        ready(self) || !self.done_reads.is_empty() || self.unreported
     }
 
     /// The 8-byte prefix of a frame of `kind` with a header of `hlen`.
@@ -760,18 +854,18 @@ impl Ofi {
         prefix
     }
 
-    /// Posts receive buffer `b`, making room by progress while the
-    /// provider pushes back (at most 5 s).
-    fn post_recv(&mut self, b: usize) -> Result<(), TransportError> {
+    /// Posts receive buffer `b` of rail `r`, making room by progress while
+    /// the provider pushes back (at most 5 s).
+    fn post_recv(&mut self, r: usize, b: usize) -> Result<(), TransportError> {
         let start = Instant::now();
         loop {
-            match ep!(self).post_recv(b) {
+            match self.rails[r].ep().post_recv(b) {
                 0 => return Ok(()),
-                r if r == -(FI_EAGAIN as isize) && start.elapsed() < Duration::from_secs(5) => {
+                ret if ret == -(FI_EAGAIN as isize) && start.elapsed() < Duration::from_secs(5) => {
                     // Progress, keeping completed receives for later.
                     self.reap(None);
                 }
-                r => return Err(setup(self.error("fi_recv", r))),
+                ret => return Err(setup(self.error("fi_recv", ret))),
             }
         }
     }
@@ -780,27 +874,36 @@ impl Ofi {
         api::api().map_or_else(|_| format!("{what}: {ret}"), |api| api::error(api, what, ret))
     }
 
-    /// Reads the completion queue once. Receives go to `sink` when given,
-    /// else to `ready`; sends free their buffers; reads are recorded.
-    /// Returns how many frames went to `sink`.
+    /// Reads every rail's completion queue once. Receives go to `sink`
+    /// when given, else to their rail's `ready`; sends free their buffers;
+    /// reads are recorded. Returns how many frames went to `sink`.
     fn reap(&mut self, mut sink: Option<&mut dyn FnMut(Event<'_>)>) -> usize {
-        let Ofi { ep, completions, .. } = self;
-        let n = ep.as_mut().expect("the endpoint is present until dropped").reap(completions);
+        let mut delivered = 0;
+        for r in 0..self.rails.len() {
+            delivered += self.reap_rail(r, &mut sink);
+        }
+        delivered
+    }
+
+    /// [`reap`](Ofi::reap) for rail `r`.
+    fn reap_rail(&mut self, r: usize, sink: &mut Option<&mut dyn FnMut(Event<'_>)>) -> usize {
+        let Ofi { rails, completions, .. } = self;
+        let n = rails[r].ep().reap(completions);
         let mut delivered = 0;
         for i in 0..n {
             match self.completions[i] {
                 Completion::Recv { buf, len } => match sink.as_deref_mut() {
-                    Some(sink) => delivered += self.deliver(buf, len, sink),
-                    None => self.ready.push_back((buf, len)),
+                    Some(sink) => delivered += self.deliver(r, buf, len, sink),
+                    None => self.rails[r].ready.push_back((buf, len)),
                 },
-                Completion::Sent { slot } => self.free_tx(slot),
+                Completion::Sent { slot } => self.rails[r].free_tx(slot),
                 Completion::Read { slot, region } => {
                     self.reads_free.push(slot);
                     self.done_reads.push_back((self.read_token[slot], None, region));
                 }
                 Completion::SendFailed { slot, err } => {
-                    self.free_tx(slot);
-                    let peer = self.tx_peer[slot] as usize;
+                    self.rails[r].free_tx(slot);
+                    let peer = self.rails[r].tx_peer[slot] as usize;
                     let why = self.error("send", err as isize);
                     tracing::debug!("ofi: a send to rank {peer} failed ({why}); it is lost");
                     self.cause[peer] = cause_of(err);
@@ -809,7 +912,7 @@ impl Ofi {
                 Completion::RecvFailed { buf, err } => {
                     if err != FI_ECANCELED as i32 {
                         tracing::warn!("ofi: {}; reposting", self.error("a receive", err as isize));
-                        let _ = self.post_recv(buf);
+                        let _ = self.post_recv(r, buf);
                     }
                 }
                 Completion::ReadFailed { slot, region, err } => {
@@ -829,14 +932,20 @@ impl Ofi {
         delivered
     }
 
-    /// Hands the frame in receive buffer `b` to `sink`, then reposts it.
-    fn deliver(&mut self, b: usize, len: usize, sink: &mut dyn FnMut(Event<'_>)) -> usize {
+    /// Hands the frame in receive buffer `b` of rail `r` to `sink`, then
+    /// reposts it.
+    fn deliver(
+        &mut self,
+        r: usize,
+        b: usize,
+        len: usize,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> usize {
         let mut delivered = 0;
         let ranks = self.ranks;
-        let Ofi { ep, received, bye, .. } = self;
-        let ep = ep.as_mut().expect("the endpoint is present until dropped");
+        let Ofi { rails, received, bye, .. } = self;
         let mut src_done = None;
-        if let Some(frame) = ep.rx_frame(b, len).filter(|f| f.len() >= PREFIX) {
+        if let Some(frame) = rails[r].ep_ref().rx_frame(b, len).filter(|f| f.len() >= PREFIX) {
             let src = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
             let hlen = u16::from_le_bytes([frame[4], frame[5]]) as usize;
             let kind = frame[6];
@@ -859,6 +968,8 @@ impl Ofi {
                     }
                     _ => tracing::warn!("ofi: a malformed frame from rank {src}"),
                 }
+                // Frames sent before the goodbye may still come on other
+                // rails: the peer is lost once all of them have.
                 if bye[src].is_some_and(|n| received[src] >= n) {
                     src_done = Some(src);
                 }
@@ -870,30 +981,49 @@ impl Ofi {
         // Reposting costs a call into the provider (and its locks): it is
         // left for an idle poll, off the path of the next message, unless
         // few buffers remain posted.
-        self.to_repost.push(b);
-        if self.to_repost.len() > REPOST_AT {
-            self.repost();
+        self.rails[r].to_repost.push(b);
+        if self.rails[r].to_repost.len() > REPOST_AT {
+            self.repost(r);
         }
         delivered
     }
 
-    /// Posts the receive buffers the runtime has finished with.
-    fn repost(&mut self) {
-        while let Some(b) = self.to_repost.pop() {
-            if let Err(e) = self.post_recv(b) {
+    /// Posts the receive buffers of rail `r` the runtime has finished with.
+    fn repost(&mut self, r: usize) {
+        while let Some(b) = self.rails[r].to_repost.pop() {
+            if let Err(e) = self.post_recv(r, b) {
                 tracing::warn!("ofi: {e}");
             }
         }
     }
 
-    /// Sends one message of `parts` to `dst`: by inject when it fits,
-    /// else from a send buffer. A message the provider cannot take now
-    /// (`-FI_EAGAIN` after one round of progress) waits in its send buffer
-    /// and is posted by a later `poll`; `WouldBlock` only when every send
-    /// buffer is taken.
+    /// The rail a frame of `total` bytes to `dst` takes: rail 0, or the
+    /// rails the pair shares in turn for frames of [`STRIPE_AT`] and more.
+    fn rail_for(&mut self, dst: usize, total: usize) -> usize {
+        let shared = self.peer_rails[dst] as usize;
+        if shared < 2 || total < STRIPE_AT {
+            return 0;
+        }
+        self.next_rail = self.next_rail.wrapping_add(1);
+        self.next_rail % shared
+    }
+
+    /// Sends one message of `parts` to `dst` on the rail it takes
+    /// ([`rail_for`](Ofi::rail_for)).
     fn send_parts(&mut self, dst: usize, parts: [&[u8]; 3]) -> Result<(), TransportError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total <= self.inject_size && self.unposted.is_empty() {
+        let r = self.rail_for(dst, total);
+        self.send_on(r, dst, parts)
+    }
+
+    /// Sends one message of `parts` to `dst` on rail `r`: by inject when
+    /// it fits, else from a send buffer. A message the provider cannot
+    /// take now (`-FI_EAGAIN` after one round of progress) waits in its
+    /// send buffer and is posted by a later `poll`; `WouldBlock` only when
+    /// every send buffer is taken.
+    fn send_on(&mut self, r: usize, dst: usize, parts: [&[u8]; 3]) -> Result<(), TransportError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total <= self.rails[r].inject_size && self.rails[r].unposted.is_empty() {
             self.scratch.clear();
             for p in parts {
                 self.scratch.extend_from_slice(p);
@@ -902,71 +1032,80 @@ impl Ofi {
                 if attempt == 1 {
                     self.reap(None);
                 }
-                let Ofi { ep, scratch, addrs, .. } = self;
-                let ep = ep.as_mut().expect("the endpoint is present until dropped");
-                match ep.inject(scratch, addrs[dst]) {
-                    0 => return Ok(()),
-                    r if r == -(FI_EAGAIN as isize) => {}
-                    r => return Err(self.send_error(dst, r)),
+                let Ofi { rails, scratch, .. } = self;
+                let addr = rails[r].addrs[dst];
+                match rails[r].ep().inject(scratch, addr) {
+                    0 => {
+                        rails[r].frames += 1;
+                        return Ok(());
+                    }
+                    ret if ret == -(FI_EAGAIN as isize) => {}
+                    ret => return Err(self.send_error(dst, ret)),
                 }
             }
         }
-        self.send_buffered(dst, parts).map(|_| ())
+        self.send_buffered(r, dst, parts).map(|_| ())
     }
 
-    /// Sends one message of `parts` to `dst` from a send buffer, whose
-    /// completion (or error) comes back through the queue — unlike an
-    /// injected send's, which some providers never report.
+    /// Sends one message of `parts` to `dst` from a send buffer of rail
+    /// `r`, whose completion (or error) comes back through the queue —
+    /// unlike an injected send's, which some providers never report.
     /// Returns the buffer's slot.
-    fn send_buffered(&mut self, dst: usize, parts: [&[u8]; 3]) -> Result<usize, TransportError> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let slot = match self.tx_free.pop() {
+    fn send_buffered(
+        &mut self,
+        r: usize,
+        dst: usize,
+        parts: [&[u8]; 3],
+    ) -> Result<usize, TransportError> {
+        let slot = match self.rails[r].fill(dst, parts) {
             Some(slot) => slot,
             None => {
                 self.reap(None);
-                self.tx_free.pop().ok_or(TransportError::WouldBlock)?
+                self.rails[r].fill(dst, parts).ok_or(TransportError::WouldBlock)?
             }
         };
-        let buf = ep!(self).tx_buf(slot).expect("a free send buffer is not in flight");
-        let mut end = 0;
-        for p in parts {
-            buf[end..end + p.len()].copy_from_slice(p);
-            end += p.len();
-        }
-        self.tx_peer[slot] = dst as u32;
-        self.tx_len[slot] = total;
-        self.unposted.push_back(slot);
-        self.post_sends();
+        self.rails[r].frames += 1;
+        self.post_sends(r);
         Ok(slot)
     }
 
-    /// Posts the send buffers waiting for the provider, in order, until it
-    /// pushes back (after one round of progress).
-    fn post_sends(&mut self) {
+    /// Posts every rail's send buffers waiting for the provider.
+    fn post_sends_all(&mut self) {
+        for r in 0..self.rails.len() {
+            if !self.rails[r].unposted.is_empty() {
+                self.post_sends(r);
+            }
+        }
+    }
+
+    /// Posts the send buffers of rail `r` waiting for the provider, in
+    /// order, until it pushes back (after one round of progress).
+    fn post_sends(&mut self, r: usize) {
         let mut progressed = false;
-        while let Some(&slot) = self.unposted.front() {
-            let dst = self.tx_peer[slot] as usize;
+        while let Some(&slot) = self.rails[r].unposted.front() {
+            let rail = &mut self.rails[r];
+            let dst = rail.tx_peer[slot] as usize;
             if self.lost[dst] {
-                self.unposted.pop_front();
-                self.free_tx(slot);
+                rail.unposted.pop_front();
+                rail.free_tx(slot);
                 continue;
             }
-            let (len, addr) = (self.tx_len[slot], self.addrs[dst]);
-            match ep!(self).send(slot, len, addr) {
+            let (len, addr) = (rail.tx_len[slot], rail.addrs[dst]);
+            match rail.ep().send(slot, len, addr) {
                 0 => {
-                    self.unposted.pop_front();
+                    rail.unposted.pop_front();
                 }
-                r if r == -(FI_EAGAIN as isize) => {
+                ret if ret == -(FI_EAGAIN as isize) => {
                     if progressed {
                         return;
                     }
                     progressed = true;
                     self.reap(None);
                 }
-                r => {
-                    self.unposted.pop_front();
-                    self.free_tx(slot);
-                    let _ = self.send_error(dst, r);
+                ret => {
+                    rail.unposted.pop_front();
+                    rail.free_tx(slot);
+                    let _ = self.send_error(dst, ret);
                 }
             }
         }
@@ -978,23 +1117,24 @@ impl Ofi {
     /// not poll), but the send to a peer whose process or host is gone
     /// fails or never finishes (`ofi_rxm` retries a refused connection for
     /// ever; EFA's device gets no acknowledgement), and the peer is lost.
-    /// A peer with a keep-alive still unfinished gets no other.
+    /// A peer with a keep-alive still unfinished gets no other. They go
+    /// over rail 0.
     fn probe_peers(&mut self) {
         let prefix = self.prefix(KIND_PING, 0);
         for peer in 0..self.ranks {
             let talked = self.sent[peer] > 0 || self.received[peer] > 0;
-            let pending = (0..self.ntx)
-                .any(|s| self.tx_since[s].is_some() && self.tx_peer[s] as usize == peer);
+            let pending = self.rails[0].keepalive_pending(peer);
             if peer != self.me.index() && self.reach[peer] && !self.lost[peer] && talked && !pending
             {
                 // Not injected: the send's error is what tells. A full set of
                 // send buffers skips the probe until the next interval.
-                let sent = self.send_buffered(peer, [&prefix, &[], &[]]);
+                let sent = self.send_buffered(0, peer, [&prefix, &[], &[]]);
                 tracing::trace!(peer, ?sent, "ofi: keep-alive");
                 if let Ok(slot) = sent {
                     // Unfinished (a peer that was lost meanwhile freed it).
-                    if !self.tx_free.contains(&slot) {
-                        self.tx_since[slot] = Some(self.tick);
+                    let rail = &mut self.rails[0];
+                    if !rail.tx_free.contains(&slot) {
+                        rail.tx_since[slot] = Some(self.tick);
                     }
                 }
             }
@@ -1013,9 +1153,9 @@ impl Ofi {
         }
         self.next_probe = now + self.keepalive;
         self.tick = self.tick.wrapping_add(1);
-        for slot in 0..self.ntx {
-            let Some(since) = self.tx_since[slot] else { continue };
-            let peer = self.tx_peer[slot] as usize;
+        for slot in 0..self.rails[0].ntx {
+            let Some(since) = self.rails[0].tx_since[slot] else { continue };
+            let peer = self.rails[0].tx_peer[slot] as usize;
             if self.tick.wrapping_sub(since) > self.timeout_ticks && !self.lost[peer] {
                 let after = self.keepalive * self.timeout_ticks;
                 tracing::debug!(
@@ -1026,12 +1166,6 @@ impl Ofi {
             }
         }
         self.probe_peers();
-    }
-
-    /// Gives send buffer `slot` back.
-    fn free_tx(&mut self, slot: usize) {
-        self.tx_since[slot] = None;
-        self.tx_free.push(slot);
     }
 
     fn mark_lost(&mut self, peer: usize) {
@@ -1052,7 +1186,8 @@ impl Ofi {
         let mut progressed = false;
         while let Some(read) = self.unposted_reads.front() {
             let PendingRead { slot, dst, dst_offset, len, src, addr, key } = *read;
-            let posted = ep!(self).read(regions, slot, dst, dst_offset, len, src, addr, key);
+            let posted =
+                self.rails[0].ep().read(regions, slot, dst, dst_offset, len, src, addr, key);
             match posted {
                 Ok(0) => {
                     self.unposted_reads.pop_front();
@@ -1078,10 +1213,15 @@ impl Ofi {
         }
     }
 
+    /// Free send buffers on all rails.
+    fn tx_free(&self) -> usize {
+        self.rails.iter().map(|r| r.tx_free.len()).sum()
+    }
+
     /// One step of closing (see [`Transport::close`]).
     fn close_step(&mut self) -> bool {
         let now = Instant::now();
-        if self.addrs.len() != self.ranks {
+        if self.rails[0].addrs.len() != self.ranks {
             // Set-up did not finish: no peer knows this endpoint.
             self.closing = Closing::Closed;
         }
@@ -1095,21 +1235,23 @@ impl Ofi {
                     for _ in 0..4 {
                         self.reap(None);
                     }
-                    while let Some((b, len)) = self.ready.pop_front() {
-                        self.deliver(b, len, &mut |_| {});
+                    for r in 0..self.rails.len() {
+                        while let Some((b, len)) = self.rails[r].ready.pop_front() {
+                            self.deliver(r, b, len, &mut |_| {});
+                        }
                     }
                     self.closing = Closing::Goodbyes { next: 0, since: now };
                 }
                 Closing::Goodbyes { next, since } => {
                     if next == self.ranks {
                         self.closing =
-                            Closing::Flushing { since, free: self.tx_free.len(), moved: now };
+                            Closing::Flushing { since, free: self.tx_free(), moved: now };
                         continue;
                     }
                     if next != self.me.index() && self.reach[next] && !self.lost[next] {
                         let prefix = self.prefix(KIND_BYE, 0);
                         let count = self.sent[next].to_le_bytes();
-                        match self.send_parts(next, [&prefix, &count, &[]]) {
+                        match self.send_on(0, next, [&prefix, &count, &[]]) {
                             Err(TransportError::WouldBlock) if now - since < CLOSE_WITHIN => {
                                 self.reap(None);
                                 return false;
@@ -1125,11 +1267,13 @@ impl Ofi {
                     // completing (a peer that is itself closing will not
                     // acknowledge what is left; everything has been handed
                     // to the provider by then).
-                    self.post_sends();
+                    self.post_sends_all();
                     self.reap(None);
-                    let free_now = self.tx_free.len();
-                    let stalled = self.unposted.is_empty() && now - moved > CLOSE_QUIET;
-                    if free_now == self.ntx || stalled || now - since > CLOSE_WITHIN {
+                    let free_now = self.tx_free();
+                    let unposted = self.rails.iter().any(|r| !r.unposted.is_empty());
+                    let stalled = !unposted && now - moved > CLOSE_QUIET;
+                    let flushed = self.rails.iter().all(Rail::flushed);
+                    if flushed || stalled || now - since > CLOSE_WITHIN {
                         self.closing = Closing::Settling { until: now + CLOSE_SETTLE };
                         continue;
                     }
@@ -1210,19 +1354,21 @@ impl Transport for Ofi {
             });
             events += 1;
         }
-        if !self.unposted.is_empty() {
-            self.post_sends();
-        }
+        self.post_sends_all();
         if !self.unposted_reads.is_empty() {
             self.post_reads(regions);
         }
-        while let Some((b, len)) = self.ready.pop_front() {
-            events += self.deliver(b, len, sink);
+        for r in 0..self.rails.len() {
+            while let Some((b, len)) = self.rails[r].ready.pop_front() {
+                events += self.deliver(r, b, len, sink);
+            }
         }
         events += self.reap(Some(sink));
         if events == 0 {
-            if !self.to_repost.is_empty() {
-                self.repost();
+            for r in 0..self.rails.len() {
+                if !self.rails[r].to_repost.is_empty() {
+                    self.repost(r);
+                }
             }
             // A rank that polls without sleeping (spinning, or inside the
             // hybrid backend, which sleeps in shm) still probes: the clock
@@ -1260,9 +1406,12 @@ impl Transport for Ofi {
         // The completion queue has no wait object (EFA offers none), so an
         // idle rank naps briefly instead; a rank that waits long probes
         // the peers it talks to (see `probe_peers`).
-        self.repost();
+        for r in 0..self.rails.len() {
+            self.repost(r);
+        }
         self.maybe_probe();
-        if self.own.is_empty() && self.ready.is_empty() && self.done_reads.is_empty() {
+        let ready = self.rails.iter().any(|r| !r.ready.is_empty());
+        if self.own.is_empty() && !ready && self.done_reads.is_empty() {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
         }
     }
@@ -1276,7 +1425,7 @@ impl Transport for Ofi {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
         let (ptr, _) = regions.exposable(region)?;
-        let (_, key) = ep!(self).region_mr(regions, region)?;
+        let (_, key) = self.rails[0].ep().region_mr(regions, region)?;
         let addr = if self.mr_mode & FI_MR_VIRT_ADDR as u64 != 0 { ptr.as_ptr() as u64 } else { 0 };
         Ok(RemoteKey { addr, key })
     }
@@ -1308,7 +1457,7 @@ impl Transport for Ofi {
         }
         // Registered now, so that a region that cannot be is an error of
         // this call.
-        ep!(self).region_mr(regions, dst)?;
+        self.rails[0].ep().region_mr(regions, dst)?;
         let Some(slot) = self.reads_free.pop() else {
             self.reap(None);
             return Err(TransportError::WouldBlock);
@@ -1319,7 +1468,7 @@ impl Transport for Ofi {
             dst,
             dst_offset,
             len,
-            src: self.addrs[s],
+            src: self.rails[0].addrs[s],
             addr: key.addr + src_offset as u64,
             key: key.key,
         });
@@ -1336,11 +1485,13 @@ impl Drop for Ofi {
         while !self.close_step() {
             std::thread::yield_now();
         }
-        let Some(ep) = self.ep.take() else { return };
-        match &self.group {
-            None => drop(ep),
-            // Closed when the group goes (see `Parked`).
-            Some(group) => group.lock().unwrap_or_else(|e| e.into_inner()).endpoints.push(ep),
+        for rail in &mut self.rails {
+            let Some(ep) = rail.take_endpoint() else { continue };
+            match &self.group {
+                None => drop(ep),
+                // Closed when the group goes (see `Parked`).
+                Some(group) => group.lock().unwrap_or_else(|e| e.into_inner()).endpoints.push(ep),
+            }
         }
     }
 }
