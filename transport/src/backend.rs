@@ -214,6 +214,8 @@ mod tests {
             ("HPCOMM_OFI_PROVIDER", "tcp;ofi_rxm"),
             ("HPCOMM_OFI_MR_MODE", "efa"),
             ("HPCOMM_OFI_READS", "0"),
+            ("HPCOMM_OFI_FRAME", "262144"),
+            ("HPCOMM_OFI_NICS", "eth0,eth1"),
             ("HPCOMM_AUTO_NETWORK", "ofi"),
         ];
         let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
@@ -226,6 +228,8 @@ mod tests {
         assert_eq!(s.tcp.max_conns, Some(64));
         assert_eq!(s.ofi.provider.as_deref(), Some("tcp;ofi_rxm"));
         assert!(s.ofi.efa_mr_mode && !s.ofi.reads);
+        assert_eq!(s.ofi.max_payload, 256 << 10);
+        assert_eq!(s.ofi.nics, crate::ofi::Nics::Named(vec!["eth0".into(), "eth1".into()]));
         assert_eq!(s.auto_network, Some(Kind::Ofi));
         let peer = |name: &str| (name == "HPCOMM_PEER_TIMEOUT").then(|| "20".to_string());
         let s = Settings::from_lookup(&peer).unwrap();
@@ -238,6 +242,9 @@ mod tests {
             ("HPCOMM_TCP_MAX_CONNS", "0"),
             ("HPCOMM_TCP_BIND", "here"),
             ("HPCOMM_OFI_MR_MODE", "all"),
+            ("HPCOMM_OFI_FRAME", "1024"),
+            ("HPCOMM_OFI_FRAME", "big"),
+            ("HPCOMM_OFI_NICS", "0"),
             ("HPCOMM_AUTO_NETWORK", "shm"),
         ] {
             let lookup = |n: &str| (n == name).then(|| bad.to_string());

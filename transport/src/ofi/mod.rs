@@ -167,7 +167,9 @@ pub struct OfiConfig {
     pub efa_mr_mode: bool,
     /// Largest message sent eagerly.
     pub eager_limit: usize,
-    /// Largest frame payload (at most the provider's message size).
+    /// Largest frame payload (at most the provider's message size;
+    /// `HPCOMM_OFI_FRAME`). Every rail keeps `rx_buffers + tx_buffers`
+    /// registered buffers of this size.
     pub max_payload: usize,
     /// Whether to use the provider's RMA reads for the single-copy
     /// rendezvous (where it offers them); without, large messages are
@@ -209,6 +211,12 @@ impl OfiConfig {
         }
         if let Some(v) = crate::backend::parse::<u8>(lookup, "HPCOMM_OFI_READS")? {
             self.reads = v != 0;
+        }
+        if let Some(v) = crate::backend::parse::<usize>(lookup, "HPCOMM_OFI_FRAME")? {
+            if !(4096..=16 << 20).contains(&v) {
+                return Err(format!("HPCOMM_OFI_FRAME={v}: use 4096 to 16777216 bytes"));
+            }
+            self.max_payload = v;
         }
         if let Some(v) = lookup("HPCOMM_OFI_NICS") {
             self.nics = nics::Nics::parse(&v)?;
