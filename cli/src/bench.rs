@@ -154,6 +154,23 @@ fn collective(
     Ok(total[0] / n as f64)
 }
 
+/// Prints the plan — `size iters skip` per line — for the C twin
+/// (`benches/c-compare/osu.c`), which runs exactly it. Returns the exit
+/// code.
+pub fn print_plan(o: &BenchOptions) -> i32 {
+    let plan = o.plan();
+    if plan.max_size() < o.min_size {
+        eprintln!("hpcomm bench: need --min-size ≤ --max-size");
+        return 1;
+    }
+    println!("# hpcomm bench {:?} plan: size iters skip", o.kind);
+    for size in plan.sizes() {
+        let (iters, skip) = plan.iterations(size);
+        println!("{size} {iters} {skip}");
+    }
+    0
+}
+
 /// Runs the benchmark in this rank; rank 0 prints. Returns the exit code.
 pub fn bench(o: BenchOptions) -> i32 {
     match run(&o) {

@@ -123,6 +123,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print the plan instead of running it: `size iters skip` per
+        /// line, the input of the C twin (benches/c-compare/osu.c).
+        #[arg(long)]
+        plan: bool,
     },
     /// What the collective algorithms would cost at 64 to 16,384 ranks on
     /// EFA-like nodes: the cost model of `hpcomm::model`, the algorithm
@@ -207,8 +211,13 @@ fn main() {
         }
         Command::Info => info::info(),
         Command::Selftest { cases, list, crash } => selftest_command::run(&cases, list, crash),
-        Command::Bench { kind, min_size, max_size, iters, window, json } => {
-            bench::bench(bench::BenchOptions { kind, min_size, max_size, iters, window, json })
+        Command::Bench { kind, min_size, max_size, iters, window, json, plan } => {
+            let options = bench::BenchOptions { kind, min_size, max_size, iters, window, json };
+            if plan {
+                bench::print_plan(&options)
+            } else {
+                bench::bench(options)
+            }
         }
         Command::Model(options) => model::model(&options),
         Command::Startup { server_load: None } => startup::run(),

@@ -738,6 +738,47 @@ fn benchmarks_print_osu_tables_and_json() {
     });
 }
 
+/// The C twin of `hpcomm bench` (benches/c-compare/osu.c) runs the plan
+/// `hpcomm bench --plan` prints, so the two cannot drift: the plan is OSU's
+/// sizes and iterations, and the twin knows exactly the benchmarks that
+/// `hpcomm bench` has.
+#[test]
+fn the_c_twin_runs_hpcomms_plan() {
+    let (out, _) = run(&["bench", "latency", "--max-size", "4194304", "--plan"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: Vec<Vec<usize>> = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(|w| w.parse().expect("a number")).collect())
+        .collect();
+    assert_eq!(rows.len(), 24, "0, then 1 to 4 MiB: {stdout}");
+    assert_eq!(rows[0], [0, 10_000, 100]);
+    assert_eq!(rows[14], [8192, 10_000, 100]);
+    assert_eq!(rows[15], [16384, 1000, 10]);
+    assert_eq!(rows[23], [4 << 20, 1000, 10]);
+    let (out, _) = run(&["bench", "barrier", "--plan", "--iters", "50"], &[]);
+    assert_eq!(text(&out.stdout).lines().nth(1), Some("0 50 5"));
+    let (out, _) = run(&["bench", "bw", "--min-size", "9", "--max-size", "8", "--plan"], &[]);
+    assert!(!out.status.success());
+
+    // The twin's list of benchmarks is `hpcomm bench`'s.
+    let c = include_str!("../../benches/c-compare/osu.c");
+    let list = c.split("KINDS[] = {").nth(1).and_then(|r| r.split("};").next()).expect("KINDS");
+    let twin: Vec<&str> =
+        list.split(',').map(|k| k.trim().trim_matches('"')).filter(|k| !k.is_empty()).collect();
+    let (out, _) = run(&["bench", "-h"], &[]);
+    let help = text(&out.stdout);
+    let ours: Vec<&str> = help
+        .split("[possible values: ")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .expect("the benchmarks in --help")
+        .split(", ")
+        .collect();
+    assert_eq!(twin, ours);
+}
+
 /// `hpcomm info` lists the transports and their limits; without a launcher
 /// a program runs as a singleton.
 #[test]

@@ -105,16 +105,20 @@ fn use_font(chosen: Option<&Path>) -> Result<(), Box<dyn Error>> {
 fn colour(implementation: &str) -> RGBColor {
     match implementation {
         "hpcomm" => RGBColor(0xd6, 0x27, 0x28),
-        "mpich" => RGBColor(0x1f, 0x77, 0xb4),
-        "openmpi" => RGBColor(0x2c, 0xa0, 0x2c),
+        "mpich-c" => RGBColor(0x1f, 0x77, 0xb4),
+        "openmpi-c" => RGBColor(0x2c, 0xa0, 0x2c),
+        "mpich-rsmpi" => RGBColor(0x9e, 0xc5, 0xe8),
+        "openmpi-rsmpi" => RGBColor(0x98, 0xdf, 0x8a),
         _ => RGBColor(0x55, 0x55, 0x55),
     }
 }
 
 fn label(implementation: &str) -> &str {
     match implementation {
-        "mpich" => "MPICH (rsmpi)",
-        "openmpi" => "Open MPI (rsmpi)",
+        "mpich-c" => "MPICH (C)",
+        "openmpi-c" => "Open MPI (C)",
+        "mpich-rsmpi" => "MPICH (rsmpi)",
+        "openmpi-rsmpi" => "Open MPI (rsmpi)",
         other => other,
     }
 }
