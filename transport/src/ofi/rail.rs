@@ -39,7 +39,9 @@ pub(super) struct Rail {
     pub ready: VecDeque<(usize, usize)>,
     /// Receive buffers handed up, to post again.
     pub to_repost: Vec<usize>,
+    /// Send buffers free to fill.
     pub tx_free: Vec<usize>,
+    /// The rank each send buffer goes to, and how many bytes it holds.
     pub tx_peer: Vec<u32>,
     pub tx_len: Vec<usize>,
     /// The keep-alive interval in which each unfinished keep-alive was
