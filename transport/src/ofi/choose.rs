@@ -161,7 +161,15 @@ pub(super) fn choose<'a>(
             .collect();
         skipped_direct |= candidates.iter().any(Candidate::is_efa_direct);
         if let Some(at) = pick(&candidates, requested.as_deref()) {
-            let (node, here) = (&nics::nic_node, nics::my_node());
+            // Where this process runs matters only when NICs are chosen by
+            // locality: sysfs is read only then.
+            let by_locality = match &config.nics {
+                nics::Nics::Default => candidates[at].prov == "efa",
+                nics::Nics::Named(_) => false,
+                nics::Nics::All | nics::Nics::Count(_) => true,
+            };
+            let here = if by_locality { nics::my_node() } else { None };
+            let node = &nics::nic_node;
             let rails =
                 nics::select(&candidates, at, &config.nics, node, here, rank).map_err(setup)?;
             // SAFETY: every `entries[i]` is an entry of `list`.
