@@ -623,19 +623,93 @@ impl Communicator {
         Ok(all)
     }
 
-    /// Dissemination barrier on the collective context, used by
-    /// finalization. `hpcomm-collectives` offers the public one.
-    pub(crate) fn barrier_internal(&self) -> Result<()> {
-        let n = self.size();
-        let coll = self.collective_view();
+    /// The barrier of finalization (`MPI_Finalize`'s): a dissemination
+    /// barrier on the point-to-point context, under a tag no user can send
+    /// with, bounded by `deadline`; the first error of its rounds.
+    ///
+    /// Not on the collective context: there a lost member fails every
+    /// transfer, and a rank that has passed the barrier leaves at once, so
+    /// a slower rank would take the first rank to leave for a failure, give
+    /// up its remaining rounds, and leave the ranks waiting for its later
+    /// messages waiting for ever. Here a receive fails only when its own
+    /// source is lost before its message arrived, and every round's send
+    /// goes out even after an earlier round failed: no live rank waits for
+    /// a message that a live rank gave up sending.
+    pub(crate) fn finalize_barrier(&self, deadline: Instant) -> Result<()> {
+        let rounds = self.finalize_rounds(deadline);
+        for r in rounds.iter().filter(|r| r.sent.is_err() || r.received.is_err()) {
+            tracing::debug!(to = r.to, from = r.from, "finalize: {:?}, {:?}", r.sent, r.received);
+        }
+        match rounds.into_iter().flat_map(|r| [r.sent, r.received]).find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The rounds of [`finalize_barrier`](Self::finalize_barrier), each
+    /// with its outcome; they stop early only at the deadline.
+    pub(crate) fn finalize_rounds(&self, deadline: Instant) -> Vec<Round> {
+        let (n, me) = (self.size(), self.rank());
+        let mut rounds = Vec::new();
         let mut k = 1;
         while k < n {
-            let to = (self.rank() + k) % n;
-            let from = (self.rank() + n - k) % n;
-            coll.sendrecv::<u8, u8>(&[], to, BARRIER_TAG, &mut [], from, BARRIER_TAG)?;
+            let (to, from) = (((me + k) % n) as u32, ((me + n - k) % n) as u32);
+            let (sent, received) = self.internal_sendrecv(to, from, FINALIZE_TAG, deadline);
+            let late = [&sent, &received].iter().any(|r| matches!(r, Err(Error::Timeout { .. })));
+            rounds.push(Round { to, from, sent, received });
+            if late {
+                break;
+            }
             k *= 2;
         }
-        Ok(())
+        rounds
+    }
+
+    /// An empty message to `to` and one from `from`, both with `tag`
+    /// (which may be one of the runtime's own, below 0), waited for until
+    /// `deadline`: the send's outcome and the receive's.
+    fn internal_sendrecv(
+        &self,
+        to: u32,
+        from: u32,
+        tag: i32,
+        deadline: Instant,
+    ) -> (Result<()>, Result<()>) {
+        let regions = self.engine.borrow().regions.clone();
+        regions.scope(|scope| {
+            let started = {
+                let mut engine = self.engine.borrow_mut();
+                let pattern = Pattern { src: Some(from), tag: Some(tag) };
+                let from_peer = Some(self.peer(from));
+                let empty = scope.register_mut(&mut []);
+                let received = engine.start_recv(self.ctx, pattern, from_peer, empty);
+                let empty = scope.register(&[]);
+                let to_peer = self.peer(to);
+                let sent =
+                    engine.start_send(self.ctx, self.rank, to, to_peer, tag, empty, 0, false);
+                [sent, received]
+            };
+            let ids: Vec<ReqId> = started.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+            let waited = self
+                .block_until(|e| ids.iter().all(|&id| e.is_done(id)) || Instant::now() >= deadline);
+            let mut engine = self.engine.borrow_mut();
+            let [sent, received] = started.map(|r| {
+                let id = r?;
+                waited.clone()?;
+                engine
+                    .take(id)
+                    .unwrap_or_else(|| {
+                        Err(Error::Timeout {
+                            after: self.config.finalize_timeout,
+                            what: format!(
+                                "the final barrier (rank {from}'s message or the one to {to})"
+                            ),
+                        })
+                    })
+                    .map(|_| ())
+            });
+            (sent, received)
+        })
     }
 
     /// Drives progress until no frame waits for the transport, then closes
@@ -664,10 +738,22 @@ pub(crate) enum Started {
     Null,
 }
 
+/// One round of the final barrier: the empty message to `to` and the one
+/// from `from`, with their outcomes.
+#[derive(Debug)]
+pub(crate) struct Round {
+    pub to: u32,
+    pub from: u32,
+    pub sent: Result<()>,
+    pub received: Result<()>,
+}
+
 /// Context pairs (from id 2 on) that new communicators reuse once free on
 /// every member: one bit each in the offer.
 const REUSABLE: u32 = 64;
 
 /// Tags of the runtime's own traffic on collective contexts.
 const EXCHANGE_TAG: i32 = 1;
-const BARRIER_TAG: i32 = 2;
+/// The tag of the final barrier, on the point-to-point context of the
+/// world: below 0, so no user's message carries it.
+const FINALIZE_TAG: i32 = -2;

@@ -445,6 +445,7 @@ impl Tcp {
             self.conn_count += 1;
             let polls = self.polls;
             let peer = self.peer(rank);
+            tracing::trace!(rank, stripe, replaces, "tcp: a connection admitted");
             if replaces {
                 peer.retire_accepted(stripe);
             }
@@ -462,6 +463,7 @@ impl Tcp {
             return;
         }
         peer.lost = Some(cause);
+        tracing::debug!(rank = p, "tcp: peer lost: {cause:?}");
         let mut dialing = 0;
         for c in peer.conns_mut() {
             c.out = Vec::new();
@@ -560,6 +562,7 @@ impl Tcp {
                     break;
                 }
                 let ended = c.got_end;
+                let had_set = c.set.is_some();
                 match c.deliver(src, max_payload, sink) {
                     Ok(n) => events += n,
                     Err(why) => {
@@ -567,6 +570,12 @@ impl Tcp {
                         loss = Some(LossCause::Protocol);
                         break;
                     }
+                }
+                if !had_set && c.set.is_some() {
+                    tracing::trace!(rank = p, set = c.set, read_set, "tcp: a set begins");
+                }
+                if c.got_end && !ended {
+                    tracing::trace!(rank = p, set = c.set, read_set, "tcp: a connection ends");
                 }
                 if c.got_end && !ended && c.set == Some(read_set) {
                     ended_in_set += 1;
@@ -584,9 +593,16 @@ impl Tcp {
             }
             if c.closed && c.drained() && !c.got_end {
                 if let Some(cause) = c.failed {
+                    tracing::debug!(rank = p, set = c.set, "tcp: a connection broke: {cause:?}");
                     loss = Some(cause);
                     break;
                 }
+                tracing::debug!(
+                    rank = p,
+                    set = c.set,
+                    read_set,
+                    "tcp: closed without an end marker"
+                );
                 // An orderly close without an end marker: the peer exited.
                 // What it sent here has all arrived; its later sets, if
                 // any, are read before it is reported lost.
