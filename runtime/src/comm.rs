@@ -5,10 +5,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytemuck::Pod;
-use hpcomm_transport::{PeerId, RegionId, RegionScope, Transport};
+use hpcomm_transport::{PeerId, RegionId, RegionScope};
 
 use crate::config::Config;
-use crate::engine::{Completed, Engine, ReqId};
+use crate::engine::{Completed, Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::matching::Pattern;
 use crate::request::Scope;
@@ -105,7 +105,7 @@ impl Backoff<'_> {
             }
             Phase::Yield(_) | Phase::Sleep => {
                 self.phase = Phase::Sleep;
-                engine.transport.wait(self.config.idle_wait);
+                engine.wait(self.config.idle_wait);
                 IdleStep::Again
             }
         }
@@ -157,12 +157,12 @@ impl Communicator {
     /// for the receiver (rendezvous). Set by the transport and
     /// `HPCOMM_EAGER_LIMIT`.
     pub fn eager_limit(&self) -> usize {
-        self.engine.borrow().state.limits().eager
+        self.engine.borrow().limits().eager
     }
 
     /// The name of the transport in use.
     pub fn transport_name(&self) -> &'static str {
-        self.engine.borrow().caps.name
+        self.engine.borrow().transport_name()
     }
 
     /// The point-to-point context id (for diagnostics).
@@ -278,7 +278,7 @@ impl Communicator {
 
     /// Drives progress until `done` holds, backing off when idle.
     pub(crate) fn block_until(&self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
-        let pause = self.engine.borrow().transport.capabilities().spin_pause;
+        let pause = self.engine.borrow().spin_pause();
         let mut backoff = Backoff { config: &self.config, phase: FRESH, pause };
         loop {
             let mut engine = self.engine.borrow_mut();
@@ -324,16 +324,8 @@ impl Communicator {
         let tag = Communicator::check_send_tag(tag)?;
         let bytes = as_bytes(buf)?;
         let region = scope.register(bytes);
-        let started = self.engine.borrow_mut().start_send(
-            self.ctx,
-            self.rank,
-            dst,
-            self.peer(dst),
-            tag,
-            region,
-            bytes.len(),
-            sync,
-        );
+        let started =
+            self.engine.borrow_mut().start_send(self.to(dst, tag), region, bytes.len(), sync);
         started.inspect_err(|_| scope.regions().release(region)).map(Some)
     }
 
@@ -364,6 +356,12 @@ impl Communicator {
         started.inspect_err(|_| scope.regions().release(region)).map(Started::Pending)
     }
 
+    /// Where a message to rank `dst` of this communicator with `tag` goes.
+    #[inline]
+    fn to(&self, dst: u32, tag: i32) -> To {
+        To { ctx: self.ctx, me: self.rank, dst, peer: self.peer(dst), tag }
+    }
+
     /// Sends a small standard-mode message at once if it can: `Some(())`
     /// when sent, `None` when the request path must be taken.
     pub(crate) fn send_now<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<Option<()>> {
@@ -372,14 +370,7 @@ impl Communicator {
         };
         let tag = Communicator::check_send_tag(tag)?;
         let bytes = as_bytes(buf)?;
-        let sent = self.engine.borrow_mut().try_send_now(
-            self.ctx,
-            self.rank,
-            dst,
-            self.peer(dst),
-            tag,
-            bytes,
-        )?;
+        let sent = self.engine.borrow_mut().try_send_now(self.to(dst, tag), bytes)?;
         Ok(sent.then_some(()))
     }
 
@@ -387,7 +378,7 @@ impl Communicator {
         if !sync && self.send_now(buf, dest, tag)?.is_some() {
             return Ok(());
         }
-        let regions = self.engine.borrow().regions.clone();
+        let regions = self.engine.borrow().regions().clone();
         regions.scope(|scope| match self.start_send_in(scope, buf, dest, tag, sync)? {
             Some(id) => self.wait_id(id).map(|_| ()),
             None => Ok(()),
@@ -427,7 +418,7 @@ impl Communicator {
         tag: impl Into<Tag>,
     ) -> Result<Status> {
         let elem = std::mem::size_of::<T>();
-        let regions = self.engine.borrow().regions.clone();
+        let regions = self.engine.borrow().regions().clone();
         regions.scope(|scope| match self.start_recv_in(scope, buf, src.into(), tag.into())? {
             Started::Pending(id) => Communicator::status(self.wait_id(id)?, elem),
             Started::Done(completed) => Communicator::status(completed, elem),
@@ -487,7 +478,7 @@ impl Communicator {
                 Ok(Status { source: Rank(env.src as i32), tag: Tag(env.tag), count: env.len })
             }
             None => Err(match peer {
-                Some(p) => self.engine.borrow().state.loss(p),
+                Some(p) => self.engine.borrow().loss(p),
                 None => Error::PeerFailed { rank: 0 },
             }),
         }
@@ -519,7 +510,7 @@ impl Communicator {
         &'env self,
         f: impl for<'s> FnOnce(&Scope<'s, 'env>) -> Result<R>,
     ) -> Result<R> {
-        let regions = self.engine.borrow().regions.clone();
+        let regions = self.engine.borrow().regions().clone();
         regions.scope(|region_scope| {
             let scope = Scope::new(self, region_scope);
             let out = f(&scope);
@@ -585,7 +576,7 @@ impl Communicator {
         let free = (0..REUSABLE)
             .filter(|&i| engine.context_free(ContextId(2 + 2 * i)))
             .fold(0u64, |mask, i| mask | 1 << i);
-        (engine.state.next_ctx, free)
+        (engine.next_ctx(), free)
     }
 
     /// The new context every member computes from the exchanged offers:
@@ -601,7 +592,7 @@ impl Communicator {
             ContextId(next as u32)
         };
         let mut engine = self.engine.borrow_mut();
-        engine.state.next_ctx = engine.state.next_ctx.max(ctx.0.saturating_add(2));
+        engine.reserve_ctx(ctx);
         ctx
     }
 
@@ -675,7 +666,7 @@ impl Communicator {
         tag: i32,
         deadline: Instant,
     ) -> (Result<()>, Result<()>) {
-        let regions = self.engine.borrow().regions.clone();
+        let regions = self.engine.borrow().regions().clone();
         regions.scope(|scope| {
             let started = {
                 let mut engine = self.engine.borrow_mut();
@@ -684,9 +675,7 @@ impl Communicator {
                 let empty = scope.register_mut(&mut []);
                 let received = engine.start_recv(self.ctx, pattern, from_peer, empty);
                 let empty = scope.register(&[]);
-                let to_peer = self.peer(to);
-                let sent =
-                    engine.start_send(self.ctx, self.rank, to, to_peer, tag, empty, 0, false);
+                let sent = engine.start_send(self.to(to, tag), empty, 0, false);
                 [sent, received]
             };
             let ids: Vec<ReqId> = started.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
@@ -724,7 +713,7 @@ impl Communicator {
         }
         // The transport's own leaving (goodbyes, sends in flight), a step
         // at a time between rounds of progress.
-        self.block_until(|e| e.transport.close() || Instant::now() >= deadline)
+        self.block_until(|e| e.close() || Instant::now() >= deadline)
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`protocol`]: the choice between inline, eager and rendezvous.
 //! - [`matching`]: the pure matching engine (posted and unexpected queues,
 //!   sequence numbers per source).
-//! - `engine`: requests and protocol state driven by transport events.
+//! - `engine`: the protocol as a state machine with no I/O (`engine/state.rs`),
+//!   its requests (`engine/requests.rs`) and the driver between it and the
+//!   transport (`Engine`).
 //! - [`Communicator`], [`Scope`] and [`Request`]: the public API, with MPI's
 //!   semantics as the reference.
 //! - [`task`]: state machines the engine advances by itself (non-blocking

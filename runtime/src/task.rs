@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use hpcomm_transport::{PeerId, RegionId};
 
-use crate::engine::{Engine, ReqId};
+use crate::engine::{Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::types::ContextId;
 
@@ -91,15 +91,19 @@ impl<'a> TaskCx<'a> {
     pub fn send(&mut self, to: usize, tag: i32, data: Vec<u8>) -> Result<Transfer> {
         let peer = self.peer(to)?;
         let len = data.len();
-        let region = self.engine.regions.insert_owned_read_only(data);
-        match self.engine.start_send(self.ctx, self.rank, to as u32, peer, tag, region, len, false)
-        {
+        let region = self.engine.regions().insert_owned_read_only(data);
+        match self.engine.start_send(
+            To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag },
+            region,
+            len,
+            false,
+        ) {
             Ok(id) => {
                 self.active = true;
                 Ok(Transfer { id, region: None })
             }
             Err(e) => {
-                self.engine.regions.take_owned(region);
+                self.engine.regions().take_owned(region);
                 Err(e)
             }
         }
@@ -108,14 +112,14 @@ impl<'a> TaskCx<'a> {
     /// Starts receiving up to `len` bytes from `from` with `tag`.
     pub fn recv(&mut self, from: usize, tag: i32, len: usize) -> Result<Transfer> {
         let peer = self.peer(from)?;
-        let region = self.engine.regions.insert_owned(vec![0; len]);
+        let region = self.engine.regions().insert_owned(vec![0; len]);
         match self.engine.task_recv(self.ctx, from as u32, peer, tag, region) {
             Ok(id) => {
                 self.active = true;
                 Ok(Transfer { id, region: Some(region) })
             }
             Err(e) => {
-                self.engine.regions.take_owned(region);
+                self.engine.regions().take_owned(region);
                 Err(e)
             }
         }
@@ -128,7 +132,7 @@ impl<'a> TaskCx<'a> {
     pub fn test(&mut self, t: Transfer) -> Option<Result<Vec<u8>>> {
         let outcome = self.engine.take(t.id)?;
         self.active = true;
-        let data = t.region.and_then(|r| self.engine.regions.take_owned(r)).unwrap_or_default();
+        let data = t.region.and_then(|r| self.engine.regions().take_owned(r)).unwrap_or_default();
         Some(outcome.map(|done| {
             let mut data = data;
             data.truncate(done.bytes);
@@ -143,7 +147,7 @@ impl<'a> TaskCx<'a> {
             Error::Protocol("a task without an output buffer tried to write one".into())
         })?;
         self.engine
-            .regions
+            .regions()
             .with_mut(region, f)
             .ok_or(Error::Transport(hpcomm_transport::TransportError::InvalidRegion))
     }

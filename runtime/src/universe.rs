@@ -54,7 +54,7 @@ impl Universe {
         // regions (a request ended early by a peer's loss, a scope that
         // unwound) makes progress here until the transport lets it go.
         let weak = Rc::downgrade(&engine);
-        engine.borrow().regions.set_drain(Box::new(move || {
+        engine.borrow().regions().set_drain(Box::new(move || {
             let Some(engine) = weak.upgrade() else { return };
             let Ok(mut engine) = engine.try_borrow_mut() else { return };
             if let Err(e) = engine.progress() {

@@ -1,0 +1,475 @@
+//! The progress engine of one endpoint: the driver between the transport
+//! and the protocol state.
+//!
+//! - [`requests`]: the slab of requests and their stages;
+//! - [`state`]: the protocol as a state machine with no I/O — frames,
+//!   finished reads and lost peers in; frames and jobs queued, requests
+//!   finished out — tested by feeding it frames;
+//! - this file: `Engine`, which owns the transport, the region table, the
+//!   state and the tasks, hands the state's outbox and jobs to the
+//!   transport (`flush`) and its events to the state (`progress`). The
+//!   small-message paths try the transport at once and queue only when it
+//!   pushes back; that is the one place an eager frame leaves
+//!   ([`eager_now`]).
+//!
+//! Nothing here blocks: the communicator's wait loop calls
+//! [`Engine::progress`] and backs off when nothing happens.
+
+mod requests;
+mod state;
+
+use hpcomm_transport::{
+    Backend, Capabilities, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
+};
+
+pub(crate) use requests::{Completed, ReqId};
+use requests::{Req, Stage};
+pub(crate) use state::To;
+use state::{header_of, transport_error, Body, Job, SendPlan, State};
+
+use crate::error::{Error, Result};
+use crate::matching::{Envelope, Pattern};
+use crate::protocol::Limits;
+use crate::task::{Task, TaskCx};
+use crate::types::ContextId;
+use crate::wire::Header;
+
+/// An endpoint: transport, registered memory and protocol state.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    transport: Backend,
+    regions: Regions,
+    state: State,
+    caps: Capabilities,
+    /// Tasks in progress, advanced by every round of progress.
+    tasks: Vec<TaskEntry>,
+}
+
+/// A task and what it runs on.
+struct TaskEntry {
+    id: ReqId,
+    ctx: ContextId,
+    rank: u32,
+    group: std::rc::Rc<[PeerId]>,
+    task: Box<dyn Task>,
+}
+
+impl std::fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEntry").field("id", &self.id).field("ctx", &self.ctx).finish()
+    }
+}
+
+/// The bytes of an eager frame: the user's slice, or a registered region.
+enum Bytes<'a> {
+    Slice(&'a [u8]),
+    Region(RegionId),
+}
+
+/// Offers an eager frame to the transport now, unless frames wait ahead of
+/// it in the outbox (then `WouldBlock`, to keep order): the one way an
+/// eager message leaves without being queued.
+#[inline]
+fn eager_now(
+    transport: &mut Backend,
+    regions: &Regions,
+    state: &State,
+    peer: PeerId,
+    header: &[u8],
+    bytes: Bytes<'_>,
+) -> std::result::Result<(), TransportError> {
+    if !state.outbox.is_empty() {
+        return Err(TransportError::WouldBlock);
+    }
+    match bytes {
+        Bytes::Slice(b) => transport.try_send(peer, header, b),
+        Bytes::Region(r) => regions
+            .with(r, |b| transport.try_send(peer, header, b))
+            .unwrap_or(Err(TransportError::InvalidRegion)),
+    }
+}
+
+impl Engine {
+    /// An engine over `transport`, with the eager threshold overridden when
+    /// configured.
+    pub fn new(transport: Backend, eager_override: Option<usize>) -> Engine {
+        let caps = transport.capabilities().clone();
+        let n = transport.peer_count();
+        let each = (0..n as u32)
+            .map(|p| Limits::new(transport.peer_capabilities(PeerId(p)), eager_override));
+        let state = State::new(Limits::new(&caps, eager_override), each, n);
+        Engine { transport, regions: Regions::new(), caps, tasks: Vec::new(), state }
+    }
+
+    /// The table of registered memory.
+    pub fn regions(&self) -> &Regions {
+        &self.regions
+    }
+
+    /// The thresholds in force towards every peer.
+    pub fn limits(&self) -> &Limits {
+        self.state.limits()
+    }
+
+    /// The transport's name.
+    pub fn transport_name(&self) -> &'static str {
+        self.caps.name
+    }
+
+    /// Whether a waiting loop should spin with a pause hint (the transport
+    /// is polled memory) rather than plain spinning.
+    pub fn spin_pause(&self) -> bool {
+        self.caps.spin_pause
+    }
+
+    /// Waits up to `timeout` for the transport to have something.
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        self.transport.wait(timeout);
+    }
+
+    /// One step of the transport's leaving; `true` once it has left.
+    pub fn close(&mut self) -> bool {
+        self.transport.close()
+    }
+
+    /// Whether `peer` is known to be gone.
+    pub fn is_lost(&self, peer: PeerId) -> bool {
+        self.state.is_lost(peer)
+    }
+
+    /// The error for an operation that depends on the lost `peer`.
+    pub fn loss(&self, peer: PeerId) -> Error {
+        self.state.loss(peer)
+    }
+
+    /// The lowest context id this endpoint has not used.
+    pub fn next_ctx(&self) -> u32 {
+        self.state.next_ctx()
+    }
+
+    /// Marks the context pair of `ctx` as used.
+    pub fn reserve_ctx(&mut self, ctx: ContextId) {
+        self.state.reserve_ctx(ctx);
+    }
+
+    /// Sends a standard-mode message of eager size at once, straight from
+    /// `bytes`, with no request: the fast path of every small send. Returns
+    /// `false` (and sends nothing) when the message must take the request
+    /// path: rendezvous size, a backlog to keep order with, or no room.
+    #[inline]
+    pub fn try_send_now(&mut self, to: To, bytes: &[u8]) -> Result<bool> {
+        let Some((header, len)) = self.state.eager_now(to, bytes.len())? else {
+            return Ok(false);
+        };
+        let Engine { transport, regions, state, .. } = self;
+        let header = &header[..len as usize];
+        match eager_now(transport, regions, state, to.peer, header, Bytes::Slice(bytes)) {
+            Ok(()) => {
+                // The sequence number is spent only once the frame is out.
+                self.state.spend_seq(to);
+                Ok(true)
+            }
+            Err(TransportError::WouldBlock) => Ok(false),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    /// Starts a send of the registered `region` (`len` bytes) `to` a rank;
+    /// `sync`: synchronous (`MPI_Ssend`).
+    pub fn start_send(
+        &mut self,
+        to: To,
+        region: RegionId,
+        len: usize,
+        sync: bool,
+    ) -> Result<ReqId> {
+        let (id, plan) = self.state.start_send(to, region, len, sync)?;
+        let peer = to.peer;
+        let Engine { transport, regions, state, .. } = self;
+        match plan {
+            SendPlan::Eager(frame) => {
+                let bytes = Bytes::Region(region);
+                let outcome = eager_now(transport, regions, state, peer, frame.header(), bytes);
+                state.eager_attempted(regions, id, peer, frame, outcome);
+            }
+            SendPlan::Rendezvous { msg, read } => {
+                let key = match read {
+                    true => transport.expose(regions, region),
+                    false => Ok(RemoteKey::default()),
+                };
+                match key {
+                    Ok(key) => state.send_rts(id, peer, msg, read, key),
+                    Err(e) => {
+                        state.fail(regions, id, transport_error(e));
+                        return Ok(id);
+                    }
+                }
+            }
+        }
+        if self.has_backlog() {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// Receives at once, straight into `buf`, an eager message that has
+    /// already arrived: the fast path of a receive that comes late. `None`
+    /// when no such message is waiting (the request path must be taken).
+    #[inline]
+    pub fn try_recv_now(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        buf: &mut [u8],
+    ) -> Option<Result<Completed>> {
+        self.state.try_recv_now(ctx, pattern, buf)
+    }
+
+    /// Posts a receive into the writable `region` for messages `pattern`
+    /// accepts on `ctx`. `peer` is the world peer of a specific source.
+    pub fn start_recv(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        peer: Option<PeerId>,
+        region: RegionId,
+    ) -> Result<ReqId> {
+        self.post_recv(ctx, pattern, peer, region, false)
+    }
+
+    fn post_recv(
+        &mut self,
+        ctx: ContextId,
+        pattern: Pattern,
+        peer: Option<PeerId>,
+        region: RegionId,
+        keep_region: bool,
+    ) -> Result<ReqId> {
+        let id = self.state.post_recv(&self.regions, ctx, pattern, peer, region, keep_region);
+        if self.has_backlog() {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// The envelope of the earliest unexpected message `pattern` accepts.
+    pub fn probe(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Envelope> {
+        self.state.probe(ctx, pattern)
+    }
+
+    /// Records the group of a communicator this endpoint belongs to (see
+    /// [`State::open_context`]).
+    pub fn open_context(&mut self, ctx: ContextId, group: &[PeerId]) {
+        self.state.open_context(&self.regions, ctx, group);
+    }
+
+    /// Whether this endpoint has no state for the context pair of `ctx`.
+    pub fn context_free(&self, ctx: ContextId) -> bool {
+        self.state.context_free(ctx)
+    }
+
+    /// Forgets the context pair of a dropped communicator when nothing is
+    /// in flight on it (see [`State::close_context`]).
+    pub fn close_context(&mut self, ctx: ContextId) {
+        let tasks = &self.tasks;
+        self.state.close_context(ctx, |c| tasks.iter().any(|t| t.ctx == c));
+    }
+
+    /// Counts a collective operation started on `ctx`; returns its number.
+    pub fn next_collective(&mut self, ctx: ContextId) -> u32 {
+        self.state.next_collective(ctx)
+    }
+
+    /// The region a request holds (a task's output buffer).
+    pub(crate) fn output_of(&self, id: ReqId) -> Option<RegionId> {
+        self.state.reqs.get(id).and_then(|r| r.region)
+    }
+
+    /// Whether the request has finished (or is unknown).
+    pub fn is_done(&self, id: ReqId) -> bool {
+        self.state.reqs.get(id).is_none_or(Req::done)
+    }
+
+    /// Takes the outcome of a finished request and frees it; `None` while it
+    /// is still in flight or when the handle is stale.
+    pub fn take(&mut self, id: ReqId) -> Option<Result<Completed>> {
+        self.state.reqs.take(id)
+    }
+
+    /// Whether the request exists (not yet taken).
+    pub fn exists(&self, id: ReqId) -> bool {
+        self.state.reqs.get(id).is_some()
+    }
+
+    /// One round of progress: flush, poll, flush. Returns whether anything
+    /// happened.
+    pub fn progress(&mut self) -> Result<bool> {
+        let mut busy = self.has_backlog() && self.flush()?;
+        let Engine { transport, regions, state, .. } = self;
+        let events = transport.poll(regions, &mut |ev| state.on_event(regions, ev))?;
+        busy |= events > 0;
+        if !self.tasks.is_empty() {
+            busy |= self.poll_tasks();
+        }
+        if self.has_backlog() {
+            busy |= self.flush()?;
+        }
+        Ok(busy)
+    }
+
+    /// Starts `task` on context `ctx` (as `rank` of `group`) and advances
+    /// it once. Its request finishes when the task does; `output`, if any,
+    /// is released then.
+    pub fn start_task(
+        &mut self,
+        ctx: ContextId,
+        rank: u32,
+        group: std::rc::Rc<[PeerId]>,
+        output: Option<RegionId>,
+        task: Box<dyn Task>,
+    ) -> ReqId {
+        let id = self.state.reqs.alloc(Req::new(Stage::Task, ctx, output, None));
+        self.tasks.push(TaskEntry { id, ctx, rank, group, task });
+        self.poll_tasks();
+        id
+    }
+
+    /// Advances every task once; returns whether any did something.
+    fn poll_tasks(&mut self) -> bool {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let mut busy = false;
+        tasks.retain_mut(|entry| {
+            let (outcome, active) = {
+                let mut cx = TaskCx::new(self, entry.ctx, entry.rank, &entry.group, entry.id);
+                let outcome = entry.task.poll(&mut cx);
+                (outcome, cx.active())
+            };
+            busy |= active;
+            match outcome {
+                Ok(false) => true,
+                Ok(true) => {
+                    self.state.reqs.finish(&self.regions, entry.id, Ok(Completed::default()));
+                    busy = true;
+                    false
+                }
+                Err(e) => {
+                    self.state.reqs.finish(&self.regions, entry.id, Err(e));
+                    busy = true;
+                    false
+                }
+            }
+        });
+        // Tasks started while these ran (none today) come after them.
+        tasks.append(&mut self.tasks);
+        self.tasks = tasks;
+        busy
+    }
+
+    /// Posts a receive into the engine-owned `region` for a task; the
+    /// region stays when the receive finishes, for the task to take.
+    pub(crate) fn task_recv(
+        &mut self,
+        ctx: ContextId,
+        src: u32,
+        peer: PeerId,
+        tag: i32,
+        region: RegionId,
+    ) -> Result<ReqId> {
+        self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, true)
+    }
+
+    /// Whether frames or jobs are still waiting for the transport.
+    pub fn has_backlog(&self) -> bool {
+        self.state.has_backlog()
+    }
+
+    /// Hands queued frames and jobs to the transport while it has room.
+    fn flush(&mut self) -> Result<bool> {
+        let mut busy = false;
+        let Engine { transport, regions, state, .. } = self;
+        while let Some(out) = state.outbox.front() {
+            let header = &out.header[..out.header_len as usize];
+            let result = match &out.body {
+                Body::Empty => transport.try_send(out.dst, header, &[]),
+                Body::Owned(data) => transport.try_send(out.dst, header, data),
+                Body::Region { region, .. } => regions
+                    .with(*region, |b| transport.try_send(out.dst, header, b))
+                    .unwrap_or(Err(TransportError::InvalidRegion)),
+            };
+            if result == Err(TransportError::WouldBlock) {
+                break;
+            }
+            busy = true;
+            let out = state.outbox.pop_front().expect("front exists");
+            match (out.body, result) {
+                (Body::Region { req, .. }, Ok(())) => {
+                    let then_await = matches!(
+                        state.reqs.get(req).map(|r| &r.stage),
+                        Some(Stage::Queued { then_await: true })
+                    );
+                    state.reqs.sent(regions, req, then_await);
+                }
+                (Body::Owned(data), Ok(())) => state.recycle(data),
+                (Body::Empty, Ok(())) => {}
+                (Body::Region { req, .. }, Err(e)) => {
+                    state.reqs.finish(regions, req, Err(transport_error(e)))
+                }
+                (_, Err(TransportError::PeerLost(p))) => state.peer_lost(regions, p),
+                (_, Err(e)) => return Err(Error::Transport(e)),
+            }
+        }
+        while let Some(job) = state.jobs.pop_front() {
+            match job {
+                Job::Read { req, peer, key, offset, len } => {
+                    let Some(dst) = state.reqs.get(req).and_then(|r| r.region) else {
+                        continue;
+                    };
+                    let token = req.to_wire();
+                    match transport.start_read(regions, peer, key, offset, dst, offset, len, token)
+                    {
+                        Ok(()) => {}
+                        Err(TransportError::WouldBlock) => {
+                            state.jobs.push_front(job);
+                            break;
+                        }
+                        Err(e) => state.read_done(regions, token, Some(transport_error(e))),
+                    }
+                    busy = true;
+                }
+                Job::Push { req, peer, rreq, mut offset, len } => {
+                    let Some(src) = state.reqs.get(req).and_then(|r| r.region) else {
+                        continue;
+                    };
+                    let chunk = state.peer_limits[peer.index()].max_payload;
+                    let mut outcome = Ok(());
+                    while offset < len {
+                        let end = (offset + chunk).min(len);
+                        let (hbuf, hlen) = header_of(&Header::Data { rreq, offset: offset as u64 });
+                        outcome = regions
+                            .with(src, |b| {
+                                transport.try_send(peer, &hbuf[..hlen as usize], &b[offset..end])
+                            })
+                            .unwrap_or(Err(TransportError::InvalidRegion));
+                        if outcome.is_err() {
+                            break;
+                        }
+                        busy = true;
+                        offset = end;
+                    }
+                    match outcome {
+                        Err(TransportError::WouldBlock) => {
+                            state.jobs.push_front(Job::Push { req, peer, rreq, offset, len });
+                            break;
+                        }
+                        Err(e) => state.reqs.finish(regions, req, Err(transport_error(e))),
+                        Ok(()) => {
+                            let info = state.reqs.get(req).map(|r| r.info).unwrap_or_default();
+                            state.reqs.finish(regions, req, Ok(info));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(busy)
+    }
+}
