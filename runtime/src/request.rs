@@ -116,7 +116,10 @@ const PRUNE_AT: usize = 1024;
 
 impl<'s, 'env> Scope<'s, 'env> {
     pub(crate) fn new(comm: &'env Communicator, regions: &'s RegionScope<'s, 'env>) -> Self {
-        Scope { comm, regions, started: RefCell::new(Vec::new()) }
+        // The list comes from the engine's spares: a scope per window of
+        // messages allocates nothing once the first has grown its list.
+        let started = comm.engine().borrow_mut().id_list();
+        Scope { comm, regions, started: RefCell::new(started) }
     }
 
     /// The communicator the scope's operations use.
@@ -213,9 +216,9 @@ impl<'s, 'env> Scope<'s, 'env> {
     /// Waits for every request started in this scope that is still in
     /// flight; returns the first error among them.
     pub(crate) fn complete_all(&self) -> Result<()> {
-        let started = std::mem::take(&mut *self.started.borrow_mut());
+        let mut started = std::mem::take(&mut *self.started.borrow_mut());
         let mut first = Ok(());
-        for id in started {
+        for &id in &started {
             if !self.comm.engine().borrow().exists(id) {
                 continue;
             }
@@ -224,6 +227,8 @@ impl<'s, 'env> Scope<'s, 'env> {
                 first = Err(e);
             }
         }
+        started.clear();
+        self.comm.engine().borrow_mut().recycle_id_list(started);
         first
     }
 }

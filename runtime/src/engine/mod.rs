@@ -43,7 +43,13 @@ pub(crate) struct Engine {
     caps: Capabilities,
     /// Tasks in progress, advanced by every round of progress.
     tasks: Vec<TaskEntry>,
+    /// Empty lists of request handles, kept for the next scopes.
+    id_lists: Vec<Vec<ReqId>>,
 }
+
+/// Spare lists of request handles kept (one per nesting level of scopes in
+/// use, in practice).
+const ID_LISTS_KEPT: usize = 8;
 
 /// A task and what it runs on.
 struct TaskEntry {
@@ -98,7 +104,24 @@ impl Engine {
         let each = (0..n as u32)
             .map(|p| Limits::new(transport.peer_capabilities(PeerId(p)), eager_override));
         let state = State::new(Limits::new(&caps, eager_override), each, n);
-        Engine { transport, regions: Regions::new(), caps, tasks: Vec::new(), state }
+        let (regions, tasks, id_lists) = (Regions::new(), Vec::new(), Vec::new());
+        Engine { transport, regions, caps, tasks, id_lists, state }
+    }
+
+    /// An empty list for a scope's request handles, with the room an
+    /// earlier scope grew.
+    #[inline]
+    pub fn id_list(&mut self) -> Vec<ReqId> {
+        self.id_lists.pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied list of [`Engine::id_list`] for the next scope.
+    #[inline]
+    pub fn recycle_id_list(&mut self, list: Vec<ReqId>) {
+        debug_assert!(list.is_empty());
+        if self.id_lists.len() < ID_LISTS_KEPT && list.capacity() > 0 {
+            self.id_lists.push(list);
+        }
     }
 
     /// The table of registered memory.
@@ -164,13 +187,16 @@ impl Engine {
         let Engine { transport, regions, state, .. } = self;
         let header = &header[..len as usize];
         match eager_now(transport, regions, state, to.peer, header, Bytes::Slice(bytes)) {
-            Ok(()) => {
-                // The sequence number is spent only once the frame is out.
-                self.state.spend_seq(to);
-                Ok(true)
+            Ok(()) => Ok(true),
+            // The sequence number is spent only once the frame is out.
+            Err(TransportError::WouldBlock) => {
+                self.state.unspend_seq(to);
+                Ok(false)
             }
-            Err(TransportError::WouldBlock) => Ok(false),
-            Err(e) => Err(transport_error(e)),
+            Err(e) => {
+                self.state.unspend_seq(to);
+                Err(transport_error(e))
+            }
         }
     }
 

@@ -268,8 +268,9 @@ impl State {
     /// The header of a standard-mode eager message of `len` bytes that may
     /// leave at once, straight from the user's buffer and with no request:
     /// `None` when it must take the request path (rendezvous size, or a
-    /// backlog to keep order with). Its sequence number is spent by
-    /// [`State::spend_seq`] once the transport has taken the frame.
+    /// backlog to keep order with). Its sequence number is taken now, and
+    /// given back by [`State::unspend_seq`] if the transport does not take
+    /// the frame (one look-up on the path of every small send).
     #[inline]
     pub fn eager_now(&mut self, to: To, len: usize) -> Result<Option<(HeaderBuf, u8)>> {
         let To { ctx, me, dst, peer, tag } = to;
@@ -283,17 +284,17 @@ impl State {
             return Err(self.loss(peer));
         }
         self.check_collective(ctx)?;
-        let seq = *self.seq_slot(ctx, dst);
+        let seq = self.next_seq(ctx, dst);
         let msg = MessageHeader { ctx, src: me, tag, seq };
         Ok(Some(header_of(&Header::Eager { msg, sync: None })))
     }
 
-    /// The frame [`State::eager_now`] prepared has left: its sequence
-    /// number is spent.
-    #[inline]
-    pub fn spend_seq(&mut self, to: To) {
+    /// The frame [`State::eager_now`] prepared did not leave: its sequence
+    /// number is given back, for the request path to use.
+    #[cold]
+    pub fn unspend_seq(&mut self, to: To) {
         let slot = self.seq_slot(to.ctx, to.dst);
-        *slot = slot.wrapping_add(1);
+        *slot = slot.wrapping_sub(1);
     }
 
     /// Starts a send of the registered `region` (`len` bytes) `to` a rank:
@@ -544,6 +545,7 @@ impl State {
         &mut seqs[dst as usize]
     }
 
+    #[inline]
     fn next_seq(&mut self, ctx: ContextId, dst: u32) -> u32 {
         let slot = self.seq_slot(ctx, dst);
         let seq = *slot;
