@@ -75,18 +75,28 @@ const FRESH: Phase = Phase::Spin { rounds: 0, until: None };
 /// Empty rounds always spun before looking at the clock.
 const SPIN_ROUNDS: u32 = 64;
 
+/// Empty rounds spun before yielding when ranks outnumber cores (spin time
+/// zero); 1 and 16 measured no better than 4.
+const SPIN_ROUNDS_SHARED: u32 = 4;
+
 impl Backoff<'_> {
     fn idle(&mut self, engine: &mut Engine) -> IdleStep {
         match self.phase {
             Phase::Spin { rounds, until } => {
                 let rounds = rounds + 1;
                 let spin = self.config.spin.unwrap_or_default();
+                // With more ranks than cores (no spin time) every round
+                // spun is taken from the rank being waited for: only a few
+                // before yielding (8-byte all-reduce, 4 ranks on 2 cores:
+                // 5.4 -> 3.3 µs against 80 rounds; 8 ranks: 31 -> 12 µs).
+                let first = if spin.is_zero() { SPIN_ROUNDS_SHARED } else { SPIN_ROUNDS };
                 let until = match until {
-                    None if rounds > SPIN_ROUNDS => Some(Instant::now() + spin),
+                    None if rounds > first => Some(Instant::now() + spin),
                     other => other,
                 };
-                let spinning = rounds <= SPIN_ROUNDS
-                    || (rounds % 16 != 0 || until.is_some_and(|u| Instant::now() < u));
+                let spinning = rounds <= first
+                    || (!spin.is_zero()
+                        && (rounds % 16 != 0 || until.is_some_and(|u| Instant::now() < u)));
                 self.phase = if spinning { Phase::Spin { rounds, until } } else { Phase::Yield(0) };
                 // The backend says whether to pause: over shm it keeps the
                 // waiter off the sender's cache lines (8-byte message rate
