@@ -88,7 +88,8 @@ impl Backoff<'_> {
                 // With more ranks than cores (no spin time) every round
                 // spun is taken from the rank being waited for: only a few
                 // before yielding (8-byte all-reduce, 4 ranks on 2 cores:
-                // 5.4 -> 3.3 µs against 80 rounds; 8 ranks: 31 -> 12 µs).
+                // 5.7 -> 3.5 µs against 80 rounds; 8 ranks: 32 -> 19 µs;
+                // docs/performance.md, "Waiting on shared cores").
                 let first = if spin.is_zero() { SPIN_ROUNDS_SHARED } else { SPIN_ROUNDS };
                 let until = match until {
                     None if rounds > first => Some(Instant::now() + spin),

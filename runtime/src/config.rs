@@ -5,7 +5,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `HPCOMM_EAGER_LIMIT` | largest message sent eagerly, in bytes (at most the transport's frame payload) | the transport's |
-//! | `HPCOMM_SPIN_US` | how long a waiting rank spins on progress before it yields, in µs | 50 when the job's ranks on this host fit its cores, else 0 (then it spins only a few rounds before it yields) |
+//! | `HPCOMM_SPIN_US` | how long a waiting rank spins on progress before it yields, in µs | 50 when the job's ranks on this host fit its cores, else 0 (at 0 it spins only a few rounds before it yields) |
 //! | `HPCOMM_YIELD` | further empty rounds in which it yields the core, before it sleeps in the transport | 256 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
