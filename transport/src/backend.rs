@@ -125,6 +125,23 @@ pub(crate) fn parse<T: std::str::FromStr>(
     }
 }
 
+/// Raises this process's soft limit on open files towards the hard limit
+/// when it is below `need` (a connection per peer and stripe: a job of
+/// thousands needs more than the usual soft limit of 1,024). Best effort:
+/// what cannot be raised shows later as a clear error at the connection
+/// that runs out.
+pub fn raise_fd_limit(need: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c < need as u64) {
+        let current = match limit.maximum {
+            Some(max) => Some(max.min(need as u64)),
+            None => Some(need as u64),
+        };
+        let _ = setrlimit(Resource::Nofile, Rlimit { current, maximum: limit.maximum });
+    }
+}
+
 /// Opens backend `kind` as rank `me` of `ranks`, over the job's exchange.
 pub fn open(
     kind: Kind,

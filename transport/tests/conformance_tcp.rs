@@ -1,6 +1,7 @@
 //! The transport conformance suite over the TCP backend on the loopback
-//! interface: one connection per pair, and four stripes with small frames
-//! so that striping (and the reordering it allows) is exercised.
+//! interface: one connection per pair, the default two, and four stripes
+//! with small frames so that striping (and the reordering it allows) is
+//! exercised.
 
 use hpcomm_transport::conformance;
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
@@ -11,6 +12,14 @@ fn config() -> TcpConfig {
 
 #[test]
 fn tcp_one_connection_per_pair() {
+    conformance::run_all(|n| {
+        Tcp::local_job(n, &TcpConfig { stripes: 1, ..config() }).expect("tcp job")
+    });
+}
+
+#[test]
+fn tcp_default_stripes() {
+    assert_eq!(config().stripes, 2);
     conformance::run_all(|n| Tcp::local_job(n, &config()).expect("tcp job"));
 }
 
@@ -288,8 +297,9 @@ fn every_rank_sends_to_every_other_at_once() {
                 // Every pair talked both ways: one set of connections each
                 // way at most, and at least one between every pair.
                 let conns = ep.connections();
+                let set = config().stripes;
                 assert!(
-                    (RANKS - 1..=2 * (RANKS - 1)).contains(&conns),
+                    (set * (RANKS - 1)..=2 * set * (RANKS - 1)).contains(&conns),
                     "rank {me} has {conns} connections"
                 );
                 barrier.wait();
@@ -303,12 +313,20 @@ fn every_rank_sends_to_every_other_at_once() {
 
 /// Half the ranks send first; the others answer only once they have heard
 /// from every sender, so they reply on the connections they accepted: one
-/// connection per pair, made by the sender.
+/// set of connections per pair, made by the sender — with several stripes
+/// too, where a replier may hear a sender's first frame before the rest of
+/// its set has come, and must wait for it rather than dial a set of its own.
 #[test]
 fn half_the_ranks_send_first() {
-    use hpcomm_transport::{PeerId, Transport};
+    for stripes in [1, 2, 4] {
+        half_the_ranks_send_first_over(stripes);
+    }
+}
+
+fn half_the_ranks_send_first_over(stripes: usize) {
+    use hpcomm_transport::{PeerId, Transport, TransportError};
     const RANKS: usize = 6;
-    let eps = Tcp::local_job(RANKS, &config()).expect("tcp job");
+    let eps = Tcp::local_job(RANKS, &TcpConfig { stripes, ..config() }).expect("tcp job");
     let barrier = std::sync::Barrier::new(RANKS);
     std::thread::scope(|s| {
         for mut ep in eps {
@@ -322,19 +340,22 @@ fn half_the_ranks_send_first() {
                         ep.try_send(PeerId(dst as u32), b"hello", &[me as u8]).unwrap();
                     }
                 }
-                let seen = drive(&mut ep, "hellos", |ep, seen| {
-                    if seen.len() < others.len() {
-                        return false;
-                    }
-                    if !first {
-                        // Every sender's connection is in: reply on them.
-                        assert_eq!(ep.connections(), others.len(), "rank {me}");
-                        for &dst in &others {
-                            ep.try_send(PeerId(dst as u32), b"reply", &[me as u8]).unwrap();
+                let mut seen = drive(&mut ep, "frames", |_, seen| seen.len() >= others.len());
+                if !first {
+                    // Every sender's first frame is in: reply, on their
+                    // connections once each set is whole.
+                    for &dst in &others {
+                        loop {
+                            match ep.try_send(PeerId(dst as u32), b"reply", &[me as u8]) {
+                                Ok(()) => break,
+                                Err(TransportError::WouldBlock) => {
+                                    seen.extend(drive(&mut ep, "a set", |_, _| true));
+                                }
+                                Err(e) => panic!("rank {me} to {dst}: {e}"),
+                            }
                         }
                     }
-                    true
-                });
+                }
                 let mut heard: Vec<usize> = seen
                     .into_iter()
                     .map(|s| {
@@ -345,9 +366,13 @@ fn half_the_ranks_send_first() {
                     })
                     .collect();
                 heard.sort();
-                assert_eq!(heard, others, "rank {me}");
+                assert_eq!(heard, others, "rank {me}, {stripes} stripes");
                 // The repliers used the senders' connections.
-                assert_eq!(ep.connections(), others.len(), "rank {me}");
+                assert_eq!(
+                    ep.connections(),
+                    others.len() * stripes,
+                    "rank {me}, {stripes} stripes"
+                );
                 barrier.wait();
                 drive(&mut ep, "the others", |_, _| true);
                 barrier.wait();

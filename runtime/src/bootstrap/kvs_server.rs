@@ -111,11 +111,7 @@ impl Kvs {
     pub fn start(bind: &str, secret: String, ranks: usize, info: JobInfo) -> std::io::Result<Kvs> {
         // A connection per rank: a job of thousands needs more descriptors
         // than the usual soft limit of 1,024, and the hard limit allows it.
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        if limit.current.is_some_and(|c| c < (2 * ranks + 256) as u64) {
-            let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
-        }
+        hpcomm_transport::backend::raise_fd_limit(2 * ranks + 256);
         let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let (notify, notices) = mpsc::channel();

@@ -23,6 +23,8 @@ pub(super) struct Conn {
     pub in_end: usize,
     /// The kernel said readable and we have not yet read it dry.
     pub readable: bool,
+    /// The poll (the endpoint's count) in which a read last found bytes.
+    pub last_got: u64,
     /// End of file or an error: nothing more will arrive.
     pub closed: bool,
     /// The connection broke (an error, not an orderly end), and how.
@@ -79,6 +81,7 @@ impl Conn {
             in_at: 0,
             in_end: 0,
             readable: true,
+            last_got: 0,
             closed: false,
             failed: None,
             dialing_since: None,

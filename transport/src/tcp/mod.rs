@@ -25,8 +25,10 @@
 //! has made the connection. The accepting rank checks the handshake
 //! ([`handshake`]: every connection is served as its bytes arrive, inside
 //! `poll`, so a stranger that trickles bytes holds nothing up) before it
-//! reads a frame. A rank that has accepted a peer's connection sends on
-//! it and never dials that peer.
+//! reads a frame. A rank that has accepted a peer's set of connections
+//! sends on it and never dials that peer; one that has part of the set
+//! waits a moment for the rest (`peer::SET_GRACE`), so that both
+//! directions share one set.
 //!
 //! When two ranks dial each other at once, each keeps sending on the
 //! connection it made and reads from both: each rank's choice is fixed by
@@ -103,12 +105,20 @@ const MARKER_END: u16 = 0x7c9f;
 /// payload length field holds how many connections to the peer the rank
 /// had ended before (so that the peer reads those to their end first).
 const MARKER_SYNC: u16 = 0x7ca0;
-/// Up to this many connections, `poll` tries every socket instead of
-/// asking epoll which are readable (and asks epoll about new connections
-/// once in [`LISTEN_EVERY`] polls).
+/// Up to this many connections per stripe (about as many peers), `poll`
+/// tries the sockets instead of asking epoll which are readable (and asks
+/// epoll about new connections once in [`LISTEN_EVERY`] polls).
 const DIRECT_READS: usize = 4;
-/// With few connections, polls between looks at the listener.
+/// With few connections, polls between looks at the listener (and at the
+/// sockets of stripes other than the first, through epoll).
 const LISTEN_EVERY: u32 = 16;
+/// With few connections, a stripe other than the first is read on every
+/// poll only for this many polls after a read last found bytes on it: the
+/// first stripe carries every small frame and is always tried, the others
+/// carry only large frames and are otherwise found through epoll once in
+/// [`LISTEN_EVERY`] polls, so that a second stripe costs small messages no
+/// extra system call per poll.
+const HOT_POLLS: u64 = 256;
 /// The listener's token; connections use their peer's rank.
 const LISTENER: Token = Token(usize::MAX);
 
@@ -117,7 +127,7 @@ const LISTENER: Token = Token(usize::MAX);
 pub struct TcpConfig {
     /// The address to listen on and publish: one the other ranks can reach.
     pub bind: IpAddr,
-    /// Connections per pair of ranks (at least 1).
+    /// Connections per pair of ranks (at least 1; 2 by default).
     pub stripes: usize,
     /// The job's secret, presented in every handshake.
     pub secret: String,
@@ -180,7 +190,7 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            stripes: 1,
+            stripes: 2,
             secret: String::new(),
             eager_limit: 64 << 10,
             max_payload: 1 << 20,
@@ -257,6 +267,11 @@ impl Tcp {
             return Err(setup("the reach mask must have one entry per rank"));
         }
         let stripes = config.stripes.clamp(1, 64);
+        // A set each way with every peer it reaches, at worst (both ranks
+        // of a pair may dial at once), and room for the rest of the process.
+        let peers = reach.iter().filter(|&&r| r).count();
+        let need = config.max_conns.unwrap_or(2 * peers * stripes).min(2 * peers * stripes);
+        crate::backend::raise_fd_limit(need + 256);
         if config.eager_limit > config.max_payload {
             return Err(setup("the eager limit exceeds the largest frame payload"));
         }
@@ -414,6 +429,19 @@ impl Tcp {
         self.enforce_cap(p);
     }
 
+    /// Accepts what waits at the listener, serves handshakes as far as
+    /// their bytes have come, and takes the connections that passed.
+    fn take_arrivals(&mut self) {
+        let expect = Expect {
+            me: self.me.index(),
+            ranks: self.ranks,
+            stripes: self.stripes,
+            secret: &self.secret,
+        };
+        self.acceptor.progress(expect, &mut self.arrivals);
+        self.admit_arrivals();
+    }
+
     /// Takes the connections whose handshakes the acceptor has checked.
     fn admit_arrivals(&mut self) {
         let mut arrivals = std::mem::take(&mut self.arrivals);
@@ -443,14 +471,13 @@ impl Tcp {
                 continue;
             }
             self.conn_count += 1;
-            let polls = self.polls;
+            let (polls, stripes, now) = (self.polls, self.stripes, Instant::now());
             let peer = self.peer(rank);
             tracing::trace!(rank, stripe, replaces, "tcp: a connection admitted");
             if replaces {
                 peer.retire_accepted(stripe);
             }
-            peer.accepted.push(conn);
-            peer.accepted_stripes |= 1 << stripe;
+            peer.take_accepted(conn, stripes, now);
             peer.last_used = polls;
             self.enforce_cap(rank);
         }
@@ -481,6 +508,11 @@ impl Tcp {
         }
         self.readiness(Some(Duration::ZERO));
         self.listen_ready || self.any_readable()
+    }
+
+    /// Whether `poll` reads the sockets without asking epoll first.
+    fn reads_direct(&self) -> bool {
+        self.conn_count <= DIRECT_READS * self.stripes
     }
 
     fn any_readable(&self) -> bool {
@@ -553,8 +585,8 @@ impl Tcp {
                 // holds its sender back.
                 continue;
             }
-            if c.readable && !c.closed {
-                c.fill();
+            if c.readable && !c.closed && c.fill() {
+                c.last_got = polls;
             }
             // Up to twice: the sync marker, then the set's frames.
             for _ in 0..2 {
@@ -677,11 +709,23 @@ impl Transport for Tcp {
             return Err(TransportError::Unsupported("tcp (this peer is reached another way)"));
         }
         let stripes = self.stripes;
-        if self.peers[d]
-            .as_deref()
-            .is_none_or(|p| p.route(stripes) == Route::Dial && p.lost.is_none())
-        {
-            self.dial(d);
+        let must_dial = |p: Option<&Peer>| {
+            p.is_none_or(|p| p.route(stripes) == Route::Dial && p.lost.is_none())
+        };
+        if must_dial(self.peers[d].as_deref()) {
+            if self.peers[d].as_deref().is_some_and(|p| !p.accepted.is_empty()) {
+                // Part of the peer's set is in: the rest may be at the
+                // listener already, or on the way (see `peer`).
+                self.take_arrivals();
+                let now = Instant::now();
+                let peer = self.peers[d].as_deref().expect("accepted");
+                if peer.lost.is_none() && peer.route_at(stripes, now) == Route::Wait {
+                    return Err(TransportError::WouldBlock);
+                }
+            }
+            if must_dial(self.peers[d].as_deref()) {
+                self.dial(d);
+            }
         }
         let polls = self.polls;
         let peer = self.peers[d].as_deref_mut().expect("dialed");
@@ -763,7 +807,7 @@ impl Transport for Tcp {
             }
         }
         self.polls += 1;
-        let direct = self.conn_count <= DIRECT_READS;
+        let direct = self.reads_direct();
         if !direct
             || self.dialing > 0
             || self.acceptor.busy()
@@ -774,21 +818,19 @@ impl Transport for Tcp {
         if direct {
             // Few sockets: a read that finds nothing costs less than asking
             // epoll first.
+            let polls = self.polls;
             for &p in &self.active {
                 if let Some(peer) = self.peers[p as usize].as_deref_mut() {
-                    peer.conns_mut().for_each(|c| c.readable = true);
+                    for c in peer.conns_mut() {
+                        if c.stripe == 0 || polls.saturating_sub(c.last_got) <= HOT_POLLS {
+                            c.readable = true;
+                        }
+                    }
                 }
             }
         }
         if std::mem::take(&mut self.listen_ready) || self.acceptor.busy() {
-            let expect = Expect {
-                me: self.me.index(),
-                ranks: self.ranks,
-                stripes: self.stripes,
-                secret: &self.secret,
-            };
-            self.acceptor.progress(expect, &mut self.arrivals);
-            self.admit_arrivals();
+            self.take_arrivals();
         }
         let now = Instant::now();
         for i in 0..self.active.len() {
@@ -820,7 +862,7 @@ impl Transport for Tcp {
         if !self.own.is_empty() || self.listen_ready {
             return;
         }
-        if self.conn_count > DIRECT_READS && self.any_readable() {
+        if !self.reads_direct() && self.any_readable() {
             return;
         }
         let timeout = if self.acceptor.busy() || self.dialing > 0 {

@@ -29,10 +29,20 @@
 //! later set overtakes what was sent on an earlier one, whichever
 //! connections the two ranks choose. A rank sends on the peer's set only
 //! when every stripe of it has arrived, so every set has `stripes`
-//! connections.
+//! connections. A rank that has some of the peer's stripes and none of its
+//! own waits a moment for the rest ([`SET_GRACE`]) before dialing: the peer
+//! opened them together, so they are on the way, and one set carrying both
+//! directions lets TCP's acknowledgements ride on the replies (two sets,
+//! each direction on its own, cost small messages a third of their
+//! latency over loopback).
 
 use super::conn::Conn;
 use crate::LossCause;
+use std::time::{Duration, Instant};
+
+/// How long a rank holding part of a peer's set of connections waits for
+/// the rest before dialing a set of its own.
+pub(super) const SET_GRACE: Duration = Duration::from_millis(50);
 
 /// One peer's connections.
 #[derive(Debug)]
@@ -44,6 +54,8 @@ pub(super) struct Peer {
     pub accepted: Vec<Conn>,
     /// The stripes of `accepted`, as bits.
     pub accepted_stripes: u64,
+    /// When the first connection of a partly arrived `accepted` set came.
+    pub accepted_since: Option<Instant>,
     /// Connections being closed: read until the peer's end marker, then
     /// dropped.
     pub retiring: Vec<Conn>,
@@ -70,6 +82,9 @@ pub(super) enum Route {
     Accepted,
     /// Nowhere yet: dial first.
     Dial,
+    /// Nowhere yet, but part of the peer's set is in and the rest on the
+    /// way: hold the frame back for a moment.
+    Wait,
 }
 
 impl Peer {
@@ -78,6 +93,7 @@ impl Peer {
             dialed: Vec::new(),
             accepted: Vec::new(),
             accepted_stripes: 0,
+            accepted_since: None,
             retiring: Vec::new(),
             send_set: 0,
             read_set: 1,
@@ -97,6 +113,33 @@ impl Peer {
             Route::Accepted
         } else {
             Route::Dial
+        }
+    }
+
+    /// Where a new frame to this peer goes at `now`: as [`Peer::route`],
+    /// but a partly arrived set of the peer's is waited for (for
+    /// [`SET_GRACE`]) instead of dialed past.
+    pub fn route_at(&self, stripes: usize, now: Instant) -> Route {
+        match self.route(stripes) {
+            Route::Dial
+                if !self.accepted.is_empty()
+                    && self.accepted_since.is_some_and(|t| now < t + SET_GRACE) =>
+            {
+                Route::Wait
+            }
+            r => r,
+        }
+    }
+
+    /// Takes a connection the peer made for `stripe`.
+    pub fn take_accepted(&mut self, conn: Conn, stripes: usize, now: Instant) {
+        if self.accepted.is_empty() {
+            self.accepted_since = Some(now);
+        }
+        self.accepted_stripes |= 1 << conn.stripe.min(63);
+        self.accepted.push(conn);
+        if self.accepted.len() >= stripes {
+            self.accepted_since = None;
         }
     }
 
@@ -228,5 +271,43 @@ mod tests {
         assert!(admit(64, &p).is_err());
         p.lost = Some(LossCause::Ended);
         assert!(admit(1, &p).is_err());
+    }
+
+    /// A connection over loopback, as accepted for `stripe`.
+    fn conn(stripe: usize) -> Conn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _dialer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(stream);
+        Conn::accepted(stream, stripe, Duration::from_secs(30)).unwrap()
+    }
+
+    #[test]
+    fn a_partly_arrived_set_is_waited_for_a_moment_then_dialed_past() {
+        let t0 = Instant::now();
+        let mut p = Peer::new();
+        assert_eq!(p.route_at(2, t0), Route::Dial, "nothing in: dial");
+        p.take_accepted(conn(0), 2, t0);
+        assert_eq!(p.route(2), Route::Dial);
+        assert_eq!(p.route_at(2, t0), Route::Wait, "half the set in: wait");
+        assert_eq!(p.route_at(2, t0 + SET_GRACE / 2), Route::Wait);
+        assert_eq!(p.route_at(2, t0 + SET_GRACE), Route::Dial, "the rest never came");
+        p.take_accepted(conn(1), 2, t0 + SET_GRACE / 2);
+        assert_eq!(p.route_at(2, t0 + SET_GRACE / 2), Route::Accepted, "whole: send on it");
+        assert_eq!(p.accepted_stripes, 0b11);
+        // A set that shrinks later (the peer ended one stripe under a
+        // connection cap) is not waited for: its rest is not coming.
+        p.accepted.pop();
+        assert_eq!(p.route_at(2, t0 + SET_GRACE / 2), Route::Dial);
+        // One stripe: never a wait.
+        let mut q = Peer::new();
+        q.take_accepted(conn(0), 1, t0);
+        assert_eq!(q.route_at(1, t0), Route::Accepted);
+        // This rank's own set goes first.
+        let mut r = Peer::new();
+        r.take_accepted(conn(0), 2, t0);
+        r.dialed.push(conn(0));
+        assert_eq!(r.route_at(2, t0), Route::Dialed);
     }
 }
