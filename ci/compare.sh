@@ -13,6 +13,8 @@
 #   bash ci/compare.sh shm    # shared memory: hpcomm shm, MPICH's default (UCX), Open MPI's vader BTL
 #   bash ci/compare.sh tcp    # TCP on loopback: hpcomm tcp, MPICH with UCX_TLS=tcp,self, Open MPI's tcp BTL
 #   REPS=5 bash ci/compare.sh shm   # 3 repetitions by default
+#   ONLY="latency mr bw" bash ci/compare.sh tcp   # some cases only; the
+#                                     # table keeps the others' last figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fabric=${1:-shm}
@@ -116,6 +118,10 @@ fi
 for rep in $(seq "$reps"); do
     for c in "${cases[@]}"; do
         read -r label ranks kind min max <<<"$c"
+        # ONLY="latency bw": just those cases (the others' raw files stay).
+        if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $label "* ]]; then
+            continue
+        fi
         for impl in "${impls[@]}"; do
             run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$out/raw/$label.$impl.$rep.$min" || true
         done
