@@ -414,7 +414,8 @@ fn a_connection_cap_closes_and_reopens_without_loss() {
     use hpcomm_transport::{PeerId, Transport, TransportError};
     const RANKS: usize = 6;
     const ROUNDS: u32 = 30;
-    let cap = 2;
+    // Two peers' sets of connections.
+    let cap = 2 * config().stripes;
     let eps = Tcp::local_job(RANKS, &TcpConfig { max_conns: Some(cap), ..config() }).expect("job");
     let barrier = std::sync::Barrier::new(RANKS);
     std::thread::scope(|s| {
