@@ -3,8 +3,11 @@
 //! with small frames so that striping (and the reordering it allows) is
 //! exercised.
 
-use hpcomm_transport::conformance;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
+use hpcomm_transport::{conformance, Transport};
 
 fn config() -> TcpConfig {
     TcpConfig { secret: "conformance".into(), ..TcpConfig::default() }
@@ -227,15 +230,15 @@ enum Seen {
     Lost(usize, hpcomm_transport::LossCause),
 }
 
-/// Polls `ep` until `done` (given the endpoint and everything seen so far)
-/// says so; fails the test after 30 s instead of hanging.
+/// Polls `ep` at least once and then until `done` (given the endpoint and
+/// everything seen so far) says so; fails the test after 30 s instead of
+/// hanging.
 fn drive(ep: &mut Tcp, what: &str, mut done: impl FnMut(&mut Tcp, &[Seen]) -> bool) -> Vec<Seen> {
     use hpcomm_transport::Event;
-    use std::time::{Duration, Instant};
     let regions = hpcomm_transport::Regions::new();
     let start = Instant::now();
     let mut seen = Vec::new();
-    while !done(ep, &seen) {
+    loop {
         hpcomm_transport::Transport::poll(ep, &regions, &mut |ev| match ev {
             Event::Frame { src, header, payload } => seen.push(Seen::Frame {
                 src: src.index(),
@@ -246,10 +249,101 @@ fn drive(ep: &mut Tcp, what: &str, mut done: impl FnMut(&mut Tcp, &[Seen]) -> bo
             other => panic!("{what}: {other:?}"),
         })
         .unwrap();
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}: timed out");
+        if done(ep, &seen) {
+            return seen;
+        }
+        if start.elapsed() > DEADLINE {
+            let mut frames = std::collections::BTreeMap::<usize, usize>::new();
+            for s in &seen {
+                if let Seen::Frame { src, .. } = s {
+                    *frames.entry(*src).or_default() += 1;
+                }
+            }
+            panic!("rank {}: {what}: timed out; frames from each source {frames:?}", ep.peer_id());
+        }
         std::thread::yield_now();
     }
-    seen
+}
+
+/// Sends a frame to `dst`, polling (into `seen`) while the backend pushes
+/// back; fails the test after 30 s instead of hanging.
+fn send(ep: &mut Tcp, dst: usize, header: &[u8], payload: &[u8], seen: &mut Vec<Seen>) {
+    use hpcomm_transport::{PeerId, TransportError};
+    let start = Instant::now();
+    loop {
+        match ep.try_send(PeerId(dst as u32), header, payload) {
+            Ok(()) => return,
+            Err(TransportError::WouldBlock) => seen.extend(drive(ep, "room", |_, _| true)),
+            Err(e) => panic!("rank {} to {dst}: {e}", ep.peer_id()),
+        }
+        assert!(start.elapsed() < DEADLINE, "rank {} to {dst}: no room", ep.peer_id());
+    }
+}
+
+/// How long a test waits for anything before failing.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A barrier for the ranks of a threaded test that fails instead of
+/// hanging: when a rank has panicked, or after [`DEADLINE`].
+struct Gate {
+    ranks: usize,
+    arrived: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Gate {
+    /// Waits for every rank's `k`-th call (counting from 1), polling `ep`
+    /// meanwhile: what it queued may still need its progress to leave (a
+    /// connection still being made), and nothing more may arrive.
+    fn meet(&self, k: usize, ep: &mut Tcp) {
+        let me = ep.peer_id();
+        let regions = hpcomm_transport::Regions::new();
+        self.wait_with(k, || {
+            ep.poll(&regions, &mut |ev| panic!("rank {me}: {ev:?} at the gate")).unwrap();
+        });
+    }
+
+    /// Waits for every rank's `k`-th call without polling: the last, after
+    /// which the endpoints are dropped.
+    fn wait(&self, k: usize) {
+        self.wait_with(k, || {});
+    }
+
+    fn wait_with(&self, k: usize, mut meanwhile: impl FnMut()) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        let start = Instant::now();
+        while self.arrived.load(Ordering::Acquire) < k * self.ranks {
+            assert!(!self.failed.load(Ordering::Acquire), "another rank failed");
+            assert!(start.elapsed() < DEADLINE, "the other ranks never came");
+            meanwhile();
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Runs `body` on a thread per endpoint, each with the job's [`Gate`]; a
+/// rank that panics opens the gate for the others, so that the test fails
+/// with its message instead of hanging.
+fn each_rank(eps: Vec<Tcp>, body: impl Fn(Tcp, &Gate) + Sync) {
+    struct Guard<'a>(&'a Gate);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.failed.store(true, Ordering::Release);
+            }
+        }
+    }
+    let gate =
+        Gate { ranks: eps.len(), arrived: AtomicUsize::new(0), failed: AtomicBool::new(false) };
+    std::thread::scope(|s| {
+        for ep in eps {
+            let (gate, body) = (&gate, &body);
+            s.spawn(move || {
+                let _guard = Guard(gate);
+                body(ep, gate);
+            });
+        }
+    });
 }
 
 /// Every rank sends to every other at once, before anyone has a
@@ -258,56 +352,39 @@ fn drive(ep: &mut Tcp, what: &str, mut done: impl FnMut(&mut Tcp, &[Seen]) -> bo
 /// connections per direction.
 #[test]
 fn every_rank_sends_to_every_other_at_once() {
-    use hpcomm_transport::{PeerId, Transport, TransportError};
     const RANKS: usize = 8;
     const FRAMES: u32 = 50;
     let eps = Tcp::local_job(RANKS, &config()).expect("tcp job");
-    let barrier = std::sync::Barrier::new(RANKS);
-    std::thread::scope(|s| {
-        for mut ep in eps {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let me = ep.peer_id().index();
-                barrier.wait();
-                let mut seen = Vec::new();
-                for seq in 0..FRAMES {
-                    for dst in (0..RANKS).filter(|&d| d != me) {
-                        loop {
-                            match ep.try_send(PeerId(dst as u32), &seq.to_le_bytes(), b"x") {
-                                Ok(()) => break,
-                                Err(TransportError::WouldBlock) => {
-                                    seen.extend(drive(&mut ep, "room", |_, _| true));
-                                }
-                                Err(e) => panic!("rank {me} to {dst}: {e}"),
-                            }
-                        }
-                    }
-                }
-                let expected = (RANKS - 1) * FRAMES as usize;
-                let have = seen.len();
-                seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
-                assert_eq!(seen.len(), expected, "rank {me}");
-                let mut next = [0u32; RANKS];
-                for s in seen {
-                    let Seen::Frame { src, header, .. } = s else { panic!("rank {me}: {s:?}") };
-                    let seq = u32::from_le_bytes(header.try_into().unwrap());
-                    assert_eq!(seq, next[src], "rank {me}: out of order from {src}");
-                    next[src] += 1;
-                }
-                // Every pair talked both ways: one set of connections each
-                // way at most, and at least one between every pair.
-                let conns = ep.connections();
-                let set = config().stripes;
-                assert!(
-                    (set * (RANKS - 1)..=2 * set * (RANKS - 1)).contains(&conns),
-                    "rank {me} has {conns} connections"
-                );
-                barrier.wait();
-                // Keep the endpoint until everyone has counted.
-                drive(&mut ep, "the others", |_, _| true);
-                barrier.wait();
-            });
+    each_rank(eps, |mut ep, gate| {
+        let me = ep.peer_id().index();
+        gate.wait(1);
+        let mut seen = Vec::new();
+        for seq in 0..FRAMES {
+            for dst in (0..RANKS).filter(|&d| d != me) {
+                send(&mut ep, dst, &seq.to_le_bytes(), b"x", &mut seen);
+            }
         }
+        let expected = (RANKS - 1) * FRAMES as usize;
+        let have = seen.len();
+        seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
+        assert_eq!(seen.len(), expected, "rank {me}");
+        let mut next = [0u32; RANKS];
+        for s in seen {
+            let Seen::Frame { src, header, .. } = s else { panic!("rank {me}: {s:?}") };
+            let seq = u32::from_le_bytes(header.try_into().unwrap());
+            assert_eq!(seq, next[src], "rank {me}: out of order from {src}");
+            next[src] += 1;
+        }
+        // Every pair talked both ways: one set of connections each way at
+        // most, and at least one between every pair.
+        let conns = ep.connections();
+        let set = config().stripes;
+        assert!(
+            (set * (RANKS - 1)..=2 * set * (RANKS - 1)).contains(&conns),
+            "rank {me} has {conns} connections"
+        );
+        gate.meet(2, &mut ep);
+        gate.wait(3);
     });
 }
 
@@ -324,60 +401,41 @@ fn half_the_ranks_send_first() {
 }
 
 fn half_the_ranks_send_first_over(stripes: usize) {
-    use hpcomm_transport::{PeerId, Transport, TransportError};
+    use hpcomm_transport::PeerId;
     const RANKS: usize = 6;
     let eps = Tcp::local_job(RANKS, &TcpConfig { stripes, ..config() }).expect("tcp job");
-    let barrier = std::sync::Barrier::new(RANKS);
-    std::thread::scope(|s| {
-        for mut ep in eps {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let me = ep.peer_id().index();
-                let first = me % 2 == 0;
-                let others: Vec<usize> = (0..RANKS).filter(|&r| r % 2 != me % 2).collect();
-                if first {
-                    for &dst in &others {
-                        ep.try_send(PeerId(dst as u32), b"hello", &[me as u8]).unwrap();
-                    }
-                }
-                let mut seen = drive(&mut ep, "frames", |_, seen| seen.len() >= others.len());
-                if !first {
-                    // Every sender's first frame is in: reply, on their
-                    // connections once each set is whole.
-                    for &dst in &others {
-                        loop {
-                            match ep.try_send(PeerId(dst as u32), b"reply", &[me as u8]) {
-                                Ok(()) => break,
-                                Err(TransportError::WouldBlock) => {
-                                    seen.extend(drive(&mut ep, "a set", |_, _| true));
-                                }
-                                Err(e) => panic!("rank {me} to {dst}: {e}"),
-                            }
-                        }
-                    }
-                }
-                let mut heard: Vec<usize> = seen
-                    .into_iter()
-                    .map(|s| {
-                        let Seen::Frame { src, header, payload } = s else { panic!("{s:?}") };
-                        assert_eq!(payload, [src as u8]);
-                        assert_eq!(header, if first { &b"reply"[..] } else { &b"hello"[..] });
-                        src
-                    })
-                    .collect();
-                heard.sort();
-                assert_eq!(heard, others, "rank {me}, {stripes} stripes");
-                // The repliers used the senders' connections.
-                assert_eq!(
-                    ep.connections(),
-                    others.len() * stripes,
-                    "rank {me}, {stripes} stripes"
-                );
-                barrier.wait();
-                drive(&mut ep, "the others", |_, _| true);
-                barrier.wait();
-            });
+    each_rank(eps, |mut ep, gate| {
+        let me = ep.peer_id().index();
+        let first = me % 2 == 0;
+        let others: Vec<usize> = (0..RANKS).filter(|&r| r % 2 != me % 2).collect();
+        if first {
+            for &dst in &others {
+                ep.try_send(PeerId(dst as u32), b"hello", &[me as u8]).unwrap();
+            }
         }
+        let mut seen = drive(&mut ep, "frames", |_, seen| seen.len() >= others.len());
+        if !first {
+            // Every sender's first frame is in: reply, on their connections
+            // once each set is whole.
+            for &dst in &others {
+                send(&mut ep, dst, b"reply", &[me as u8], &mut seen);
+            }
+        }
+        let mut heard: Vec<usize> = seen
+            .into_iter()
+            .map(|s| {
+                let Seen::Frame { src, header, payload } = s else { panic!("{s:?}") };
+                assert_eq!(payload, [src as u8]);
+                assert_eq!(header, if first { &b"reply"[..] } else { &b"hello"[..] });
+                src
+            })
+            .collect();
+        heard.sort();
+        assert_eq!(heard, others, "rank {me}, {stripes} stripes");
+        // The repliers used the senders' connections.
+        assert_eq!(ep.connections(), others.len() * stripes, "rank {me}, {stripes} stripes");
+        gate.meet(1, &mut ep);
+        gate.wait(2);
     });
 }
 
@@ -411,53 +469,36 @@ fn a_peer_lost_before_its_connection_is_reported() {
 /// each pair's in order, and no rank ever holds more than the cap open.
 #[test]
 fn a_connection_cap_closes_and_reopens_without_loss() {
-    use hpcomm_transport::{PeerId, Transport, TransportError};
     const RANKS: usize = 6;
     const ROUNDS: u32 = 30;
     // Two peers' sets of connections.
     let cap = 2 * config().stripes;
     let eps = Tcp::local_job(RANKS, &TcpConfig { max_conns: Some(cap), ..config() }).expect("job");
-    let barrier = std::sync::Barrier::new(RANKS);
-    std::thread::scope(|s| {
-        for mut ep in eps {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let me = ep.peer_id().index();
-                let mut seen = Vec::new();
-                for round in 0..ROUNDS {
-                    for k in 1..RANKS {
-                        let dst = (me + k) % RANKS;
-                        loop {
-                            match ep.try_send(PeerId(dst as u32), &round.to_le_bytes(), &[7; 300]) {
-                                Ok(()) => break,
-                                Err(TransportError::WouldBlock) => {}
-                                Err(e) => panic!("rank {me} to {dst}: {e}"),
-                            }
-                            seen.extend(drive(&mut ep, "room", |_, _| true));
-                        }
-                        seen.extend(drive(&mut ep, "progress", |_, _| true));
-                        let open = ep.open_connections();
-                        assert!(open <= cap, "rank {me} has {open} open connections");
-                    }
-                }
-                let expected = (RANKS - 1) * ROUNDS as usize;
-                let have = seen.len();
-                seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
-                let mut next = [0u32; RANKS];
-                for s in &seen {
-                    let Seen::Frame { src, header, payload } = s else {
-                        panic!("rank {me}: {s:?}")
-                    };
-                    assert_eq!(payload.len(), 300);
-                    let round = u32::from_le_bytes(header[..].try_into().unwrap());
-                    assert_eq!(round, next[*src], "rank {me}: out of order from {src}");
-                    next[*src] += 1;
-                }
-                assert_eq!(seen.len(), expected, "rank {me}");
-                barrier.wait();
-                drive(&mut ep, "the others", |_, _| true);
-                barrier.wait();
-            });
+    each_rank(eps, |mut ep, gate| {
+        let me = ep.peer_id().index();
+        let mut seen = Vec::new();
+        for round in 0..ROUNDS {
+            for k in 1..RANKS {
+                let dst = (me + k) % RANKS;
+                send(&mut ep, dst, &round.to_le_bytes(), &[7; 300], &mut seen);
+                seen.extend(drive(&mut ep, "progress", |_, _| true));
+                let open = ep.open_connections();
+                assert!(open <= cap, "rank {me} has {open} open connections");
+            }
         }
+        let expected = (RANKS - 1) * ROUNDS as usize;
+        let have = seen.len();
+        seen.extend(drive(&mut ep, "all frames", |_, s| have + s.len() >= expected));
+        let mut next = [0u32; RANKS];
+        for s in &seen {
+            let Seen::Frame { src, header, payload } = s else { panic!("rank {me}: {s:?}") };
+            assert_eq!(payload.len(), 300);
+            let round = u32::from_le_bytes(header[..].try_into().unwrap());
+            assert_eq!(round, next[*src], "rank {me}: out of order from {src}");
+            next[*src] += 1;
+        }
+        assert_eq!(seen.len(), expected, "rank {me}");
+        gate.meet(1, &mut ep);
+        gate.wait(2);
     });
 }

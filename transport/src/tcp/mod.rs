@@ -475,7 +475,7 @@ impl Tcp {
             let peer = self.peer(rank);
             tracing::trace!(rank, stripe, replaces, "tcp: a connection admitted");
             if replaces {
-                peer.retire_accepted(stripe);
+                peer.retire_accepted();
             }
             peer.take_accepted(conn, stripes, now);
             peer.last_used = polls;

@@ -19,7 +19,9 @@
 //! each with an end marker behind its queued frames and moves it to
 //! `retiring`; the peer answers with its own end marker once it has read
 //! that far. A connection is dropped once both markers have passed. Frames
-//! sent after that go on new connections.
+//! sent after that go on new connections. A set ends whole: the first end
+//! marker (or the first connection of the peer's next set) retires all of
+//! its stripes, so that no set ever mixes two generations.
 //!
 //! A rank numbers the sets of connections it sends a peer frames on (1,
 //! 2, …): when it starts sending on a set it puts a sync marker with the
@@ -178,31 +180,35 @@ impl Peer {
     /// Ends every open connection (behind what is queued on it) and moves
     /// it to `retiring`.
     pub fn retire_all(&mut self) {
-        for mut c in self.dialed.drain(..).chain(self.accepted.drain(..)) {
-            c.end();
-            self.retiring.push(c);
-        }
+        Self::retire(&mut self.dialed, &mut self.retiring);
+        Self::retire(&mut self.accepted, &mut self.retiring);
         self.accepted_stripes = 0;
+        self.accepted_since = None;
     }
 
-    /// Moves the open connections whose peer ended them to `retiring`,
-    /// answering with this rank's end marker.
+    /// Retires each set of open connections (this rank's, the peer's) of
+    /// which the peer has ended one, answering with this rank's end marker
+    /// on each. A peer ends a set as a whole, and its end markers arrive
+    /// one stripe at a time: the stripes still open must not stay behind as
+    /// part of a set, or a later connection could join them and make a set
+    /// of two generations, which the peer would never read to its end.
     pub fn retire_ended(&mut self) {
-        let ended = |c: &Conn| c.got_end;
-        if self.dialed.iter().chain(&self.accepted).any(ended) {
-            let (gone, kept): (Vec<Conn>, Vec<Conn>) = self.dialed.drain(..).partition(ended);
-            self.dialed = kept;
-            let (gone2, kept): (Vec<Conn>, Vec<Conn>) = self.accepted.drain(..).partition(ended);
-            self.accepted = kept;
-            for mut c in gone.into_iter().chain(gone2) {
-                c.end();
-                self.accepted_stripes &= !(1 << c.stripe.min(63));
-                self.retiring.push(c);
-            }
-            if !self.accepted.is_empty() {
-                // Recount: the peer's remaining stripes are still taken.
-                self.accepted_stripes = self.accepted.iter().fold(0, |b, c| b | 1 << c.stripe);
-            }
+        let ended = |set: &[Conn]| set.iter().any(|c| c.got_end);
+        if ended(&self.dialed) {
+            Self::retire(&mut self.dialed, &mut self.retiring);
+        }
+        if ended(&self.accepted) {
+            Self::retire(&mut self.accepted, &mut self.retiring);
+            self.accepted_stripes = 0;
+            self.accepted_since = None;
+        }
+    }
+
+    /// Ends every connection of `set` and moves it to `retiring`.
+    fn retire(set: &mut Vec<Conn>, retiring: &mut Vec<Conn>) {
+        for mut c in set.drain(..) {
+            c.end();
+            retiring.push(c);
         }
     }
 
@@ -245,14 +251,13 @@ pub(super) fn admit(stripe: usize, peer: &Peer) -> Result<bool, &'static str> {
 }
 
 impl Peer {
-    /// Retires the accepted connection of `stripe` (replaced by a new one).
-    pub fn retire_accepted(&mut self, stripe: usize) {
-        if let Some(at) = self.accepted.iter().position(|c| c.stripe == stripe) {
-            let mut c = self.accepted.remove(at);
-            c.end();
-            self.retiring.push(c);
-        }
-        self.accepted_stripes &= !(1 << stripe);
+    /// Retires the peer's set of connections, one of which a new
+    /// connection of the peer's replaces: the peer dials anew only once it
+    /// has ended its whole set.
+    pub fn retire_accepted(&mut self) {
+        Self::retire(&mut self.accepted, &mut self.retiring);
+        self.accepted_stripes = 0;
+        self.accepted_since = None;
     }
 }
 
@@ -296,9 +301,9 @@ mod tests {
         p.take_accepted(conn(1), 2, t0 + SET_GRACE / 2);
         assert_eq!(p.route_at(2, t0 + SET_GRACE / 2), Route::Accepted, "whole: send on it");
         assert_eq!(p.accepted_stripes, 0b11);
-        // A set that shrinks later (the peer ended one stripe under a
-        // connection cap) is not waited for: its rest is not coming.
-        p.accepted.pop();
+        // A set the peer ended is not waited for: its rest is not coming.
+        p.accepted[1].got_end = true;
+        p.retire_ended();
         assert_eq!(p.route_at(2, t0 + SET_GRACE / 2), Route::Dial);
         // One stripe: never a wait.
         let mut q = Peer::new();
@@ -309,5 +314,46 @@ mod tests {
         r.take_accepted(conn(0), 2, t0);
         r.dialed.push(conn(0));
         assert_eq!(r.route_at(2, t0), Route::Dialed);
+    }
+
+    /// The peer ends a set one stripe at a time (its end markers arrive
+    /// apart), and may dial its next set before this rank has read them
+    /// all: the old set leaves whole, so that no set mixes two generations
+    /// (whose sync markers and ends the peer could never match up).
+    #[test]
+    fn an_ended_set_retires_whole_and_never_mixes_with_the_next() {
+        let t0 = Instant::now();
+        let mut p = Peer::new();
+        p.take_accepted(conn(0), 2, t0);
+        p.take_accepted(conn(1), 2, t0);
+        p.accepted[0].got_end = true;
+        p.retire_ended();
+        assert!(p.accepted.is_empty(), "stripe 1 stays behind");
+        assert_eq!(p.retiring.len(), 2);
+        assert!(p.retiring.iter().all(|c| c.sent_end), "every end answered");
+        assert_eq!(p.accepted_stripes, 0);
+        assert_eq!(p.route_at(2, t0), Route::Dial);
+
+        // The next set's first stripe comes before any end marker.
+        let mut q = Peer::new();
+        q.take_accepted(conn(0), 2, t0);
+        q.take_accepted(conn(1), 2, t0);
+        assert_eq!(admit(1, &q), Ok(true));
+        q.retire_accepted();
+        q.take_accepted(conn(1), 2, t0);
+        assert_eq!(q.accepted.len(), 1, "the old stripe 0 joined the new set");
+        assert_eq!(q.route_at(2, t0), Route::Wait);
+        assert_eq!(admit(0, &q), Ok(false));
+        q.take_accepted(conn(0), 2, t0);
+        assert_eq!(q.route_at(2, t0), Route::Accepted);
+        assert_eq!(q.retiring.len(), 2);
+
+        // This rank's own set, ended by the peer on one stripe, too.
+        let mut r = Peer::new();
+        r.dialed.extend([conn(0), conn(1)]);
+        r.dialed[1].got_end = true;
+        r.retire_ended();
+        assert!(r.dialed.is_empty());
+        assert_eq!(r.route(2), Route::Dial);
     }
 }
