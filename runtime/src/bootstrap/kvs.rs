@@ -43,6 +43,7 @@ impl KvsClient {
                 Error::Bootstrap(format!("cannot reach the launcher at {}: {e}", launch.kvs))
             })?;
         stream.set_nodelay(true).ok();
+        hpcomm_transport::tcp::bound_retransmission_timeout(&stream);
         stream.set_read_timeout(Some(timeout)).map_err(|e| Error::Bootstrap(lost(e)))?;
         let mut client = KvsClient {
             conn: Conn::new(stream),

@@ -30,8 +30,12 @@ use std::time::{Duration, Instant};
 use super::kvs_protocol::{Answer, Peer, Request, MAX_LINE as MAX_REQUEST};
 use hpcomm_transport::tcp::handshake::same_secret;
 
-/// How long a new connection may take to greet.
-pub const GREETING_TIME: Duration = Duration::from_secs(5);
+/// How long a new connection may take to greet: long enough for a rank
+/// whose greeting a lossy network drops several times over (a connection
+/// whose handshake was retransmitted starts at a three-second timeout;
+/// five seconds had refused real ranks on a link losing 10% of packets),
+/// and harmless to the server, which keeps only a bounded number waiting.
+pub const GREETING_TIME: Duration = Duration::from_secs(15);
 /// Connections still greeting, at most.
 pub const MAX_GREETING: usize = 64;
 /// The longest greeting line.
@@ -113,6 +117,7 @@ impl Kvs {
         // than the usual soft limit of 1,024, and the hard limit allows it.
         hpcomm_transport::backend::raise_fd_limit(2 * ranks + 256);
         let listener = TcpListener::bind(bind)?;
+        hpcomm_transport::tcp::bound_retransmission_timeout(&listener);
         let addr = listener.local_addr()?;
         let (notify, notices) = mpsc::channel();
         let shared = Arc::new(Shared {

@@ -49,12 +49,14 @@ pub(super) struct Conn {
     pub set: Option<u32>,
 }
 
-/// Sets the options every connection carries: no Nagle delay, and a bound
-/// on how long a peer may leave data unacknowledged or probes unanswered.
+/// Sets the options every connection carries: no Nagle delay, a bound on
+/// how long a peer may leave data unacknowledged or probes unanswered, and
+/// a bound on TCP's retransmission timeout.
 fn configure(sock: socket2::SockRef<'_>, peer_timeout: Duration) -> io::Result<()> {
     sock.set_tcp_nodelay(true)?;
     sock.set_nonblocking(true)?;
     sock.set_tcp_user_timeout(Some(peer_timeout))?;
+    cap_retransmission_timeout(&sock);
     // A probe every tenth of the timeout: with TCP_USER_TIMEOUT set, the
     // kernel gives up only when nothing has been acknowledged for the whole
     // timeout, so a lossy link (10% of packets dropped) must lose about ten
@@ -63,6 +65,50 @@ fn configure(sock: socket2::SockRef<'_>, peer_timeout: Duration) -> io::Result<(
     sock.set_tcp_keepalive(
         &socket2::TcpKeepalive::new().with_time(probe).with_interval(probe).with_retries(10),
     )
+}
+
+/// The longest TCP may wait before retransmitting (the kernel's least).
+pub const MAX_RTO: Duration = Duration::from_secs(1);
+
+/// Caps the socket's retransmission timeout at [`MAX_RTO`] (Linux 6.15 and
+/// later; older kernels refuse the option and keep their own bound).
+///
+/// TCP doubles the timeout with every retransmission of the same segment,
+/// and starts a connection whose handshake was retransmitted, or whose
+/// first samples were, at a second to three. On a lossy link that is how a
+/// live peer got taken for dead: four losses in a row from three seconds
+/// (3 + 6 + 12 s, the next due after the user timeout) ended a job at the
+/// 30-second timeout, and each loss stalled a collective for seconds. With
+/// the cap, a segment is sent again at least once a second, so the user
+/// timeout needs about as many losses in a row as it has seconds.
+pub(super) fn cap_retransmission_timeout(sock: &socket2::SockRef<'_>) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        /// `TCP_RTO_MAX_MS` of `<linux/tcp.h>`.
+        const TCP_RTO_MAX_MS: libc::c_int = 44;
+        let ms = MAX_RTO.as_millis() as libc::c_int;
+        // SAFETY: the descriptor is open (`sock` borrows its owner), and
+        // the kernel reads exactly `size_of::<c_int>()` bytes from `ms`, a
+        // live local of that size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                TCP_RTO_MAX_MS,
+                (&ms as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::trace!(
+                "tcp: the kernel keeps its own retransmission timeout bound: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = sock;
 }
 
 impl Conn {
@@ -396,5 +442,51 @@ mod tests {
         });
         let e = result.expect_err("a refused connection");
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    /// Both ends of a connection carry the options: the user timeout, and
+    /// the cap on the retransmission timeout where the kernel has it (Linux
+    /// 6.15 and later; this test's machine does).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn connections_bound_their_retransmission_timeout() {
+        use std::os::fd::AsRawFd;
+        fn tcp_opt(fd: i32, opt: libc::c_int) -> io::Result<libc::c_int> {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: the kernel writes at most `len` bytes into `v`, a live
+            // local of that size, and `len` back; `fd` is open.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    opt,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 {
+                Ok(v)
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dialed =
+            Conn::dial(listener.local_addr().unwrap(), 0, b"", Duration::from_secs(7)).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let accepted =
+            Conn::accepted(mio::net::TcpStream::from_std(stream), 0, Duration::from_secs(7))
+                .unwrap();
+        for c in [&dialed, &accepted] {
+            let fd = c.stream.as_raw_fd();
+            assert_eq!(tcp_opt(fd, libc::TCP_USER_TIMEOUT).unwrap(), 7000);
+            match tcp_opt(fd, 44) {
+                Ok(ms) => assert_eq!(ms, MAX_RTO.as_millis() as libc::c_int),
+                // A kernel before 6.15: the option does not exist there.
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOPROTOOPT), "{e}"),
+            }
+        }
     }
 }

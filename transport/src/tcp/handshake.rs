@@ -134,9 +134,12 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    /// Serves `listener`, made non-blocking.
+    /// Serves `listener`, made non-blocking; the connections it accepts
+    /// inherit its bound on the retransmission timeout from their first
+    /// round trip on, before they are accepted.
     pub fn new(listener: std::net::TcpListener) -> std::io::Result<Acceptor> {
         listener.set_nonblocking(true)?;
+        super::conn::cap_retransmission_timeout(&socket2::SockRef::from(&listener));
         Ok(Acceptor { listener: TcpListener::from_std(listener), pending: Vec::new() })
     }
 

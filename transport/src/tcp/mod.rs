@@ -85,9 +85,19 @@ mod peer;
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
+pub use conn::MAX_RTO;
 use conn::{cause_of, Conn};
 use handshake::{Acceptor, Arrival, Expect};
 use peer::{Peer, Route};
+
+/// Bounds the retransmission timeout of a TCP socket (or of the
+/// connections a listener accepts) at [`MAX_RTO`], as the backend does for
+/// its own: for the other connections of a job (to the launcher), which
+/// cross the same networks and have their own deadlines. Where the kernel
+/// lacks the option (before Linux 6.15), its own bound stays.
+pub fn bound_retransmission_timeout(sock: &impl std::os::fd::AsFd) {
+    conn::cap_retransmission_timeout(&socket2::SockRef::from(sock));
+}
 
 /// Frames with at least this much payload are spread over the stripes.
 pub const STRIPE_MIN: usize = 64 << 10;
