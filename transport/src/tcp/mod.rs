@@ -772,8 +772,8 @@ impl Transport for Tcp {
         }
         // A small frame is gathered into one buffer first: the kernel
         // copies one piece for `send` faster than three for `writev`.
-        let mut small = [0u8; SMALL_FRAME];
         let result = if total <= SMALL_FRAME {
+            let mut small = [0u8; SMALL_FRAME];
             small[..PREFIX].copy_from_slice(&prefix);
             small[PREFIX..PREFIX + header.len()].copy_from_slice(header);
             small[PREFIX + header.len()..total].copy_from_slice(payload);

@@ -181,9 +181,7 @@ impl Peer {
     /// it to `retiring`.
     pub fn retire_all(&mut self) {
         Self::retire(&mut self.dialed, &mut self.retiring);
-        Self::retire(&mut self.accepted, &mut self.retiring);
-        self.accepted_stripes = 0;
-        self.accepted_since = None;
+        self.retire_accepted();
     }
 
     /// Retires each set of open connections (this rank's, the peer's) of
@@ -198,9 +196,7 @@ impl Peer {
             Self::retire(&mut self.dialed, &mut self.retiring);
         }
         if ended(&self.accepted) {
-            Self::retire(&mut self.accepted, &mut self.retiring);
-            self.accepted_stripes = 0;
-            self.accepted_since = None;
+            self.retire_accepted();
         }
     }
 
@@ -251,9 +247,9 @@ pub(super) fn admit(stripe: usize, peer: &Peer) -> Result<bool, &'static str> {
 }
 
 impl Peer {
-    /// Retires the peer's set of connections, one of which a new
-    /// connection of the peer's replaces: the peer dials anew only once it
-    /// has ended its whole set.
+    /// Retires the peer's set of connections: ended by the peer, or one of
+    /// them replaced by a new connection of the peer's (which dials anew
+    /// only once it has ended its whole set).
     pub fn retire_accepted(&mut self) {
         Self::retire(&mut self.accepted, &mut self.retiring);
         self.accepted_stripes = 0;
