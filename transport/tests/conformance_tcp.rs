@@ -4,10 +4,11 @@
 //! exercised.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use hpcomm_transport::conformance::{self, DEADLINE};
 use hpcomm_transport::tcp::{Tcp, TcpConfig};
-use hpcomm_transport::{conformance, Transport};
+use hpcomm_transport::Transport;
 
 fn config() -> TcpConfig {
     TcpConfig { secret: "conformance".into(), ..TcpConfig::default() }
@@ -239,7 +240,7 @@ fn drive(ep: &mut Tcp, what: &str, mut done: impl FnMut(&mut Tcp, &[Seen]) -> bo
     let start = Instant::now();
     let mut seen = Vec::new();
     loop {
-        hpcomm_transport::Transport::poll(ep, &regions, &mut |ev| match ev {
+        ep.poll(&regions, &mut |ev| match ev {
             Event::Frame { src, header, payload } => seen.push(Seen::Frame {
                 src: src.index(),
                 header: header.to_vec(),
@@ -279,9 +280,6 @@ fn send(ep: &mut Tcp, dst: usize, header: &[u8], payload: &[u8], seen: &mut Vec<
         assert!(start.elapsed() < DEADLINE, "rank {} to {dst}: no room", ep.peer_id());
     }
 }
-
-/// How long a test waits for anything before failing.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A barrier for the ranks of a threaded test that fails instead of
 /// hanging: when a rank has panicked, or after [`DEADLINE`].
