@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytemuck::Pod;
 use hpcomm_transport::{PeerId, RegionId, RegionScope};
 
-use crate::config::Config;
+use crate::config::{Config, YIELD_SHARED};
 use crate::engine::{Completed, Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::matching::Pattern;
@@ -65,8 +65,12 @@ struct Backoff<'a> {
 
 #[derive(Clone, Copy)]
 enum Phase {
-    Spin { rounds: u32, until: Option<Instant> },
-    Yield(u32),
+    Spin {
+        rounds: u32,
+        until: Option<Instant>,
+    },
+    /// Yielding until then.
+    Yield(Instant),
     Sleep,
 }
 
@@ -98,7 +102,11 @@ impl Backoff<'_> {
                 let spinning = rounds <= first
                     || (!spin.is_zero()
                         && (rounds % 16 != 0 || until.is_some_and(|u| Instant::now() < u)));
-                self.phase = if spinning { Phase::Spin { rounds, until } } else { Phase::Yield(0) };
+                self.phase = if spinning {
+                    Phase::Spin { rounds, until }
+                } else {
+                    Phase::Yield(Instant::now() + self.config.yield_time.unwrap_or(YIELD_SHARED))
+                };
                 // The backend says whether to pause: over shm it keeps the
                 // waiter off the sender's cache lines (8-byte message rate
                 // 11.2 M/s with it, 10.6 M/s without); over libfabric a poll
@@ -110,10 +118,7 @@ impl Backoff<'_> {
                 }
                 IdleStep::Again
             }
-            Phase::Yield(n) if n < self.config.yields => {
-                self.phase = Phase::Yield(n + 1);
-                IdleStep::Yield
-            }
+            Phase::Yield(until) if Instant::now() < until => IdleStep::Yield,
             Phase::Yield(_) | Phase::Sleep => {
                 self.phase = Phase::Sleep;
                 engine.wait(self.config.idle_wait);

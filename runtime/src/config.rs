@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `HPCOMM_EAGER_LIMIT` | largest message sent eagerly, in bytes (at most the transport's frame payload) | the transport's |
 //! | `HPCOMM_SPIN_US` | how long a waiting rank spins on progress before it yields, in µs | 50 when the job's ranks on this host fit its cores, else 0 (at 0 it spins only a few rounds before it yields) |
-//! | `HPCOMM_YIELD` | further empty rounds in which it yields the core, before it sleeps in the transport | 256 |
+//! | `HPCOMM_YIELD_US` | how long it then yields the core, before it sleeps in the transport, in µs | 10000 when the job's ranks on this host fit its cores, else 1000 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each rank's queue and of each pair ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
@@ -116,8 +116,9 @@ pub struct Config {
     /// How long a waiting rank spins before yielding; `None`: decided from
     /// the number of ranks on this host and its cores.
     pub spin: Option<Duration>,
-    /// Empty progress rounds spent yielding, after spinning.
-    pub yields: u32,
+    /// How long a waiting rank yields, after spinning, before it sleeps;
+    /// `None`: decided like `spin`.
+    pub yield_time: Option<Duration>,
     /// Longest sleep in the transport when idle.
     pub idle_wait: Duration,
     /// How long finalization waits for peers.
@@ -141,6 +142,14 @@ pub struct Config {
     pub launch: Option<Launch>,
 }
 
+/// How long a waiting rank yields before it sleeps when the job's ranks on
+/// this host fit its cores (`HPCOMM_YIELD_US`'s default there).
+pub const YIELD_FIT: Duration = Duration::from_millis(10);
+
+/// How long a waiting rank yields before it sleeps when ranks outnumber the
+/// cores.
+pub const YIELD_SHARED: Duration = Duration::from_millis(1);
+
 /// The collectives whose algorithm a `HPCOMM_<NAME>` variable can force.
 pub const FORCEABLE_COLLECTIVES: [&str; 6] =
     ["barrier", "bcast", "reduce", "allreduce", "allgather", "alltoall"];
@@ -150,7 +159,7 @@ impl Default for Config {
         Config {
             eager_limit: None,
             spin: None,
-            yields: 256,
+            yield_time: None,
             idle_wait: Duration::from_micros(200),
             finalize_timeout: Duration::from_secs(30),
             backends: Settings::default(),
@@ -188,8 +197,14 @@ impl Config {
         if let Some(v) = parse::<u64>(&lookup, "HPCOMM_SPIN_US")? {
             config.spin = Some(Duration::from_micros(v));
         }
-        if let Some(v) = parse::<u32>(&lookup, "HPCOMM_YIELD")? {
-            config.yields = v;
+        if lookup("HPCOMM_YIELD").is_some() {
+            return Err(Error::Config(
+                "HPCOMM_YIELD (rounds) is replaced by HPCOMM_YIELD_US (how long to yield, in µs)"
+                    .into(),
+            ));
+        }
+        if let Some(v) = parse::<u64>(&lookup, "HPCOMM_YIELD_US")? {
+            config.yield_time = Some(Duration::from_micros(v));
         }
         if let Some(v) = parse::<u64>(&lookup, "HPCOMM_IDLE_WAIT_US")? {
             config.idle_wait = Duration::from_micros(v.max(1));
@@ -326,8 +341,13 @@ mod tests {
                 .unwrap();
         assert_eq!(c.eager_limit, Some(4096));
         assert_eq!(c.spin, Some(Duration::ZERO));
-        let e = Config::from_lookup(env(&[("HPCOMM_YIELD", "-3")])).unwrap_err();
-        assert!(e.to_string().contains("HPCOMM_YIELD"), "{e}");
+        let e = Config::from_lookup(env(&[("HPCOMM_YIELD_US", "-3")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_YIELD_US"), "{e}");
+        let c = Config::from_lookup(env(&[("HPCOMM_YIELD_US", "250")])).unwrap();
+        assert_eq!(c.yield_time, Some(Duration::from_micros(250)));
+        // The old variable counted rounds: refused, not silently ignored.
+        let e = Config::from_lookup(env(&[("HPCOMM_YIELD", "256")])).unwrap_err();
+        assert!(e.to_string().contains("HPCOMM_YIELD_US"), "{e}");
         let e = Config::from_lookup(env(&[("HPCOMM_SHM_RING_BYTES", "100000")])).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
         let c = Config::from_lookup(env(&[("HPCOMM_SHM_POOL_BYTES", "1048576")])).unwrap();

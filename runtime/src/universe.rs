@@ -13,7 +13,7 @@ use crate::bootstrap::{self, Bootstrap};
 use crate::config::TransportChoice;
 
 use crate::comm::Communicator;
-use crate::config::Config;
+use crate::config::{Config, YIELD_FIT, YIELD_SHARED};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::ContextId;
@@ -46,6 +46,17 @@ impl Universe {
         let spin = (transport.capabilities().latency_hint * 100)
             .clamp(Duration::from_micros(50), Duration::from_millis(2));
         config.spin.get_or_insert(if fits { spin } else { Duration::ZERO });
+        // Then yield, and only after that sleep: waking a sleeper costs its
+        // waker a system call and the sleeper tens of µs on a VM, which only
+        // a wait of several ms hides. Where ranks fit their cores a yield
+        // hands the core to no one, so yield for that long (a sender
+        // waiting for a window of 64 KiB rendezvous messages slept for
+        // every window after 256 yielding rounds — 14.0 GB/s against 17.0
+        // without the sleeps, docs/performance.md); where they do not,
+        // yielding keeps the core from the others, so sleep sooner. In
+        // time, not rounds: a round costs 0.3 µs on an idle core and far
+        // more on a busy one.
+        config.yield_time.get_or_insert(if fits { YIELD_FIT } else { YIELD_SHARED });
         let config = Rc::new(config);
         let size = transport.peer_count();
         let rank = transport.peer_id();

@@ -762,18 +762,32 @@ impl Shm {
     /// the next `poll` or `wait` (once per round, not once per frame).
     #[inline]
     fn ring_doorbell(&mut self, dst: usize) {
-        if self.segment.block(dst).sleeping.0.load(Ordering::Relaxed) != 0 {
-            self.wake(dst);
-        } else if !self.doorbells[dst] {
+        if !self.wake(dst) && !self.doorbells[dst] {
             self.doorbells[dst] = true;
             self.doorbells_pending += 1;
         }
     }
 
-    fn wake(&self, dst: usize) {
+    /// Wakes `dst` if no one has since it fell asleep: the first waker
+    /// takes its `sleeping` mark, so a burst of frames to a sleeper costs
+    /// one system call, not one per frame while the sleeper's core comes
+    /// back (on a VM, an inter-processor interrupt of tens of µs: 118 k
+    /// wakes for 134 k rendezvous messages before this, see
+    /// docs/performance.md). A frame whose sender finds the mark already
+    /// taken is seen by the sleeper's next poll, or by the check in its
+    /// next `wait` (the fences there and in `ring_pending_doorbells`).
+    fn wake(&self, dst: usize) -> bool {
         let block = self.segment.block(dst);
+        // A plain load first: the swap would take the line from its owner
+        // on every round in which the peer is awake.
+        if block.sleeping.0.load(Ordering::Relaxed) == 0
+            || block.sleeping.0.swap(0, Ordering::AcqRel) == 0
+        {
+            return false;
+        }
         block.doorbell.0.fetch_add(1, Ordering::Release);
         let _ = futex::wake(&block.doorbell.0, futex::Flags::empty(), u32::MAX);
+        true
     }
 
     /// Checks every peer sent to since the last call: pairs with the fence
@@ -785,9 +799,7 @@ impl Shm {
         }
         fence(Ordering::SeqCst);
         for dst in 0..self.ranks {
-            if std::mem::take(&mut self.doorbells[dst])
-                && self.segment.block(dst).sleeping.0.load(Ordering::Relaxed) != 0
-            {
+            if std::mem::take(&mut self.doorbells[dst]) {
                 self.wake(dst);
             }
         }
@@ -1121,6 +1133,72 @@ impl Transport for Shm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of frames to a sleeping rank rings it once: the first sender
+    /// takes its mark, the others leave it be, and the sleeper still finds
+    /// every frame — woken by the first, or at its next wait's check.
+    #[test]
+    fn a_sleeper_is_woken_once_per_sleep() {
+        let mut eps = Shm::local_job(2, &ShmConfig::default()).expect("shm job");
+        let (sender, sleeper) = eps.split_at_mut(1);
+        let (sender, sleeper) = (&mut sender[0], &mut sleeper[0]);
+        let segment = sender.segment.clone();
+        let block = segment.block(1);
+        // Rank 1 as `wait` leaves it just before the futex call.
+        block.sleeping.0.store(1, Ordering::SeqCst);
+        let rung = block.doorbell.0.load(Ordering::SeqCst);
+        for i in 0..5u8 {
+            sender.try_send(PeerId(1), &[i; 8], &[]).expect("room for five frames");
+        }
+        sender.ring_pending_doorbells();
+        assert_eq!(block.doorbell.0.load(Ordering::SeqCst), rung + 1, "one ring for five frames");
+        assert_eq!(block.sleeping.0.load(Ordering::SeqCst), 0, "the waker takes the mark");
+        // Asleep again: the next frame rings again.
+        block.sleeping.0.store(1, Ordering::SeqCst);
+        sender.try_send(PeerId(1), &[5; 8], &[]).expect("room");
+        assert_eq!(block.doorbell.0.load(Ordering::SeqCst), rung + 2);
+        block.sleeping.0.store(0, Ordering::SeqCst);
+        // Every frame arrives, in order, and a wait with frames pending
+        // returns at once.
+        let started = Instant::now();
+        sleeper.wait(Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(2), "waited with frames pending");
+        let regions = Regions::new();
+        let mut got = Vec::new();
+        while got.len() < 6 && started.elapsed() < Duration::from_secs(10) {
+            sleeper
+                .poll(&regions, &mut |ev| {
+                    if let Event::Frame { header, .. } = ev {
+                        got.push(header[0]);
+                    }
+                })
+                .expect("poll");
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    }
+
+    /// A rank really asleep in `wait` is woken by a frame long before its
+    /// timeout.
+    #[test]
+    fn a_frame_wakes_a_rank_asleep_in_wait() {
+        let mut eps = Shm::local_job(2, &ShmConfig::default()).expect("shm job");
+        let mut sleeper = eps.pop().expect("rank 1");
+        let mut sender = eps.pop().expect("rank 0");
+        let started = Instant::now();
+        let waiter = std::thread::spawn(move || {
+            sleeper.wait(Duration::from_secs(20));
+            started.elapsed()
+        });
+        let segment = sender.segment.clone();
+        let block = segment.block(1);
+        while block.sleeping.0.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "rank 1 never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sender.try_send(PeerId(1), &[1; 8], &[]).expect("room");
+        let slept = waiter.join().expect("waiter");
+        assert!(slept < Duration::from_secs(10), "woken after {slept:?}");
+    }
 
     /// The segment grows with the ranks, not their pairs: at 512 ranks its
     /// fixed part (blocks and queues) is under 40 MiB, and the pool of
