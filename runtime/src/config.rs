@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `HPCOMM_EAGER_LIMIT` | largest message sent eagerly, in bytes (at most the transport's frame payload) | the transport's |
 //! | `HPCOMM_SPIN_US` | how long a waiting rank spins on progress before it yields, in µs | 50 when the job's ranks on this host fit its cores, else 0 (at 0 it spins only a few rounds before it yields) |
-//! | `HPCOMM_YIELD_US` | how long it then yields the core, before it sleeps in the transport, in µs | 10000 when the job's ranks on this host fit its cores, else 1000 |
+//! | `HPCOMM_YIELD_US` | how long it then yields the core, before it sleeps in the transport, in µs | where the job's ranks on this host fit its cores, the transport's hint (shm 10000, tcp and ofi 300), else 1000 |
 //! | `HPCOMM_IDLE_WAIT_US` | longest single sleep of a waiting rank, in µs (it wakes early when a frame arrives) | 200 |
 //! | `HPCOMM_FINALIZE_TIMEOUT` | seconds a finishing rank waits for its peers and its last frames | 30 |
 //! | `HPCOMM_SHM_RING_BYTES` | bytes of each rank's queue and of each pair ring in the shm segment (power of two, ≥ 16 KiB) | 256 KiB up to 16 ranks, 64 KiB beyond |
@@ -46,6 +46,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hpcomm_transport::backend::{Kind, Settings};
+use hpcomm_transport::Capabilities;
 
 use crate::bootstrap::vars::hpcomm as var;
 use crate::error::{Error, Result};
@@ -142,10 +143,6 @@ pub struct Config {
     pub launch: Option<Launch>,
 }
 
-/// How long a waiting rank yields before it sleeps when the job's ranks on
-/// this host fit its cores (`HPCOMM_YIELD_US`'s default there).
-pub const YIELD_FIT: Duration = Duration::from_millis(10);
-
 /// How long a waiting rank yields before it sleeps when ranks outnumber the
 /// cores.
 pub const YIELD_SHARED: Duration = Duration::from_millis(1);
@@ -173,6 +170,32 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Fills in how a waiting rank spins and yields (`spin`, `yield_time`)
+    /// where the user left them open, for `ranks` ranks on `cores` cores
+    /// over a backend with `caps`.
+    pub fn choose_waiting(&mut self, caps: &Capabilities, ranks: usize, cores: usize) {
+        // Spin before yielding only when every rank can have a core: with
+        // more ranks than cores, a spinning rank steals the time of the one
+        // it waits for. How long: a hundred times the transport's latency,
+        // at least 50 µs — over TCP a peer that went to sleep costs tens of
+        // µs to wake, and a spin shorter than a round trip makes both sides
+        // take turns sleeping (8-byte latency on loopback: 60 µs with 50 µs
+        // of spin, 4 µs with 1 ms).
+        let fits = ranks <= cores;
+        let spin =
+            (caps.latency_hint * 100).clamp(Duration::from_micros(50), Duration::from_millis(2));
+        self.spin.get_or_insert(if fits { spin } else { Duration::ZERO });
+        // Then yield, and only after that sleep. Where ranks fit their
+        // cores, for as long as the transport says (`yield_hint`: over shm
+        // a sender waiting for a window of 64 KiB rendezvous messages slept
+        // in every window after 256 yielding rounds, and each wake cost
+        // tens of µs — 14.0 GB/s against 16.7 yielding 10 ms,
+        // docs/performance.md); where they do not, yielding keeps the core
+        // from the others, so sleep sooner. In time, not rounds: a round
+        // costs 0.3 µs on an idle core and far more on a busy one.
+        self.yield_time.get_or_insert(if fits { caps.yield_hint } else { YIELD_SHARED });
+    }
+
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Config> {
         let secret = match (std::env::var(var::SECRET), std::env::var(var::SECRET_FD)) {
@@ -331,6 +354,40 @@ mod tests {
 
     fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    /// Ranks that fit the cores spin and then yield for the backend's
+    /// time; ranks that share them barely spin and sleep sooner; what the
+    /// user set stays.
+    #[test]
+    fn waiting_follows_the_backend_and_the_cores() {
+        let caps = |latency_us, yield_ms| Capabilities {
+            name: "test",
+            max_header: 64,
+            max_payload: 1 << 16,
+            inline_limit: 0,
+            eager_limit: 1 << 12,
+            rma_read: false,
+            max_read: 0,
+            revocable: true,
+            ordered: true,
+            latency_hint: Duration::from_micros(latency_us),
+            spin_pause: false,
+            yield_hint: Duration::from_millis(yield_ms),
+            bandwidth_hint: 0,
+        };
+        let mut c = Config::default();
+        c.choose_waiting(&caps(10, 10), 2, 2);
+        assert_eq!(c.spin, Some(Duration::from_millis(1)));
+        assert_eq!(c.yield_time, Some(Duration::from_millis(10)));
+        let mut c = Config::default();
+        c.choose_waiting(&caps(10, 10), 4, 2);
+        assert_eq!(c.spin, Some(Duration::ZERO));
+        assert_eq!(c.yield_time, Some(YIELD_SHARED));
+        let mut c = Config::from_lookup(env(&[("HPCOMM_YIELD_US", "7")])).unwrap();
+        c.choose_waiting(&caps(0, 10), 2, 2);
+        assert_eq!(c.spin, Some(Duration::from_micros(50)), "at least 50 µs");
+        assert_eq!(c.yield_time, Some(Duration::from_micros(7)));
     }
 
     #[test]

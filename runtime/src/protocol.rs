@@ -115,6 +115,7 @@ mod tests {
             ordered: true,
             latency_hint: Default::default(),
             spin_pause: false,
+            yield_hint: Default::default(),
             bandwidth_hint: 0,
         };
         assert_eq!(Limits::new(&caps, None).eager, 16384);

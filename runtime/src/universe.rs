@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
@@ -13,7 +13,7 @@ use crate::bootstrap::{self, Bootstrap};
 use crate::config::TransportChoice;
 
 use crate::comm::Communicator;
-use crate::config::{Config, YIELD_FIT, YIELD_SHARED};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::ContextId;
@@ -34,29 +34,8 @@ pub struct Universe {
 impl Universe {
     /// A universe over an endpoint that is already connected to its peers.
     pub fn from_transport(transport: Backend, mut config: Config) -> Universe {
-        // Spin before yielding only when every rank can have a core: with
-        // more ranks than cores, a spinning rank steals the time of the one
-        // it waits for. How long: a hundred times the transport's latency,
-        // at least 50 µs — over TCP a peer that went to sleep costs tens of
-        // µs to wake, and a spin shorter than a round trip makes both sides
-        // take turns sleeping (8-byte latency on loopback: 60 µs with 50 µs
-        // of spin, 4 µs with 1 ms).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fits = transport.peer_count() <= cores;
-        let spin = (transport.capabilities().latency_hint * 100)
-            .clamp(Duration::from_micros(50), Duration::from_millis(2));
-        config.spin.get_or_insert(if fits { spin } else { Duration::ZERO });
-        // Then yield, and only after that sleep: waking a sleeper costs its
-        // waker a system call and the sleeper tens of µs on a VM, which only
-        // a wait of several ms hides. Where ranks fit their cores a yield
-        // hands the core to no one, so yield for that long (a sender
-        // waiting for a window of 64 KiB rendezvous messages slept for
-        // every window after 256 yielding rounds — 14.0 GB/s against 17.0
-        // without the sleeps, docs/performance.md); where they do not,
-        // yielding keeps the core from the others, so sleep sooner. In
-        // time, not rounds: a round costs 0.3 µs on an idle core and far
-        // more on a busy one.
-        config.yield_time.get_or_insert(if fits { YIELD_FIT } else { YIELD_SHARED });
+        config.choose_waiting(transport.capabilities(), transport.peer_count(), cores);
         let config = Rc::new(config);
         let size = transport.peer_count();
         let rank = transport.peer_id();
@@ -381,7 +360,7 @@ mod tests {
                                     return None;
                                 }
                                 let world = universe.world.take().expect("a world");
-                                let deadline = Instant::now() + Duration::from_secs(20);
+                                let deadline = Instant::now() + std::time::Duration::from_secs(20);
                                 Some(world.finalize_rounds(deadline))
                             })
                         })

@@ -316,6 +316,7 @@ fn common(name: &'static str, a: &Capabilities, b: &Capabilities) -> Capabilitie
         ordered: a.ordered && b.ordered,
         latency_hint: a.latency_hint.max(b.latency_hint),
         spin_pause: a.spin_pause || b.spin_pause,
+        yield_hint: a.yield_hint.max(b.yield_hint),
         bandwidth_hint: a.bandwidth_hint.min(b.bandwidth_hint),
     }
 }

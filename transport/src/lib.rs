@@ -132,6 +132,14 @@ pub struct Capabilities {
     /// into a library or the kernel (tcp, libfabric): it is slow enough
     /// already, and the pause only delays seeing what arrives during it.
     pub spin_pause: bool,
+    /// How long a rank that has a core of its own and nothing to do yields
+    /// it before sleeping in [`Transport::wait`]. Long where waking a
+    /// sleeper costs its peer a system call and the sleeper tens of µs
+    /// (shm's futex, loopback's channel): yielding an idle core costs no
+    /// one. Short where the kernel wakes the sleeper anyway as data arrives
+    /// (tcp, libfabric): there every yielding round is a poll that
+    /// contends for the socket or the queue with the arriving data.
+    pub yield_hint: Duration,
     /// A bandwidth hint in bytes per second, for the same purposes.
     pub bandwidth_hint: u64,
 }

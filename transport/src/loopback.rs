@@ -155,6 +155,7 @@ impl Loopback {
             ordered: true,
             latency_hint: Duration::from_nanos(300),
             spin_pause: true,
+            yield_hint: Duration::from_millis(10),
             bandwidth_hint: 8_000_000_000,
         };
         let fabric = Arc::new(Fabric {

@@ -671,6 +671,7 @@ impl Ofi {
                 ordered: false,
                 latency_hint: Duration::from_micros(5),
                 spin_pause: false,
+                yield_hint: Duration::from_micros(300),
                 bandwidth_hint: 10_000_000_000,
             },
             provider: prov.clone(),

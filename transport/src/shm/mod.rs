@@ -635,6 +635,7 @@ impl Shm {
             ordered: true,
             latency_hint: Duration::from_nanos(200),
             spin_pause: true,
+            yield_hint: Duration::from_millis(10),
             bandwidth_hint: 10_000_000_000,
         };
         let first =

@@ -323,6 +323,7 @@ impl Tcp {
             ordered: stripes == 1,
             latency_hint: Duration::from_micros(10),
             spin_pause: false,
+            yield_hint: Duration::from_micros(300),
             bandwidth_hint: 1_000_000_000,
         };
         caps.validate().map_err(setup)?;
