@@ -179,6 +179,15 @@ struct RankBlock {
     sleeping: Line<AtomicU32>,
 }
 
+impl RankBlock {
+    /// Rings the doorbell: a `wait` about to sleep on its old value returns
+    /// at once, and one asleep on it is woken.
+    fn ring(&self) {
+        self.doorbell.0.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&self.doorbell.0, futex::Flags::empty(), u32::MAX);
+    }
+}
+
 /// Where everything is in a segment for `ranks` ranks.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
@@ -786,8 +795,7 @@ impl Shm {
         {
             return false;
         }
-        block.doorbell.0.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&block.doorbell.0, futex::Flags::empty(), u32::MAX);
+        block.ring();
         true
     }
 
@@ -961,9 +969,7 @@ impl Drop for Shm {
         self.segment.block(self.me.index()).state.store(STATE_DEPARTED, Ordering::Release);
         for r in 0..self.ranks {
             if r != self.me.index() {
-                let block = self.segment.block(r);
-                block.doorbell.0.fetch_add(1, Ordering::Release);
-                let _ = futex::wake(&block.doorbell.0, futex::Flags::empty(), u32::MAX);
+                self.segment.block(r).ring();
             }
         }
     }
