@@ -31,7 +31,7 @@ use hpcomm_runtime::bootstrap::vars::hpcomm as var;
 use super::spawn::{self, Place, RankProcess, Spawner};
 use super::supervise::{Event, Supervisor};
 use super::{
-    interrupt_flag, node_ranks, notice_events, random_hex, rank_vars, say, supervise, RunOptions,
+    node_ranks, notice_events, random_hex, rank_vars, say, supervise, Interrupts, RunOptions,
 };
 use hpcomm_runtime::bootstrap::kvs_server::{JobInfo, Kvs};
 
@@ -85,7 +85,7 @@ fn main_node(o: &RunOptions, node: &BatchNode, secret: &str) -> Result<i32, Stri
         .bind
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or_else(hpcomm_runtime::bootstrap::default_route_ip);
-    let stop = interrupt_flag()?;
+    let stop = Interrupts::install()?;
     if o.verbose {
         say!(
             "AWS Batch job {job}: main node {} of {}, {ranks} ranks, serving on {bind}:{port}",
@@ -213,7 +213,7 @@ fn other_node(o: &RunOptions, node: &BatchNode, secret: &str) -> Result<i32, Str
             gone.store(true, Ordering::Release);
         });
     }
-    let stop = interrupt_flag()?;
+    let stop = Interrupts::install()?;
     let mut spawner = Spawner::new(&o.program, secret, o.tag_output);
     let local = node_ranks(node.index, per_node);
     let Some(mut procs) =

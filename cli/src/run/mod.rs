@@ -5,7 +5,7 @@
 //! | file | concern |
 //! |---|---|
 //! | `mod.rs` | the options, and the loop that feeds supervision and carries out its actions |
-//! | `spawn.rs` | starting ranks (here or through `--exec`), ending them, clean-up |
+//! | `spawn.rs` | starting ranks (here or through `--exec`), waiting for their ends, ending them, clean-up |
 //! | `remote.rs` | the command line of a rank on another host |
 //! | `supervise.rs` | supervision: a pure function from events to actions |
 //! | `relay.rs` | `--tag-output` relays |
@@ -19,9 +19,10 @@ mod supervise;
 
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use hpcomm_runtime::bootstrap::vars::hpcomm as var;
@@ -87,16 +88,38 @@ pub fn run(options: RunOptions) -> i32 {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP set the returned flag.
-fn interrupt_flag() -> Result<Arc<AtomicBool>, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in
-        [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP]
-    {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
+/// SIGINT, SIGTERM and SIGHUP, as the supervision loop sees them: a flag,
+/// and a bell that wakes the loop at once.
+pub(crate) struct Interrupts {
+    flag: Arc<AtomicBool>,
+    /// Readable once a signal has come (the handlers write to its twin).
+    bell: UnixStream,
+}
+
+impl Interrupts {
+    /// Handles the three signals from now on.
+    fn install() -> Result<Interrupts, String> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (bell, ringer) =
+            UnixStream::pair().map_err(|e| format!("cannot handle signals: {e}"))?;
+        bell.set_nonblocking(true).map_err(|e| format!("cannot handle signals: {e}"))?;
+        for sig in
+            [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP]
+        {
+            let ringer = ringer.try_clone().map_err(|e| format!("cannot handle signals: {e}"))?;
+            signal_hook::flag::register(sig, flag.clone())
+                .and_then(|_| signal_hook::low_level::pipe::register(sig, ringer))
+                .map_err(|e| format!("cannot handle signals: {e}"))?;
+        }
+        Ok(Interrupts { flag, bell })
     }
-    Ok(stop)
+
+    /// Whether a signal has come; empties the bell.
+    fn came(&self) -> bool {
+        let mut sink = [0u8; 64];
+        while matches!((&self.bell).read(&mut sink), Ok(n) if n > 0) {}
+        self.flag.load(Ordering::Relaxed)
+    }
 }
 
 /// The launch variables of rank `rank`.
@@ -143,7 +166,7 @@ fn launch(o: &RunOptions) -> Result<i32, String> {
     let kvs =
         Kvs::start(&std::net::SocketAddr::new(bind, 0).to_string(), secret.clone(), ranks, info)
             .map_err(|e| format!("cannot start the key-value server on {bind}: {e}"))?;
-    let stop = interrupt_flag()?;
+    let stop = Interrupts::install()?;
     if o.verbose {
         say!(
             "job {job}: {ranks} ranks of {} over {}, key-value server at {}",
@@ -212,6 +235,13 @@ fn notice_events(kvs: &Kvs, per_node: usize, events: &mut Vec<Event>) {
     }
 }
 
+/// How long the supervision loop sleeps at most when nothing wakes it (a
+/// rank's end and a signal do at once): how late the key-value server's
+/// notices and the deadlines may be seen. Not shorter: on a machine whose
+/// cores the ranks fill, each wake-up of the launcher takes a core from a
+/// rank.
+const TICK: Duration = Duration::from_millis(50);
+
 /// Feeds supervision with what happens to the local ranks `procs`, what
 /// `more` adds (the server's notices) and interruptions, and carries out
 /// its actions until the job is over; `ended` hears of every local rank's
@@ -220,7 +250,7 @@ fn supervise(
     supervisor: &mut Supervisor,
     spawner: &Spawner<'_>,
     procs: &mut [RankProcess],
-    stop: &AtomicBool,
+    stop: &Interrupts,
     mut more: impl FnMut(&mut Vec<Event>),
     mut ended: impl FnMut(&Ended),
 ) -> i32 {
@@ -232,7 +262,7 @@ fn supervise(
             events.push(Event::Ended(local));
         }
         more(&mut events);
-        if stop.load(Ordering::Relaxed) {
+        if stop.came() {
             events.push(Event::Interrupted);
         }
         events.push(Event::Tick);
@@ -245,7 +275,7 @@ fn supervise(
                 }
             }
         }
-        thread::sleep(Duration::from_millis(5));
+        spawner.wait(procs, stop.bell.as_fd(), TICK);
     }
 }
 

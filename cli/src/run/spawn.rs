@@ -3,17 +3,22 @@
 //! left behind.
 
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hpcomm_runtime::bootstrap::vars::hpcomm as var;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{kill_process_group, pidfd_open, Pid, PidfdFlags, Signal};
 
 use super::relay::Relays;
 use super::remote;
 use super::supervise::{Ended, Outcome};
+
+/// How often the launcher looks for ranks' ends it cannot wait for.
+pub const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(5);
 
 /// A rank this launcher started.
 pub struct RankProcess {
@@ -21,6 +26,9 @@ pub struct RankProcess {
     pub rank: usize,
     child: Child,
     pid: u32,
+    /// Readable once the process has ended (a pidfd); `None` where the
+    /// kernel has none (before Linux 5.3): its end is then seen by polling.
+    exit: Option<OwnedFd>,
     ended: bool,
 }
 
@@ -144,7 +152,30 @@ impl<'a> Spawner<'a> {
                 self.relays.start(rank, err, true);
             }
         }
-        Ok(RankProcess { rank, child, pid, ended: false })
+        let exit = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+        Ok(RankProcess { rank, child, pid, exit, ended: false })
+    }
+
+    /// Waits until a rank in `ranks` may have ended, `also` is readable,
+    /// or `limit` has passed, whichever is first: the launcher sleeps in
+    /// the kernel instead of waking on a timer, so that it does not take a
+    /// core from the ranks while they run. Where a rank's end cannot be
+    /// waited for (no pidfd), waits at most [`POLL_WITHOUT_PIDFD`].
+    pub fn wait(&self, ranks: &[RankProcess], also: BorrowedFd<'_>, limit: Duration) {
+        let running = ranks.iter().filter(|r| !r.ended);
+        let mut limit = limit;
+        if running.clone().any(|r| r.exit.is_none()) {
+            limit = limit.min(POLL_WITHOUT_PIDFD);
+        }
+        let mut fds: Vec<PollFd<'_>> = running
+            .filter_map(|r| r.exit.as_ref())
+            .map(|fd| PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::IN))
+            .collect();
+        fds.push(PollFd::from_borrowed_fd(also, PollFlags::IN));
+        let timeout = Timespec::try_from(limit).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+        // An interruption (EINTR) or an error is a wake-up like any other:
+        // the caller sweeps and comes back.
+        let _ = poll(&mut fds, Some(&timeout));
     }
 
     /// The ranks that have ended since the last sweep.
@@ -198,4 +229,55 @@ impl<'a> Spawner<'a> {
 /// job ended while starting).
 pub fn cleanup(job: &str) {
     hpcomm_transport::backend::cleanup(job);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn program(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn a_rank_that_ends_wakes_the_launcher_at_once() {
+        let short = program(&["sleep", "0.2"]);
+        let long = program(&["sleep", "30"]);
+        let mut spawner = Spawner::new(&short, "s", false);
+        let mut ranks = vec![spawner.spawn(0, &[], Place::Here).unwrap()];
+        spawner.program = &long;
+        ranks.push(spawner.spawn(1, &[], Place::Here).unwrap());
+        assert!(ranks.iter().all(|r| r.exit.is_some()), "this kernel has pidfds");
+        let (bell, _ringer) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let mut ended = Vec::new();
+        while ended.is_empty() && start.elapsed() < Duration::from_secs(20) {
+            spawner.wait(&ranks, bell.as_fd(), Duration::from_secs(20));
+            ended = spawner.sweep(&mut ranks);
+        }
+        let took = start.elapsed();
+        spawner.end_all(&mut ranks);
+        assert_eq!(
+            ended.iter().map(|e| (e.rank, e.outcome)).collect::<Vec<_>>(),
+            [(0, Outcome::Code(0))]
+        );
+        assert!(took < Duration::from_secs(10), "woken {took:?} after the start, not at the end");
+    }
+
+    #[test]
+    fn the_bell_wakes_the_launcher() {
+        let long = program(&["sleep", "30"]);
+        let mut spawner = Spawner::new(&long, "s", false);
+        let mut ranks = vec![spawner.spawn(0, &[], Place::Here).unwrap()];
+        let (bell, mut ringer) = UnixStream::pair().unwrap();
+        ringer.write_all(b"!").unwrap();
+        let start = Instant::now();
+        spawner.wait(&ranks, bell.as_fd(), Duration::from_secs(20));
+        let took = start.elapsed();
+        assert!(spawner.sweep(&mut ranks).is_empty(), "the rank still runs");
+        spawner.end_all(&mut ranks);
+        assert!(took < Duration::from_secs(10), "the bell did not wake it ({took:?})");
+    }
 }
