@@ -21,9 +21,11 @@ fabric=${1:-shm}
 case $fabric in shm | tcp) ;; *) echo "usage: $0 shm|tcp" >&2; exit 2 ;; esac
 reps=${REPS:-3}
 out=target/compare
-mkdir -p "$out/raw"
-rm -rf "$out/raw"
-mkdir -p "$out/raw"
+raw=$out/raw-$fabric   # per fabric: a run of one leaves the other's figures
+# A full run starts afresh; with ONLY, the other cases' raw files stay
+# (each case's files are replaced as it runs).
+[ -n "${ONLY:-}" ] || rm -rf "$raw"
+mkdir -p "$raw"
 
 # MPICH and Open MPI with their headers (rsmpi builds against them),
 # libclang for rsmpi's bindgen, a font for the plots' text.
@@ -122,8 +124,10 @@ for rep in $(seq "$reps"); do
         if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $label "* ]]; then
             continue
         fi
+        # A rerun case drops its earlier figures (of any repetition).
+        [ "$rep" != 1 ] || rm -f "$raw/$label".*."$min"
         for impl in "${impls[@]}"; do
-            run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$out/raw/$label.$impl.$rep.$min" || true
+            run_one "$impl" "$ranks" "$kind" "$min" "$max" >"$raw/$label.$impl.$rep.$min" || true
         done
     done
 done
@@ -147,7 +151,7 @@ titles = {
 }
 def load(label, impl):
     rows = {}
-    for f in glob.glob(f"{out}/raw/{label}.{impl}.*"):
+    for f in glob.glob(f"{out}/raw-{fabric}/{label}.{impl}.*"):
         for line in open(f):
             parts = line.split()
             if len(parts) == 2:
@@ -188,4 +192,6 @@ with open(f"{out}/{fabric}.csv", "w") as csv:
             for size, value in sorted(load(label, impl).items()):
                 csv.write(f"{label},{impl},{size},{value}\n")
 PY
-target/mpi-compare/mpich/release/compare-plot --input "$out/$fabric.csv" --out "$out" --fabric "$fabric"
+# With ONLY, the cases run may have no plot (the barrier, say).
+target/mpi-compare/mpich/release/compare-plot --input "$out/$fabric.csv" --out "$out" --fabric "$fabric" ||
+    [ -n "${ONLY:-}" ]
