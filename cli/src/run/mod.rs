@@ -99,17 +99,17 @@ pub(crate) struct Interrupts {
 impl Interrupts {
     /// Handles the three signals from now on.
     fn install() -> Result<Interrupts, String> {
+        let failed = |e: std::io::Error| format!("cannot handle signals: {e}");
         let flag = Arc::new(AtomicBool::new(false));
-        let (bell, ringer) =
-            UnixStream::pair().map_err(|e| format!("cannot handle signals: {e}"))?;
-        bell.set_nonblocking(true).map_err(|e| format!("cannot handle signals: {e}"))?;
+        let (bell, ringer) = UnixStream::pair().map_err(failed)?;
+        bell.set_nonblocking(true).map_err(failed)?;
         for sig in
             [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP]
         {
-            let ringer = ringer.try_clone().map_err(|e| format!("cannot handle signals: {e}"))?;
+            let ringer = ringer.try_clone().map_err(failed)?;
             signal_hook::flag::register(sig, flag.clone())
                 .and_then(|_| signal_hook::low_level::pipe::register(sig, ringer))
-                .map_err(|e| format!("cannot handle signals: {e}"))?;
+                .map_err(failed)?;
         }
         Ok(Interrupts { flag, bell })
     }
