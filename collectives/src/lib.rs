@@ -59,7 +59,9 @@ mod channel;
 pub mod model;
 mod nonblocking;
 pub mod op;
+mod plans;
 pub mod repro;
+mod schedule;
 pub mod select;
 mod util;
 
@@ -73,6 +75,7 @@ pub use nonblocking::NonBlocking;
 use algorithms::*;
 use channel::{bad_count, blocks, check_root, packed, Channel, CollTag};
 use op::Operation;
+use schedule::blocking::NoReduce;
 use util::disjoint;
 
 /// The collective operations, as methods of [`Communicator`].
@@ -333,18 +336,10 @@ fn run_all_reduce<T: Pod>(
         copy_in(buf);
         return Ok(());
     }
+    let len = buf.len();
+    let schedule = plans::allreduce(comm, len, bytes::<T>(len), op.commutative(), input.is_some())?;
     let ch = Channel::new(comm, CollTag::Allreduce);
-    match select::allreduce(comm, bytes::<T>(buf.len()), buf.len(), op.commutative())? {
-        select::Allreduce::RecursiveDoubling => {
-            copy_in(buf);
-            allreduce_recursive_doubling::all_reduce(&ch, buf, op)?
-        }
-        select::Allreduce::Ring => {
-            copy_in(buf);
-            allreduce_ring::all_reduce(&ch, buf, op)?
-        }
-        select::Allreduce::Rabenseifner => allreduce_rabenseifner::all_reduce(&ch, input, buf, op)?,
-    }
+    schedule::blocking::run(&ch, &schedule, input.unwrap_or(&[]), buf, op)?;
     ch.finish()
 }
 
@@ -358,7 +353,10 @@ fn run_reduce<T: Pod>(
     let ch = Channel::new(comm, CollTag::Reduce);
     match select::reduce(comm, bytes::<T>(acc.len()), acc.len(), op.commutative())? {
         select::Reduce::Binomial => reduce_binomial::reduce(&ch, acc, op, root)?,
-        select::Reduce::Rabenseifner => reduce_rabenseifner::reduce(&ch, acc, op, root)?,
+        select::Reduce::Rabenseifner => {
+            let schedule = reduce_rabenseifner::schedule(comm.size(), comm.rank(), acc.len(), root);
+            schedule::blocking::run(&ch, &schedule, &[], acc, op)?
+        }
     }
     ch.finish()
 }
@@ -514,9 +512,7 @@ fn run_scan<T: Pod>(
 impl Collectives for Communicator {
     fn barrier(&self) -> Result<()> {
         let ch = Channel::new(self, CollTag::Barrier);
-        match select::barrier(self)? {
-            select::Barrier::Dissemination => barrier_dissemination::barrier(&ch)?,
-        }
+        schedule::blocking::run::<u8>(&ch, &plans::barrier(self)?, &[], &mut [], &NoReduce)?;
         ch.finish()
     }
 
@@ -526,10 +522,8 @@ impl Collectives for Communicator {
             return Ok(());
         }
         let ch = Channel::new(self, CollTag::Bcast);
-        match select::bcast(self, bytes::<T>(buf.len()))? {
-            select::Bcast::Binomial => bcast_binomial::bcast(&ch, buf, root)?,
-            select::Bcast::ScatterAllgather => bcast_scatter_allgather::bcast(&ch, buf, root)?,
-        }
+        let schedule = plans::bcast(self, buf.len(), bytes::<T>(buf.len()), root)?;
+        schedule::blocking::run(&ch, &schedule, &[], buf, &NoReduce)?;
         ch.finish()
     }
 

@@ -2,28 +2,25 @@
 //! `iall_to_all_v`, started in a [`Scope`] and completed like any other
 //! request.
 //!
-//! Each is a [`Task`] that the progress engine advances whenever the rank
-//! is in any communication call, as MPI requires, so that a rank that
-//! waits on something else still does its part. Inputs are copied when the
-//! operation starts (the send buffer may be reused at once); results are
-//! written into the receive buffer, which stays borrowed by the scope,
-//! when the operation completes. Messages carry a tag derived from the
+//! Each runs the schedule of the algorithm the blocking form would choose
+//! ([`select`](crate::select), the same files in `algorithms/`) as a task
+//! that the progress engine advances whenever the rank is in any
+//! communication call, as MPI requires, so that a rank that waits on
+//! something else still does its part. Buffers stay borrowed by the scope
+//! until the operation completes: the input is read where it lies, the
+//! result is built in the output. Messages carry a tag derived from the
 //! operation's number on its communicator
 //! ([`Communicator::next_collective`]), so operations in flight together
 //! never take each other's messages.
-//!
-//! The algorithms are the short-message ones — dissemination barrier,
-//! binomial broadcast, recursive-doubling all-reduce (any operation,
-//! folding onto a power of two), and an all-to-all that posts every
-//! transfer at once — whose costs are given in `algorithms/`.
 //!
 //! ```
 //! use hpcomm_collectives::{op::Sum, NonBlocking};
 //!
 //! hpcomm_runtime::threads(3, |comm| {
-//!     let mut total = [0u64];
+//!     // Both buffers stay borrowed until the scope ends.
+//!     let (mine, mut total) = ([comm.rank() as u64 + 1], [0u64]);
 //!     comm.scope(|s| {
-//!         let r = s.iall_reduce(&[comm.rank() as u64 + 1], &mut total, Sum)?;
+//!         let r = s.iall_reduce(&mine, &mut total, Sum)?;
 //!         // ... overlap other work here ...
 //!         r.wait()?;
 //!         Ok(())
@@ -34,21 +31,22 @@
 //! .unwrap();
 //! ```
 
+use std::mem::size_of;
+
 use bytemuck::Pod;
 use hpcomm_runtime::task::{Task, TaskCx, Transfer};
-use hpcomm_runtime::{Error, Request, Result, Scope};
-
-#[cfg(doc)]
-use hpcomm_runtime::Communicator;
+use hpcomm_runtime::{Communicator, Error, Request, Result, Scope};
 
 use crate::channel::{blocks, check_root};
 use crate::op::Operation;
-use crate::util::{disjoint, pof2_below};
+use crate::plans;
+use crate::schedule::task::{no_reduce, reduce_of, ScheduleTask};
+use crate::util::disjoint;
 
-/// Tags of non-blocking collectives: above the blocking ones, one per
-/// operation number (modulo 2²⁴).
-fn tag_for(sequence: u32) -> i32 {
-    1024 + (sequence & 0xff_ffff) as i32
+/// The tag of the next non-blocking collective on `comm`: above the
+/// blocking ones, one per operation number (modulo 2²⁴).
+fn tag_for(comm: &Communicator) -> i32 {
+    1024 + (comm.next_collective() & 0xff_ffff) as i32
 }
 
 /// The non-blocking collectives, started in a [`Scope`].
@@ -62,10 +60,12 @@ pub trait NonBlocking<'s> {
     fn ibroadcast<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>>;
 
     /// Starts an all-reduce of every rank's `send` into `recv`
-    /// (`MPI_Iallreduce`); `op` is kept until the operation completes.
+    /// (`MPI_Iallreduce`); both stay borrowed until the scope ends (`send`
+    /// is read in place, not copied), and `op` is kept until the operation
+    /// completes.
     fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
         &self,
-        send: &[T],
+        send: &'s [T],
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>>;
@@ -86,30 +86,23 @@ pub trait NonBlocking<'s> {
 
 impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     fn ibarrier(&self) -> Result<Request<'_>> {
-        let tag = tag_for(self.comm().next_collective());
-        Ok(self.start_task(None, Box::new(Barrier { tag, k: 1, round: Round::default() })))
+        let comm = self.comm();
+        let task = ScheduleTask::new(plans::barrier(comm)?, tag_for(comm), 1, no_reduce());
+        Ok(self.start_task(None, None, Box::new(task)))
     }
 
     fn ibroadcast<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
         let comm = self.comm();
         check_root(root, comm.size())?;
-        let tag = tag_for(comm.next_collective());
-        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
-        let task = Bcast {
-            tag,
-            root,
-            len: bytes.len(),
-            data: if comm.rank() == root { Some(bytes.to_vec()) } else { None },
-            phase: BcastPhase::Start,
-            round: Round::default(),
-        };
-        let output = (comm.rank() != root).then_some(bytes);
-        Ok(self.start_task(output, Box::new(task)))
+        let len = buf.len();
+        let schedule = plans::bcast(comm, len, std::mem::size_of_val(buf), root)?;
+        let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), no_reduce());
+        Ok(self.start_task(None, Some(bytemuck::cast_slice_mut(buf)), Box::new(task)))
     }
 
     fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
         &self,
-        send: &[T],
+        send: &'s [T],
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
@@ -121,19 +114,12 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
             )));
         }
         let comm = self.comm();
-        let tag = tag_for(comm.next_collective());
-        let task = Allreduce {
-            tag,
-            acc: bytemuck::cast_slice(send).to_vec(),
-            plan: allreduce_plan(comm.rank(), comm.size()),
-            step: 0,
-            started: false,
-            round: Round::default(),
-            reduce: Box::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
-                reduce_bytes(&op, acc, other, acc_left)
-            }),
-        };
-        Ok(self.start_task(Some(bytemuck::cast_slice_mut(recv)), Box::new(task)))
+        let len = send.len();
+        let bytes = std::mem::size_of_val(send);
+        let schedule = plans::allreduce(comm, len, bytes, op.commutative(), true)?;
+        let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), reduce_of(op));
+        let (input, output) = (bytemuck::cast_slice(send), bytemuck::cast_slice_mut(recv));
+        Ok(self.start_task(Some(input), Some(output), Box::new(task)))
     }
 
     fn iall_to_all_v<T: Pod>(
@@ -154,7 +140,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         }
         let size = std::mem::size_of::<T>();
         let bytes = |b: &std::ops::Range<usize>| b.start * size..b.end * size;
-        let tag = tag_for(comm.next_collective());
+        let tag = tag_for(comm);
         let task = Alltoallv {
             tag,
             outgoing: sblocks
@@ -165,24 +151,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
             started: false,
             round: Round::default(),
         };
-        Ok(self.start_task(Some(bytemuck::cast_slice_mut(recv)), Box::new(task)))
-    }
-}
-
-/// Combines byte buffers as elements of `T`; works on aligned copies when
-/// the bytes are not aligned for `T`.
-fn reduce_bytes<T: Pod>(op: &impl Operation<T>, acc: &mut [u8], other: &[u8], acc_left: bool) {
-    match (bytemuck::try_cast_slice_mut::<u8, T>(acc), bytemuck::try_cast_slice::<u8, T>(other)) {
-        (Ok(a), Ok(b)) => op.apply(a, b, acc_left),
-        _ => {
-            let n = acc.len() / std::mem::size_of::<T>();
-            let mut a = vec![T::zeroed(); n];
-            let mut b = vec![T::zeroed(); n];
-            bytemuck::cast_slice_mut(&mut a).copy_from_slice(acc);
-            bytemuck::cast_slice_mut(&mut b).copy_from_slice(other);
-            op.apply(&mut a, &b, acc_left);
-            acc.copy_from_slice(bytemuck::cast_slice(&a));
-        }
+        Ok(self.start_task(None, Some(bytemuck::cast_slice_mut(recv)), Box::new(task)))
     }
 }
 
@@ -263,196 +232,6 @@ impl Round {
         match &self.mismatch {
             Some(m) => Err(Error::CollectiveMismatch(m.clone())),
             None => Ok(()),
-        }
-    }
-}
-
-/// Dissemination barrier, one round at a time.
-struct Barrier {
-    tag: i32,
-    k: usize,
-    round: Round,
-}
-
-impl Task for Barrier {
-    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        let (n, me) = (cx.size(), cx.rank());
-        loop {
-            if !self.round.poll(cx)? {
-                return Ok(false);
-            }
-            self.round.arrived.clear();
-            if self.k >= n {
-                return self.round.finish().map(|()| true);
-            }
-            self.round.recv(cx, (me + n - self.k) % n, self.tag, 0, 0)?;
-            self.round.send(cx, (me + self.k) % n, self.tag, Vec::new())?;
-            self.k <<= 1;
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum BcastPhase {
-    Start,
-    Receiving,
-    Forwarding,
-}
-
-/// Binomial broadcast: receive from the parent, then send to every child
-/// at once.
-struct Bcast {
-    tag: i32,
-    root: usize,
-    len: usize,
-    data: Option<Vec<u8>>,
-    phase: BcastPhase,
-    round: Round,
-}
-
-impl Task for Bcast {
-    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        let (n, me) = (cx.size(), cx.rank());
-        let rel = (me + n - self.root) % n;
-        // The parent is rel minus its lowest set bit; children are rel plus
-        // each smaller power of two.
-        let low = if rel == 0 { n.next_power_of_two() } else { 1 << rel.trailing_zeros() };
-        loop {
-            match self.phase {
-                BcastPhase::Start => {
-                    if rel != 0 {
-                        let parent = (rel - low + self.root) % n;
-                        self.round.recv(cx, parent, self.tag, self.len, 0)?;
-                    }
-                    self.phase = BcastPhase::Receiving;
-                }
-                BcastPhase::Receiving => {
-                    if !self.round.poll(cx)? {
-                        return Ok(false);
-                    }
-                    if let Some((_, data)) = self.round.arrived.pop() {
-                        self.data = Some(data);
-                    }
-                    let data = self.data.as_ref().expect("the root's data or the parent's");
-                    let mut mask = low >> 1;
-                    while mask > 0 {
-                        if rel + mask < n {
-                            let child = (rel + mask + self.root) % n;
-                            self.round.send(cx, child, self.tag, data.clone())?;
-                        }
-                        mask >>= 1;
-                    }
-                    self.phase = BcastPhase::Forwarding;
-                }
-                BcastPhase::Forwarding => {
-                    if !self.round.poll(cx)? {
-                        return Ok(false);
-                    }
-                    if rel != 0 {
-                        let data = self.data.take().unwrap_or_default();
-                        cx.write_output(|out| out.copy_from_slice(&data))?;
-                    }
-                    return self.round.finish().map(|()| true);
-                }
-            }
-        }
-    }
-}
-
-/// One step of the recursive-doubling all-reduce.
-#[derive(Clone, Copy, Debug)]
-enum Step {
-    /// Hand everything to the partner (a folded-out rank).
-    Give(usize),
-    /// Combine the partner's data in, its run of ranks on the given side.
-    Take(usize, bool),
-    /// Exchange and combine.
-    Exchange(usize, bool),
-    /// Send the result to a folded-out rank.
-    GiveResult(usize),
-    /// Receive the result.
-    TakeResult(usize),
-}
-
-/// The steps of rank `me` of `n`: fold onto a power of two, recursive
-/// doubling, unfold (as `algorithms/allreduce_recursive_doubling.rs`).
-fn allreduce_plan(me: usize, n: usize) -> Vec<Step> {
-    let pof2 = pof2_below(n);
-    let rem = n - pof2;
-    let rank_of = |nr: usize| if nr < rem { 2 * nr + 1 } else { nr + rem };
-    let mut plan = Vec::new();
-    let newrank = if me < 2 * rem {
-        if me % 2 == 0 {
-            plan.push(Step::Give(me + 1));
-            plan.push(Step::TakeResult(me + 1));
-            return plan;
-        }
-        plan.push(Step::Take(me - 1, false));
-        me / 2
-    } else {
-        me - rem
-    };
-    let mut mask = 1;
-    while mask < pof2 {
-        let partner = newrank ^ mask;
-        plan.push(Step::Exchange(rank_of(partner), newrank < partner));
-        mask <<= 1;
-    }
-    if me < 2 * rem {
-        plan.push(Step::GiveResult(me - 1));
-    }
-    plan
-}
-
-type Reduce = Box<dyn Fn(&mut [u8], &[u8], bool)>;
-
-struct Allreduce {
-    tag: i32,
-    acc: Vec<u8>,
-    plan: Vec<Step>,
-    step: usize,
-    started: bool,
-    round: Round,
-    reduce: Reduce,
-}
-
-impl Task for Allreduce {
-    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        let len = self.acc.len();
-        loop {
-            if self.started {
-                if !self.round.poll(cx)? {
-                    return Ok(false);
-                }
-                let arrived = self.round.arrived.pop().map(|(_, d)| d);
-                match (self.plan[self.step], arrived) {
-                    (Step::Take(_, left) | Step::Exchange(_, left), Some(data)) => {
-                        (self.reduce)(&mut self.acc, &data, left)
-                    }
-                    (Step::TakeResult(_), Some(data)) => self.acc = data,
-                    _ => {}
-                }
-                self.step += 1;
-                self.started = false;
-            }
-            let Some(&step) = self.plan.get(self.step) else {
-                let acc = std::mem::take(&mut self.acc);
-                cx.write_output(|out| out.copy_from_slice(&acc))?;
-                return self.round.finish().map(|()| true);
-            };
-            match step {
-                Step::Give(to) | Step::GiveResult(to) => {
-                    self.round.send(cx, to, self.tag, self.acc.clone())?
-                }
-                Step::Take(from, _) | Step::TakeResult(from) => {
-                    self.round.recv(cx, from, self.tag, len, 0)?
-                }
-                Step::Exchange(peer, _) => {
-                    self.round.recv(cx, peer, self.tag, len, 0)?;
-                    self.round.send(cx, peer, self.tag, self.acc.clone())?;
-                }
-            }
-            self.started = true;
         }
     }
 }

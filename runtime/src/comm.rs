@@ -215,9 +215,13 @@ impl Communicator {
     }
 
     /// Starts a task on this communicator's collective context.
-    pub(crate) fn start_task(&self, output: Option<RegionId>, task: Box<dyn Task>) -> ReqId {
+    pub(crate) fn start_task(
+        &self,
+        buffers: (Option<RegionId>, Option<RegionId>),
+        task: Box<dyn Task>,
+    ) -> ReqId {
         let ctx = self.ctx.collective();
-        self.engine.borrow_mut().start_task(ctx, self.rank, self.group.clone(), output, task)
+        self.engine.borrow_mut().start_task(ctx, self.rank, self.group.clone(), buffers, task)
     }
 
     pub(crate) fn engine(&self) -> &Rc<RefCell<Engine>> {

@@ -185,13 +185,20 @@ impl<'s, 'env> Scope<'s, 'env> {
     }
 
     /// Starts `task`, which the progress engine then advances by itself,
-    /// on the collective context of the scope's communicator; `output`, if
-    /// given, is the buffer the task may write (borrowed until the scope
-    /// ends). The request completes when the task does. This is how
+    /// on the collective context of the scope's communicator; `input` and
+    /// `output`, if given, are the buffers the task may read and write
+    /// (borrowed until the scope ends, so the task never copies them to be
+    /// safe). The request completes when the task does. This is how
     /// collective layers build non-blocking collectives.
-    pub fn start_task(&self, output: Option<&'s mut [u8]>, task: Box<dyn Task>) -> Request<'_> {
-        let region = output.map(|o| self.regions.register_mut(o));
-        let id = self.comm.start_task(region, task);
+    pub fn start_task(
+        &self,
+        input: Option<&'s [u8]>,
+        output: Option<&'s mut [u8]>,
+        task: Box<dyn Task>,
+    ) -> Request<'_> {
+        let input = input.map(|i| self.regions.register(i));
+        let output = output.map(|o| self.regions.register_mut(o));
+        let id = self.comm.start_task((input, output), task);
         self.request(Some(id), 1)
     }
 

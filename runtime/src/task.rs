@@ -12,7 +12,8 @@
 //! A task talks through a [`TaskCx`]: sends and receives of buffers the
 //! engine owns (so nothing a task starts can outlive memory it borrowed),
 //! on the collective context of the communicator it was started on, and
-//! one write into the output buffer its scope registered.
+//! reads of the input buffer and writes into the output buffer its scope
+//! registered.
 
 use std::rc::Rc;
 
@@ -45,6 +46,7 @@ pub struct TaskCx<'a> {
     rank: u32,
     group: &'a Rc<[PeerId]>,
     id: ReqId,
+    input: Option<RegionId>,
     active: bool,
 }
 
@@ -62,7 +64,12 @@ impl<'a> TaskCx<'a> {
         group: &'a Rc<[PeerId]>,
         id: ReqId,
     ) -> Self {
-        TaskCx { engine, ctx, rank, group, id, active: false }
+        TaskCx { engine, ctx, rank, group, id, input: None, active: false }
+    }
+
+    pub(crate) fn with_input(mut self, input: Option<RegionId>) -> Self {
+        self.input = input;
+        self
     }
 
     /// Whether the task started or finished a transfer in this poll.
@@ -141,14 +148,28 @@ impl<'a> TaskCx<'a> {
     }
 
     /// Calls `f` with the task's output buffer (registered when the task
-    /// was started); an error if it has none.
-    pub fn write_output(&mut self, f: impl FnOnce(&mut [u8])) -> Result<()> {
+    /// was started, and borrowed until its scope ends); an error if it has
+    /// none.
+    pub fn write_output<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         let region = self.engine.output_of(self.id).ok_or_else(|| {
             Error::Protocol("a task without an output buffer tried to write one".into())
         })?;
         self.engine
             .regions()
             .with_mut(region, f)
+            .ok_or(Error::Transport(hpcomm_transport::TransportError::InvalidRegion))
+    }
+
+    /// Calls `f` with the task's input buffer (registered when the task was
+    /// started, and borrowed until its scope ends); an error if it has
+    /// none.
+    pub fn read_input<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let region = self.input.ok_or_else(|| {
+            Error::Protocol("a task without an input buffer tried to read one".into())
+        })?;
+        self.engine
+            .regions()
+            .with(region, f)
             .ok_or(Error::Transport(hpcomm_transport::TransportError::InvalidRegion))
     }
 }

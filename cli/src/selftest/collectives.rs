@@ -710,12 +710,13 @@ pub(super) fn non_blocking(comm: &Communicator) {
                 ));
             }
             let mut got = vec![3u32; rlen];
+            let (numbers, mats) = (linear::<u64>(n, r, len), matrices(r, len));
             c.scope(|s| {
                 let mut reqs = vec![
                     s.ibarrier()?,
                     s.ibroadcast(&mut bcast, root)?,
-                    s.iall_reduce(&linear::<u64>(n, r, len), &mut sum, Sum)?,
-                    s.iall_reduce(&matrices(r, len), &mut product, ordered())?,
+                    s.iall_reduce(&numbers, &mut sum, Sum)?,
+                    s.iall_reduce(&mats, &mut product, ordered())?,
                     s.iall_to_all_v(&send, &scounts, &sdispls, &mut got, &rcounts, &rdispls)?,
                 ];
                 wait_all(&mut reqs)?;
@@ -742,9 +743,9 @@ pub(super) fn non_blocking(comm: &Communicator) {
         // own advancing of rank 0's all-reduce can send.
         if n >= 4 && n.is_power_of_two() {
             let partner = n / 2;
-            let mut total = [0u64];
+            let (mine, mut total) = ([r as u64], [0u64]);
             c.scope(|s| {
-                let req = s.iall_reduce(&[r as u64], &mut total, Sum)?;
+                let req = s.iall_reduce(&mine, &mut total, Sum)?;
                 if r == 0 {
                     c.recv(&mut [0u8], partner, 80)?;
                     req.wait()?;

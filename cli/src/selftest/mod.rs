@@ -90,10 +90,10 @@ pub const CASES: &[Case] = &[
 /// The collective cases that exercise each forceable collective's
 /// algorithms (`HPCOMM_<COLLECTIVE>`), by collective.
 pub const COLLECTIVE_CASES: &[(&str, &[&str])] = &[
-    ("barrier", &["coll-barrier"]),
-    ("bcast", &["coll-bcast"]),
+    ("barrier", &["coll-barrier", "coll-nonblocking"]),
+    ("bcast", &["coll-bcast", "coll-nonblocking"]),
     ("reduce", &["coll-reduce", "coll-reduce-scatter"]),
-    ("allreduce", &["coll-allreduce", "coll-repro"]),
+    ("allreduce", &["coll-allreduce", "coll-repro", "coll-nonblocking"]),
     ("allgather", &["coll-allgather"]),
     ("alltoall", &["coll-alltoall"]),
 ];

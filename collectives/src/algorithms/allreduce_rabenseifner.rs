@@ -8,32 +8,25 @@
 //! Every block is combined once and then copied, so all ranks get
 //! bitwise-identical results.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use super::halving::Folded;
+use crate::schedule::{Piece, Schedule};
 
-use super::halving;
-use crate::channel::Channel;
-use crate::op::Operation;
-
-/// All-reduce into `acc`, whose contents are this rank's data — or, when
-/// `input` is given and the communicator's size is a power of two, are
-/// ignored and the data is read from `input` (saving a copy).
-pub(crate) fn all_reduce<T: Pod>(
-    ch: &Channel,
-    input: Option<&[T]>,
-    acc: &mut [T],
-    op: &impl Operation<T>,
-) -> Result<()> {
+/// Rank `me` of `n`'s rounds for a vector of `len` elements, read from the
+/// input when `input` is set (on a power of two the first exchange reads
+/// it in place, saving a copy), else already in the work buffer.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(8 * usize::BITS as usize);
+    let folded = Folded::new(n, me);
     let mut input = input;
-    if !ch.size().is_power_of_two() {
-        if let Some(data) = input.take() {
-            acc.copy_from_slice(data);
-        }
+    if input && !n.is_power_of_two() {
+        s.copy(Piece::input(0..len), Piece::work(0..len));
+        input = false;
     }
-    let folded = halving::fold(ch, acc, op)?;
+    folded.fold(&mut s, len);
     if let Some(newrank) = folded.newrank {
-        halving::reduce_scatter(ch, acc, input, op, &folded, newrank)?;
-        halving::all_gather(ch, acc, &folded, newrank)?;
+        folded.reduce_scatter(&mut s, len, input, newrank);
+        folded.all_gather(&mut s, len, newrank);
     }
-    halving::unfold(ch, acc, &folded)
+    folded.unfold(&mut s, len);
+    s.build()
 }

@@ -8,29 +8,29 @@
 //! before and unfold after. Cost: `⌈log₂ p⌉ (α + nβ + nγ)` (`+ 2α + 2nβ +
 //! nγ` off powers of two). Best for short vectors. Any `p`, any operation.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use super::halving::Folded;
+use crate::schedule::{Piece, Schedule};
 
-use super::halving;
-use crate::channel::Channel;
-use crate::op::Operation;
-
-pub(crate) fn all_reduce<T: Pod>(
-    ch: &Channel,
-    acc: &mut [T],
-    op: &impl Operation<T>,
-) -> Result<()> {
-    let folded = halving::fold(ch, acc, op)?;
+/// Rank `me` of `n`'s rounds for a vector of `len` elements, read from the
+/// input first when `input` is set, else already in the work buffer.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(4 * usize::BITS as usize);
+    if input {
+        s.copy(Piece::input(0..len), Piece::work(0..len));
+    }
+    let folded = Folded::new(n, me);
+    folded.fold(&mut s, len);
     if let Some(newrank) = folded.newrank {
-        let mut tmp = vec![T::zeroed(); acc.len()];
+        s.need_scratch(len);
         let mut mask = 1;
         while mask < folded.pof2 {
             let partner = newrank ^ mask;
             let peer = folded.rank_of(partner);
-            ch.sendrecv(acc, peer, &mut tmp, peer)?;
-            op.apply(acc, &tmp, newrank < partner);
+            s.send(peer, Piece::work(0..len)).recv(peer, Piece::scratch(0..len));
+            s.reduce(Piece::work(0..len), Piece::scratch(0..len), newrank < partner).end_round();
             mask <<= 1;
         }
     }
-    halving::unfold(ch, acc, &folded)
+    folded.unfold(&mut s, len);
+    s.build()
 }

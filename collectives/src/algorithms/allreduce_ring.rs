@@ -8,34 +8,29 @@
 //! vectors. Commutative operations only. Each piece is combined once and
 //! then copied, so all ranks get bitwise-identical results.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
+use crate::util::piece;
 
-use crate::channel::Channel;
-use crate::op::Operation;
-use crate::util::{piece, split_pair};
-
-pub(crate) fn all_reduce<T: Pod>(
-    ch: &Channel,
-    acc: &mut [T],
-    op: &impl Operation<T>,
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let len = acc.len();
+/// Rank `me` of `n`'s rounds for a vector of `len` elements, read from the
+/// input first when `input` is set, else already in the work buffer.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(8 * n);
+    if input {
+        s.copy(Piece::input(0..len), Piece::work(0..len));
+    }
     let (right, left) = ((me + 1) % n, (me + n - 1) % n);
-    let mut tmp = vec![T::zeroed(); piece(len, n, n - 1).len()];
+    s.need_scratch(piece(len, n, n - 1).len());
     for step in 0..n.saturating_sub(1) {
         let out = piece(len, n, (me + n - step) % n);
         let inc = piece(len, n, (me + 2 * n - step - 1) % n);
-        let incoming = &mut tmp[..inc.len()];
-        ch.sendrecv(&acc[out], right, incoming, left)?;
-        op.apply(&mut acc[inc], incoming, false);
+        let tmp = Piece::scratch(0..inc.len());
+        s.send(right, Piece::work(out)).recv(left, tmp.clone());
+        s.reduce(Piece::work(inc), tmp, false).end_round();
     }
     for step in 0..n.saturating_sub(1) {
         let out = piece(len, n, (me + 1 + n - step) % n);
         let inc = piece(len, n, (me + n - step) % n);
-        let (send, recv) = split_pair(acc, out, inc);
-        ch.sendrecv(send, right, recv, left)?;
+        s.send(right, Piece::work(out)).recv(left, Piece::work(inc)).end_round();
     }
-    Ok(())
+    s.build()
 }

@@ -4,16 +4,16 @@
 //! `r − k` (modulo `p`). After `⌈log₂ p⌉` rounds every rank has heard,
 //! directly or not, from every other. Cost: `⌈log₂ p⌉ α`. Any `p`.
 
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-pub(crate) fn barrier(ch: &Channel) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
+/// Rank `me` of `n`'s rounds: an empty message each way.
+pub(crate) fn schedule(n: usize, me: usize) -> Schedule {
+    let mut s = Schedule::with_capacity(3 * usize::BITS as usize);
     let mut k = 1;
     while k < n {
-        ch.sendrecv::<u8>(&[], (me + k) % n, &mut [], (me + n - k) % n)?;
+        s.send((me + k) % n, Piece::work(0..0)).recv((me + n - k) % n, Piece::work(0..0));
+        s.end_round();
         k <<= 1;
     }
-    Ok(())
+    s.build()
 }

@@ -1,22 +1,21 @@
 //! Binomial-tree broadcast.
 //!
 //! Ranks are numbered relative to the root; rank `r` receives from `r`
-//! minus its lowest set bit and forwards to `r + 2^j` for each smaller
-//! power of two. Cost: `⌈log₂ p⌉ (α + nβ)`. Best for short messages and
-//! small communicators. Any `p`.
+//! minus its lowest set bit, then forwards to `r + 2^j` for each smaller
+//! power of two, all at once. Cost: `⌈log₂ p⌉ (α + nβ)`. Best for short
+//! messages and small communicators. Any `p`.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-pub(crate) fn bcast<T: Pod>(ch: &Channel, buf: &mut [T], root: usize) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
+/// Rank `me` of `n`'s rounds for `len` elements in the work buffer from
+/// `root`.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule {
+    let mut s = Schedule::new();
     let rel = (me + n - root) % n;
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            ch.recv(buf, (rel - mask + root) % n)?;
+            s.recv((rel - mask + root) % n, Piece::work(0..len)).end_round();
             break;
         }
         mask <<= 1;
@@ -24,9 +23,9 @@ pub(crate) fn bcast<T: Pod>(ch: &Channel, buf: &mut [T], root: usize) -> Result<
     mask >>= 1;
     while mask > 0 {
         if rel + mask < n {
-            ch.send(buf, (rel + mask + root) % n)?;
+            s.send((rel + mask + root) % n, Piece::work(0..len));
         }
         mask >>= 1;
     }
-    Ok(())
+    s.build()
 }

@@ -8,28 +8,27 @@
 //! term of the binomial tree, at the price of more messages; for long
 //! messages. Any `p`.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
+use crate::util::piece;
 
-use crate::channel::Channel;
-use crate::util::{piece, split_pair};
-
-pub(crate) fn bcast<T: Pod>(ch: &Channel, buf: &mut [T], root: usize) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
+/// Rank `me` of `n`'s rounds for `len` elements in the work buffer from
+/// `root`.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule {
+    let mut s = Schedule::with_capacity(4 * n);
     if n == 1 {
-        return Ok(());
+        return s.build();
     }
-    let len = buf.len();
     // Pieces `a..b` (relative ranks) as a range of elements.
     let span = |a: usize, b: usize| piece(len, n, a).start..piece(len, n, b.min(n) - 1).end;
     let rel = (me + n - root) % n;
     let actual = |r: usize| (r + root) % n;
 
-    // Scatter: receive this subtree's pieces from the parent.
+    // Scatter: receive this subtree's pieces from the parent, then pass
+    // each child its subtree's.
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            ch.recv(&mut buf[span(rel, rel + mask)], actual(rel - mask))?;
+            s.recv(actual(rel - mask), Piece::work(span(rel, rel + mask))).end_round();
             break;
         }
         mask <<= 1;
@@ -37,18 +36,18 @@ pub(crate) fn bcast<T: Pod>(ch: &Channel, buf: &mut [T], root: usize) -> Result<
     mask >>= 1;
     while mask > 0 {
         if rel + mask < n {
-            ch.send(&buf[span(rel + mask, rel + 2 * mask)], actual(rel + mask))?;
+            s.send(actual(rel + mask), Piece::work(span(rel + mask, rel + 2 * mask)));
         }
         mask >>= 1;
     }
+    s.end_round();
 
     // Ring all-gather of the pieces, in relative numbering.
     let (right, left) = ((me + 1) % n, (me + n - 1) % n);
     for step in 0..n - 1 {
         let out = piece(len, n, (rel + n - step) % n);
         let inc = piece(len, n, (rel + 2 * n - step - 1) % n);
-        let (send, recv) = split_pair(buf, out, inc);
-        ch.sendrecv(send, right, recv, left)?;
+        s.send(right, Piece::work(out)).recv(left, Piece::work(inc)).end_round();
     }
-    Ok(())
+    s.build()
 }

@@ -8,31 +8,26 @@
 //! Each rank combines only its share of the vector, so this wins for long
 //! vectors. Commutative operations only.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use super::halving::Folded;
+use crate::schedule::{Piece, Schedule};
 
-use super::halving;
-use crate::channel::Channel;
-use crate::op::Operation;
-
-pub(crate) fn reduce<T: Pod>(
-    ch: &Channel,
-    acc: &mut [T],
-    op: &impl Operation<T>,
-    root: usize,
-) -> Result<()> {
-    let folded = halving::fold(ch, acc, op)?;
+/// Rank `me` of `n`'s rounds reducing the `len` elements of every work
+/// buffer into `root`'s.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule {
+    let mut s = Schedule::with_capacity(8 * usize::BITS as usize);
+    let folded = Folded::new(n, me);
+    folded.fold(&mut s, len);
     if let Some(newrank) = folded.newrank {
-        halving::reduce_scatter(ch, acc, None, op, &folded, newrank)?;
-        halving::gather(ch, acc, &folded, newrank)?;
+        folded.reduce_scatter(&mut s, len, false, newrank);
+        folded.gather(&mut s, len, newrank);
     }
     let holder = folded.rank_of(0);
     if holder != root {
-        if ch.rank() == holder {
-            ch.send(acc, root)?;
-        } else if ch.rank() == root {
-            ch.recv(acc, holder)?;
+        if me == holder {
+            s.send(root, Piece::work(0..len)).end_round();
+        } else if me == root {
+            s.recv(holder, Piece::work(0..len)).end_round();
         }
     }
-    Ok(())
+    s.build()
 }

@@ -57,6 +57,8 @@ struct TaskEntry {
     ctx: ContextId,
     rank: u32,
     group: std::rc::Rc<[PeerId]>,
+    /// The buffer the task reads, released when it ends.
+    input: Option<RegionId>,
     task: Box<dyn Task>,
 }
 
@@ -344,18 +346,18 @@ impl Engine {
     }
 
     /// Starts `task` on context `ctx` (as `rank` of `group`) and advances
-    /// it once. Its request finishes when the task does; `output`, if any,
-    /// is released then.
+    /// it once. Its request finishes when the task does; `input` and
+    /// `output`, if any, are released then.
     pub fn start_task(
         &mut self,
         ctx: ContextId,
         rank: u32,
         group: std::rc::Rc<[PeerId]>,
-        output: Option<RegionId>,
+        (input, output): (Option<RegionId>, Option<RegionId>),
         task: Box<dyn Task>,
     ) -> ReqId {
         let id = self.state.reqs.alloc(Req::new(Stage::Task, ctx, output, None));
-        self.tasks.push(TaskEntry { id, ctx, rank, group, task });
+        self.tasks.push(TaskEntry { id, ctx, rank, group, input, task });
         self.poll_tasks();
         id
     }
@@ -366,11 +368,17 @@ impl Engine {
         let mut busy = false;
         tasks.retain_mut(|entry| {
             let (outcome, active) = {
-                let mut cx = TaskCx::new(self, entry.ctx, entry.rank, &entry.group, entry.id);
+                let mut cx = TaskCx::new(self, entry.ctx, entry.rank, &entry.group, entry.id)
+                    .with_input(entry.input);
                 let outcome = entry.task.poll(&mut cx);
                 (outcome, cx.active())
             };
             busy |= active;
+            if !matches!(outcome, Ok(false)) {
+                if let Some(input) = entry.input {
+                    self.regions.release(input);
+                }
+            }
             match outcome {
                 Ok(false) => true,
                 Ok(true) => {

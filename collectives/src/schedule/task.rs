@@ -1,0 +1,247 @@
+//! Runs a schedule as a progress-engine task: the non-blocking form of
+//! every collective built from one.
+//!
+//! Each poll finishes what it can of the current round (collects the
+//! transfers that completed; once all have, lands the received pieces and
+//! applies the round's local steps) and posts the next round, until the
+//! schedule ends. The input and output are the caller's buffers, borrowed
+//! by the scope and reached through the task's context: the input is never
+//! copied as a whole, the result is built in the output itself. What is
+//! copied: each piece sent, into the message buffer the engine owns, and
+//! each piece received, from the engine's buffer to its place.
+
+use std::ops::Range;
+
+use bytemuck::Pod;
+use hpcomm_runtime::task::{Task, TaskCx, Transfer};
+use hpcomm_runtime::{Error, Result};
+
+use super::{Buf, Piece, Schedule, Step};
+use crate::op::Operation;
+
+/// Combines byte buffers as elements of one type.
+pub(crate) type Reduce = Box<dyn Fn(&mut [u8], &[u8], bool)>;
+
+/// The byte-level combination of `op` on elements of `T`.
+pub(crate) fn reduce_of<T: Pod, O: Operation<T> + 'static>(op: O) -> Reduce {
+    Box::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
+        reduce_bytes(&op, acc, other, acc_left)
+    })
+}
+
+/// The combination of a schedule that combines nothing.
+pub(crate) fn no_reduce() -> Reduce {
+    Box::new(|_: &mut [u8], _: &[u8], _: bool| {
+        debug_assert!(false, "a schedule without an operation combined pieces")
+    })
+}
+
+/// Combines byte buffers as elements of `T`; works on aligned copies when
+/// the bytes are not aligned for `T`.
+fn reduce_bytes<T: Pod>(op: &impl Operation<T>, acc: &mut [u8], other: &[u8], acc_left: bool) {
+    match (bytemuck::try_cast_slice_mut::<u8, T>(acc), bytemuck::try_cast_slice::<u8, T>(other)) {
+        (Ok(a), Ok(b)) => op.apply(a, b, acc_left),
+        _ => {
+            let n = acc.len() / std::mem::size_of::<T>();
+            let mut a = vec![T::zeroed(); n];
+            let mut b = vec![T::zeroed(); n];
+            bytemuck::cast_slice_mut(&mut a).copy_from_slice(acc);
+            bytemuck::cast_slice_mut(&mut b).copy_from_slice(other);
+            op.apply(&mut a, &b, acc_left);
+            acc.copy_from_slice(bytemuck::cast_slice(&a));
+        }
+    }
+}
+
+/// A schedule in progress; see the module documentation.
+pub(crate) struct ScheduleTask {
+    schedule: Schedule,
+    rounds: Vec<Range<usize>>,
+    /// The round in progress (posted) or next to post.
+    at: usize,
+    posted: bool,
+    tag: i32,
+    /// Bytes per element.
+    elem: usize,
+    reduce: Reduce,
+    scratch: Vec<u8>,
+    sends: Vec<Transfer>,
+    recvs: Vec<(Transfer, Piece)>,
+    arrived: Vec<(Piece, Vec<u8>)>,
+    mismatch: Option<String>,
+}
+
+impl ScheduleTask {
+    /// A task running `schedule` with messages tagged `tag`, on elements of
+    /// `elem` bytes, combining with `reduce`.
+    pub(crate) fn new(schedule: Schedule, tag: i32, elem: usize, reduce: Reduce) -> ScheduleTask {
+        ScheduleTask {
+            rounds: schedule.round_ranges(),
+            scratch: vec![0; schedule.scratch * elem],
+            schedule,
+            at: 0,
+            posted: false,
+            tag,
+            elem,
+            reduce,
+            sends: Vec::new(),
+            recvs: Vec::new(),
+            arrived: Vec::new(),
+            mismatch: None,
+        }
+    }
+
+    fn bytes(&self, p: &Piece) -> Range<usize> {
+        p.range.start * self.elem..p.range.end * self.elem
+    }
+
+    /// A copy of a piece.
+    fn read(&self, cx: &mut TaskCx<'_>, p: &Piece) -> Result<Vec<u8>> {
+        let r = self.bytes(p);
+        if r.is_empty() {
+            return Ok(Vec::new());
+        }
+        let copy = |b: &[u8]| b.get(r.clone()).map(<[u8]>::to_vec);
+        match p.buf {
+            Buf::Input => cx.read_input(copy)?,
+            Buf::Work => cx.write_output(|b| copy(b))?,
+            Buf::Scratch => copy(&self.scratch),
+        }
+        .ok_or_else(outside)
+    }
+
+    /// Runs `f` on the bytes of a writable piece.
+    fn write<R>(
+        &mut self,
+        cx: &mut TaskCx<'_>,
+        p: &Piece,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        let r = self.bytes(p);
+        match p.buf {
+            Buf::Input => Err(Error::Protocol("a collective schedule wrote its input".into())),
+            Buf::Work if r.is_empty() => Ok(f(&mut [])),
+            Buf::Work => cx.write_output(|b| b.get_mut(r).map(f))?.ok_or_else(outside),
+            Buf::Scratch => self.scratch.get_mut(r).map(f).ok_or_else(outside),
+        }
+    }
+
+    fn post(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+        let range = self.rounds[self.at].clone();
+        for i in range {
+            match &self.schedule.steps[i] {
+                Step::Send { to, piece } => {
+                    let (to, piece) = (*to, piece.clone());
+                    let data = self.read(cx, &piece)?;
+                    self.sends.push(cx.send(to, self.tag, data)?);
+                }
+                Step::Recv { from, piece } => {
+                    let len = piece.len() * self.elem;
+                    let piece = piece.clone();
+                    self.recvs.push((cx.recv(*from, self.tag, len)?, piece));
+                }
+                _ => break,
+            }
+        }
+        self.posted = true;
+        Ok(())
+    }
+
+    /// Collects finished transfers; whether all of the round's have.
+    fn collect(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
+        let mut failure = None;
+        self.sends.retain(|&t| match cx.test(t) {
+            None => true,
+            Some(Ok(_)) => false,
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+                false
+            }
+        });
+        let mut i = 0;
+        while i < self.recvs.len() {
+            let Some(outcome) = cx.test(self.recvs[i].0) else {
+                i += 1;
+                continue;
+            };
+            let (_, piece) = self.recvs.swap_remove(i);
+            let len = piece.len() * self.elem;
+            match outcome {
+                Ok(mut data) => {
+                    if data.len() != len {
+                        self.mismatch.get_or_insert(format!(
+                            "{} bytes arrived where {len} were expected",
+                            data.len()
+                        ));
+                        data.resize(len, 0);
+                    }
+                    self.arrived.push((piece, data));
+                }
+                Err(Error::Truncated { needed, capacity }) => {
+                    self.mismatch.get_or_insert(format!(
+                        "{needed} bytes arrived where {capacity} were expected"
+                    ));
+                    self.arrived.push((piece, vec![0; len]));
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(self.sends.is_empty() && self.recvs.is_empty())
+    }
+
+    /// Lands the received pieces and applies the round's local steps.
+    fn complete(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
+        for (piece, data) in std::mem::take(&mut self.arrived) {
+            self.write(cx, &piece, |b| b.copy_from_slice(&data))?;
+        }
+        let range = self.rounds[self.at].clone();
+        for i in range {
+            match self.schedule.steps[i].clone() {
+                Step::Reduce { into, operand, into_left } => {
+                    let other = self.read(cx, &operand)?;
+                    let reduce = std::mem::replace(&mut self.reduce, no_reduce());
+                    let done = self.write(cx, &into, |b| reduce(b, &other, into_left));
+                    self.reduce = reduce;
+                    done?;
+                }
+                Step::Copy { from, to } => {
+                    let data = self.read(cx, &from)?;
+                    self.write(cx, &to, |b| b.copy_from_slice(&data))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outside() -> Error {
+    Error::Protocol("a collective schedule named a piece outside its buffer".into())
+}
+
+impl Task for ScheduleTask {
+    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
+        loop {
+            if self.posted {
+                if !self.collect(cx)? {
+                    return Ok(false);
+                }
+                self.complete(cx)?;
+                self.at += 1;
+                self.posted = false;
+            }
+            if self.at == self.rounds.len() {
+                return match self.mismatch.take() {
+                    Some(m) => Err(Error::CollectiveMismatch(m)),
+                    None => Ok(true),
+                };
+            }
+            self.post(cx)?;
+        }
+    }
+}
