@@ -27,7 +27,11 @@
 //! rank must call the same collectives in the same order.
 //!
 //! The algorithms live in `algorithms/`, one per file, each with its cost
-//! in α-β-γ terms and its restrictions; [`select`] picks one per call by
+//! in α-β-γ terms and its restrictions. More and more of them are written
+//! as *schedules* (`schedule/`): rounds of sends and receives followed by
+//! local combinations, which one executor runs blocking and another as a
+//! task of the progress engine, so the blocking and non-blocking forms of a
+//! collective run the same algorithm. [`select`] picks one per call by
 //! message size, communicator size and the operation's commutativity, and
 //! `HPCOMM_<COLLECTIVE>=<name>` forces one. Reductions keep MPI's order
 //! rule — a lower rank's contribution is the left operand — so a
@@ -41,7 +45,8 @@
 //! Non-blocking variants of barrier, broadcast, all-reduce and all-to-all
 //! with counts are started in a [`Scope`](hpcomm_runtime::Scope) through
 //! the [`NonBlocking`] trait and complete like any other request; the
-//! progress engine advances them whenever the rank communicates.
+//! progress engine advances them whenever the rank communicates. The first
+//! three run the algorithm the blocking form would choose.
 //!
 //! # Errors
 //!
@@ -354,7 +359,7 @@ fn run_reduce<T: Pod>(
     match select::reduce(comm, bytes::<T>(acc.len()), acc.len(), op.commutative())? {
         select::Reduce::Binomial => reduce_binomial::reduce(&ch, acc, op, root)?,
         select::Reduce::Rabenseifner => {
-            let schedule = reduce_rabenseifner::schedule(comm.size(), comm.rank(), acc.len(), root);
+            let schedule = plans::reduce_rabenseifner(comm, acc.len(), root);
             schedule::blocking::run(&ch, &schedule, &[], acc, op)?
         }
     }
@@ -512,7 +517,8 @@ fn run_scan<T: Pod>(
 impl Collectives for Communicator {
     fn barrier(&self) -> Result<()> {
         let ch = Channel::new(self, CollTag::Barrier);
-        schedule::blocking::run::<u8>(&ch, &plans::barrier(self)?, &[], &mut [], &NoReduce)?;
+        let schedule = plans::barrier(self)?;
+        schedule::blocking::run::<u8>(&ch, &schedule, &[], &mut [], &NoReduce)?;
         ch.finish()
     }
 

@@ -87,7 +87,8 @@ pub trait NonBlocking<'s> {
 impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     fn ibarrier(&self) -> Result<Request<'_>> {
         let comm = self.comm();
-        let task = ScheduleTask::new(plans::barrier(comm)?, tag_for(comm), 1, no_reduce());
+        let task =
+            ScheduleTask::new(plans::barrier(comm)?.into_schedule(), tag_for(comm), 1, no_reduce());
         Ok(self.start_task(None, None, Box::new(task)))
     }
 
@@ -95,7 +96,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         let comm = self.comm();
         check_root(root, comm.size())?;
         let len = buf.len();
-        let schedule = plans::bcast(comm, len, std::mem::size_of_val(buf), root)?;
+        let schedule = plans::bcast(comm, len, std::mem::size_of_val(buf), root)?.into_schedule();
         let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), no_reduce());
         Ok(self.start_task(None, Some(bytemuck::cast_slice_mut(buf)), Box::new(task)))
     }
@@ -116,7 +117,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         let comm = self.comm();
         let len = send.len();
         let bytes = std::mem::size_of_val(send);
-        let schedule = plans::allreduce(comm, len, bytes, op.commutative(), true)?;
+        let schedule = plans::allreduce(comm, len, bytes, op.commutative(), true)?.into_schedule();
         let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), reduce_of(op));
         let (input, output) = (bytemuck::cast_slice(send), bytemuck::cast_slice_mut(recv));
         Ok(self.start_task(Some(input), Some(output), Box::new(task)))

@@ -37,6 +37,12 @@ pub(crate) fn pof2_below(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
+/// `⌈log₂ n⌉` (0 for `n ≤ 1`): the rounds of a tree or of recursive
+/// doubling.
+pub(crate) fn log2_ceil(n: usize) -> usize {
+    n.next_power_of_two().trailing_zeros() as usize
+}
+
 /// Whether blocks are pairwise disjoint.
 pub(crate) fn disjoint(blocks: &[Range<usize>]) -> bool {
     let mut sorted: Vec<&Range<usize>> = blocks.iter().filter(|b| !b.is_empty()).collect();
@@ -61,6 +67,7 @@ mod tests {
         assert_eq!(pof2_below(1), 1);
         assert_eq!(pof2_below(7), 4);
         assert_eq!(pof2_below(8), 8);
+        assert_eq!([0, 1, 2, 3, 4, 5, 8, 9].map(log2_ceil), [0, 0, 1, 2, 2, 3, 3, 4]);
     }
 
     #[test]

@@ -10,12 +10,13 @@
 
 use super::halving::Folded;
 use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
 /// Rank `me` of `n`'s rounds for a vector of `len` elements, read from the
 /// input when `input` is set (on a power of two the first exchange reads
 /// it in place, saving a copy), else already in the work buffer.
 pub(crate) fn schedule(n: usize, me: usize, len: usize, input: bool) -> Schedule {
-    let mut s = Schedule::with_capacity(8 * usize::BITS as usize);
+    let mut s = Schedule::with_capacity(8 * log2_ceil(n) + 8);
     let folded = Folded::new(n, me);
     let mut input = input;
     if input && !n.is_power_of_two() {

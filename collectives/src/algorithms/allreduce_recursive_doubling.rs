@@ -10,11 +10,12 @@
 
 use super::halving::Folded;
 use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
 /// Rank `me` of `n`'s rounds for a vector of `len` elements, read from the
 /// input first when `input` is set, else already in the work buffer.
 pub(crate) fn schedule(n: usize, me: usize, len: usize, input: bool) -> Schedule {
-    let mut s = Schedule::with_capacity(4 * usize::BITS as usize);
+    let mut s = Schedule::with_capacity(4 * log2_ceil(n) + 8);
     if input {
         s.copy(Piece::input(0..len), Piece::work(0..len));
     }

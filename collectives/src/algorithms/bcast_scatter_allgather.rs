@@ -24,7 +24,7 @@ pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule
     let actual = |r: usize| (r + root) % n;
 
     // Scatter: receive this subtree's pieces from the parent, then pass
-    // each child its subtree's.
+    // each child its subtree's, largest first, one at a time.
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
@@ -36,11 +36,10 @@ pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule
     mask >>= 1;
     while mask > 0 {
         if rel + mask < n {
-            s.send(actual(rel + mask), Piece::work(span(rel + mask, rel + 2 * mask)));
+            s.send(actual(rel + mask), Piece::work(span(rel + mask, rel + 2 * mask))).end_round();
         }
         mask >>= 1;
     }
-    s.end_round();
 
     // Ring all-gather of the pieces, in relative numbering.
     let (right, left) = ((me + 1) % n, (me + n - 1) % n);

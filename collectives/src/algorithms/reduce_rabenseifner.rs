@@ -10,11 +10,12 @@
 
 use super::halving::Folded;
 use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
 /// Rank `me` of `n`'s rounds reducing the `len` elements of every work
 /// buffer into `root`'s.
 pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule {
-    let mut s = Schedule::with_capacity(8 * usize::BITS as usize);
+    let mut s = Schedule::with_capacity(8 * log2_ceil(n) + 8);
     let folded = Folded::new(n, me);
     folded.fold(&mut s, len);
     if let Some(newrank) = folded.newrank {

@@ -119,6 +119,7 @@ impl<'a> Round<'a> {
 
 impl Schedule {
     /// An empty schedule.
+    #[cfg(test)]
     pub(crate) fn new() -> Schedule {
         Schedule::default()
     }
