@@ -40,10 +40,6 @@ impl Channel {
         Channel { comm: comm.collective_comm(), tag: tag as i32, mismatch: RefCell::new(None) }
     }
 
-    pub(crate) fn rank(&self) -> usize {
-        self.comm.rank()
-    }
-
     pub(crate) fn size(&self) -> usize {
         self.comm.size()
     }
@@ -96,6 +92,11 @@ impl Channel {
         };
         self.mismatch.borrow_mut().get_or_insert(Error::CollectiveMismatch(problem));
         Ok(())
+    }
+
+    /// Records a mismatch found by other means (the caller's own checks).
+    pub(crate) fn mismatch(&self, problem: String) {
+        self.mismatch.borrow_mut().get_or_insert(Error::CollectiveMismatch(problem));
     }
 
     /// Ends the operation: the first mismatch seen, if any.

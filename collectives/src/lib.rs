@@ -60,6 +60,7 @@
 #![deny(missing_docs)]
 
 mod algorithms;
+mod calls;
 mod channel;
 pub mod model;
 mod nonblocking;
@@ -77,11 +78,9 @@ use hpcomm_runtime::Error;
 use hpcomm_runtime::Result;
 pub use nonblocking::NonBlocking;
 
-use algorithms::*;
-use channel::{bad_count, blocks, check_root, packed, Channel, CollTag};
+use channel::bad_count;
 use op::Operation;
 use schedule::blocking::NoReduce;
-use util::disjoint;
 
 /// The collective operations, as methods of [`Communicator`].
 ///
@@ -305,232 +304,17 @@ pub trait Collectives {
     fn exscan_in_place<T: Pod>(&self, buf: &mut [T], op: impl Operation<T>) -> Result<()>;
 }
 
-fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
-    if a != b {
-        return Err(bad_count(format!("{what}: send has {a} elements, receive {b}")));
-    }
-    Ok(())
-}
-
-/// The block length when `len` elements split into `n` equal blocks.
-fn equal_blocks(what: &str, len: usize, n: usize) -> Result<usize> {
-    if len % n != 0 {
-        return Err(bad_count(format!("{what}: {len} elements do not split into {n} blocks")));
-    }
-    Ok(len / n)
-}
-
-fn bytes<T>(count: usize) -> usize {
-    count * std::mem::size_of::<T>()
-}
-
-/// All-reduce into `buf`, of this rank's data in `input` or, without one,
-/// in `buf`.
-fn run_all_reduce<T: Pod>(
-    comm: &Communicator,
-    input: Option<&[T]>,
-    buf: &mut [T],
-    op: &impl Operation<T>,
-) -> Result<()> {
-    let copy_in = |buf: &mut [T]| {
-        if let Some(data) = input {
-            buf.copy_from_slice(data);
-        }
-    };
-    if comm.size() == 1 {
-        copy_in(buf);
-        return Ok(());
-    }
-    let len = buf.len();
-    let schedule = plans::allreduce(comm, len, bytes::<T>(len), op.commutative(), input.is_some())?;
-    let ch = Channel::new(comm, CollTag::Allreduce);
-    schedule::blocking::run(&ch, &schedule, input.unwrap_or(&[]), buf, op)?;
-    ch.finish()
-}
-
-/// Reduces `acc` to the root (the result lands in the root's `acc`).
-fn run_reduce<T: Pod>(
-    comm: &Communicator,
-    acc: &mut [T],
-    op: &impl Operation<T>,
-    root: usize,
-) -> Result<()> {
-    let ch = Channel::new(comm, CollTag::Reduce);
-    match select::reduce(comm, bytes::<T>(acc.len()), acc.len(), op.commutative())? {
-        select::Reduce::Binomial => reduce_binomial::reduce(&ch, acc, op, root)?,
-        select::Reduce::Rabenseifner => {
-            let schedule = plans::reduce_rabenseifner(comm, acc.len(), root);
-            schedule::blocking::run(&ch, &schedule, &[], acc, op)?
-        }
-    }
-    ch.finish()
-}
-
-fn run_all_gather<T: Pod>(
-    comm: &Communicator,
-    buf: &mut [T],
-    counts: &[usize],
-    displs: &[usize],
-) -> Result<()> {
-    let n = comm.size();
-    let ranges = blocks(counts, displs, n, buf.len(), "all_gather_v")?;
-    if !disjoint(&ranges) {
-        return Err(bad_count("all_gather_v: the receive blocks overlap"));
-    }
-    let block = counts[0];
-    let equal = counts.iter().all(|&c| c == block) && displs == packed(counts);
-    let ch = Channel::new(comm, CollTag::Allgather);
-    match select::allgather(comm, bytes::<T>(buf.len()), equal)? {
-        select::Allgather::Ring => allgather_ring::all_gather(&ch, buf, &ranges)?,
-        select::Allgather::Bruck => allgather_bruck::all_gather(&ch, buf, block)?,
-        select::Allgather::RecursiveDoubling => {
-            allgather_recursive_doubling::all_gather(&ch, buf, block)?
-        }
-    }
-    ch.finish()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_all_to_all<T: Pod>(
-    comm: &Communicator,
-    send: &[T],
-    scounts: &[usize],
-    sdispls: &[usize],
-    recv: &mut [T],
-    rcounts: &[usize],
-    rdispls: &[usize],
-) -> Result<()> {
-    let n = comm.size();
-    let sblocks = blocks(scounts, sdispls, n, send.len(), "all_to_all_v (send)")?;
-    let rblocks = blocks(rcounts, rdispls, n, recv.len(), "all_to_all_v (receive)")?;
-    if !disjoint(&rblocks) {
-        return Err(bad_count("all_to_all_v: the receive blocks overlap"));
-    }
-    let block = scounts[0];
-    let equal = scounts.iter().chain(rcounts).all(|&c| c == block)
-        && sdispls == packed(scounts)
-        && rdispls == packed(rcounts);
-    let ch = Channel::new(comm, CollTag::Alltoall);
-    match select::alltoall(comm, bytes::<T>(block), equal)? {
-        select::Alltoall::Pairwise => {
-            alltoall_pairwise::all_to_all(&ch, send, &sblocks, recv, &rblocks)?
-        }
-        select::Alltoall::Bruck => alltoall_bruck::all_to_all(&ch, send, recv, block)?,
-    }
-    ch.finish()
-}
-
-fn gather_at_root<T: Pod>(
-    comm: &Communicator,
-    buf: &mut [T],
-    counts: &[usize],
-    displs: &[usize],
-) -> Result<()> {
-    let ranges = blocks(counts, displs, comm.size(), buf.len(), "gather_v")?;
-    if !disjoint(&ranges) {
-        return Err(bad_count("gather_v: the receive blocks overlap"));
-    }
-    let ch = Channel::new(comm, CollTag::Gather);
-    gather_linear::gather_root(&ch, buf, &ranges)?;
-    ch.finish()
-}
-
-fn gather_from_leaf<T: Pod>(comm: &Communicator, send: &[T], root: usize) -> Result<()> {
-    let ch = Channel::new(comm, CollTag::Gather);
-    gather_linear::gather_leaf(&ch, send, root)?;
-    ch.finish()
-}
-
-fn scatter_from_root<T: Pod>(
-    comm: &Communicator,
-    buf: &[T],
-    counts: &[usize],
-    displs: &[usize],
-) -> Result<()> {
-    let ranges = blocks(counts, displs, comm.size(), buf.len(), "scatter_v")?;
-    let ch = Channel::new(comm, CollTag::Scatter);
-    scatter_linear::scatter_root(&ch, buf, &ranges)?;
-    ch.finish()
-}
-
-fn scatter_to_leaf<T: Pod>(comm: &Communicator, recv: &mut [T], root: usize) -> Result<()> {
-    let ch = Channel::new(comm, CollTag::Scatter);
-    scatter_linear::scatter_leaf(&ch, recv, root)?;
-    ch.finish()
-}
-
-fn equal_counts(n: usize, block: usize) -> (Vec<usize>, Vec<usize>) {
-    let counts = vec![block; n];
-    let displs = packed(&counts);
-    (counts, displs)
-}
-
-/// Reduce-scatter of `work` (the whole input, overwritten); rank `r`'s
-/// part of the result is left in `work[blocks[r]]`.
-fn run_reduce_scatter<T: Pod>(
-    comm: &Communicator,
-    work: &mut [T],
-    counts: &[usize],
-    op: &impl Operation<T>,
-) -> Result<std::ops::Range<usize>> {
-    let n = comm.size();
-    if counts.len() != n {
-        return Err(bad_count(format!("reduce_scatter: {} counts for {n} ranks", counts.len())));
-    }
-    let total: usize = counts.iter().sum();
-    if work.len() != total {
-        return Err(bad_count(format!(
-            "reduce_scatter: the input has {} elements, the counts add up to {total}",
-            work.len()
-        )));
-    }
-    let displs = packed(counts);
-    let ranges = blocks(counts, &displs, n, total, "reduce_scatter")?;
-    let me = comm.rank();
-    if op.commutative() {
-        let ch = Channel::new(comm, CollTag::ReduceScatter);
-        reduce_scatter_ring::reduce_scatter(&ch, work, &ranges, op)?;
-        ch.finish()?;
-    } else {
-        // In rank order: reduce everything to rank 0, then scatter.
-        run_reduce(comm, work, op, 0)?;
-        if me == 0 {
-            scatter_from_root(comm, work, counts, &displs)?;
-        } else {
-            scatter_to_leaf(comm, &mut work[ranges[me].clone()], 0)?;
-        }
-    }
-    Ok(ranges[me].clone())
-}
-
-fn run_scan<T: Pod>(
-    comm: &Communicator,
-    buf: &mut [T],
-    op: &impl Operation<T>,
-    exclusive: bool,
-) -> Result<()> {
-    let ch = Channel::new(comm, CollTag::Scan);
-    scan_recursive_doubling::scan(&ch, buf, op, exclusive)?;
-    ch.finish()
+fn elem<T>() -> usize {
+    std::mem::size_of::<T>()
 }
 
 impl Collectives for Communicator {
     fn barrier(&self) -> Result<()> {
-        let ch = Channel::new(self, CollTag::Barrier);
-        let schedule = plans::barrier(self)?;
-        schedule::blocking::run::<u8>(&ch, &schedule, &[], &mut [], &NoReduce)?;
-        ch.finish()
+        calls::barrier(self)?.run::<u8>(self, &[], &mut [], &NoReduce)
     }
 
     fn broadcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.size() == 1 {
-            return Ok(());
-        }
-        let ch = Channel::new(self, CollTag::Bcast);
-        let schedule = plans::bcast(self, buf.len(), bytes::<T>(buf.len()), root)?;
-        schedule::blocking::run(&ch, &schedule, &[], buf, &NoReduce)?;
-        ch.finish()
+        calls::bcast(self, buf.len(), elem::<T>(), root)?.run(self, &[], buf, &NoReduce)
     }
 
     fn reduce<T: Pod>(
@@ -540,14 +324,8 @@ impl Collectives for Communicator {
         op: impl Operation<T>,
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.rank() == root {
-            same_len("reduce", send.len(), recv.len())?;
-            recv.copy_from_slice(send);
-            run_reduce(self, recv, &op, root)
-        } else {
-            run_reduce(self, &mut send.to_vec(), &op, root)
-        }
+        let (s, r, c) = (send.len(), recv.len(), op.commutative());
+        calls::reduce(self, s, r, elem::<T>(), c, root, false)?.run(self, send, recv, &op)
     }
 
     fn reduce_in_place<T: Pod>(
@@ -556,28 +334,32 @@ impl Collectives for Communicator {
         op: impl Operation<T>,
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
+        let (len, c) = (buf.len(), op.commutative());
+        let call = calls::reduce(self, len, len, elem::<T>(), c, root, true)?;
         if self.rank() == root {
-            run_reduce(self, buf, &op, root)
+            call.run(self, &[], buf, &op)
         } else {
-            run_reduce(self, &mut buf.to_vec(), &op, root)
+            // Elsewhere the buffer is only the input.
+            call.run(self, buf, &mut [], &op)
         }
     }
 
     fn all_reduce<T: Pod>(&self, send: &[T], recv: &mut [T], op: impl Operation<T>) -> Result<()> {
-        same_len("all_reduce", send.len(), recv.len())?;
-        run_all_reduce(self, Some(send), recv, &op)
+        let c = op.commutative();
+        calls::all_reduce(self, Some(send.len()), recv.len(), elem::<T>(), c)?
+            .run(self, send, recv, &op)
     }
 
     fn all_reduce_in_place<T: Pod>(&self, buf: &mut [T], op: impl Operation<T>) -> Result<()> {
-        run_all_reduce(self, None, buf, &op)
+        let c = op.commutative();
+        calls::all_reduce(self, None, buf.len(), elem::<T>(), c)?.run(self, &[], buf, &op)
     }
 
     fn all_reduce_sum_reproducible(&self, send: &[f64], recv: &mut [f64]) -> Result<()> {
-        same_len("all_reduce_sum_reproducible", send.len(), recv.len())?;
+        calls::same_len("all_reduce_sum_reproducible", send.len(), recv.len())?;
         let mut exact: Vec<repro::Exact> =
             send.iter().map(|&x| repro::Exact::from_f64(x)).collect();
-        run_all_reduce(self, None, &mut exact, &repro::ExactSum)?;
+        self.all_reduce_in_place(&mut exact, repro::ExactSum)?;
         for (r, e) in recv.iter_mut().zip(&exact) {
             *r = e.to_f64();
         }
@@ -585,33 +367,12 @@ impl Collectives for Communicator {
     }
 
     fn gather<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
-        let n = self.size();
-        check_root(root, n)?;
-        if self.rank() != root {
-            return gather_from_leaf(self, send, root);
-        }
-        if recv.len() != n * send.len() {
-            return Err(bad_count(format!(
-                "gather: the root's receive buffer has {} elements, {n} ranks × {} expected",
-                recv.len(),
-                send.len()
-            )));
-        }
-        let b = send.len();
-        recv[root * b..(root + 1) * b].copy_from_slice(send);
-        let (counts, displs) = equal_counts(n, b);
-        gather_at_root(self, recv, &counts, &displs)
+        calls::gather(self, Some(send.len()), recv.len(), None, root)?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn gather_in_place<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
-        let n = self.size();
-        check_root(root, n)?;
-        if self.rank() != root {
-            return gather_from_leaf(self, buf, root);
-        }
-        let block = equal_blocks("gather_in_place", buf.len(), n)?;
-        let (counts, displs) = equal_counts(n, block);
-        gather_at_root(self, buf, &counts, &displs)
+        calls::gather(self, None, buf.len(), None, root)?.run(self, &[], buf, &NoReduce)
     }
 
     fn gather_v<T: Pod>(
@@ -622,14 +383,8 @@ impl Collectives for Communicator {
         displs: &[usize],
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.rank() != root {
-            return gather_from_leaf(self, send, root);
-        }
-        let ranges = blocks(counts, displs, self.size(), recv.len(), "gather_v")?;
-        same_len("gather_v (the root's own block)", send.len(), ranges[root].len())?;
-        recv[ranges[root].clone()].copy_from_slice(send);
-        gather_at_root(self, recv, counts, displs)
+        calls::gather(self, Some(send.len()), recv.len(), Some((counts, displs)), root)?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn gather_v_in_place<T: Pod>(
@@ -639,41 +394,21 @@ impl Collectives for Communicator {
         displs: &[usize],
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.rank() != root {
-            return gather_from_leaf(self, buf, root);
-        }
-        gather_at_root(self, buf, counts, displs)
+        calls::gather(self, None, buf.len(), Some((counts, displs)), root)?.run(
+            self,
+            &[],
+            buf,
+            &NoReduce,
+        )
     }
 
     fn scatter<T: Pod>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
-        let n = self.size();
-        check_root(root, n)?;
-        if self.rank() != root {
-            return scatter_to_leaf(self, recv, root);
-        }
-        if send.len() != n * recv.len() {
-            return Err(bad_count(format!(
-                "scatter: the root's send buffer has {} elements, {n} ranks × {} expected",
-                send.len(),
-                recv.len()
-            )));
-        }
-        let b = recv.len();
-        recv.copy_from_slice(&send[root * b..(root + 1) * b]);
-        let (counts, displs) = equal_counts(n, b);
-        scatter_from_root(self, send, &counts, &displs)
+        calls::scatter(self, Some(send.len()), recv.len(), None, root)?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn scatter_in_place<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
-        let n = self.size();
-        check_root(root, n)?;
-        if self.rank() != root {
-            return scatter_to_leaf(self, buf, root);
-        }
-        let block = equal_blocks("scatter_in_place", buf.len(), n)?;
-        let (counts, displs) = equal_counts(n, block);
-        scatter_from_root(self, buf, &counts, &displs)
+        calls::scatter(self, None, buf.len(), None, root)?.run(self, &[], buf, &NoReduce)
     }
 
     fn scatter_v<T: Pod>(
@@ -684,14 +419,8 @@ impl Collectives for Communicator {
         recv: &mut [T],
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.rank() != root {
-            return scatter_to_leaf(self, recv, root);
-        }
-        let ranges = blocks(counts, displs, self.size(), send.len(), "scatter_v")?;
-        same_len("scatter_v (the root's own block)", ranges[root].len(), recv.len())?;
-        recv.copy_from_slice(&send[ranges[root].clone()]);
-        scatter_from_root(self, send, counts, displs)
+        calls::scatter(self, Some(send.len()), recv.len(), Some((counts, displs)), root)?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn scatter_v_in_place<T: Pod>(
@@ -701,31 +430,21 @@ impl Collectives for Communicator {
         displs: &[usize],
         root: usize,
     ) -> Result<()> {
-        check_root(root, self.size())?;
-        if self.rank() != root {
-            return scatter_to_leaf(self, buf, root);
-        }
-        scatter_from_root(self, buf, counts, displs)
+        calls::scatter(self, None, buf.len(), Some((counts, displs)), root)?.run(
+            self,
+            &[],
+            buf,
+            &NoReduce,
+        )
     }
 
     fn all_gather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let (n, me, b) = (self.size(), self.rank(), send.len());
-        if recv.len() != n * b {
-            return Err(bad_count(format!(
-                "all_gather: the receive buffer has {} elements, {n} ranks × {b} expected",
-                recv.len()
-            )));
-        }
-        recv[me * b..(me + 1) * b].copy_from_slice(send);
-        let (counts, displs) = equal_counts(n, b);
-        run_all_gather(self, recv, &counts, &displs)
+        calls::all_gather(self, Some(send.len()), recv.len(), None, elem::<T>())?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn all_gather_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
-        let n = self.size();
-        let block = equal_blocks("all_gather_in_place", buf.len(), n)?;
-        let (counts, displs) = equal_counts(n, block);
-        run_all_gather(self, buf, &counts, &displs)
+        calls::all_gather(self, None, buf.len(), None, elem::<T>())?.run(self, &[], buf, &NoReduce)
     }
 
     fn all_gather_v<T: Pod>(
@@ -735,11 +454,9 @@ impl Collectives for Communicator {
         counts: &[usize],
         displs: &[usize],
     ) -> Result<()> {
-        let ranges = blocks(counts, displs, self.size(), recv.len(), "all_gather_v")?;
-        let mine = ranges[self.rank()].clone();
-        same_len("all_gather_v (this rank's block)", send.len(), mine.len())?;
-        recv[mine].copy_from_slice(send);
-        run_all_gather(self, recv, counts, displs)
+        let shape = Some((counts, displs));
+        calls::all_gather(self, Some(send.len()), recv.len(), shape, elem::<T>())?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn all_gather_v_in_place<T: Pod>(
@@ -748,15 +465,17 @@ impl Collectives for Communicator {
         counts: &[usize],
         displs: &[usize],
     ) -> Result<()> {
-        run_all_gather(self, buf, counts, displs)
+        calls::all_gather(self, None, buf.len(), Some((counts, displs)), elem::<T>())?.run(
+            self,
+            &[],
+            buf,
+            &NoReduce,
+        )
     }
 
     fn all_to_all<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
-        let n = self.size();
-        same_len("all_to_all", send.len(), recv.len())?;
-        let block = equal_blocks("all_to_all", send.len(), n)?;
-        let (counts, displs) = equal_counts(n, block);
-        run_all_to_all(self, send, &counts, &displs, recv, &counts, &displs)
+        calls::all_to_all(self, send.len(), recv.len(), None, elem::<T>())?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn all_to_all_in_place<T: Pod>(&self, buf: &mut [T]) -> Result<()> {
@@ -773,7 +492,9 @@ impl Collectives for Communicator {
         recv_counts: &[usize],
         recv_displs: &[usize],
     ) -> Result<()> {
-        run_all_to_all(self, send, send_counts, send_displs, recv, recv_counts, recv_displs)
+        let shape = Some([(send_counts, send_displs), (recv_counts, recv_displs)]);
+        calls::all_to_all(self, send.len(), recv.len(), shape, elem::<T>())?
+            .run(self, send, recv, &NoReduce)
     }
 
     fn all_to_all_v_in_place<T: Pod>(
@@ -783,7 +504,7 @@ impl Collectives for Communicator {
         displs: &[usize],
     ) -> Result<()> {
         let send = buf.to_vec();
-        run_all_to_all(self, &send, counts, displs, buf, counts, displs)
+        self.all_to_all_v(&send, counts, displs, buf, counts, displs)
     }
 
     fn reduce_scatter_block<T: Pod>(
@@ -800,11 +521,7 @@ impl Collectives for Communicator {
                 recv.len()
             )));
         }
-        let mut work = send.to_vec();
-        let (counts, _) = equal_counts(n, recv.len());
-        let mine = run_reduce_scatter(self, &mut work, &counts, &op)?;
-        recv.copy_from_slice(&work[mine]);
-        Ok(())
+        self.reduce_scatter(send, recv, &vec![recv.len(); n], op)
     }
 
     fn reduce_scatter_block_in_place<T: Pod>(
@@ -813,11 +530,8 @@ impl Collectives for Communicator {
         op: impl Operation<T>,
     ) -> Result<()> {
         let n = self.size();
-        let block = equal_blocks("reduce_scatter_block_in_place", buf.len(), n)?;
-        let (counts, _) = equal_counts(n, block);
-        let mine = run_reduce_scatter(self, buf, &counts, &op)?;
-        buf.copy_within(mine, 0);
-        Ok(())
+        let block = calls::equal_blocks("reduce_scatter_block_in_place", buf.len(), n)?;
+        self.reduce_scatter_in_place(buf, &vec![block; n], op)
     }
 
     fn reduce_scatter<T: Pod>(
@@ -827,13 +541,9 @@ impl Collectives for Communicator {
         counts: &[usize],
         op: impl Operation<T>,
     ) -> Result<()> {
-        if let Some(&c) = counts.get(self.rank()) {
-            same_len("reduce_scatter (this rank's count)", c, recv.len())?;
-        }
-        let mut work = send.to_vec();
-        let mine = run_reduce_scatter(self, &mut work, counts, &op)?;
-        recv.copy_from_slice(&work[mine]);
-        Ok(())
+        let c = op.commutative();
+        calls::reduce_scatter(self, Some(send.len()), recv.len(), counts, c)?
+            .run(self, send, recv, &op)
     }
 
     fn reduce_scatter_in_place<T: Pod>(
@@ -842,33 +552,24 @@ impl Collectives for Communicator {
         counts: &[usize],
         op: impl Operation<T>,
     ) -> Result<()> {
-        let mine = run_reduce_scatter(self, buf, counts, &op)?;
-        buf.copy_within(mine, 0);
-        Ok(())
+        let c = op.commutative();
+        calls::reduce_scatter(self, None, buf.len(), counts, c)?.run(self, &[], buf, &op)
     }
 
     fn scan<T: Pod>(&self, send: &[T], recv: &mut [T], op: impl Operation<T>) -> Result<()> {
-        same_len("scan", send.len(), recv.len())?;
-        recv.copy_from_slice(send);
-        run_scan(self, recv, &op, false)
+        calls::scan(self, Some(send.len()), recv.len(), false)?.run(self, send, recv, &op)
     }
 
     fn scan_in_place<T: Pod>(&self, buf: &mut [T], op: impl Operation<T>) -> Result<()> {
-        run_scan(self, buf, &op, false)
+        calls::scan(self, None, buf.len(), false)?.run(self, &[], buf, &op)
     }
 
     fn exscan<T: Pod>(&self, send: &[T], recv: &mut [T], op: impl Operation<T>) -> Result<()> {
-        same_len("exscan", send.len(), recv.len())?;
-        // The input travels in a copy: rank 0's `recv` must stay untouched.
-        let mut work = send.to_vec();
-        run_scan(self, &mut work, &op, true)?;
-        if self.rank() > 0 {
-            recv.copy_from_slice(&work);
-        }
-        Ok(())
+        // Rank 0's `recv` stays untouched: the schedule never writes it.
+        calls::scan(self, Some(send.len()), recv.len(), true)?.run(self, send, recv, &op)
     }
 
     fn exscan_in_place<T: Pod>(&self, buf: &mut [T], op: impl Operation<T>) -> Result<()> {
-        run_scan(self, buf, &op, true)
+        calls::scan(self, None, buf.len(), true)?.run(self, &[], buf, &op)
     }
 }

@@ -1,6 +1,6 @@
-//! Non-blocking collectives: `ibarrier`, `ibroadcast`, `iall_reduce` and
-//! `iall_to_all_v`, started in a [`Scope`] and completed like any other
-//! request.
+//! Non-blocking collectives (MPI-3's `MPI_I…`): every collective of
+//! [`Collectives`](crate::Collectives) but the in-place variants, started
+//! in a [`Scope`] and completed like any other request.
 //!
 //! Each runs the schedule of the algorithm the blocking form would choose
 //! ([`select`](crate::select), the same files in `algorithms/`) as a task
@@ -31,17 +31,12 @@
 //! .unwrap();
 //! ```
 
-use std::mem::size_of;
-
 use bytemuck::Pod;
-use hpcomm_runtime::task::{Task, TaskCx, Transfer};
-use hpcomm_runtime::{Communicator, Error, Request, Result, Scope};
+use hpcomm_runtime::{Communicator, Request, Result, Scope};
 
-use crate::channel::{blocks, check_root};
+use crate::calls::{self, Call};
 use crate::op::Operation;
-use crate::plans;
-use crate::schedule::task::{no_reduce, reduce_of, ScheduleTask};
-use crate::util::disjoint;
+use crate::schedule::task::{no_reduce, reduce_of, Reduce, ScheduleTask};
 
 /// The tag of the next non-blocking collective on `comm`: above the
 /// blocking ones, one per operation number (modulo 2²⁴).
@@ -49,7 +44,37 @@ fn tag_for(comm: &Communicator) -> i32 {
     1024 + (comm.next_collective() & 0xff_ffff) as i32
 }
 
-/// The non-blocking collectives, started in a [`Scope`].
+/// Starts a checked call as a task of the scope's progress engine.
+fn start<'r, 's, T: Pod>(
+    scope: &'r Scope<'s, '_>,
+    call: Call,
+    input: &'s [T],
+    output: &'s mut [T],
+    reduce: Reduce,
+) -> Request<'r> {
+    let comm = scope.comm();
+    let elem = std::mem::size_of::<T>();
+    let mut task = ScheduleTask::new(call.plan.into_schedule(), tag_for(comm), elem, reduce)
+        .with_mismatch(call.mismatch);
+    let output = match call.own_work {
+        Some(len) => {
+            task = task.with_own_work(len);
+            None
+        }
+        None => Some(bytemuck::cast_slice_mut(output)),
+    };
+    scope.start_task(Some(bytemuck::cast_slice(input)), output, Box::new(task))
+}
+
+fn elem<T>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+/// The non-blocking collectives, started in a [`Scope`]. Each takes the
+/// arguments of its blocking form in [`Collectives`](crate::Collectives),
+/// with the buffers borrowed until the scope ends: inputs are read in place
+/// (never copied as a whole), results are built in the outputs. Buffers a
+/// rank does not use (a gather's receive buffer off the root) may be empty.
 pub trait NonBlocking<'s> {
     /// Starts a barrier (`MPI_Ibarrier`): completes once every rank has
     /// started it.
@@ -59,46 +84,149 @@ pub trait NonBlocking<'s> {
     /// (`MPI_Ibcast`).
     fn ibroadcast<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>>;
 
+    /// Starts a reduction of every rank's `send` into the root's `recv`
+    /// (`MPI_Ireduce`).
+    fn ireduce<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+        root: usize,
+    ) -> Result<Request<'_>>;
+
     /// Starts an all-reduce of every rank's `send` into `recv`
-    /// (`MPI_Iallreduce`); both stay borrowed until the scope ends (`send`
-    /// is read in place, not copied), and `op` is kept until the operation
-    /// completes.
+    /// (`MPI_Iallreduce`); `op` is kept until the operation completes.
     fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>>;
+
+    /// Starts a gather of equal blocks into the root's `recv`
+    /// (`MPI_Igather`).
+    fn igather<T: Pod>(&self, send: &'s [T], recv: &'s mut [T], root: usize)
+        -> Result<Request<'_>>;
+
+    /// Starts a gather with a count and displacement per rank
+    /// (`MPI_Igatherv`).
+    fn igather_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        root: usize,
+    ) -> Result<Request<'_>>;
+
+    /// Starts a scatter of the root's `send` in equal blocks
+    /// (`MPI_Iscatter`).
+    fn iscatter<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'_>>;
+
+    /// Starts a scatter with a count and displacement per rank
+    /// (`MPI_Iscatterv`).
+    fn iscatter_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        counts: &[usize],
+        displs: &[usize],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'_>>;
+
+    /// Starts an all-gather of equal blocks (`MPI_Iallgather`).
+    fn iall_gather<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>>;
+
+    /// Starts an all-gather with a count and displacement per rank
+    /// (`MPI_Iallgatherv`).
+    fn iall_gather_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<Request<'_>>;
+
+    /// Starts an all-to-all of equal blocks (`MPI_Ialltoall`).
+    fn iall_to_all<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>>;
 
     /// Starts an all-to-all with counts and displacements on both sides
     /// (`MPI_Ialltoallv`).
     #[allow(clippy::too_many_arguments)]
     fn iall_to_all_v<T: Pod>(
         &self,
-        send: &[T],
+        send: &'s [T],
         send_counts: &[usize],
         send_displs: &[usize],
         recv: &'s mut [T],
         recv_counts: &[usize],
         recv_displs: &[usize],
     ) -> Result<Request<'_>>;
+
+    /// Starts a reduce-scatter of equal blocks
+    /// (`MPI_Ireduce_scatter_block`).
+    fn ireduce_scatter_block<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
+
+    /// Starts a reduce-scatter with a count per rank
+    /// (`MPI_Ireduce_scatter`).
+    fn ireduce_scatter<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        op: O,
+    ) -> Result<Request<'_>>;
+
+    /// Starts an inclusive scan (`MPI_Iscan`): rank `r`'s `recv` gets the
+    /// combination of ranks `0..=r`'s `send`, in rank order.
+    fn iscan<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
+
+    /// Starts an exclusive scan (`MPI_Iexscan`): rank `r`'s `recv` gets the
+    /// combination of ranks `0..r`'s `send`; rank 0's is not written.
+    fn iexscan<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
 }
 
 impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     fn ibarrier(&self) -> Result<Request<'_>> {
-        let comm = self.comm();
-        let task =
-            ScheduleTask::new(plans::barrier(comm)?.into_schedule(), tag_for(comm), 1, no_reduce());
-        Ok(self.start_task(None, None, Box::new(task)))
+        let call = calls::barrier(self.comm())?;
+        Ok(start::<u8>(self, call, &[], &mut [], no_reduce()))
     }
 
     fn ibroadcast<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
-        let comm = self.comm();
-        check_root(root, comm.size())?;
-        let len = buf.len();
-        let schedule = plans::bcast(comm, len, std::mem::size_of_val(buf), root)?.into_schedule();
-        let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), no_reduce());
-        Ok(self.start_task(None, Some(bytemuck::cast_slice_mut(buf)), Box::new(task)))
+        let call = calls::bcast(self.comm(), buf.len(), elem::<T>(), root)?;
+        Ok(start(self, call, &[], buf, no_reduce()))
+    }
+
+    fn ireduce<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let (s, r, c) = (send.len(), recv.len(), op.commutative());
+        let call = calls::reduce(self.comm(), s, r, elem::<T>(), c, root, false)?;
+        Ok(start(self, call, send, recv, reduce_of(op)))
     }
 
     fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
@@ -107,181 +235,140 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
-        if send.len() != recv.len() {
-            return Err(Error::InvalidCount(format!(
-                "iall_reduce: send has {} elements, receive {}",
-                send.len(),
-                recv.len()
-            )));
-        }
-        let comm = self.comm();
-        let len = send.len();
-        let bytes = std::mem::size_of_val(send);
-        let schedule = plans::allreduce(comm, len, bytes, op.commutative(), true)?.into_schedule();
-        let task = ScheduleTask::new(schedule, tag_for(comm), size_of::<T>(), reduce_of(op));
-        let (input, output) = (bytemuck::cast_slice(send), bytemuck::cast_slice_mut(recv));
-        Ok(self.start_task(Some(input), Some(output), Box::new(task)))
+        let c = op.commutative();
+        let call = calls::all_reduce(self.comm(), Some(send.len()), recv.len(), elem::<T>(), c)?;
+        Ok(start(self, call, send, recv, reduce_of(op)))
+    }
+
+    fn igather<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let call = calls::gather(self.comm(), Some(send.len()), recv.len(), None, root)?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn igather_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let shape = Some((counts, displs));
+        let call = calls::gather(self.comm(), Some(send.len()), recv.len(), shape, root)?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn iscatter<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let call = calls::scatter(self.comm(), Some(send.len()), recv.len(), None, root)?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn iscatter_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        counts: &[usize],
+        displs: &[usize],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let shape = Some((counts, displs));
+        let call = calls::scatter(self.comm(), Some(send.len()), recv.len(), shape, root)?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn iall_gather<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>> {
+        let call = calls::all_gather(self.comm(), Some(send.len()), recv.len(), None, elem::<T>())?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn iall_gather_v<T: Pod>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<Request<'_>> {
+        let shape = Some((counts, displs));
+        let call =
+            calls::all_gather(self.comm(), Some(send.len()), recv.len(), shape, elem::<T>())?;
+        Ok(start(self, call, send, recv, no_reduce()))
+    }
+
+    fn iall_to_all<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>> {
+        let call = calls::all_to_all(self.comm(), send.len(), recv.len(), None, elem::<T>())?;
+        Ok(start(self, call, send, recv, no_reduce()))
     }
 
     fn iall_to_all_v<T: Pod>(
         &self,
-        send: &[T],
+        send: &'s [T],
         send_counts: &[usize],
         send_displs: &[usize],
         recv: &'s mut [T],
         recv_counts: &[usize],
         recv_displs: &[usize],
     ) -> Result<Request<'_>> {
-        let comm = self.comm();
-        let n = comm.size();
-        let sblocks = blocks(send_counts, send_displs, n, send.len(), "iall_to_all_v (send)")?;
-        let rblocks = blocks(recv_counts, recv_displs, n, recv.len(), "iall_to_all_v (receive)")?;
-        if !disjoint(&rblocks) {
-            return Err(Error::InvalidCount("iall_to_all_v: the receive blocks overlap".into()));
-        }
-        let size = std::mem::size_of::<T>();
-        let bytes = |b: &std::ops::Range<usize>| b.start * size..b.end * size;
-        let tag = tag_for(comm);
-        let task = Alltoallv {
-            tag,
-            outgoing: sblocks
-                .iter()
-                .map(|b| bytemuck::cast_slice(&send[b.clone()]).to_vec())
-                .collect(),
-            incoming: rblocks.iter().map(bytes).collect(),
-            started: false,
-            round: Round::default(),
-        };
-        Ok(self.start_task(None, Some(bytemuck::cast_slice_mut(recv)), Box::new(task)))
-    }
-}
-
-/// The transfers of one step, and what arrived.
-#[derive(Default)]
-struct Round {
-    sends: Vec<Transfer>,
-    /// Receives: transfer, bytes expected, and a key for the caller.
-    recvs: Vec<(Transfer, usize, usize)>,
-    arrived: Vec<(usize, Vec<u8>)>,
-    mismatch: Option<String>,
-}
-
-impl Round {
-    fn send(&mut self, cx: &mut TaskCx<'_>, to: usize, tag: i32, data: Vec<u8>) -> Result<()> {
-        self.sends.push(cx.send(to, tag, data)?);
-        Ok(())
+        let shape = Some([(send_counts, send_displs), (recv_counts, recv_displs)]);
+        let call = calls::all_to_all(self.comm(), send.len(), recv.len(), shape, elem::<T>())?;
+        Ok(start(self, call, send, recv, no_reduce()))
     }
 
-    fn recv(
-        &mut self,
-        cx: &mut TaskCx<'_>,
-        from: usize,
-        tag: i32,
-        len: usize,
-        key: usize,
-    ) -> Result<()> {
-        self.recvs.push((cx.recv(from, tag, len)?, len, key));
-        Ok(())
+    fn ireduce_scatter_block<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let n = self.comm().size();
+        if send.len() != n * recv.len() {
+            return Err(crate::channel::bad_count(format!(
+                "ireduce_scatter_block: the input has {} elements, {n} ranks × {} expected",
+                send.len(),
+                recv.len()
+            )));
+        }
+        self.ireduce_scatter(send, recv, &vec![recv.len(); n], op)
     }
 
-    /// Collects finished transfers; whether all have finished.
-    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        let mut failure = None;
-        self.sends.retain(|&t| match cx.test(t) {
-            None => true,
-            Some(Ok(_)) => false,
-            Some(Err(e)) => {
-                failure.get_or_insert(e);
-                false
-            }
-        });
-        let mut still = Vec::with_capacity(self.recvs.len());
-        for (t, len, key) in self.recvs.drain(..) {
-            match cx.test(t) {
-                None => still.push((t, len, key)),
-                Some(Ok(data)) => {
-                    if data.len() != len {
-                        self.mismatch.get_or_insert(format!(
-                            "{} bytes arrived where {len} were expected",
-                            data.len()
-                        ));
-                    }
-                    let mut data = data;
-                    data.resize(len, 0);
-                    self.arrived.push((key, data));
-                }
-                Some(Err(Error::Truncated { needed, capacity })) => {
-                    self.mismatch.get_or_insert(format!(
-                        "{needed} bytes arrived where {capacity} were expected"
-                    ));
-                    self.arrived.push((key, vec![0; len]));
-                }
-                Some(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-            }
-        }
-        self.recvs = still;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(self.sends.is_empty() && self.recvs.is_empty())
+    fn ireduce_scatter<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let (s, r, c) = (send.len(), recv.len(), op.commutative());
+        let call = calls::reduce_scatter(self.comm(), Some(s), r, counts, c)?;
+        Ok(start(self, call, send, recv, reduce_of(op)))
     }
 
-    /// The outcome at the end: the first mismatch seen, if any.
-    fn finish(&self) -> Result<()> {
-        match &self.mismatch {
-            Some(m) => Err(Error::CollectiveMismatch(m.clone())),
-            None => Ok(()),
-        }
+    fn iscan<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let call = calls::scan(self.comm(), Some(send.len()), recv.len(), false)?;
+        Ok(start(self, call, send, recv, reduce_of(op)))
     }
-}
 
-/// All-to-all with counts: every transfer posted at once.
-struct Alltoallv {
-    tag: i32,
-    outgoing: Vec<Vec<u8>>,
-    /// Where each rank's block goes in the output, in bytes.
-    incoming: Vec<std::ops::Range<usize>>,
-    started: bool,
-    round: Round,
-}
-
-impl Task for Alltoallv {
-    fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        let (n, me) = (cx.size(), cx.rank());
-        if !self.started {
-            self.started = true;
-            for step in 1..n {
-                let from = (me + n - step) % n;
-                self.round.recv(cx, from, self.tag, self.incoming[from].len(), from)?;
-            }
-            for step in 1..n {
-                let to = (me + step) % n;
-                let data = std::mem::take(&mut self.outgoing[to]);
-                self.round.send(cx, to, self.tag, data)?;
-            }
-            let own = std::mem::take(&mut self.outgoing[me]);
-            if own.len() != self.incoming[me].len() {
-                self.round.mismatch.get_or_insert(format!(
-                    "this rank sends itself {} bytes but expects {}",
-                    own.len(),
-                    self.incoming[me].len()
-                ));
-            } else {
-                self.round.arrived.push((me, own));
-            }
-        }
-        if !self.round.poll(cx)? {
-            return Ok(false);
-        }
-        let arrived = std::mem::take(&mut self.round.arrived);
-        let incoming = &self.incoming;
-        cx.write_output(|out| {
-            for (from, data) in &arrived {
-                out[incoming[*from].clone()].copy_from_slice(data);
-            }
-        })?;
-        self.round.finish().map(|()| true)
+    fn iexscan<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        send: &'s [T],
+        recv: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let call = calls::scan(self.comm(), Some(send.len()), recv.len(), true)?;
+        Ok(start(self, call, send, recv, reduce_of(op)))
     }
 }

@@ -7,31 +7,6 @@ pub(crate) fn piece(len: usize, parts: usize, i: usize) -> Range<usize> {
     (len * i / parts)..(len * (i + 1) / parts)
 }
 
-/// A shared view of `send` and a mutable view of `recv`, two ranges of the
-/// same buffer that do not overlap.
-pub(crate) fn split_pair<T>(
-    buf: &mut [T],
-    send: Range<usize>,
-    recv: Range<usize>,
-) -> (&[T], &mut [T]) {
-    debug_assert!(
-        send.end <= recv.start || recv.end <= send.start || send.is_empty() || recv.is_empty()
-    );
-    if send.is_empty() {
-        return (&[], &mut buf[recv]);
-    }
-    if recv.is_empty() {
-        return (&buf[send], &mut []);
-    }
-    if send.start < recv.start {
-        let (lo, hi) = buf.split_at_mut(recv.start);
-        (&lo[send], &mut hi[..recv.end - recv.start])
-    } else {
-        let (lo, hi) = buf.split_at_mut(send.start);
-        (&hi[..send.end - send.start], &mut lo[recv])
-    }
-}
-
 /// The largest power of two not above `n` (`n ≥ 1`).
 pub(crate) fn pof2_below(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
@@ -71,13 +46,7 @@ mod tests {
     }
 
     #[test]
-    fn split_pair_either_order() {
-        let mut v = [0, 1, 2, 3, 4, 5];
-        let (s, r) = split_pair(&mut v, 4..6, 0..2);
-        assert_eq!(s, &[4, 5]);
-        r.copy_from_slice(&[9, 9]);
-        let (s, r) = split_pair(&mut v, 0..1, 3..4);
-        assert_eq!((s, r.len()), (&[9][..], 1));
+    fn disjoint_blocks() {
         assert!(disjoint(&[0..2, 2..4, 5..5, 4..6]));
         assert!(!disjoint(&[0..3, 2..4]));
     }

@@ -764,5 +764,120 @@ pub(super) fn non_blocking(comm: &Communicator) {
         let mut buf = [0u8];
         let outcome = c.scope(|s| s.ibroadcast(&mut buf, n).map(|_| ()));
         assert!(matches!(outcome, Err(Error::InvalidRoot { .. })));
+        let (one, two, mut out) = ([1u8], [1u8, 2], [0u8]);
+        let outcome = c.scope(|s| s.ireduce(&one, &mut out, Sum, n).map(|_| ()));
+        assert!(matches!(outcome, Err(Error::InvalidRoot { .. })));
+        let outcome = c.scope(|s| s.iscan(&two, &mut out, Sum).map(|_| ()));
+        assert!(matches!(outcome, Err(Error::InvalidCount(_))));
+        non_blocking_reductions(c);
+        non_blocking_data_movement(c);
     });
+}
+
+/// Every gather, scatter, all-gather, all-to-all and reduce-scatter started
+/// non-blocking, all in flight together, gives what its blocking form
+/// (checked against closed forms in the other cases) gives.
+fn non_blocking_data_movement(c: &Communicator) {
+    let (n, r) = (c.size(), c.rank());
+    for counts in count_shapes(n) {
+        let root = counts.iter().sum::<usize>() % n;
+        let block = counts[0];
+        let (displs, len) = gapped(&counts);
+        let mine: Vec<u32> = (0..counts[r]).map(|i| (r * 100 + i) as u32 + 1).collect();
+        let equal: Vec<u32> = (0..block).map(|i| (r * 100 + i) as u32 + 1).collect();
+        let spread: Vec<u32> = (0..len).map(|i| (i * 7 + 3) as u32).collect();
+        let whole: Vec<u64> =
+            (0..counts.iter().sum::<usize>()).map(|i| (r * 10 + i) as u64).collect();
+        let blocks: Vec<u64> = (0..n * block).map(|i| (r + i) as u64).collect();
+        let alltoall_in: Vec<u32> = (0..n * block).map(|i| (r * 1000 + i) as u32).collect();
+
+        // Blocking, for reference.
+        let at_root = |l: usize| if r == root { l } else { 0 };
+        let mut want_gv = vec![0u32; at_root(len)];
+        c.gather_v(&mine, &mut want_gv, &counts, &displs, root).unwrap();
+        let mut want_g = vec![0u32; at_root(n * block)];
+        c.gather(&equal, &mut want_g, root).unwrap();
+        let mut want_sv = vec![0u32; counts[r]];
+        c.scatter_v(&spread, &counts, &displs, &mut want_sv, root).unwrap();
+        let mut want_s = vec![0u32; block];
+        c.scatter(&spread[..n * block], &mut want_s, root).unwrap();
+        let mut want_agv = vec![0u32; len];
+        c.all_gather_v(&mine, &mut want_agv, &counts, &displs).unwrap();
+        let mut want_ag = vec![0u32; n * block];
+        c.all_gather(&equal, &mut want_ag).unwrap();
+        let mut want_a2a = vec![0u32; n * block];
+        c.all_to_all(&alltoall_in, &mut want_a2a).unwrap();
+        let mut want_rs = vec![0u64; counts[r]];
+        c.reduce_scatter(&whole, &mut want_rs, &counts, Sum).unwrap();
+        let mut want_rsb = vec![0u64; block];
+        c.reduce_scatter_block(&blocks, &mut want_rsb, Sum).unwrap();
+
+        let mut got_gv = vec![0u32; at_root(len)];
+        let mut got_g = vec![0u32; at_root(n * block)];
+        let mut got_sv = vec![0u32; counts[r]];
+        let mut got_s = vec![0u32; block];
+        let mut got_agv = vec![0u32; len];
+        let mut got_ag = vec![0u32; n * block];
+        let mut got_a2a = vec![0u32; n * block];
+        let mut got_rs = vec![0u64; counts[r]];
+        let mut got_rsb = vec![0u64; block];
+        c.scope(|s| {
+            let mut reqs = vec![
+                s.igather_v(&mine, &mut got_gv, &counts, &displs, root)?,
+                s.igather(&equal, &mut got_g, root)?,
+                s.iscatter_v(&spread, &counts, &displs, &mut got_sv, root)?,
+                s.iscatter(&spread[..n * block], &mut got_s, root)?,
+                s.iall_gather_v(&mine, &mut got_agv, &counts, &displs)?,
+                s.iall_gather(&equal, &mut got_ag)?,
+                s.iall_to_all(&alltoall_in, &mut got_a2a)?,
+                s.ireduce_scatter(&whole, &mut got_rs, &counts, Sum)?,
+                s.ireduce_scatter_block(&blocks, &mut got_rsb, Sum)?,
+            ];
+            wait_all(&mut reqs)?;
+            Ok(())
+        })
+        .unwrap();
+        let ctx = format!("counts {counts:?}, root {root}");
+        assert_eq!(got_gv, want_gv, "igather_v, {ctx}");
+        assert_eq!(got_g, want_g, "igather, {ctx}");
+        assert_eq!(got_sv, want_sv, "iscatter_v, {ctx}");
+        assert_eq!(got_s, want_s, "iscatter, {ctx}");
+        assert_eq!(got_agv, want_agv, "iall_gather_v, {ctx}");
+        assert_eq!(got_ag, want_ag, "iall_gather, {ctx}");
+        assert_eq!(got_a2a, want_a2a, "iall_to_all, {ctx}");
+        assert_eq!(got_rs, want_rs, "ireduce_scatter, {ctx}");
+        assert_eq!(got_rsb, want_rsb, "ireduce_scatter_block, {ctx}");
+    }
+}
+
+/// `ireduce` to every root and `iscan`/`iexscan`, in flight together, with
+/// a sum and an operation that is not commutative (rank order).
+fn non_blocking_reductions(c: &Communicator) {
+    let (n, r) = (c.size(), c.rank());
+    for len in [0, 1, 100, 20_000] {
+        let (numbers, mats) = (linear::<u64>(n, r, len), matrices(r, len));
+        let mut sums: Vec<Vec<u64>> = (0..n).map(|_| vec![0; len]).collect();
+        let mut products: Vec<Vec<[i64; 4]>> = (0..n).map(|_| vec![[0; 4]; len]).collect();
+        let mut scanned = vec![[0i64; 4]; len];
+        let mut exscanned = vec![[7i64; 4]; len];
+        c.scope(|s| {
+            let mut reqs = Vec::new();
+            for (root, (sum, product)) in sums.iter_mut().zip(&mut products).enumerate() {
+                reqs.push(s.ireduce(&numbers, sum, Sum, root)?);
+                reqs.push(s.ireduce(&mats, product, ordered(), root)?);
+            }
+            reqs.push(s.iscan(&mats, &mut scanned, ordered())?);
+            reqs.push(s.iexscan(&mats, &mut exscanned, ordered())?);
+            wait_all(&mut reqs)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sums[r], linear_sum::<u64>(n, len), "ireduce sum of {len} to {r}");
+        let all = fold(n, |q| matrices(q, len), &ordered());
+        assert_eq!(products[r], all, "ordered ireduce of {len} to {r}");
+        assert_eq!(scanned, fold(r + 1, |q| matrices(q, len), &ordered()), "ordered iscan");
+        let before =
+            if r == 0 { vec![[7; 4]; len] } else { fold(r, |q| matrices(q, len), &ordered()) };
+        assert_eq!(exscanned, before, "ordered iexscan");
+    }
 }

@@ -92,10 +92,10 @@ pub const CASES: &[Case] = &[
 pub const COLLECTIVE_CASES: &[(&str, &[&str])] = &[
     ("barrier", &["coll-barrier", "coll-nonblocking"]),
     ("bcast", &["coll-bcast", "coll-nonblocking"]),
-    ("reduce", &["coll-reduce", "coll-reduce-scatter"]),
+    ("reduce", &["coll-reduce", "coll-reduce-scatter", "coll-nonblocking"]),
     ("allreduce", &["coll-allreduce", "coll-repro", "coll-nonblocking"]),
-    ("allgather", &["coll-allgather"]),
-    ("alltoall", &["coll-alltoall"]),
+    ("allgather", &["coll-allgather", "coll-nonblocking"]),
+    ("alltoall", &["coll-alltoall", "coll-nonblocking"]),
 ];
 
 /// The case called `name`.

@@ -6,32 +6,27 @@
 //! rank order. Cost: `⌈log₂ p⌉ α + (p−1)/p · nβ` plus a local copy of `n`:
 //! the fewest messages for any `p`; for short and medium messages.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
-use crate::channel::Channel;
-
-/// `buf` holds `p` blocks of `block` elements; this rank's is in place.
-pub(crate) fn all_gather<T: Pod>(ch: &Channel, buf: &mut [T], block: usize) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let mut tmp = vec![T::zeroed(); n * block];
-    tmp[..block].copy_from_slice(&buf[me * block..(me + 1) * block]);
+/// Rank `me` of `n`'s rounds for `n` blocks of `block` elements in the work
+/// buffer; this rank's is read from the input when `input` is set, else
+/// from its place. The rotated blocks gather in scratch.
+pub(crate) fn schedule(n: usize, me: usize, block: usize, input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(3 * log2_ceil(n) + n + 2);
+    let b = |i: usize| i * block..(i + 1) * block;
+    let mine = if input { Piece::input(0..block) } else { Piece::work(b(me)) };
+    s.need_scratch(n * block).copy(mine, Piece::scratch(b(0))).end_round();
     let mut k = 1;
     while k < n {
         let count = k.min(n - k);
-        let (have, incoming) = tmp.split_at_mut(k * block);
-        ch.sendrecv(
-            &have[..count * block],
-            (me + n - k) % n,
-            &mut incoming[..count * block],
-            (me + k) % n,
-        )?;
+        s.send((me + n - k) % n, Piece::scratch(0..count * block));
+        s.recv((me + k) % n, Piece::scratch(k * block..(k + count) * block)).end_round();
         k <<= 1;
     }
-    // tmp[i] is rank (me + i)'s block.
+    // Scratch block i is rank (me + i)'s.
     for i in 0..n {
-        let r = (me + i) % n;
-        buf[r * block..(r + 1) * block].copy_from_slice(&tmp[i * block..(i + 1) * block]);
+        s.copy(Piece::scratch(b(i)), Piece::work(b((me + i) % n)));
     }
-    Ok(())
+    s.build()
 }

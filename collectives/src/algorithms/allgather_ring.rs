@@ -7,26 +7,21 @@
 
 use std::ops::Range;
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-use crate::util::split_pair;
-
-/// `blocks[r]` is where rank `r`'s block lies in `buf`; this rank's own is
-/// in place.
-pub(crate) fn all_gather<T: Pod>(
-    ch: &Channel,
-    buf: &mut [T],
-    blocks: &[Range<usize>],
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
+/// Rank `me` of `n`'s rounds: `blocks[r]` is where rank `r`'s block lies
+/// in the work buffer; this rank's is copied there from the input first
+/// when `input` is set, else already in place.
+pub(crate) fn schedule(n: usize, me: usize, blocks: &[Range<usize>], input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(3 * n + 1);
+    if input {
+        s.copy(Piece::input(0..blocks[me].len()), Piece::work(blocks[me].clone())).end_round();
+    }
     let (right, left) = ((me + 1) % n, (me + n - 1) % n);
     for step in 0..n.saturating_sub(1) {
         let out = blocks[(me + n - step) % n].clone();
         let inc = blocks[(me + 2 * n - step - 1) % n].clone();
-        let (send, recv) = split_pair(buf, out, inc);
-        ch.sendrecv(send, right, recv, left)?;
+        s.send(right, Piece::work(out)).recv(left, Piece::work(inc)).end_round();
     }
-    Ok(())
+    s.build()
 }

@@ -7,43 +7,41 @@
 //! packing: far fewer messages than the pairwise exchange, more data; for
 //! short blocks on many ranks. Any `p`.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-pub(crate) fn all_to_all<T: Pod>(
-    ch: &Channel,
-    send: &[T],
-    recv: &mut [T],
-    block: usize,
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
+/// Rank `me` of `n`'s rounds for `n` blocks of `block` elements from the
+/// input to the work buffer. Scratch holds the rotated blocks, then the
+/// packed outgoing message, then the incoming one.
+pub(crate) fn schedule(n: usize, me: usize, block: usize) -> Schedule {
     let b = |i: usize| i * block..(i + 1) * block;
-    // tmp[i]: the block bound for rank me + i.
-    let mut tmp = vec![T::zeroed(); n * block];
+    let half = n.div_ceil(2) * block;
+    let (out, inc) = (n * block, n * block + half);
+    let mut s = Schedule::with_capacity(6 * n);
+    s.need_scratch(n * block + 2 * half);
+    // Scratch block i: the block bound for rank me + i.
     for i in 0..n {
-        tmp[b(i)].copy_from_slice(&send[b((me + i) % n)]);
+        s.copy(Piece::input(b((me + i) % n)), Piece::scratch(b(i)));
     }
-    let mut out = Vec::with_capacity(n.div_ceil(2) * block);
-    let mut inc = vec![T::zeroed(); n.div_ceil(2) * block];
+    s.end_round();
     let mut k = 1;
     while k < n {
-        out.clear();
         let moving: Vec<usize> = (0..n).filter(|i| i & k != 0).collect();
-        for &i in &moving {
-            out.extend_from_slice(&tmp[b(i)]);
-        }
-        let inc = &mut inc[..out.len()];
-        ch.sendrecv(&out, (me + k) % n, inc, (me + n - k) % n)?;
         for (j, &i) in moving.iter().enumerate() {
-            tmp[b(i)].copy_from_slice(&inc[b(j)]);
+            s.copy(Piece::scratch(b(i)), Piece::scratch(out + j * block..out + (j + 1) * block));
         }
+        let len = moving.len() * block;
+        s.end_round();
+        s.send((me + k) % n, Piece::scratch(out..out + len));
+        s.recv((me + n - k) % n, Piece::scratch(inc..inc + len));
+        for (j, &i) in moving.iter().enumerate() {
+            s.copy(Piece::scratch(inc + j * block..inc + (j + 1) * block), Piece::scratch(b(i)));
+        }
+        s.end_round();
         k <<= 1;
     }
-    // tmp[i] now came from rank me − i.
+    // Scratch block i came from rank me − i.
     for i in 0..n {
-        recv[b((me + n - i) % n)].copy_from_slice(&tmp[b(i)]);
+        s.copy(Piece::scratch(b(i)), Piece::work(b((me + n - i) % n)));
     }
-    Ok(())
+    s.build()
 }

@@ -9,29 +9,27 @@
 
 use std::ops::Range;
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-pub(crate) fn all_to_all<T: Pod>(
-    ch: &Channel,
-    send: &[T],
+/// Rank `me` of `n`'s rounds: `sblocks[r]` is what goes to rank `r` from
+/// the input, `rblocks[r]` where rank `r`'s block lands in the work buffer.
+/// Its own block is copied when both lengths agree (the caller reports the
+/// mismatch otherwise).
+pub(crate) fn schedule(
+    n: usize,
+    me: usize,
     sblocks: &[Range<usize>],
-    recv: &mut [T],
     rblocks: &[Range<usize>],
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let (own_s, own_r) = (sblocks[me].clone(), rblocks[me].clone());
-    if own_s.len() == own_r.len() {
-        recv[own_r].copy_from_slice(&send[own_s]);
-    } else {
-        ch.check(Ok(own_s.len()), own_r.len(), me)?;
+) -> Schedule {
+    let mut s = Schedule::with_capacity(3 * n + 1);
+    if sblocks[me].len() == rblocks[me].len() {
+        s.copy(Piece::input(sblocks[me].clone()), Piece::work(rblocks[me].clone())).end_round();
     }
     for step in 1..n {
         let to = (me + step) % n;
         let from = (me + n - step) % n;
-        ch.sendrecv(&send[sblocks[to].clone()], to, &mut recv[rblocks[from].clone()], from)?;
+        s.send(to, Piece::input(sblocks[to].clone()));
+        s.recv(from, Piece::work(rblocks[from].clone())).end_round();
     }
-    Ok(())
+    s.build()
 }

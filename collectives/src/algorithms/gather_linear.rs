@@ -6,47 +6,33 @@
 
 use std::ops::Range;
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-/// At the root, `buf` is the whole receive buffer with its own block in
-/// place and `blocks` says where each rank's goes; elsewhere `mine` is sent.
-pub(crate) fn gather_root<T: Pod>(
-    ch: &Channel,
-    buf: &mut [T],
+/// Rank `me` of `n`'s rounds: at the root, `blocks[r]` is where rank `r`'s
+/// block goes in the work buffer (its own copied from the input when
+/// `input` is set, else in place), every receive posted at once; elsewhere
+/// `len` elements sent from the input (or the work buffer).
+pub(crate) fn schedule(
+    n: usize,
+    me: usize,
+    root: usize,
     blocks: &[Range<usize>],
-) -> Result<()> {
-    let me = ch.rank();
-    let outcomes = ch.comm().scope(|s| {
-        let mut rest: &mut [T] = buf;
-        let mut consumed = 0;
-        let mut order: Vec<usize> = (0..blocks.len()).filter(|&r| r != me).collect();
-        order.sort_by_key(|&r| blocks[r].start);
-        let mut reqs = Vec::with_capacity(order.len());
-        let mut who = Vec::with_capacity(order.len());
-        for r in order {
-            let block = &blocks[r];
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(block.start - consumed);
-            let (target, tail) = tail.split_at_mut(block.len());
-            rest = tail;
-            consumed = block.end;
-            who.push((r, block.len()));
-            reqs.push(s.irecv(target, r, ch.tag())?);
-        }
-        let mut outcomes = Vec::with_capacity(reqs.len());
-        for (req, (r, len)) in reqs.into_iter().zip(who) {
-            outcomes.push((req.wait().map(|st| st.count), len, r));
-        }
-        Ok(outcomes)
-    })?;
-    for (outcome, len, r) in outcomes {
-        ch.check(outcome, len, r)?;
+    len: usize,
+    input: bool,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(n + 2);
+    let mine = if input { Piece::input(0..len) } else { Piece::work(0..len) };
+    if me != root {
+        s.send(root, mine);
+        return s.build();
     }
-    Ok(())
-}
-
-pub(crate) fn gather_leaf<T: Pod>(ch: &Channel, mine: &[T], root: usize) -> Result<()> {
-    ch.send(mine, root)
+    for (r, block) in blocks.iter().enumerate() {
+        if r != me {
+            s.recv(r, Piece::work(block.clone()));
+        }
+    }
+    if input {
+        s.copy(mine, Piece::work(blocks[me].clone()));
+    }
+    s.build()
 }

@@ -9,42 +9,46 @@
 //! non-commutative operation with a root other than 0). Any `p`, any
 //! operation.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
-use crate::channel::Channel;
-use crate::op::Operation;
-
-/// Reduces `acc` (this rank's contribution; the result at the root).
-pub(crate) fn reduce<T: Pod>(
-    ch: &Channel,
-    acc: &mut [T],
-    op: &impl Operation<T>,
+/// Rank `me` of `n`'s rounds reducing `len` elements into `root`'s work
+/// buffer, each rank's contribution read from the input first when
+/// `input` is set, else already in its work buffer (which every rank needs,
+/// to combine its subtree's). The tree is rooted at 0 unless `commutative`.
+pub(crate) fn schedule(
+    n: usize,
+    me: usize,
+    len: usize,
     root: usize,
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let tree_root = if op.commutative() { root } else { 0 };
+    commutative: bool,
+    input: bool,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(2 * log2_ceil(n) + 4);
+    if input {
+        s.copy(Piece::input(0..len), Piece::work(0..len));
+    }
+    let tree_root = if commutative { root } else { 0 };
     let rel = (me + n - tree_root) % n;
-    let mut tmp = vec![T::zeroed(); acc.len()];
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            ch.send(acc, (rel - mask + tree_root) % n)?;
+            s.send((rel - mask + tree_root) % n, Piece::work(0..len)).end_round();
             break;
         }
         if rel + mask < n {
-            ch.recv(&mut tmp, (rel + mask + tree_root) % n)?;
+            s.need_scratch(len).recv((rel + mask + tree_root) % n, Piece::scratch(0..len));
             // The child's run of ranks follows this rank's.
-            op.apply(acc, &tmp, true);
+            s.reduce(Piece::work(0..len), Piece::scratch(0..len), true).end_round();
         }
         mask <<= 1;
     }
     if tree_root != root {
         if me == tree_root {
-            ch.send(acc, root)?;
+            s.send(root, Piece::work(0..len)).end_round();
         } else if me == root {
-            ch.recv(acc, tree_root)?;
+            s.recv(tree_root, Piece::work(0..len)).end_round();
         }
     }
-    Ok(())
+    s.build()
 }

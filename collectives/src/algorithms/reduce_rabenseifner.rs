@@ -12,10 +12,14 @@ use super::halving::Folded;
 use crate::schedule::{Piece, Schedule};
 use crate::util::log2_ceil;
 
-/// Rank `me` of `n`'s rounds reducing the `len` elements of every work
-/// buffer into `root`'s.
-pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize) -> Schedule {
+/// Rank `me` of `n`'s rounds reducing `len` elements into `root`'s work
+/// buffer, each rank's contribution read from the input first when
+/// `input` is set, else already in its work buffer.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, root: usize, input: bool) -> Schedule {
     let mut s = Schedule::with_capacity(8 * log2_ceil(n) + 8);
+    if input {
+        s.copy(Piece::input(0..len), Piece::work(0..len));
+    }
     let folded = Folded::new(n, me);
     folded.fold(&mut s, len);
     if let Some(newrank) = folded.newrank {

@@ -8,30 +8,27 @@
 
 use std::ops::Range;
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-use crate::op::Operation;
-
-/// `work` is a copy of the whole input, combined in place; afterwards
-/// `work[blocks[me]]` is this rank's result.
-pub(crate) fn reduce_scatter<T: Pod>(
-    ch: &Channel,
-    work: &mut [T],
-    blocks: &[Range<usize>],
-    op: &impl Operation<T>,
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let (right, left) = ((me + 1) % n, (me + n - 1) % n);
+/// Rank `me` of `n`'s rounds: `blocks[r]` is rank `r`'s part of the whole
+/// vector of `total` elements, read from the input when `input` is set,
+/// else from the work buffer; the vector is combined in scratch, and this
+/// rank's part of the result is copied to the start of the work buffer.
+pub(crate) fn schedule(n: usize, me: usize, blocks: &[Range<usize>], input: bool) -> Schedule {
+    let total = blocks.iter().map(|b| b.end).max().unwrap_or(0);
     let most = blocks.iter().map(|b| b.len()).max().unwrap_or(0);
-    let mut tmp = vec![T::zeroed(); most];
+    let mut s = Schedule::with_capacity(4 * n + 2);
+    let whole = if input { Piece::input(0..total) } else { Piece::work(0..total) };
+    s.need_scratch(total + most).copy(whole, Piece::scratch(0..total)).end_round();
+    let (right, left) = ((me + 1) % n, (me + n - 1) % n);
     for step in 0..n.saturating_sub(1) {
         let out = blocks[(me + 2 * n - step - 1) % n].clone();
         let inc = blocks[(me + 2 * n - step - 2) % n].clone();
-        let incoming = &mut tmp[..inc.len()];
-        ch.sendrecv(&work[out], right, incoming, left)?;
-        op.apply(&mut work[inc], incoming, false);
+        let tmp = Piece::scratch(total..total + inc.len());
+        s.send(right, Piece::scratch(out)).recv(left, tmp.clone());
+        s.reduce(Piece::scratch(inc), tmp, false).end_round();
     }
-    Ok(())
+    let mine = blocks[me].clone();
+    s.copy(Piece::scratch(mine.clone()), Piece::work(0..mine.len()));
+    s.build()
 }

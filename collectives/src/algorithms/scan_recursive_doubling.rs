@@ -7,44 +7,46 @@
 //! only. Runs stay contiguous, so the operation may be non-commutative.
 //! Cost: `⌈log₂ p⌉ (α + nβ + 2nγ)`. Any `p`, any operation.
 
-use bytemuck::Pod;
-use hpcomm_runtime::Result;
+use crate::schedule::{Piece, Schedule};
+use crate::util::log2_ceil;
 
-use crate::channel::Channel;
-use crate::op::Operation;
-
-/// `buf` holds this rank's contribution and receives its prefix: inclusive
-/// of its own contribution or, for `exclusive`, of the ranks before it
-/// (rank 0's buffer is then left as it was).
-pub(crate) fn scan<T: Pod>(
-    ch: &Channel,
-    buf: &mut [T],
-    op: &impl Operation<T>,
-    exclusive: bool,
-) -> Result<()> {
-    let (n, me) = (ch.size(), ch.rank());
-    let mut partial = buf.to_vec();
-    let mut tmp = vec![T::zeroed(); buf.len()];
-    // For the exclusive scan, whether `buf` holds a prefix yet.
+/// Rank `me` of `n`'s rounds for a prefix of `len` elements into the work
+/// buffer: inclusive of this rank's contribution or, for `exclusive`, of
+/// the ranks before it only (rank 0's work buffer is then never written).
+/// The contribution is read from the input when `input` is set, else from
+/// the work buffer. Scratch holds the running total of this rank's run of
+/// ranks and the incoming one.
+pub(crate) fn schedule(n: usize, me: usize, len: usize, exclusive: bool, input: bool) -> Schedule {
+    let mut s = Schedule::with_capacity(3 * log2_ceil(n) + 3);
+    let (partial, incoming) = (Piece::scratch(0..len), Piece::scratch(len..2 * len));
+    let (mine, work) =
+        (if input { Piece::input(0..len) } else { Piece::work(0..len) }, Piece::work(0..len));
+    s.need_scratch(2 * len).copy(mine.clone(), partial.clone());
+    if input && !exclusive {
+        s.copy(mine, work.clone());
+    }
+    s.end_round();
+    // For the exclusive scan, whether the work buffer holds a prefix yet.
     let mut have = !exclusive;
     let mut mask = 1;
     while mask < n {
         let partner = me ^ mask;
         if partner < n {
-            ch.sendrecv(&partial, partner, &mut tmp, partner)?;
+            s.send(partner, partial.clone()).recv(partner, incoming.clone());
             if partner < me {
-                op.apply(&mut partial, &tmp, false);
+                s.reduce(partial.clone(), incoming.clone(), false);
                 if have {
-                    op.apply(buf, &tmp, false);
+                    s.reduce(work.clone(), incoming.clone(), false);
                 } else {
-                    buf.copy_from_slice(&tmp);
+                    s.copy(incoming.clone(), work.clone());
                     have = true;
                 }
             } else {
-                op.apply(&mut partial, &tmp, true);
+                s.reduce(partial.clone(), incoming.clone(), true);
             }
+            s.end_round();
         }
         mask <<= 1;
     }
-    Ok(())
+    s.build()
 }

@@ -6,25 +6,33 @@
 
 use std::ops::Range;
 
-use bytemuck::Pod;
-use hpcomm_runtime::{wait_all, Result};
+use crate::schedule::{Piece, Schedule};
 
-use crate::channel::Channel;
-
-pub(crate) fn scatter_root<T: Pod>(ch: &Channel, buf: &[T], blocks: &[Range<usize>]) -> Result<()> {
-    let me = ch.rank();
-    ch.comm().scope(|s| {
-        let mut reqs = Vec::with_capacity(blocks.len());
-        for (r, block) in blocks.iter().enumerate() {
-            if r != me {
-                reqs.push(s.isend(&buf[block.clone()], r, ch.tag())?);
-            }
+/// Rank `me` of `n`'s rounds: at the root, `blocks[r]` is where rank `r`'s
+/// block lies in the input (or, without one, the work buffer), every send
+/// posted at once and its own copied to the work buffer when there is an
+/// input; elsewhere `len` elements received into the work buffer.
+pub(crate) fn schedule(
+    n: usize,
+    me: usize,
+    root: usize,
+    blocks: &[Range<usize>],
+    len: usize,
+    input: bool,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(n + 2);
+    if me != root {
+        s.recv(root, Piece::work(0..len));
+        return s.build();
+    }
+    let from = |r: Range<usize>| if input { Piece::input(r) } else { Piece::work(r) };
+    for (r, block) in blocks.iter().enumerate() {
+        if r != me {
+            s.send(r, from(block.clone()));
         }
-        wait_all(&mut reqs)?;
-        Ok(())
-    })
-}
-
-pub(crate) fn scatter_leaf<T: Pod>(ch: &Channel, mine: &mut [T], root: usize) -> Result<()> {
-    ch.recv(mine, root)
+    }
+    if input {
+        s.copy(from(blocks[me].clone()), Piece::work(0..len));
+    }
+    s.build()
 }

@@ -238,23 +238,92 @@ mod tests {
         all_reduce(allreduce_rabenseifner::schedule, true);
     }
 
-    #[test]
-    fn rabenseifner_reduce_to_every_root() {
+    /// Runs reductions to every root with the data in the input or the
+    /// work buffer: sums, and (unless `commutative_only`) compositions in
+    /// rank order.
+    fn reduce(
+        build: fn(usize, usize, usize, usize, bool, bool) -> Schedule,
+        commutative_only: bool,
+    ) {
         for n in sizes() {
             for len in LENS {
-                for root in 0..n {
-                    let schedules: Vec<_> =
-                        (0..n).map(|me| reduce_rabenseifner::schedule(n, me, len, root)).collect();
+                for (root, input) in (0..n).flat_map(|r| [(r, false), (r, true)]) {
+                    let ctx = format!("{n} ranks, {len} elements, root {root}, input {input}");
+                    let sums: Vec<_> =
+                        (0..n).map(|me| build(n, me, len, root, true, input)).collect();
                     let mut ranks: Vec<_> = (0..n)
                         .map(|r| {
-                            Rank::new(Vec::new(), (0..len).map(|i| (r * 1000 + i) as u64).collect())
+                            let data: Vec<u64> = (0..len).map(|i| (r * 1000 + i) as u64).collect();
+                            match input {
+                                true => Rank::new(data, vec![7; len]),
+                                false => Rank::new(Vec::new(), data),
+                            }
                         })
                         .collect();
-                    run(&schedules, &mut ranks, &Sum)
-                        .unwrap_or_else(|e| panic!("{n} ranks, {len}, root {root}: {e}"));
+                    run(&sums, &mut ranks, &Sum).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     let want: Vec<u64> =
                         (0..len).map(|i| (0..n).map(|r| (r * 1000 + i) as u64).sum()).collect();
-                    assert_eq!(ranks[root].work, want, "{n} ranks, {len} elements, root {root}");
+                    assert_eq!(ranks[root].work, want, "{ctx}");
+                    if commutative_only {
+                        continue;
+                    }
+                    let ordered: Vec<_> =
+                        (0..n).map(|me| build(n, me, len, root, false, input)).collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| match input {
+                            true => Rank::new(maps(r, len), vec![[0; 2]; len]),
+                            false => Rank::new(Vec::new(), maps(r, len)),
+                        })
+                        .collect();
+                    run(&ordered, &mut ranks, &Compose).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    assert_eq!(ranks[root].work, composed(n, len), "{ctx}: in rank order");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn binomial_reduce_to_every_root_in_rank_order() {
+        reduce(reduce_binomial::schedule, false);
+    }
+
+    #[test]
+    fn rabenseifner_reduce_to_every_root() {
+        reduce(
+            |n, me, len, root, _, input| reduce_rabenseifner::schedule(n, me, len, root, input),
+            true,
+        );
+    }
+
+    #[test]
+    fn scans_inclusive_and_exclusive_in_rank_order() {
+        for n in sizes() {
+            for len in LENS {
+                for (exclusive, input) in
+                    [(false, false), (false, true), (true, false), (true, true)]
+                {
+                    let ctx =
+                        format!("{n} ranks, {len} elements, exclusive {exclusive}, input {input}");
+                    let schedules: Vec<_> = (0..n)
+                        .map(|me| scan_recursive_doubling::schedule(n, me, len, exclusive, input))
+                        .collect();
+                    let untouched = vec![[9, 9]; len];
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| match input {
+                            true => Rank::new(maps(r, len), untouched.clone()),
+                            false => Rank::new(Vec::new(), maps(r, len)),
+                        })
+                        .collect();
+                    run(&schedules, &mut ranks, &Compose).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        let want = match (exclusive, r) {
+                            (true, 0) if input => untouched.clone(),
+                            (true, 0) => maps(0, len),
+                            (true, r) => composed(r, len),
+                            (false, r) => composed(r + 1, len),
+                        };
+                        assert_eq!(rank.work, want, "{ctx}: rank {r}");
+                    }
                 }
             }
         }
@@ -285,6 +354,283 @@ mod tests {
                         for (r, rank) in ranks.iter().enumerate() {
                             assert_eq!(rank.work, data, "{ctx}: rank {r}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Skewed blocks with gaps: rank `r`'s is `(r + len) % 4` long.
+    fn skewed(n: usize, len: usize) -> Vec<std::ops::Range<usize>> {
+        let mut at = 0;
+        (0..n)
+            .map(|r| {
+                let b = at + 1..at + 1 + (r + len) % 4;
+                at = b.end;
+                b
+            })
+            .collect()
+    }
+
+    fn mark(r: usize, i: usize) -> u32 {
+        (r * 1000 + i) as u32 + 1
+    }
+
+    #[test]
+    fn all_gathers_equal_and_skewed() {
+        for n in sizes() {
+            for block in [0, 1, 3] {
+                for input in [false, true] {
+                    let ctx = format!("{n} ranks, blocks of {block}, input {input}");
+                    let equal: Vec<_> = (0..n).map(|r| r * block..(r + 1) * block).collect();
+                    type Build = Box<dyn Fn(usize) -> Schedule>;
+                    let mut builds: Vec<(&str, Build, Vec<std::ops::Range<usize>>)> = vec![
+                        (
+                            "bruck",
+                            Box::new(move |me| allgather_bruck::schedule(n, me, block, input)),
+                            equal.clone(),
+                        ),
+                        (
+                            "ring",
+                            Box::new({
+                                let e = equal.clone();
+                                move |me| allgather_ring::schedule(n, me, &e, input)
+                            }),
+                            equal.clone(),
+                        ),
+                        (
+                            "ring, skewed",
+                            Box::new(move |me| {
+                                allgather_ring::schedule(n, me, &skewed(n, block), input)
+                            }),
+                            skewed(n, block),
+                        ),
+                    ];
+                    if n.is_power_of_two() {
+                        builds.push((
+                            "recursive doubling",
+                            Box::new(move |me| {
+                                allgather_recursive_doubling::schedule(n, me, block, input)
+                            }),
+                            equal.clone(),
+                        ));
+                    }
+                    for (name, build, blocks) in builds {
+                        let total = blocks.last().map_or(0, |b| b.end);
+                        let schedules: Vec<_> = (0..n).map(&build).collect();
+                        let mut ranks: Vec<_> = (0..n)
+                            .map(|r| {
+                                let mine: Vec<u32> =
+                                    blocks[r].clone().map(|i| mark(r, i)).collect();
+                                let mut work = vec![0; total];
+                                if !input {
+                                    work[blocks[r].clone()].copy_from_slice(&mine);
+                                }
+                                Rank::new(if input { mine } else { Vec::new() }, work)
+                            })
+                            .collect();
+                        run(&schedules, &mut ranks, &NoReduce)
+                            .unwrap_or_else(|e| panic!("{name}, {ctx}: {e}"));
+                        let mut want = vec![0; total];
+                        for (r, b) in blocks.iter().enumerate() {
+                            for i in b.clone() {
+                                want[i] = mark(r, i);
+                            }
+                        }
+                        for (r, rank) in ranks.iter().enumerate() {
+                            assert_eq!(rank.work, want, "{name}, {ctx}: rank {r}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gathers_and_scatters_to_every_root() {
+        for n in sizes().take(12) {
+            for len in [0, 2] {
+                let blocks = skewed(n, len);
+                let total = blocks.last().map_or(0, |b| b.end);
+                for (root, input) in (0..n).flat_map(|r| [(r, false), (r, true)]) {
+                    let ctx = format!("{n} ranks, root {root}, input {input}");
+                    let gathers: Vec<_> = (0..n)
+                        .map(|me| {
+                            gather_linear::schedule(n, me, root, &blocks, blocks[me].len(), input)
+                        })
+                        .collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| {
+                            let mine: Vec<u32> = blocks[r].clone().map(|i| mark(r, i)).collect();
+                            match (input, r == root) {
+                                (true, true) => Rank::new(mine, vec![0; total]),
+                                (true, false) => Rank::new(mine, Vec::new()),
+                                (false, true) => {
+                                    let mut work = vec![0; total];
+                                    work[blocks[r].clone()].copy_from_slice(&mine);
+                                    Rank::new(Vec::new(), work)
+                                }
+                                (false, false) => Rank::new(Vec::new(), mine),
+                            }
+                        })
+                        .collect();
+                    run(&gathers, &mut ranks, &NoReduce)
+                        .unwrap_or_else(|e| panic!("gather, {ctx}: {e}"));
+                    let mut want = vec![0; total];
+                    for (r, b) in blocks.iter().enumerate() {
+                        for i in b.clone() {
+                            want[i] = mark(r, i);
+                        }
+                    }
+                    assert_eq!(ranks[root].work, want, "gather, {ctx}");
+                    let scatters: Vec<_> = (0..n)
+                        .map(|me| {
+                            scatter_linear::schedule(n, me, root, &blocks, blocks[me].len(), input)
+                        })
+                        .collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| match (input, r == root) {
+                            (true, true) => Rank::new(want.clone(), vec![0; blocks[r].len()]),
+                            (false, true) => Rank::new(Vec::new(), want.clone()),
+                            (_, false) => Rank::new(Vec::new(), vec![0; blocks[r].len()]),
+                        })
+                        .collect();
+                    run(&scatters, &mut ranks, &NoReduce)
+                        .unwrap_or_else(|e| panic!("scatter, {ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        let got = if r == root && !input {
+                            &rank.work[blocks[r].clone()]
+                        } else {
+                            &rank.work[..]
+                        };
+                        assert_eq!(got, &want[blocks[r].clone()], "scatter, {ctx}: rank {r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_to_alls_equal_and_skewed() {
+        for n in sizes() {
+            for block in [0, 1, 3] {
+                // From rank s to rank d: `(s + 2d + block) % 4` elements
+                // (skewed), or `block`.
+                for skew in [false, true] {
+                    let count =
+                        |s: usize, d: usize| if skew { (s + 2 * d + block) % 4 } else { block };
+                    let layout = |counts: Vec<usize>| {
+                        let mut at = 0;
+                        counts
+                            .into_iter()
+                            .map(|c| {
+                                let b = at..at + c;
+                                at += c;
+                                b
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    let sblocks: Vec<_> =
+                        (0..n).map(|s| layout((0..n).map(|d| count(s, d)).collect())).collect();
+                    let rblocks: Vec<_> =
+                        (0..n).map(|d| layout((0..n).map(|s| count(s, d)).collect())).collect();
+                    let mut builds: Vec<(&str, Vec<Schedule>)> = vec![(
+                        "pairwise",
+                        (0..n)
+                            .map(|me| {
+                                alltoall_pairwise::schedule(n, me, &sblocks[me], &rblocks[me])
+                            })
+                            .collect(),
+                    )];
+                    if !skew {
+                        builds.push((
+                            "bruck",
+                            (0..n).map(|me| alltoall_bruck::schedule(n, me, block)).collect(),
+                        ));
+                    }
+                    for (name, schedules) in builds {
+                        let ctx = format!("{name}, {n} ranks, block {block}, skewed {skew}");
+                        let mut ranks: Vec<_> = (0..n)
+                            .map(|s| {
+                                let mut input = Vec::new();
+                                for d in 0..n {
+                                    input.extend((0..count(s, d)).map(|i| mark(s, d * 10 + i)));
+                                }
+                                Rank::new(input, vec![0; rblocks[s].last().map_or(0, |b| b.end)])
+                            })
+                            .collect();
+                        run(&schedules, &mut ranks, &NoReduce)
+                            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        for (d, rank) in ranks.iter().enumerate() {
+                            let mut want = Vec::new();
+                            for s in 0..n {
+                                want.extend((0..count(s, d)).map(|i| mark(s, d * 10 + i)));
+                            }
+                            assert_eq!(rank.work, want, "{ctx}: rank {d}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_scatters_ring_and_pairwise_in_rank_order() {
+        for n in sizes() {
+            for len in [0, 1, 3] {
+                let counts: Vec<usize> = (0..n).map(|r| (r + len) % 3).collect();
+                let mut at = 0;
+                let blocks: Vec<_> = counts
+                    .iter()
+                    .map(|&c| {
+                        let b = at..at + c;
+                        at += c;
+                        b
+                    })
+                    .collect();
+                let total = at;
+                for input in [false, true] {
+                    let ctx = format!("{n} ranks, counts {counts:?}, input {input}");
+                    let setup = |r: usize| match input {
+                        true => Rank::new(maps(r, total), vec![[0; 2]; counts[r]]),
+                        false => Rank::new(Vec::new(), maps(r, total)),
+                    };
+                    let all = composed(n, total);
+                    // The pairwise exchange keeps rank order; the ring
+                    // only with a commutative operation (sums here).
+                    let pairwise: Vec<_> = (0..n)
+                        .map(|me| reduce_scatter_pairwise::schedule(n, me, &blocks, input))
+                        .collect();
+                    let mut ranks: Vec<_> = (0..n).map(setup).collect();
+                    run(&pairwise, &mut ranks, &Compose)
+                        .unwrap_or_else(|e| panic!("pairwise, {ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        assert_eq!(
+                            rank.work[..counts[r]],
+                            all[blocks[r].clone()],
+                            "pairwise, {ctx}: rank {r}"
+                        );
+                    }
+                    let ring: Vec<_> = (0..n)
+                        .map(|me| reduce_scatter_ring::schedule(n, me, &blocks, input))
+                        .collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| {
+                            let data: Vec<u64> =
+                                (0..total).map(|i| (r * 1000 + i) as u64).collect();
+                            match input {
+                                true => Rank::new(data, vec![0; counts[r]]),
+                                false => Rank::new(Vec::new(), data),
+                            }
+                        })
+                        .collect();
+                    run(&ring, &mut ranks, &Sum).unwrap_or_else(|e| panic!("ring, {ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        let want: Vec<u64> = blocks[r]
+                            .clone()
+                            .map(|i| (0..n).map(|q| (q * 1000 + i) as u64).sum())
+                            .collect();
+                        assert_eq!(rank.work[..counts[r]], want[..], "ring, {ctx}: rank {r}");
                     }
                 }
             }

@@ -65,6 +65,9 @@ pub(crate) struct ScheduleTask {
     elem: usize,
     reduce: Reduce,
     scratch: Vec<u8>,
+    /// The work buffer when the task has no output (a reduction's
+    /// non-root ranks, which still combine their subtree's data).
+    own_work: Option<Vec<u8>>,
     sends: Vec<Transfer>,
     recvs: Vec<(Transfer, Piece)>,
     arrived: Vec<(Piece, Vec<u8>)>,
@@ -78,6 +81,7 @@ impl ScheduleTask {
         ScheduleTask {
             rounds: schedule.round_ranges(),
             scratch: vec![0; schedule.scratch * elem],
+            own_work: None,
             schedule,
             at: 0,
             posted: false,
@@ -91,6 +95,19 @@ impl ScheduleTask {
         }
     }
 
+    /// Reports `mismatch` at the end, after the schedule ran (a disagreement
+    /// the caller's checks found that concerns the peers too).
+    pub(crate) fn with_mismatch(mut self, mismatch: Option<String>) -> ScheduleTask {
+        self.mismatch = mismatch;
+        self
+    }
+
+    /// Works in a buffer of its own of `len` elements instead of an output.
+    pub(crate) fn with_own_work(mut self, len: usize) -> ScheduleTask {
+        self.own_work = Some(vec![0; len * self.elem]);
+        self
+    }
+
     fn bytes(&self, p: &Piece) -> Range<usize> {
         p.range.start * self.elem..p.range.end * self.elem
     }
@@ -102,10 +119,11 @@ impl ScheduleTask {
             return Ok(Vec::new());
         }
         let copy = |b: &[u8]| b.get(r.clone()).map(<[u8]>::to_vec);
-        match p.buf {
-            Buf::Input => cx.read_input(copy)?,
-            Buf::Work => cx.write_output(|b| copy(b))?,
-            Buf::Scratch => copy(&self.scratch),
+        match (p.buf, &self.own_work) {
+            (Buf::Input, _) => cx.read_input(copy)?,
+            (Buf::Work, Some(work)) => copy(work),
+            (Buf::Work, None) => cx.write_output(|b| copy(b))?,
+            (Buf::Scratch, _) => copy(&self.scratch),
         }
         .ok_or_else(outside)
     }
@@ -118,11 +136,12 @@ impl ScheduleTask {
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R> {
         let r = self.bytes(p);
-        match p.buf {
-            Buf::Input => Err(Error::Protocol("a collective schedule wrote its input".into())),
-            Buf::Work if r.is_empty() => Ok(f(&mut [])),
-            Buf::Work => cx.write_output(|b| b.get_mut(r).map(f))?.ok_or_else(outside),
-            Buf::Scratch => self.scratch.get_mut(r).map(f).ok_or_else(outside),
+        match (p.buf, &mut self.own_work) {
+            (Buf::Input, _) => Err(Error::Protocol("a collective schedule wrote its input".into())),
+            (Buf::Work, _) if r.is_empty() => Ok(f(&mut [])),
+            (Buf::Work, Some(work)) => work.get_mut(r).map(f).ok_or_else(outside),
+            (Buf::Work, None) => cx.write_output(|b| b.get_mut(r).map(f))?.ok_or_else(outside),
+            (Buf::Scratch, _) => self.scratch.get_mut(r).map(f).ok_or_else(outside),
         }
     }
 
