@@ -26,7 +26,8 @@ pub(crate) struct Call {
     pub plan: Planned,
     pub tag: CollTag,
     /// The schedule's work buffer is one of its own, of this many elements,
-    /// not the caller's output (a reduction's non-root ranks).
+    /// starting as a copy of the input, not the caller's output (a
+    /// reduction's non-root ranks).
     pub own_work: Option<usize>,
     /// A disagreement found while checking that concerns the peers too (an
     /// all-to-all's own block): reported at the end, after the schedule ran
@@ -50,7 +51,11 @@ impl Call {
     ) -> Result<()> {
         let ch = Channel::new(comm, self.tag);
         match self.own_work {
-            Some(len) => blocking::run(&ch, &self.plan, input, &mut vec![T::zeroed(); len], op)?,
+            Some(len) => {
+                let mut work = input.get(..len).unwrap_or_default().to_vec();
+                work.resize(len, T::zeroed());
+                blocking::run(&ch, &self.plan, input, &mut work, op)?
+            }
             None => blocking::run(&ch, &self.plan, input, output, op)?,
         }
         if let Some(m) = self.mismatch {
@@ -126,7 +131,9 @@ pub(crate) fn reduce(
         same_len("reduce", send, recv)?;
     }
     let len = if at_root { recv } else { send };
-    let input = !(at_root && in_place);
+    // The root reads its input (unless in place); the others start from a
+    // copy of theirs (see `Call::own_work`).
+    let input = at_root && !in_place;
     let plan = plans::reduce(comm, len, len * elem, commutative, root, input)?;
     let mut call = Call::new(plan, CollTag::Reduce);
     call.own_work = (!at_root).then_some(len);
