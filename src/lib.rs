@@ -51,7 +51,9 @@ pub use hpcomm_runtime::config;
 
 /// Collective operations: bring the trait into scope to call them on a
 /// [`Communicator`].
-pub use hpcomm_collectives::{model, op, repro, select, Collectives, NonBlocking};
+pub use hpcomm_collectives::{
+    model, op, repro, select, Collectives, NonBlocking, Persistent, PersistentCollectives,
+};
 
 /// The transports' settings: what a user configures. The transport layer
 /// itself (raw endpoints, registered memory, the `Transport` trait) is the

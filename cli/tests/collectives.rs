@@ -81,6 +81,7 @@ automatic! {
     scan_and_exscan_in_rank_order: "coll-scan";
     bad_arguments_and_mismatches_are_errors_not_hangs: "coll-errors";
     non_blocking_collectives_in_flight_together_and_progressing: "coll-nonblocking";
+    persistent_collectives_started_again_and_again: "coll-persistent";
 }
 
 fn names<A: Copy>(all: &[A], name: fn(A) -> &'static str) -> Vec<&'static str> {

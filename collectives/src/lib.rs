@@ -27,11 +27,11 @@
 //! rank must call the same collectives in the same order.
 //!
 //! The algorithms live in `algorithms/`, one per file, each with its cost
-//! in α-β-γ terms and its restrictions. More and more of them are written
-//! as *schedules* (`schedule/`): rounds of sends and receives followed by
-//! local combinations, which one executor runs blocking and another as a
-//! task of the progress engine, so the blocking and non-blocking forms of a
-//! collective run the same algorithm. [`select`] picks one per call by
+//! in α-β-γ terms and its restrictions. Each is written as a *schedule*
+//! (`schedule/`): rounds of sends and receives followed by local
+//! combinations, which one executor runs blocking and another as a task of
+//! the progress engine, so the blocking, non-blocking and persistent forms
+//! of a collective run the same algorithm. [`select`] picks one per call by
 //! message size, communicator size and the operation's commutativity, and
 //! `HPCOMM_<COLLECTIVE>=<name>` forces one. Reductions keep MPI's order
 //! rule — a lower rank's contribution is the left operand — so a
@@ -42,11 +42,11 @@
 //! not depend on the number of ranks or the algorithm at all, see
 //! [`Collectives::all_reduce_sum_reproducible`] and [`repro`].
 //!
-//! Non-blocking variants of barrier, broadcast, all-reduce and all-to-all
-//! with counts are started in a [`Scope`](hpcomm_runtime::Scope) through
-//! the [`NonBlocking`] trait and complete like any other request; the
-//! progress engine advances them whenever the rank communicates. The first
-//! three run the algorithm the blocking form would choose.
+//! Every collective has a non-blocking form, started in a
+//! [`Scope`](hpcomm_runtime::Scope) through the [`NonBlocking`] trait and
+//! completed like any other request (the progress engine advances it
+//! whenever the rank communicates), and a persistent one
+//! ([`PersistentCollectives`]: set up once, started again and again).
 //!
 //! # Errors
 //!
@@ -65,6 +65,7 @@ mod channel;
 pub mod model;
 mod nonblocking;
 pub mod op;
+mod persistent;
 mod plans;
 pub mod repro;
 mod schedule;
@@ -77,6 +78,7 @@ pub use hpcomm_runtime::Communicator;
 use hpcomm_runtime::Error;
 use hpcomm_runtime::Result;
 pub use nonblocking::NonBlocking;
+pub use persistent::{Persistent, PersistentCollectives};
 
 use channel::bad_count;
 use op::Operation;

@@ -31,12 +31,15 @@
 //! .unwrap();
 //! ```
 
+use std::rc::Rc;
+
 use bytemuck::Pod;
 use hpcomm_runtime::{Communicator, Request, Result, Scope};
 
 use crate::calls::{self, Call};
 use crate::op::Operation;
 use crate::schedule::task::{no_reduce, reduce_of, Reduce, ScheduleTask};
+use crate::schedule::Schedule;
 
 /// The tag of the next non-blocking collective on `comm`: above the
 /// blocking ones, one per operation number (modulo 2²⁴).
@@ -52,16 +55,26 @@ fn start<'r, 's, T: Pod>(
     output: &'s mut [T],
     reduce: Reduce,
 ) -> Request<'r> {
+    let schedule = Rc::new(call.plan.into_schedule());
+    launch(scope, schedule, (call.own_work, call.mismatch), input, output, reduce)
+}
+
+/// Starts `schedule` as a task: with a work buffer of its own of `own`
+/// elements (else the output), reporting `mismatch` at its end.
+pub(crate) fn launch<'r, 's, T: Pod>(
+    scope: &'r Scope<'s, '_>,
+    schedule: Rc<Schedule>,
+    (own, mismatch): (Option<usize>, Option<String>),
+    input: &'s [T],
+    output: &'s mut [T],
+    reduce: Reduce,
+) -> Request<'r> {
     let comm = scope.comm();
     let elem = std::mem::size_of::<T>();
-    let mut task = ScheduleTask::new(call.plan.into_schedule(), tag_for(comm), elem, reduce)
-        .with_mismatch(call.mismatch);
-    let output = match call.own_work {
-        Some(len) => {
-            task = task.with_own_work(len);
-            None
-        }
-        None => Some(bytemuck::cast_slice_mut(output)),
+    let task = ScheduleTask::new(schedule, tag_for(comm), elem, reduce).with_mismatch(mismatch);
+    let (task, output) = match own {
+        Some(len) => (task.with_own_work(len), None),
+        None => (task, Some(bytemuck::cast_slice_mut(output))),
     };
     scope.start_task(Some(bytemuck::cast_slice(input)), output, Box::new(task))
 }

@@ -17,7 +17,7 @@ use hpcomm::op::{
     BitAnd, BitOr, BitXor, Integer, LocF64, LogicalAnd, LogicalOr, Max, MaxLoc, Min, MinLoc,
     Number, Operation, Prod, Sum, UserOp,
 };
-use hpcomm::{wait_all, Collectives, Communicator, Error, NonBlocking};
+use hpcomm::{wait_all, Collectives, Communicator, Error, NonBlocking, PersistentCollectives};
 
 /// Runs `f` on the communicator, a duplicate, a rank-reversed split and a
 /// split into a lower and an upper half.
@@ -880,4 +880,108 @@ fn non_blocking_reductions(c: &Communicator) {
             if r == 0 { vec![[7; 4]; len] } else { fold(r, |q| matrices(q, len), &ordered()) };
         assert_eq!(exscanned, before, "ordered iexscan");
     }
+}
+
+/// Persistent collectives: made once, started three times with new data
+/// each time, all in flight together; each start gives what the blocking
+/// form gives. Starts with other lengths or on another communicator are
+/// errors, and the communicator stays usable.
+pub(super) fn persistent(comm: &Communicator) {
+    on_variants(comm, |c| {
+        let (n, r) = (c.size(), c.rank());
+        let counts: Vec<usize> = (0..n).map(|q| q % 3 + 1).collect();
+        let (displs, len) = gapped(&counts);
+        let root = n / 2;
+        let total: usize = counts.iter().sum();
+        let at_root = |l: usize| if r == root { l } else { 0 };
+        let shape = |step: u64| -> (Vec<u64>, Vec<[i64; 4]>, Vec<u32>, Vec<u32>) {
+            let numbers = (0..7).map(|i| step * 1000 + (r * 10 + i) as u64).collect();
+            let mats = matrices(r + step as usize, 5);
+            let mine = (0..counts[r]).map(|i| (step as usize * 100 + r * 10 + i) as u32).collect();
+            let spread = (0..len).map(|i| (step as usize * 7 + i) as u32).collect();
+            (numbers, mats, mine, spread)
+        };
+        let (numbers, mats, mine, spread) = shape(0);
+        let mut bcast = vec![0u32; 9];
+        let (mut sum, mut product) = (vec![0u64; at_root(7)], vec![[0i64; 4]; 5]);
+        let mut gathered = vec![0u32; at_root(len)];
+        let mut scattered = vec![0u32; counts[r]];
+        let mut all = vec![0u32; len];
+        let whole: Vec<[i64; 4]> = matrices(r, total);
+        let mut part = vec![[0i64; 4]; counts[r]];
+        let (mut scanned, mut exscanned) = (vec![[0i64; 4]; 5], vec![[0i64; 4]; 5]);
+
+        let barrier = c.barrier_init().unwrap();
+        let broadcast = c.broadcast_init(&bcast, root).unwrap();
+        let reduce = c.reduce_init(&numbers, &sum, Sum, root).unwrap();
+        let all_reduce = c.all_reduce_init(&mats, &product, ordered()).unwrap();
+        let gather = c.gather_v_init(&mine, &gathered, &counts, &displs, root).unwrap();
+        let scatter = c.scatter_v_init(&spread, &counts, &displs, &scattered, root).unwrap();
+        let all_gather = c.all_gather_v_init(&mine, &all, &counts, &displs).unwrap();
+        let reduce_scatter = c.reduce_scatter_init(&whole, &part, &counts, ordered()).unwrap();
+        let scan = c.scan_init(&mats, &scanned, ordered()).unwrap();
+        let exscan = c.exscan_init(&mats, &exscanned, ordered()).unwrap();
+        for step in 0..3u64 {
+            let (numbers, mats, mine, spread) = shape(step);
+            if r == root {
+                bcast = (0..9).map(|i| (step * 10 + i) as u32).collect();
+            }
+            c.scope(|s| {
+                let mut reqs = vec![
+                    barrier.start(s, &[], &mut [])?,
+                    broadcast.start(s, &[], &mut bcast)?,
+                    reduce.start(s, &numbers, &mut sum)?,
+                    all_reduce.start(s, &mats, &mut product)?,
+                    gather.start(s, &mine, &mut gathered)?,
+                    scatter.start(s, &spread, &mut scattered)?,
+                    all_gather.start(s, &mine, &mut all)?,
+                    reduce_scatter.start(s, &whole, &mut part)?,
+                    scan.start(s, &mats, &mut scanned)?,
+                    exscan.start(s, &mats, &mut exscanned)?,
+                ];
+                wait_all(&mut reqs)?;
+                Ok(())
+            })
+            .unwrap();
+            let ctx = format!("start {step}");
+            let mut want_b = vec![0u32; 9];
+            if r == root {
+                want_b = (0..9).map(|i| (step * 10 + i) as u32).collect();
+            }
+            c.broadcast(&mut want_b, root).unwrap();
+            assert_eq!(bcast, want_b, "broadcast, {ctx}");
+            let mut want = vec![0u64; at_root(7)];
+            c.reduce(&numbers, &mut want, Sum, root).unwrap();
+            assert_eq!(sum, want, "reduce, {ctx}");
+            let mut want = vec![[0i64; 4]; 5];
+            c.all_reduce(&mats, &mut want, ordered()).unwrap();
+            assert_eq!(product, want, "all_reduce, {ctx}");
+            let mut want = vec![0u32; at_root(len)];
+            c.gather_v(&mine, &mut want, &counts, &displs, root).unwrap();
+            assert_eq!(gathered, want, "gather_v, {ctx}");
+            let mut want = vec![0u32; counts[r]];
+            c.scatter_v(&spread, &counts, &displs, &mut want, root).unwrap();
+            assert_eq!(scattered, want, "scatter_v, {ctx}");
+            let mut want = vec![0u32; len];
+            c.all_gather_v(&mine, &mut want, &counts, &displs).unwrap();
+            assert_eq!(all, want, "all_gather_v, {ctx}");
+            let mut want = vec![[0i64; 4]; counts[r]];
+            c.reduce_scatter(&whole, &mut want, &counts, ordered()).unwrap();
+            assert_eq!(part, want, "reduce_scatter, {ctx}");
+            assert_eq!(scanned, fold(r + 1, |q| matrices(q + step as usize, 5), &ordered()));
+            if r > 0 {
+                assert_eq!(exscanned, fold(r, |q| matrices(q + step as usize, 5), &ordered()));
+            }
+        }
+
+        // Bad starts are errors on this rank alone, before anything is sent.
+        let short = [0u64; 3];
+        let mut out = vec![[0i64; 4]; 5];
+        let e = c.scope(|s| reduce.start(s, &short, &mut sum).map(|_| ())).unwrap_err();
+        assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+        let other = c.dup().unwrap();
+        let e = other.scope(|s| all_reduce.start(s, &mats, &mut out).map(|_| ())).unwrap_err();
+        assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+        c.barrier().unwrap();
+    });
 }

@@ -85,16 +85,17 @@ pub const CASES: &[Case] = &[
     Case { name: "coll-scan", min_ranks: 1, body: collectives::scan },
     Case { name: "coll-errors", min_ranks: 1, body: collectives::errors },
     Case { name: "coll-nonblocking", min_ranks: 1, body: collectives::non_blocking },
+    Case { name: "coll-persistent", min_ranks: 1, body: collectives::persistent },
 ];
 
 /// The collective cases that exercise each forceable collective's
 /// algorithms (`HPCOMM_<COLLECTIVE>`), by collective.
 pub const COLLECTIVE_CASES: &[(&str, &[&str])] = &[
-    ("barrier", &["coll-barrier", "coll-nonblocking"]),
-    ("bcast", &["coll-bcast", "coll-nonblocking"]),
-    ("reduce", &["coll-reduce", "coll-reduce-scatter", "coll-nonblocking"]),
-    ("allreduce", &["coll-allreduce", "coll-repro", "coll-nonblocking"]),
-    ("allgather", &["coll-allgather", "coll-nonblocking"]),
+    ("barrier", &["coll-barrier", "coll-nonblocking", "coll-persistent"]),
+    ("bcast", &["coll-bcast", "coll-nonblocking", "coll-persistent"]),
+    ("reduce", &["coll-reduce", "coll-reduce-scatter", "coll-nonblocking", "coll-persistent"]),
+    ("allreduce", &["coll-allreduce", "coll-repro", "coll-nonblocking", "coll-persistent"]),
+    ("allgather", &["coll-allgather", "coll-nonblocking", "coll-persistent"]),
     ("alltoall", &["coll-alltoall", "coll-nonblocking"]),
 ];
 

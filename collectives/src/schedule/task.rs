@@ -11,6 +11,7 @@
 //! each piece received, from the engine's buffer to its place.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytemuck::Pod;
 use hpcomm_runtime::task::{Task, TaskCx, Transfer};
@@ -19,19 +20,20 @@ use hpcomm_runtime::{Error, Result};
 use super::{Buf, Piece, Schedule, Step};
 use crate::op::Operation;
 
-/// Combines byte buffers as elements of one type.
-pub(crate) type Reduce = Box<dyn Fn(&mut [u8], &[u8], bool)>;
+/// Combines byte buffers as elements of one type (shared by the starts of a
+/// persistent collective).
+pub(crate) type Reduce = Rc<dyn Fn(&mut [u8], &[u8], bool)>;
 
 /// The byte-level combination of `op` on elements of `T`.
 pub(crate) fn reduce_of<T: Pod, O: Operation<T> + 'static>(op: O) -> Reduce {
-    Box::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
+    Rc::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
         reduce_bytes(&op, acc, other, acc_left)
     })
 }
 
 /// The combination of a schedule that combines nothing.
 pub(crate) fn no_reduce() -> Reduce {
-    Box::new(|_: &mut [u8], _: &[u8], _: bool| {
+    Rc::new(|_: &mut [u8], _: &[u8], _: bool| {
         debug_assert!(false, "a schedule without an operation combined pieces")
     })
 }
@@ -55,7 +57,7 @@ fn reduce_bytes<T: Pod>(op: &impl Operation<T>, acc: &mut [u8], other: &[u8], ac
 
 /// A schedule in progress; see the module documentation.
 pub(crate) struct ScheduleTask {
-    schedule: Schedule,
+    schedule: Rc<Schedule>,
     rounds: Vec<Range<usize>>,
     /// The round in progress (posted) or next to post.
     at: usize,
@@ -77,7 +79,12 @@ pub(crate) struct ScheduleTask {
 impl ScheduleTask {
     /// A task running `schedule` with messages tagged `tag`, on elements of
     /// `elem` bytes, combining with `reduce`.
-    pub(crate) fn new(schedule: Schedule, tag: i32, elem: usize, reduce: Reduce) -> ScheduleTask {
+    pub(crate) fn new(
+        schedule: Rc<Schedule>,
+        tag: i32,
+        elem: usize,
+        reduce: Reduce,
+    ) -> ScheduleTask {
         ScheduleTask {
             rounds: schedule.round_ranges(),
             scratch: vec![0; schedule.scratch * elem],
@@ -232,10 +239,8 @@ impl ScheduleTask {
             match self.schedule.steps[i].clone() {
                 Step::Reduce { into, operand, into_left } => {
                     let other = self.read(cx, &operand)?;
-                    let reduce = std::mem::replace(&mut self.reduce, no_reduce());
-                    let done = self.write(cx, &into, |b| reduce(b, &other, into_left));
-                    self.reduce = reduce;
-                    done?;
+                    let reduce = self.reduce.clone();
+                    self.write(cx, &into, |b| reduce(b, &other, into_left))?;
                 }
                 Step::Copy { from, to } => {
                     let data = self.read(cx, &from)?;
