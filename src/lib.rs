@@ -52,7 +52,8 @@ pub use hpcomm_runtime::config;
 /// Collective operations: bring the trait into scope to call them on a
 /// [`Communicator`].
 pub use hpcomm_collectives::{
-    model, op, repro, select, Collectives, NonBlocking, Persistent, PersistentCollectives,
+    model, op, repro, select, Collectives, Neighborhood, NonBlocking, Persistent,
+    PersistentCollectives,
 };
 
 /// The transports' settings: what a user configures. The transport layer

@@ -82,6 +82,7 @@ automatic! {
     bad_arguments_and_mismatches_are_errors_not_hangs: "coll-errors";
     non_blocking_collectives_in_flight_together_and_progressing: "coll-nonblocking";
     persistent_collectives_started_again_and_again: "coll-persistent";
+    neighborhood_exchanges_on_grids_periodic_or_not: "coll-neighbor";
 }
 
 fn names<A: Copy>(all: &[A], name: fn(A) -> &'static str) -> Vec<&'static str> {

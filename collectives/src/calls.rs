@@ -12,12 +12,13 @@
 use std::ops::Range;
 
 use bytemuck::Pod;
-use hpcomm_runtime::{Communicator, Result};
+use hpcomm_runtime::{Cartesian, Communicator, Result};
 
+use crate::algorithms::neighbor_exchange;
 use crate::channel::{bad_count, blocks, check_root, packed, Channel, CollTag};
 use crate::op::Operation;
 use crate::plans::{self, Planned};
-use crate::schedule::blocking;
+use crate::schedule::{blocking, LANES};
 use crate::util::disjoint;
 
 /// A checked call, ready to run.
@@ -334,4 +335,51 @@ pub(crate) fn scan(
         same_len(if exclusive { "exscan" } else { "scan" }, send, recv)?;
     }
     Ok(Call::new(plans::scan(comm, recv, exclusive, send.is_some()), CollTag::Scan))
+}
+
+/// A neighbourhood exchange on `grid`: block `k` of the send blocks to
+/// neighbour `k` and block `k` of the receive blocks from it; `all_gather`
+/// sends the whole input to every neighbour.
+pub(crate) fn neighbor(
+    grid: &Cartesian,
+    send: usize,
+    recv: usize,
+    counts: Option<[(&[usize], &[usize]); 2]>,
+    all_gather: bool,
+) -> Result<Call> {
+    let dims = grid.dims().len();
+    let k = 2 * dims;
+    if k > usize::from(LANES) {
+        return Err(bad_count(format!(
+            "neighbourhood collectives: a grid of {dims} dimensions (at most {})",
+            LANES / 2
+        )));
+    }
+    let mut neighbors = Vec::with_capacity(k);
+    for d in 0..dims {
+        let (before, after) = grid.shift(d, 1)?;
+        neighbors.extend([before, after].map(|r| r.index()));
+    }
+    let what = if all_gather { "neighbor_all_gather" } else { "neighbor_all_to_all" };
+    let (sblocks, rblocks) = match counts {
+        Some([(sc, sd), (rc, rd)]) => (
+            blocks(sc, sd, k, send, "neighbor_all_to_all_v (send)")?,
+            receive_blocks(rc, rd, k, recv, "neighbor_all_to_all_v (receive)")?,
+        ),
+        None if all_gather => {
+            if recv != k * send {
+                return Err(bad_count(format!(
+                    "{what}: the receive buffer has {recv} elements, {k} neighbours × {send} expected"
+                )));
+            }
+            (vec![0..send; k], equal_ranges(k, send))
+        }
+        None => {
+            same_len(what, send, recv)?;
+            let block = equal_blocks(what, send, k)?;
+            (equal_ranges(k, block), equal_ranges(k, block))
+        }
+    };
+    let plan = Planned::fresh(neighbor_exchange::schedule(&neighbors, &sblocks, &rblocks));
+    Ok(Call::new(plan, CollTag::Neighbor))
 }

@@ -13,11 +13,15 @@ use std::cell::RefCell;
 use bytemuck::Pod;
 use hpcomm_runtime::{Communicator, Error, Result};
 
-/// Tags on the collective context; the runtime keeps those below 16.
+use crate::schedule::LANES;
+
+/// The kinds of blocking collective, each with its own tags on the
+/// collective context: [`LANES`] of them from `16 + 64·kind` (the runtime
+/// keeps the tags below 16; the non-blocking ones start at 1024).
 #[derive(Clone, Copy, Debug)]
 #[repr(i32)]
 pub(crate) enum CollTag {
-    Barrier = 16,
+    Barrier,
     Bcast,
     Reduce,
     Allreduce,
@@ -27,6 +31,14 @@ pub(crate) enum CollTag {
     Alltoall,
     ReduceScatter,
     Scan,
+    Neighbor,
+}
+
+impl CollTag {
+    /// The first tag of the kind.
+    fn base(self) -> i32 {
+        16 + (self as i32) * i32::from(LANES)
+    }
 }
 
 pub(crate) struct Channel {
@@ -37,7 +49,7 @@ pub(crate) struct Channel {
 
 impl Channel {
     pub(crate) fn new(comm: &Communicator, tag: CollTag) -> Channel {
-        Channel { comm: comm.collective_comm(), tag: tag as i32, mismatch: RefCell::new(None) }
+        Channel { comm: comm.collective_comm(), tag: tag.base(), mismatch: RefCell::new(None) }
     }
 
     pub(crate) fn size(&self) -> usize {
@@ -50,27 +62,28 @@ impl Channel {
         &self.comm
     }
 
-    pub(crate) fn tag(&self) -> i32 {
-        self.tag
+    /// The tag of a lane (below [`LANES`]).
+    pub(crate) fn tag(&self, lane: u16) -> i32 {
+        self.tag + i32::from(lane)
     }
 
-    pub(crate) fn send<T: Pod>(&self, buf: &[T], to: usize) -> Result<()> {
-        self.comm.send(buf, to, self.tag)
+    pub(crate) fn send<T: Pod>(&self, buf: &[T], to: usize, lane: u16) -> Result<()> {
+        self.comm.send(buf, to, self.tag(lane))
     }
 
-    pub(crate) fn recv<T: Pod>(&self, buf: &mut [T], from: usize) -> Result<()> {
-        let outcome = self.comm.recv(buf, from, self.tag);
+    pub(crate) fn recv<T: Pod>(&self, buf: &mut [T], from: usize, lane: u16) -> Result<()> {
+        let outcome = self.comm.recv(buf, from, self.tag(lane));
         self.check(outcome.map(|s| s.count), buf.len(), from)
     }
 
+    /// A send to `to` and a receive from `from`, on lanes.
     pub(crate) fn sendrecv<T: Pod>(
         &self,
-        send: &[T],
-        to: usize,
-        recv: &mut [T],
-        from: usize,
+        (send, to, out_lane): (&[T], usize, u16),
+        (recv, from, in_lane): (&mut [T], usize, u16),
     ) -> Result<()> {
-        let outcome = self.comm.sendrecv(send, to, self.tag, recv, from, self.tag);
+        let (out, inc) = (self.tag(out_lane), self.tag(in_lane));
+        let outcome = self.comm.sendrecv(send, to, out, recv, from, inc);
         self.check(outcome.map(|s| s.count), recv.len(), from)
     }
 

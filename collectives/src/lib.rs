@@ -63,6 +63,7 @@ mod algorithms;
 mod calls;
 mod channel;
 pub mod model;
+mod neighbor;
 mod nonblocking;
 pub mod op;
 mod persistent;
@@ -77,6 +78,7 @@ pub use hpcomm_runtime::Communicator;
 #[cfg(doc)]
 use hpcomm_runtime::Error;
 use hpcomm_runtime::Result;
+pub use neighbor::Neighborhood;
 pub use nonblocking::NonBlocking;
 pub use persistent::{Persistent, PersistentCollectives};
 

@@ -39,16 +39,16 @@ use hpcomm_runtime::{Communicator, Request, Result, Scope};
 use crate::calls::{self, Call};
 use crate::op::Operation;
 use crate::schedule::task::{no_reduce, reduce_of, Reduce, ScheduleTask};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, LANES};
 
-/// The tag of the next non-blocking collective on `comm`: above the
-/// blocking ones, one per operation number (modulo 2²⁴).
+/// The first tag of the next non-blocking collective on `comm`: above the
+/// blocking ones, [`LANES`] per operation number (modulo 2²⁴).
 fn tag_for(comm: &Communicator) -> i32 {
-    1024 + (comm.next_collective() & 0xff_ffff) as i32
+    1024 + (comm.next_collective() & 0xff_ffff) as i32 * i32::from(LANES)
 }
 
 /// Starts a checked call as a task of the scope's progress engine.
-fn start<'r, 's, T: Pod>(
+pub(crate) fn start<'r, 's, T: Pod>(
     scope: &'r Scope<'s, '_>,
     call: Call,
     input: &'s [T],

@@ -64,7 +64,7 @@ impl<T> std::fmt::Debug for Persistent<T> {
 }
 
 impl<T: Pod> Persistent<T> {
-    fn new(
+    pub(crate) fn new(
         comm: &Communicator,
         what: &'static str,
         call: Call,

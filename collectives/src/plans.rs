@@ -65,7 +65,7 @@ impl Planned {
         Planned { key: Some(key), schedule: Some(schedule) }
     }
 
-    fn fresh(schedule: Schedule) -> Planned {
+    pub(crate) fn fresh(schedule: Schedule) -> Planned {
         Planned { key: None, schedule: Some(schedule) }
     }
 

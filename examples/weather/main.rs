@@ -12,9 +12,10 @@
 //! `hpcomm run` each rank is a process on the job's transport and hosts
 //! (`hpcomm::job` does both).
 //!
-//! Each step exchanges one-cell halos with the four neighbours by
-//! non-blocking sends and receives, updates the interior while they
-//! travel, then the edges. Every `--diag-every` steps the total mass and
+//! Each step exchanges one-cell halos with the four neighbours by a
+//! persistent neighbourhood all-to-all (`neighbor_all_to_all_v_init`, set
+//! up on the first step and started on every one), updates the interior
+//! while the halos travel, then the edges. Every `--diag-every` steps the total mass and
 //! energy are summed with `all_reduce`. At the end (and every
 //! `--image-every` steps) rank 0 gathers the depth field and writes a PNG.
 //! `--validate` has rank 0 rerun the whole grid alone and check that the

@@ -1,19 +1,46 @@
-//! The weather example's communication over hpcomm: the halo exchange
-//! overlapped with the interior update, the global diagnostics and the
-//! gather of the field.
+//! The weather example's communication over hpcomm: the halo exchange (a
+//! persistent neighbourhood all-to-all, set up once) overlapped with the
+//! interior update, the global diagnostics and the gather of the field.
 
 #![allow(dead_code)]
 
 use hpcomm::op::Sum;
-use hpcomm::{Cartesian, Collectives, Rank, Result};
+use hpcomm::{Cartesian, Collectives, Neighborhood, Persistent, Rank, Result};
 
 use crate::model::{extent, Block, Problem};
 
-/// Send and receive buffers of a halo exchange, kept between steps.
+/// The halo exchange of one block: its buffers, in the grid's neighbour
+/// order (up, down, left, right: the rank before and after along each
+/// dimension), and the persistent exchange made for them on the first
+/// step.
 #[derive(Default)]
 pub struct Halo {
-    send: [Vec<[f64; 3]>; 4],
-    recv: [Vec<[f64; 3]>; 4],
+    send: Vec<[f64; 3]>,
+    recv: Vec<[f64; 3]>,
+    /// Where each neighbour's block starts in both buffers.
+    displs: [usize; 4],
+    exchange: Option<Persistent<[f64; 3]>>,
+}
+
+impl Halo {
+    /// Sets up the exchange of a block of `rows` × `cols`: rows up and
+    /// down, columns left and right.
+    fn prepare(&mut self, grid: &Cartesian, rows: usize, cols: usize) -> Result<()> {
+        let counts = [cols, cols, rows, rows];
+        self.displs = [0, cols, 2 * cols, 2 * cols + rows];
+        let len = 2 * (rows + cols);
+        self.send = vec![[0.0; 3]; len];
+        self.recv = vec![[0.0; 3]; len];
+        let (s, d) = (&counts[..], &self.displs[..]);
+        self.exchange = Some(grid.neighbor_all_to_all_v_init(&self.send, s, d, &self.recv, s, d)?);
+        Ok(())
+    }
+
+    /// Neighbour `k`'s block of the send or receive buffer.
+    fn block<'a>(buf: &'a mut [[f64; 3]], displs: &[usize; 4], k: usize) -> &'a mut [[f64; 3]] {
+        let end = displs.get(k + 1).copied().unwrap_or(buf.len());
+        &mut buf[displs[k]..end]
+    }
 }
 
 /// The four neighbours: (up, down, left, right).
@@ -32,7 +59,7 @@ pub struct StepTimes {
     pub computation: f64,
 }
 
-/// One distributed step: posts the halo exchange, updates the interior
+/// One distributed step: starts the halo exchange, updates the interior
 /// (which needs no halo) while it travels, then the cells along the
 /// block's edges.
 pub fn step(
@@ -47,53 +74,44 @@ pub fn step(
     let comm = grid.comm();
     let t0 = Instant::now();
     let (rows, cols) = (b.rows, b.cols);
-    // What goes up is this block's first row, down its last, and so on.
-    halo.send[0].clear();
-    halo.send[0].extend_from_slice(b.row(1));
-    halo.send[1].clear();
-    halo.send[1].extend_from_slice(b.row(rows));
-    b.column(1, &mut halo.send[2]);
-    b.column(cols, &mut halo.send[3]);
-    for (k, n) in [cols, cols, rows, rows].into_iter().enumerate() {
-        halo.recv[k].resize(n, [0.0; 3]);
+    if halo.exchange.is_none() {
+        halo.prepare(grid, rows, cols)?;
     }
+    // What goes up is this block's first row, down its last, and so on.
+    let Halo { send, recv, displs, exchange } = halo;
+    Halo::block(send, displs, 0).copy_from_slice(b.row(1));
+    Halo::block(send, displs, 1).copy_from_slice(b.row(rows));
+    let mut column = Vec::with_capacity(rows);
+    b.column(1, &mut column);
+    Halo::block(send, displs, 2).copy_from_slice(&column);
+    b.column(cols, &mut column);
+    Halo::block(send, displs, 3).copy_from_slice(&column);
+    let exchange = exchange.as_ref().expect("prepared above");
     let mut compute = 0.0;
-    // Tag = the direction of travel: 0 up, 1 down, 2 left, 3 right. What
-    // arrives from below travelled up.
-    let Halo { send, recv } = halo;
-    let [from_up, from_down, from_left, from_right] = recv;
     comm.scope(|s| {
-        let mut reqs = vec![
-            s.irecv(from_down, near[1], 0)?,
-            s.irecv(from_up, near[0], 1)?,
-            s.irecv(from_right, near[3], 2)?,
-            s.irecv(from_left, near[2], 3)?,
-        ];
-        for (k, buf) in send.iter().enumerate() {
-            reqs.push(s.isend(buf, near[k], k as i32)?);
-        }
+        let pending = exchange.start(s, send, recv)?;
         let t = Instant::now();
         if rows > 2 && cols > 2 {
             b.update(p, 2..rows, 2..cols);
         }
         compute += t.elapsed().as_secs_f64();
-        hpcomm::wait_all(&mut reqs)
+        pending.wait().map(|_| ())
     })?;
     // Past a non-periodic edge nothing arrives and the halo is left as it
     // is. A wall would need boundary values here (a reflecting one copies
     // the edge and flips the normal momentum). The example's grid is
     // periodic, so every side has a neighbour.
     if near[0] != Rank::NULL {
-        b.set_row(0, from_up);
+        b.set_row(0, Halo::block(recv, displs, 0));
     }
     if near[1] != Rank::NULL {
-        b.set_row(rows + 1, from_down);
+        b.set_row(rows + 1, Halo::block(recv, displs, 1));
     }
     if near[2] != Rank::NULL {
-        b.set_column(0, from_left);
+        b.set_column(0, Halo::block(recv, displs, 2));
     }
     if near[3] != Rank::NULL {
-        b.set_column(cols + 1, from_right);
+        b.set_column(cols + 1, Halo::block(recv, displs, 3));
     }
     let t = Instant::now();
     b.update(p, 1..2, 1..cols + 1);

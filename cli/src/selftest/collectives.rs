@@ -17,7 +17,9 @@ use hpcomm::op::{
     BitAnd, BitOr, BitXor, Integer, LocF64, LogicalAnd, LogicalOr, Max, MaxLoc, Min, MinLoc,
     Number, Operation, Prod, Sum, UserOp,
 };
-use hpcomm::{wait_all, Collectives, Communicator, Error, NonBlocking, PersistentCollectives};
+use hpcomm::{
+    wait_all, Collectives, Communicator, Error, Neighborhood, NonBlocking, PersistentCollectives,
+};
 
 /// Runs `f` on the communicator, a duplicate, a rank-reversed split and a
 /// split into a lower and an upper half.
@@ -984,4 +986,104 @@ pub(super) fn persistent(comm: &Communicator) {
         assert!(matches!(e, Error::InvalidCount(_)), "{e}");
         c.barrier().unwrap();
     });
+}
+
+/// Neighbourhood collectives on grids of the communicator's ranks — 1-D
+/// and 2-D, periodic or not (so with ranks that are their own or a double
+/// neighbour) — blocking, non-blocking and persistent: block `k` of the
+/// result is what neighbour `k` sent the other way.
+pub(super) fn neighbor(comm: &Communicator) {
+    let n = comm.size();
+    let two = hpcomm::dims_create(n, &[0, 0]).unwrap();
+    let grids: [(Vec<usize>, Vec<bool>); 4] = [
+        (vec![n], vec![true]),
+        (vec![n], vec![false]),
+        (two.clone(), vec![true, true]),
+        (two, vec![false, true]),
+    ];
+    for (dims, periodic) in grids {
+        let grid = comm.cartesian(&dims, &periodic).unwrap().expect("every rank is in the grid");
+        let ctx = format!("grid {dims:?}, periodic {periodic:?}");
+        let r = grid.comm().rank();
+        let k = 2 * dims.len();
+        let mut near = Vec::with_capacity(k);
+        for d in 0..dims.len() {
+            let (before, after) = grid.shift(d, 1).unwrap();
+            near.extend([before.index(), after.index()]);
+        }
+        let mark = |from: usize, block: usize, i: usize| (from * 1000 + block * 10 + i) as u64 + 1;
+
+        // All-gather: the same 3 values to every neighbour.
+        let mine: Vec<u64> = (0..3).map(|i| mark(r, 0, i)).collect();
+        let mut got = vec![0u64; 3 * k];
+        grid.neighbor_all_gather(&mine, &mut got).unwrap();
+        for (j, nb) in near.iter().enumerate() {
+            let want: Vec<u64> = (0..3).map(|i| nb.map_or(0, |q| mark(q, 0, i))).collect();
+            assert_eq!(got[3 * j..3 * j + 3], want[..], "neighbor_all_gather, {ctx}, block {j}");
+        }
+
+        // All-to-all with counts: (from + block) % 3 + 1 elements, gapped.
+        let count = |from: usize, block: usize| (from + block) % 3 + 1;
+        let scounts: Vec<usize> = (0..k).map(|j| count(r, j)).collect();
+        let rcounts: Vec<usize> = (0..k).map(|j| near[j].map_or(0, |q| count(q, j ^ 1))).collect();
+        let (sdispls, slen) = gapped(&scounts);
+        let (rdispls, rlen) = gapped(&rcounts);
+        let mut send = vec![0u64; slen];
+        for j in 0..k {
+            for i in 0..scounts[j] {
+                send[sdispls[j] + i] = mark(r, j, i);
+            }
+        }
+        let check = |got: &[u64], how: &str| {
+            for j in 0..k {
+                let want: Vec<u64> =
+                    (0..rcounts[j]).map(|i| mark(near[j].unwrap_or(0), j ^ 1, i)).collect();
+                let block = &got[rdispls[j]..rdispls[j] + rcounts[j]];
+                assert_eq!(block, &want[..], "{how}, {ctx}, block {j}");
+            }
+        };
+        let mut got = vec![0u64; rlen];
+        grid.neighbor_all_to_all_v(&send, &scounts, &sdispls, &mut got, &rcounts, &rdispls)
+            .unwrap();
+        check(&got, "neighbor_all_to_all_v");
+        let exchange = grid
+            .neighbor_all_to_all_v_init(&send, &scounts, &sdispls, &got, &rcounts, &rdispls)
+            .unwrap();
+        for start in 0..3 {
+            let mut again = vec![0u64; rlen];
+            let equal_in: Vec<u64> = (0..2 * k).map(|i| (r * 100 + i + start) as u64).collect();
+            let mut equal_out = vec![0u64; 2 * k];
+            grid.comm()
+                .scope(|s| {
+                    let mut reqs = vec![
+                        exchange.start(s, &send, &mut again)?,
+                        grid.ineighbor_all_to_all(s, &equal_in, &mut equal_out)?,
+                    ];
+                    wait_all(&mut reqs)?;
+                    Ok(())
+                })
+                .unwrap();
+            check(&again, &format!("persistent neighbor_all_to_all_v, start {start}"));
+            for j in 0..k {
+                if let Some(q) = near[j] {
+                    let sent = (q * 100 + 2 * (j ^ 1) + start) as u64;
+                    assert_eq!(
+                        equal_out[2 * j..2 * j + 2],
+                        [sent, sent + 1],
+                        "ineighbor_all_to_all, {ctx}"
+                    );
+                }
+            }
+        }
+
+        // Bad arguments: errors on this rank, before anything is sent.
+        let e = grid.neighbor_all_gather(&mine, &mut vec![0u64; 3 * k + 1]).unwrap_err();
+        assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+        let e = grid.neighbor_all_to_all(&[0u8; 3], &mut [0u8; 3]).unwrap_err();
+        assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+        let (a, mut b) = (vec![0u64; 2 * k], vec![0u64; 2 * k]);
+        let e = comm.scope(|s| grid.ineighbor_all_to_all(s, &a, &mut b).map(|_| ())).unwrap_err();
+        assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+        grid.comm().barrier().unwrap();
+    }
 }

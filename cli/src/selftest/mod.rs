@@ -86,6 +86,7 @@ pub const CASES: &[Case] = &[
     Case { name: "coll-errors", min_ranks: 1, body: collectives::errors },
     Case { name: "coll-nonblocking", min_ranks: 1, body: collectives::non_blocking },
     Case { name: "coll-persistent", min_ranks: 1, body: collectives::persistent },
+    Case { name: "coll-neighbor", min_ranks: 1, body: collectives::neighbor },
 ];
 
 /// The collective cases that exercise each forceable collective's

@@ -140,12 +140,13 @@ fn split<'a, T>(
 fn transfer<T: Pod>(ch: &Channel, bufs: &mut Bufs<'_, T>, round: Round<'_>) -> Result<()> {
     match round.transfers {
         [] => Ok(()),
-        [Step::Send { to, piece }] => ch.send(bufs.read(piece)?, *to),
-        [Step::Recv { from, piece }] => ch.recv(bufs.write(piece)?, *from),
-        [Step::Send { to, piece: out }, Step::Recv { from, piece: inc }]
-        | [Step::Recv { from, piece: inc }, Step::Send { to, piece: out }] => {
+        [Step::Send { to, piece, lane }] => ch.send(bufs.read(piece)?, *to, *lane),
+        [Step::Recv { from, piece, lane }] => ch.recv(bufs.write(piece)?, *from, *lane),
+        [Step::Send { to, piece: out, lane: out_lane }, Step::Recv { from, piece: inc, lane: in_lane }]
+        | [Step::Recv { from, piece: inc, lane: in_lane }, Step::Send { to, piece: out, lane: out_lane }] =>
+        {
             let (send, recv) = bufs.read_write(out, inc)?;
-            ch.sendrecv(send, *to, recv, *from)
+            ch.sendrecv((send, *to, *out_lane), (recv, *from, *in_lane))
         }
         many => transfer_many(ch, bufs, many),
     }
@@ -158,12 +159,11 @@ fn transfer_many<T: Pod>(ch: &Channel, bufs: &mut Bufs<'_, T>, steps: &[Step]) -
     let input: &[T] = input;
     let (mut recvs_w, gaps_w) = carve(work, steps, Buf::Work)?;
     let (mut recvs_s, gaps_s) = carve(scratch, steps, Buf::Scratch)?;
-    let tag = ch.tag();
     let outcomes = ch.comm().scope(|s| {
         let mut reqs = Vec::with_capacity(steps.len());
         let mut expected = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
-            if let Step::Recv { from, piece } = step {
+            if let Step::Recv { from, piece, lane } = step {
                 let pieces = if piece.buf == Buf::Work { &mut recvs_w } else { &mut recvs_s };
                 let slot = pieces
                     .iter_mut()
@@ -171,23 +171,20 @@ fn transfer_many<T: Pod>(ch: &Channel, bufs: &mut Bufs<'_, T>, steps: &[Step]) -
                     .ok_or_else(|| broken("a lost receive"))?;
                 let target = std::mem::take(&mut slot.1);
                 expected.push((target.len(), *from));
-                reqs.push(s.irecv(target, *from, tag)?);
+                reqs.push(s.irecv(target, *from, ch.tag(*lane))?);
             }
         }
         let receives = reqs.len();
         for step in steps {
-            if let Step::Send { to, piece } = step {
+            if let Step::Send { to, piece, lane } = step {
                 let data = match piece.buf {
                     _ if piece.range.is_empty() => Some(&[][..]),
                     Buf::Input => input.get(piece.range.clone()),
                     Buf::Work => within(&gaps_w, &piece.range),
                     Buf::Scratch => within(&gaps_s, &piece.range),
                 };
-                reqs.push(s.isend(
-                    data.ok_or_else(|| broken("a send overlapping a receive"))?,
-                    *to,
-                    tag,
-                )?);
+                let data = data.ok_or_else(|| broken("a send overlapping a receive"))?;
+                reqs.push(s.isend(data, *to, ch.tag(*lane))?);
             }
         }
         // Each waited for alone: a receive of the wrong length is a

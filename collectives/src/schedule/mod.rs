@@ -33,6 +33,9 @@ pub(crate) mod blocking;
 mod simulate;
 pub(crate) mod task;
 
+/// The lanes of a collective: tags `base..base + LANES`.
+pub(crate) const LANES: u16 = 64;
+
 /// A buffer a schedule names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Buf {
@@ -76,10 +79,12 @@ impl Piece {
 /// One step of a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Send a piece to a rank.
-    Send { to: usize, piece: Piece },
-    /// Receive exactly a piece's length from a rank.
-    Recv { from: usize, piece: Piece },
+    /// Send a piece to a rank, on a lane (an offset of the collective's
+    /// tag, for algorithms that send a rank several messages that must not
+    /// be taken for each other).
+    Send { to: usize, piece: Piece, lane: u16 },
+    /// Receive exactly a piece's length from a rank, on a lane.
+    Recv { from: usize, piece: Piece, lane: u16 },
     /// `into = into ∘ operand` when `into_left`, else `operand ∘ into`.
     Reduce { into: Piece, operand: Piece, into_left: bool },
     /// Copy one piece onto another of the same length.
@@ -132,12 +137,22 @@ impl Schedule {
     /// Adds a send to the current round; transfers added after a local
     /// step open a new round.
     pub(crate) fn send(&mut self, to: usize, piece: Piece) -> &mut Self {
-        self.transfer(Step::Send { to, piece })
+        self.send_on(to, piece, 0)
     }
 
     /// Adds a receive to the current round.
     pub(crate) fn recv(&mut self, from: usize, piece: Piece) -> &mut Self {
-        self.transfer(Step::Recv { from, piece })
+        self.recv_on(from, piece, 0)
+    }
+
+    /// Adds a send on a lane (below [`LANES`]).
+    pub(crate) fn send_on(&mut self, to: usize, piece: Piece, lane: u16) -> &mut Self {
+        self.transfer(Step::Send { to, piece, lane })
+    }
+
+    /// Adds a receive on a lane (below [`LANES`]).
+    pub(crate) fn recv_on(&mut self, from: usize, piece: Piece, lane: u16) -> &mut Self {
+        self.transfer(Step::Recv { from, piece, lane })
     }
 
     fn transfer(&mut self, step: Step) -> &mut Self {
@@ -232,11 +247,14 @@ impl Schedule {
             let mut read: Vec<&Piece> = Vec::new();
             for step in round.transfers {
                 match step {
-                    Step::Send { to, piece } if *to < size => {
+                    Step::Send { lane, .. } | Step::Recv { lane, .. } if *lane >= LANES => {
+                        return Err(format!("round {i}: {step:?} is on no lane"));
+                    }
+                    Step::Send { to, piece, .. } if *to < size => {
                         fits(piece)?;
                         read.push(piece);
                     }
-                    Step::Recv { from, piece } if *from < size => {
+                    Step::Recv { from, piece, .. } if *from < size => {
                         writable(piece)?;
                         written.push(piece);
                     }

@@ -7,7 +7,7 @@
 //! its receive is posted — so a schedule that finishes here finishes under
 //! any protocol, eager or rendezvous.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytemuck::Pod;
 
@@ -56,10 +56,10 @@ pub(crate) fn run<T: Pod>(
     // Transfers of each rank's current round not yet matched.
     let mut open = vec![0usize; n];
     let mut posted = vec![false; n];
-    // Sends from s to d waiting for their receive: data and the sender.
-    let mut sends: Vec<VecDeque<Vec<T>>> = vec![VecDeque::new(); n * n];
-    // Receives at d from s waiting for their send.
-    let mut recvs: Vec<VecDeque<Piece>> = vec![VecDeque::new(); n * n];
+    // Sends from s to d on a lane waiting for their receive, and receives
+    // at d from s on a lane waiting for their send; matched in order.
+    let mut sends: HashMap<(usize, usize, u16), VecDeque<Vec<T>>> = HashMap::new();
+    let mut recvs: HashMap<(usize, usize, u16), VecDeque<Piece>> = HashMap::new();
     loop {
         let mut moved = false;
         for r in 0..n {
@@ -67,11 +67,13 @@ pub(crate) fn run<T: Pod>(
             if !posted[r] {
                 for step in round.transfers {
                     match step {
-                        Step::Send { to, piece } => {
+                        Step::Send { to, piece, lane } => {
                             let data = ranks[r].read(piece);
-                            sends[r * n + to].push_back(data);
+                            sends.entry((r, *to, *lane)).or_default().push_back(data);
                         }
-                        Step::Recv { from, piece } => recvs[from * n + r].push_back(piece.clone()),
+                        Step::Recv { from, piece, lane } => {
+                            recvs.entry((*from, r, *lane)).or_default().push_back(piece.clone())
+                        }
                         _ => unreachable!("checked"),
                     }
                 }
@@ -79,26 +81,25 @@ pub(crate) fn run<T: Pod>(
                 posted[r] = true;
                 moved = true;
             }
-            // Match what can be matched, in order per pair.
-            for s in 0..n {
-                for (src, dst) in [(s, r), (r, s)] {
-                    let pair = src * n + dst;
-                    while !sends[pair].is_empty() && !recvs[pair].is_empty() {
-                        let data = sends[pair].pop_front().expect("non-empty");
-                        let piece = recvs[pair].pop_front().expect("non-empty");
-                        if data.len() != piece.len() {
-                            return Err(format!(
-                                "rank {src} sent {} elements to rank {dst}, which expected {}",
-                                data.len(),
-                                piece.len()
-                            ));
-                        }
-                        ranks[dst].buf(piece.buf)[piece.range].copy_from_slice(&data);
-                        open[src] -= 1;
-                        open[dst] -= 1;
-                        moved = true;
-                    }
+        }
+        // Match what can be matched, in order per pair and lane.
+        for (key, waiting) in recvs.iter_mut() {
+            let Some(offered) = sends.get_mut(key) else { continue };
+            let &(src, dst, _) = key;
+            while !offered.is_empty() && !waiting.is_empty() {
+                let data = offered.pop_front().expect("non-empty");
+                let piece = waiting.pop_front().expect("non-empty");
+                if data.len() != piece.len() {
+                    return Err(format!(
+                        "rank {src} sent {} elements to rank {dst}, which expected {}",
+                        data.len(),
+                        piece.len()
+                    ));
                 }
+                ranks[dst].buf(piece.buf)[piece.range].copy_from_slice(&data);
+                open[src] -= 1;
+                open[dst] -= 1;
+                moved = true;
             }
         }
         for r in 0..n {
@@ -632,6 +633,102 @@ mod tests {
                             .collect();
                         assert_eq!(rank.work[..counts[r]], want[..], "ring, {ctx}: rank {r}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The neighbours of rank `r` on a grid of `dims` in row-major order
+    /// (as `Cartesian::shift` gives them): before and after along each
+    /// dimension, `None` past a non-periodic edge.
+    fn grid_neighbors(dims: &[usize], periodic: &[bool], r: usize) -> Vec<Option<usize>> {
+        let mut coords = vec![0; dims.len()];
+        let mut rest = r;
+        for d in (0..dims.len()).rev() {
+            coords[d] = rest % dims[d];
+            rest /= dims[d];
+        }
+        let rank = |c: &[usize]| c.iter().zip(dims).fold(0, |acc, (&x, &n)| acc * n + x);
+        let mut out = Vec::new();
+        for d in 0..dims.len() {
+            for delta in [-1isize, 1] {
+                let x = coords[d] as isize + delta;
+                let n = dims[d] as isize;
+                let x = if periodic[d] {
+                    Some(x.rem_euclid(n))
+                } else {
+                    (0..n).contains(&x).then_some(x)
+                };
+                out.push(x.map(|x| {
+                    let mut c = coords.clone();
+                    c[d] = x as usize;
+                    rank(&c)
+                }));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn neighbor_exchanges_on_grids_with_self_and_double_neighbours() {
+        let grids: [(&[usize], &[bool]); 8] = [
+            (&[1], &[true]),
+            (&[2], &[true]),
+            (&[5], &[false]),
+            (&[2, 1], &[true, true]),
+            (&[2, 2], &[true, false]),
+            (&[3, 4], &[true, true]),
+            (&[2, 3, 2], &[false, true, true]),
+            (&[4, 1, 3], &[true, true, false]),
+        ];
+        for (dims, periodic) in grids {
+            let n: usize = dims.iter().product();
+            let k = 2 * dims.len();
+            // Rank s sends to its neighbour j a block of (s + j) % 3 + 1
+            // elements marked with (s, j).
+            let count = |s: usize, j: usize| (s + j) % 3 + 1;
+            let layout = |counts: Vec<usize>| {
+                let mut at = 1;
+                counts
+                    .into_iter()
+                    .map(|c| {
+                        let b = at..at + c;
+                        at += c + 1;
+                        b
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let nbrs: Vec<_> = (0..n).map(|r| grid_neighbors(dims, periodic, r)).collect();
+            let sblocks: Vec<_> =
+                (0..n).map(|s| layout((0..k).map(|j| count(s, j)).collect())).collect();
+            // Block j at rank r comes from neighbour j, which sent it the
+            // other way (its block j ^ 1).
+            let rblocks: Vec<_> = (0..n)
+                .map(|r| {
+                    layout((0..k).map(|j| nbrs[r][j].map_or(0, |q| count(q, j ^ 1))).collect())
+                })
+                .collect();
+            let schedules: Vec<_> = (0..n)
+                .map(|r| neighbor_exchange::schedule(&nbrs[r], &sblocks[r], &rblocks[r]))
+                .collect();
+            let mut ranks: Vec<_> = (0..n)
+                .map(|s| {
+                    let mut input = vec![0u32; sblocks[s].last().map_or(0, |b| b.end)];
+                    for (j, b) in sblocks[s].iter().enumerate() {
+                        input[b.clone()].fill((s * 100 + j) as u32 + 1);
+                    }
+                    Rank::new(input, vec![0; rblocks[s].last().map_or(0, |b| b.end)])
+                })
+                .collect();
+            let ctx = format!("grid {dims:?}, periodic {periodic:?}");
+            run(&schedules, &mut ranks, &NoReduce).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            for (r, rank) in ranks.iter().enumerate() {
+                for (j, b) in rblocks[r].iter().enumerate() {
+                    let want = nbrs[r][j].map_or(0, |q| (q * 100 + (j ^ 1)) as u32 + 1);
+                    assert!(
+                        rank.work[b.clone()].iter().all(|&x| x == want),
+                        "{ctx}: rank {r}, block {j}"
+                    );
                 }
             }
         }

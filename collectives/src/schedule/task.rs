@@ -77,7 +77,8 @@ pub(crate) struct ScheduleTask {
 }
 
 impl ScheduleTask {
-    /// A task running `schedule` with messages tagged `tag`, on elements of
+    /// A task running `schedule` with messages tagged from `tag` (one per
+    /// lane), on elements of
     /// `elem` bytes, combining with `reduce`.
     pub(crate) fn new(
         schedule: Rc<Schedule>,
@@ -165,15 +166,15 @@ impl ScheduleTask {
         let range = self.rounds[self.at].clone();
         for i in range {
             match &self.schedule.steps[i] {
-                Step::Send { to, piece } => {
-                    let (to, piece) = (*to, piece.clone());
+                Step::Send { to, piece, lane } => {
+                    let (to, piece, tag) = (*to, piece.clone(), self.tag + i32::from(*lane));
                     let data = self.read(cx, &piece)?;
-                    self.sends.push(cx.send(to, self.tag, data)?);
+                    self.sends.push(cx.send(to, tag, data)?);
                 }
-                Step::Recv { from, piece } => {
+                Step::Recv { from, piece, lane } => {
                     let len = piece.len() * self.elem;
-                    let piece = piece.clone();
-                    self.recvs.push((cx.recv(*from, self.tag, len)?, piece));
+                    let (piece, tag) = (piece.clone(), self.tag + i32::from(*lane));
+                    self.recvs.push((cx.recv(*from, tag, len)?, piece));
                 }
                 _ => break,
             }
