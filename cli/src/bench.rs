@@ -11,6 +11,13 @@
 //!   `barrier`: OSU's collective method — every iteration timed alone with
 //!   a barrier between iterations, the ranks' average latencies averaged.
 //!   Any number of ranks.
+//! - `iallreduce`, `ireduce`: OSU's overlap method (`osu_iallreduce`):
+//!   first the pure communication time (start, wait), then each start
+//!   followed by that much computation (a busy loop, no communication
+//!   calls, as OSU's default) and the wait; overlap is the share of the
+//!   communication hidden behind the computation,
+//!   `100 · (1 − (overall − compute) / pure)`, at least 0. The ranks'
+//!   averages are averaged.
 //!
 //! Each size runs `skip` warm-up iterations before the timed ones. With
 //! more than 2 ranks (an even number), ranks pair up — 0 with 1, 2 with 3,
@@ -20,7 +27,7 @@
 use std::time::Instant;
 
 use hpcomm::op::Sum;
-use hpcomm::{Collectives, Communicator, Error, Result};
+use hpcomm::{Collectives, Communicator, Error, NonBlocking, Result};
 
 pub use crate::plan::Kind;
 use crate::plan::Plan;
@@ -157,6 +164,7 @@ fn collective(
             Kind::Alltoall => comm.all_to_all(&all_bytes, &mut all)?,
             Kind::Barrier => comm.barrier()?,
             Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr => unreachable!("point-to-point"),
+            Kind::Iallreduce | Kind::Ireduce => unreachable!("overlap"),
         }
         if i >= skip {
             timer += start.elapsed().as_secs_f64();
@@ -167,6 +175,75 @@ fn collective(
     let mut total = [0.0f64];
     comm.all_reduce(&mine, &mut total, Sum)?;
     Ok(total[0] / n as f64)
+}
+
+/// Busy for `seconds` without a communication call.
+fn compute(seconds: f64) -> f64 {
+    let start = Instant::now();
+    let mut x = 1.0f64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..64 {
+            x = std::hint::black_box(x * 1.000_000_1 + 1e-9);
+        }
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// OSU's overlap method (see the module documentation): overall, compute
+/// and pure communication time (µs) and overlap (%), averaged over ranks.
+fn overlap(
+    comm: &Communicator,
+    kind: Kind,
+    size: usize,
+    iters: usize,
+    skip: usize,
+) -> Result<[f64; 4]> {
+    let floats = size / 4;
+    let send = vec![1.0f32; floats];
+    let mut recv = vec![0.0f32; floats];
+    // One operation: start, `work` seconds of computation, wait. Returns
+    // (total, compute) seconds.
+    let mut once = |work: f64| -> Result<(f64, f64)> {
+        let start = Instant::now();
+        let mut busy = 0.0;
+        comm.scope(|s| {
+            let req = match kind {
+                Kind::Iallreduce => s.iall_reduce(&send, &mut recv, Sum)?,
+                _ => s.ireduce(&send, &mut recv, Sum, 0)?,
+            };
+            if work > 0.0 {
+                busy = compute(work);
+            }
+            req.wait().map(|_| ())
+        })?;
+        Ok((start.elapsed().as_secs_f64(), busy))
+    };
+    let mut pure = 0.0;
+    for i in 0..iters + skip {
+        let (t, _) = once(0.0)?;
+        if i >= skip {
+            pure += t;
+        }
+        comm.barrier()?;
+    }
+    let pure = pure / iters as f64;
+    let (mut overall, mut busy) = (0.0, 0.0);
+    for i in 0..iters + skip {
+        let (t, c) = once(pure)?;
+        if i >= skip {
+            overall += t;
+            busy += c;
+        }
+        comm.barrier()?;
+    }
+    let (overall, busy) = (overall / iters as f64, busy / iters as f64);
+    let mine = [overall * 1e6, busy * 1e6, pure * 1e6];
+    let mut sum = [0.0f64; 3];
+    comm.all_reduce(&mine, &mut sum, Sum)?;
+    let n = comm.size() as f64;
+    let [overall, busy, pure] = sum.map(|v| v / n);
+    let hidden = if pure > 0.0 { 100.0 * (1.0 - (overall - busy) / pure) } else { 0.0 };
+    Ok([overall, busy, pure, hidden.clamp(0.0, 100.0)])
 }
 
 /// Prints the plan — `size iters skip` per line — for the C twin
@@ -230,15 +307,26 @@ fn run(o: &BenchOptions) -> Result<()> {
             Kind::Mr => {
                 (o.window * iters) as f64 / windows(comm, size, o.window, iters, skip, false)?
             }
+            kind if kind.overlap() => {
+                let columns = overlap(comm, kind, size, iters, skip)?;
+                rows.push((size, columns[2], Some(columns)));
+                continue;
+            }
             kind => collective(comm, kind, size, iters, skip)?,
         };
-        rows.push((size, value));
+        rows.push((size, value, None));
     }
     if comm.rank() == 0 {
         if o.json {
             let results: Vec<_> = rows
                 .iter()
-                .map(|&(size, value)| serde_json::json!({ "size": size, "value": value }))
+                .map(|&(size, value, columns)| match columns {
+                    None => serde_json::json!({ "size": size, "value": value }),
+                    Some([overall, compute, pure, overlap]) => serde_json::json!({
+                        "size": size, "value": pure, "overall": overall,
+                        "compute": compute, "overlap": overlap,
+                    }),
+                })
                 .collect();
             let doc = serde_json::json!({
                 "benchmark": format!("{:?}", o.kind).to_lowercase(),
@@ -262,8 +350,16 @@ fn run(o: &BenchOptions) -> Result<()> {
             };
             println!("# hpcomm {title} (transport {}{shape})", universe.transport_name());
             println!("# Size      {column}");
-            for (size, value) in rows {
-                println!("{size:<10}{value:>16.2}");
+            for (size, value, columns) in rows {
+                match columns {
+                    None => println!("{size:<10}{value:>16.2}"),
+                    Some(c) => {
+                        println!(
+                            "{size:<10}{:>12.2}{:>13.2}{:>16.2}{:>12.2}",
+                            c[0], c[1], c[2], c[3]
+                        )
+                    }
+                }
             }
         }
     }

@@ -26,6 +26,11 @@ pub enum Kind {
     Alltoall,
     /// Barrier, average latency (µs).
     Barrier,
+    /// Non-blocking all-reduce of `f32` sums: pure communication time (µs)
+    /// and its overlap with computation (OSU's `osu_iallreduce`).
+    Iallreduce,
+    /// Non-blocking reduce of `f32` sums to rank 0: as `iallreduce`.
+    Ireduce,
 }
 
 impl Kind {
@@ -42,7 +47,15 @@ impl Kind {
             Kind::Allgather => ("Allgather Latency Test", "Avg Latency(us)", "us"),
             Kind::Alltoall => ("All-to-All Latency Test", "Avg Latency(us)", "us"),
             Kind::Barrier => ("Barrier Latency Test", "Avg Latency(us)", "us"),
+            Kind::Iallreduce => ("Non-blocking Allreduce Overlap Test", OVERLAP_COLUMNS, "us"),
+            Kind::Ireduce => ("Non-blocking Reduce Overlap Test", OVERLAP_COLUMNS, "us"),
         }
+    }
+
+    /// Whether this is an overlap benchmark: four columns (overall,
+    /// compute, pure communication in µs, overlap in per cent).
+    pub fn overlap(self) -> bool {
+        matches!(self, Kind::Iallreduce | Kind::Ireduce)
     }
 
     /// Whether this is a collective benchmark (any number of ranks).
@@ -50,6 +63,9 @@ impl Kind {
         !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr)
     }
 }
+
+/// The headings of an overlap benchmark's columns after the size.
+pub const OVERLAP_COLUMNS: &str = "Overall(us)  Compute(us)  Pure Comm.(us)  Overlap(%)";
 
 /// What a run measures: the benchmark, the size range, the iterations.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +90,10 @@ impl Plan {
             return vec![0];
         }
         // Reductions work on 4-byte floats.
-        let min = if matches!(self.kind, Kind::Allreduce | Kind::Reduce) {
+        let min = if matches!(
+            self.kind,
+            Kind::Allreduce | Kind::Reduce | Kind::Iallreduce | Kind::Ireduce
+        ) {
             self.min_size.max(4)
         } else {
             self.min_size

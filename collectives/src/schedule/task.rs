@@ -238,6 +238,19 @@ impl ScheduleTask {
         let range = self.rounds[self.at].clone();
         for i in range {
             match self.schedule.steps[i].clone() {
+                Step::Reduce { into, operand, into_left }
+                    if operand.buf == Buf::Scratch && into.buf == Buf::Work =>
+                {
+                    // The common case, combined in place: what arrived in
+                    // scratch into the result.
+                    let scratch = std::mem::take(&mut self.scratch);
+                    let other = scratch.get(self.bytes(&operand)).ok_or_else(outside);
+                    let reduce = self.reduce.clone();
+                    let done =
+                        other.and_then(|o| self.write(cx, &into, |b| reduce(b, o, into_left)));
+                    self.scratch = scratch;
+                    done?;
+                }
                 Step::Reduce { into, operand, into_left } => {
                     let other = self.read(cx, &operand)?;
                     let reduce = self.reduce.clone();

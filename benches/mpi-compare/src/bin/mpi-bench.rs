@@ -157,6 +157,7 @@ fn collective(
             Kind::Alltoall => world.all_to_all_into(&all_bytes[..], &mut all[..]),
             Kind::Barrier => world.barrier(),
             Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr => unreachable!("point-to-point"),
+            Kind::Iallreduce | Kind::Ireduce => unreachable!("refused in main"),
         }
         if i >= skip {
             timer += start.elapsed().as_secs_f64();
@@ -192,6 +193,12 @@ fn main() {
         std::process::exit(1);
     };
     let world = universe.world();
+    if args.kind.overlap() {
+        if world.rank() == 0 {
+            eprintln!("mpi-bench: the overlap benchmarks run from C only (benches/c-compare/osu.c)");
+        }
+        std::process::exit(2);
+    }
     if !args.kind.collective() && (world.size() < 2 || world.size() % 2 != 0) {
         if world.rank() == 0 {
             eprintln!("mpi-bench: needs an even number of ranks, this job has {}", world.size());
