@@ -202,3 +202,25 @@ fn context_ids_are_reused_once_communicators_are_dropped() {
         assert!(highest.iter().all(|&h| h < 16), "context ids grew: {highest:?}");
     });
 }
+
+/// `split_shared` follows the node layout: nodes of two ranks each when
+/// the threads pretend so, one node of every rank when they do not.
+#[test]
+fn split_shared_follows_the_node_layout() {
+    watchdog(60, "split_shared", || {
+        for (per_node, n) in [(Some(2), 5), (Some(3), 7), (None, 4)] {
+            let config = hpcomm::ThreadsConfig { ranks_per_node: per_node, ..Default::default() };
+            let groups = hpcomm::threads_with(n, &config, |comm| {
+                let shared = comm.split_shared().unwrap();
+                (shared.world_ranks(), shared.rank())
+            })
+            .unwrap();
+            for (r, (members, rank)) in groups.into_iter().enumerate() {
+                let first = per_node.map_or(0, |k| r / k * k);
+                let last = per_node.map_or(n, |k| (first + k).min(n));
+                assert_eq!(members, (first..last).collect::<Vec<_>>(), "rank {r} of {n}");
+                assert_eq!(rank, r - first);
+            }
+        }
+    });
+}

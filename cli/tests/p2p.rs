@@ -63,4 +63,5 @@ cases! {
     scope_reports_errors_of_unwaited_requests: "scope-errors" on FEW;
     split_orders_by_key_then_rank_and_handles_the_undefined_colour: "split" on &[1, 2, 3, 4, 5, 6, 7, 8];
     dup_and_split_isolate_their_messages: "dup" on &[2, 3, 8];
+    split_shared_groups_the_ranks_of_a_node: "split-shared" on &[1, 2, 5];
 }

@@ -587,6 +587,25 @@ impl Communicator {
         Ok(Some(Communicator::new(self.engine.clone(), self.config.clone(), ctx, rank, group)))
     }
 
+    /// The ranks of this communicator on this rank's node
+    /// (`MPI_Comm_split_type` with `MPI_COMM_TYPE_SHARED`), in this
+    /// communicator's order: the node the launch knows (`HPCOMM_NODE`, the
+    /// launcher's word, or this host's identity; see [`Config::node`]).
+    /// Node-aware code reduces within it over shared memory and talks
+    /// between nodes through one rank of each. Collective.
+    pub fn split_shared(&self) -> Result<Communicator> {
+        let node = self.config.node.as_deref().unwrap_or("");
+        // FNV-1a: the same on every rank, whatever the build.
+        let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let all = self.exchange([hash, 0, 0, 0])?;
+        // The colour of a node: its lowest rank here.
+        let color = all.iter().position(|rec| rec[0] == hash).unwrap_or(self.rank());
+        self.split(Some(color as u32), self.rank() as i32)?
+            .ok_or_else(|| Error::Protocol("split_shared left this rank out".into()))
+    }
+
     /// What this rank offers for a new context: the lowest id it has not
     /// used, and which of the [`REUSABLE`] lowest context pairs it has no
     /// state for (never used here, or given back when their communicator

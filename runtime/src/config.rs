@@ -127,10 +127,11 @@ pub struct Config {
     /// The backends' settings (`HPCOMM_SHM_*`, `HPCOMM_TCP_*`,
     /// `HPCOMM_OFI_*`).
     pub backends: Settings,
-    /// This rank's node for `--transport auto`, if set: ranks that name the
-    /// same node use shared memory between them, the others tcp. By
-    /// default the node is the host (host name, boot id, and the address
-    /// the rank reached the launcher from).
+    /// This rank's node, if set: ranks that name the same node share
+    /// memory (`--transport auto` uses shm between them, tcp between the
+    /// others; `Communicator::split_shared` groups them). By default the
+    /// node is the host (host name, boot id, network namespace); once a
+    /// universe is made, it is always set.
     pub node: Option<String>,
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.

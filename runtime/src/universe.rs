@@ -119,9 +119,10 @@ impl Drop for Universe {
 /// runs as a singleton: rank 0 of a world of 1. Settings come from the
 /// `HPCOMM_*` variables (see [`Config`]).
 pub fn init() -> Result<Universe> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
     let kind = bootstrap::detect(&|name: &str| std::env::var(name).ok())?;
     if kind == bootstrap::Kind::Singleton {
+        config.node.get_or_insert_with(bootstrap::host_identity);
         let endpoint = Loopback::fabric(1, LoopbackConfig::default()).pop().expect("one endpoint");
         return Ok(Universe::from_transport(Backend::Loopback(endpoint), config));
     }
@@ -129,6 +130,10 @@ pub fn init() -> Result<Universe> {
         tie_to_launcher(launcher)?;
     }
     let mut boot = bootstrap::connect(kind, &config)?;
+    // The node, on every transport (`Communicator::split_shared` needs it):
+    // as set, as the launcher says, or this host.
+    let node = config.node.take().or_else(|| boot.node()).unwrap_or_else(bootstrap::host_identity);
+    config.node = Some(node);
     let transport = match open_transport(&config, boot.as_mut()) {
         Ok(transport) => transport,
         Err(e) => {
@@ -182,11 +187,7 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
         TransportChoice::Only(kind) => backend::open(kind, rank, size, boot.exchange(), &settings)
             .map_err(|e| failed(kind.name(), e))?,
         TransportChoice::Auto => {
-            let node = config
-                .node
-                .clone()
-                .or_else(|| boot.node())
-                .unwrap_or_else(bootstrap::host_identity);
+            let node = config.node.clone().unwrap_or_else(bootstrap::host_identity);
             hybrid::open(rank, size, &node, boot.exchange(), &settings)
                 .map_err(|e| failed("auto", e))?
         }
@@ -214,6 +215,11 @@ pub struct ThreadsConfig {
     pub runtime: Config,
     /// What connects the threads.
     pub fabric: ThreadsFabric,
+    /// Pretend the ranks sit on nodes of this many ranks each (ranks
+    /// `0..r` on the first, and so on), as `HPCOMM_NODE` would say for
+    /// processes: for testing node-aware code on one machine. Unset, every
+    /// rank is on this host (or on `runtime.node`).
+    pub ranks_per_node: Option<usize>,
 }
 
 /// What connects the ranks of [`threads_with`].
@@ -288,13 +294,19 @@ where
             .collect(),
         ThreadsFabric::Shm(shm) => Shm::local_job(n, shm)?.into_iter().map(Backend::Shm).collect(),
     };
+    let host = config.runtime.node.clone().unwrap_or_else(bootstrap::host_identity);
+    let node_of = |rank: usize| match config.ranks_per_node {
+        Some(r) => format!("{host}/threads-node-{}", rank / r.max(1)),
+        None => host.clone(),
+    };
     let f = &f;
     let outcomes: Vec<std::thread::Result<R>> = std::thread::scope(|s| {
         let handles: Vec<_> = endpoints
             .into_iter()
             .enumerate()
             .map(|(rank, endpoint)| {
-                let runtime = config.runtime.clone();
+                let mut runtime = config.runtime.clone();
+                runtime.node = Some(node_of(rank));
                 std::thread::Builder::new()
                     .name(format!("hpcomm-rank-{rank}"))
                     .spawn_scoped(s, move || {

@@ -65,6 +65,7 @@ pub fn settings() -> Vec<(&'static str, ThreadsConfig)> {
                 },
                 runtime: Config { eager_limit: Some(256), ..Config::default() },
                 fabric: ThreadsFabric::Loopback,
+                ranks_per_node: None,
             },
         ),
     ]

@@ -72,6 +72,7 @@ pub const CASES: &[Case] = &[
     Case { name: "forget", min_ranks: 2, body: forget },
     Case { name: "scope-errors", min_ranks: 2, body: scope_errors },
     Case { name: "split", min_ranks: 1, body: split },
+    Case { name: "split-shared", min_ranks: 1, body: split_shared },
     Case { name: "dup", min_ranks: 2, body: dup_isolation },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
@@ -601,6 +602,32 @@ fn split(comm: &Communicator) {
     } else {
         sub.send(&[me], 0, 0).unwrap();
     }
+}
+
+/// `split_shared` groups exactly the ranks that name the same node (as
+/// the launch says: `HPCOMM_NODE`, the host, or the threads' layout), in
+/// this communicator's order, and the group communicates on its own.
+fn split_shared(comm: &Communicator) {
+    use hpcomm::Collectives;
+    let (n, me) = (comm.size(), comm.rank());
+    let node = comm.config().node.clone().expect("a universe sets the node");
+    // Every rank's node, as (length, bytes) padded to 256 bytes.
+    let mut mine = [0u8; 256];
+    let bytes = node.as_bytes();
+    let len = bytes.len().min(255);
+    mine[0] = len as u8;
+    mine[1..=len].copy_from_slice(&bytes[..len]);
+    let mut all = vec![0u8; 256 * n];
+    comm.all_gather(&mine, &mut all).unwrap();
+    let group: Vec<usize> = (0..n).filter(|&r| all[256 * r..256 * (r + 1)] == mine[..]).collect();
+    let shared = comm.split_shared().unwrap();
+    let parent = comm.world_ranks();
+    let expected: Vec<usize> = group.iter().map(|&r| parent[r]).collect();
+    assert_eq!(shared.world_ranks(), expected, "{}: rank {me} on {node}", label(comm));
+    assert_eq!(group[shared.rank()], me);
+    let mut count = [0u64];
+    shared.all_reduce(&[1u64], &mut count, hpcomm::op::Sum).unwrap();
+    assert_eq!(count[0] as usize, group.len());
 }
 
 /// A message sent on a duplicate never matches a receive on the original
