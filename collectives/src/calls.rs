@@ -82,6 +82,28 @@ pub(crate) fn equal_blocks(what: &str, len: usize, n: usize) -> Result<usize> {
     Ok(len / n)
 }
 
+/// The equal blocks of a buffer of `whole` elements (named `buffer` in
+/// errors): of `block` elements each when a rank's block is given, else
+/// `whole / n` (in place).
+fn equal_layout(
+    what: &str,
+    buffer: &str,
+    whole: usize,
+    block: Option<usize>,
+    n: usize,
+) -> Result<Vec<Range<usize>>> {
+    let block = match block {
+        Some(b) if b.checked_mul(n) == Some(whole) => b,
+        Some(b) => {
+            return Err(bad_count(format!(
+                "{what}: {buffer} has {whole} elements, {n} ranks × {b} expected"
+            )))
+        }
+        None => equal_blocks(&format!("{what}_in_place"), whole, n)?,
+    };
+    Ok(equal_ranges(n, block))
+}
+
 /// `n` blocks of `block` elements, packed in rank order.
 pub(crate) fn equal_ranges(n: usize, block: usize) -> Vec<Range<usize>> {
     (0..n).map(|r| r * block..(r + 1) * block).collect()
@@ -174,18 +196,7 @@ pub(crate) fn gather(
     }
     let ranges = match counts {
         Some((counts, displs)) => receive_blocks(counts, displs, n, recv, "gather_v")?,
-        None => {
-            let block = match send {
-                Some(b) if recv == n * b => b,
-                Some(b) => {
-                    return Err(bad_count(format!(
-                        "gather: the root's receive buffer has {recv} elements, {n} ranks × {b} expected"
-                    )))
-                }
-                None => equal_blocks("gather_in_place", recv, n)?,
-            };
-            equal_ranges(n, block)
-        }
+        None => equal_layout("gather", "the root's receive buffer", recv, send, n)?,
     };
     if let Some(send) = send {
         same_len("gather (the root's own block)", send, ranges[root].len())?;
@@ -213,16 +224,8 @@ pub(crate) fn scatter(
     let ranges = match counts {
         Some((counts, displs)) => blocks(counts, displs, n, source, "scatter_v")?,
         None => {
-            let block = match send {
-                Some(s) if s == n * recv => recv,
-                Some(s) => {
-                    return Err(bad_count(format!(
-                    "scatter: the root's send buffer has {s} elements, {n} ranks × {recv} expected"
-                )))
-                }
-                None => equal_blocks("scatter_in_place", recv, n)?,
-            };
-            equal_ranges(n, block)
+            let block = send.map(|_| recv);
+            equal_layout("scatter", "the root's send buffer", source, block, n)?
         }
     };
     if send.is_some() {
@@ -245,18 +248,7 @@ pub(crate) fn all_gather(
     let (n, me) = (comm.size(), comm.rank());
     let ranges = match counts {
         Some((counts, displs)) => receive_blocks(counts, displs, n, recv, "all_gather_v")?,
-        None => {
-            let block = match send {
-                Some(b) if recv == n * b => b,
-                Some(b) => {
-                    return Err(bad_count(format!(
-                    "all_gather: the receive buffer has {recv} elements, {n} ranks × {b} expected"
-                )))
-                }
-                None => equal_blocks("all_gather_in_place", recv, n)?,
-            };
-            equal_ranges(n, block)
-        }
+        None => equal_layout("all_gather", "the receive buffer", recv, send, n)?,
     };
     if let Some(send) = send {
         same_len("all_gather_v (this rank's block)", send, ranges[me].len())?;
