@@ -224,3 +224,39 @@ fn split_shared_follows_the_node_layout() {
         }
     });
 }
+
+/// Every communicator knows its node layout, the same on every rank: the
+/// world's from the launch, a split's and a dup's from their parent's.
+#[test]
+fn communicators_know_their_node_layout() {
+    watchdog(60, "node layout", || {
+        let config = hpcomm::ThreadsConfig { ranks_per_node: Some(3), ..Default::default() };
+        let layouts = hpcomm::threads_with(7, &config, |comm| {
+            let world = comm.nodes().expect("a threads job knows its nodes").clone();
+            let dup = comm.dup().unwrap().nodes().cloned();
+            // Odd ranks in reverse order: world ranks 5, 3, 1.
+            let odd = comm.split(Some(comm.rank() as u32 % 2), -(comm.rank() as i32)).unwrap();
+            let odd = odd.unwrap().nodes().cloned();
+            let shared = comm.split_shared().unwrap().nodes().map(|l| l.count());
+            (world, dup, odd, shared)
+        })
+        .unwrap();
+        for (r, (world, dup, odd, shared)) in layouts.into_iter().enumerate() {
+            let nodes: Vec<usize> = (0..7).map(|q| world.node_of(q)).collect();
+            assert_eq!(nodes, [0, 0, 0, 1, 1, 1, 2], "rank {r}");
+            assert_eq!((world.count(), world.widest(), world.blocked()), (3, 3, true));
+            assert_eq!(dup.as_ref(), Some(&world), "rank {r}");
+            let odd = odd.unwrap();
+            let nodes: Vec<usize> = (0..odd.size()).map(|q| odd.node_of(q)).collect();
+            match r % 2 {
+                // 5, 3, 1: nodes 1, 1, 0 of the world, renumbered.
+                1 => assert_eq!(nodes, [0, 0, 1], "rank {r}"),
+                // 6, 4, 2, 0: nodes 2, 1, 0, 0.
+                _ => assert_eq!(nodes, [0, 1, 2, 2], "rank {r}"),
+            }
+            assert_eq!(shared, Some(1), "rank {r}");
+        }
+        let flat = hpcomm::threads(3, |comm| comm.nodes().map(|l| l.count())).unwrap();
+        assert_eq!(flat, [Some(1); 3]);
+    });
+}

@@ -11,6 +11,7 @@ use crate::config::{Config, YIELD_SHARED};
 use crate::engine::{Completed, Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::matching::Pattern;
+use crate::nodes::NodeLayout;
 use crate::request::Scope;
 use crate::task::Task;
 use crate::types::{ContextId, Rank, Status, Tag};
@@ -27,6 +28,8 @@ pub struct Communicator {
     rank: u32,
     /// World peer of each rank.
     group: Rc<[PeerId]>,
+    /// Which ranks share a node, when known (see [`Communicator::nodes`]).
+    nodes: Option<Rc<NodeLayout>>,
     /// Whether this handle owns the context (a view of it for the
     /// runtime's own traffic does not): dropping the owner gives the
     /// context id back for reuse.
@@ -154,9 +157,30 @@ impl Communicator {
         ctx: ContextId,
         rank: u32,
         group: Rc<[PeerId]>,
+        nodes: Option<Rc<NodeLayout>>,
     ) -> Communicator {
         engine.borrow_mut().open_context(ctx, &group);
-        Communicator { engine, config, ctx, rank, group, owner: true }
+        Communicator { engine, config, ctx, rank, group, nodes, owner: true }
+    }
+
+    /// Learns which ranks share a node, from every rank's
+    /// [`Config::node`]: collective, once, when the world is made.
+    pub(crate) fn learn_nodes(&mut self) -> Result<()> {
+        let node = self.config.node.as_deref().unwrap_or("");
+        let all = self.exchange([node_key(node), 0, 0, 0])?;
+        let keys: Vec<u64> = all.iter().map(|rec| rec[0]).collect();
+        self.nodes = Some(Rc::new(NodeLayout::from_keys(&keys)));
+        Ok(())
+    }
+
+    /// Which ranks share a node: the same on every rank, fixed for the
+    /// communicator's life (node-aware collectives choose by it). Known
+    /// for communicators of a job started by [`init`](crate::init),
+    /// [`threads`](crate::threads) or [`job`](crate::job) and everything
+    /// made from them; `None` for a universe over a transport built by
+    /// hand ([`Universe::from_transport`](crate::Universe::from_transport)).
+    pub fn nodes(&self) -> Option<&NodeLayout> {
+        self.nodes.as_deref()
     }
 
     /// This process's rank in the communicator.
@@ -241,6 +265,7 @@ impl Communicator {
             ctx: self.ctx.collective(),
             rank: self.rank,
             group: self.group.clone(),
+            nodes: self.nodes.clone(),
             owner: false,
         }
     }
@@ -558,6 +583,7 @@ impl Communicator {
             ctx,
             self.rank,
             self.group.clone(),
+            self.nodes.clone(),
         ))
     }
 
@@ -584,7 +610,9 @@ impl Communicator {
             .iter()
             .position(|&(_, r)| r == self.rank())
             .expect("this rank has its own colour") as u32;
-        Ok(Some(Communicator::new(self.engine.clone(), self.config.clone(), ctx, rank, group)))
+        let nodes = self.nodes.as_ref().map(|l| Rc::new(l.select(members.iter().map(|m| m.1))));
+        let (engine, config) = (self.engine.clone(), self.config.clone());
+        Ok(Some(Communicator::new(engine, config, ctx, rank, group, nodes)))
     }
 
     /// The ranks of this communicator on this rank's node
@@ -594,11 +622,7 @@ impl Communicator {
     /// Node-aware code reduces within it over shared memory and talks
     /// between nodes through one rank of each. Collective.
     pub fn split_shared(&self) -> Result<Communicator> {
-        let node = self.config.node.as_deref().unwrap_or("");
-        // FNV-1a: the same on every rank, whatever the build.
-        let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let hash = node_key(self.config.node.as_deref().unwrap_or(""));
         let all = self.exchange([hash, 0, 0, 0])?;
         // The colour of a node: its lowest rank here.
         let color = all.iter().position(|rec| rec[0] == hash).unwrap_or(self.rank());
@@ -635,20 +659,29 @@ impl Communicator {
         ctx
     }
 
-    /// Ring all-gather of one small record per rank, on the collective
+    /// All-gather of one small record per rank, on the collective
     /// context (used to build communicators before collectives exist).
     fn exchange(&self, mine: [u64; 4]) -> Result<Vec<[u64; 4]>> {
         let n = self.size();
         let me = self.rank();
-        let mut all = vec![[0u64; 4]; n];
-        all[me] = mine;
         let coll = self.collective_view();
-        let (right, left) = ((me + 1) % n, (me + n - 1) % n);
-        for step in 0..n.saturating_sub(1) {
-            let outgoing = all[(me + n - step) % n];
-            let mut incoming = [0u64; 4];
-            coll.sendrecv(&outgoing, right, EXCHANGE_TAG, &mut incoming, left, EXCHANGE_TAG)?;
-            all[(me + n - step - 1) % n] = incoming;
+        // Bruck's all-gather: ⌈log₂ n⌉ rounds. `have[i]` is the record of
+        // rank `me + i`; each round doubles what this rank has, from the
+        // rank `dist` above, and gives what it had to the rank below.
+        let mut have = Vec::with_capacity(n);
+        have.push(mine);
+        let mut dist = 1;
+        while dist < n {
+            let count = dist.min(n - dist);
+            let mut incoming = vec![[0u64; 4]; count];
+            let (to, from) = ((me + n - dist) % n, (me + dist) % n);
+            coll.sendrecv(&have[..count], to, EXCHANGE_TAG, &mut incoming, from, EXCHANGE_TAG)?;
+            have.extend(incoming);
+            dist *= 2;
+        }
+        let mut all = vec![[0u64; 4]; n];
+        for (i, rec) in have.into_iter().enumerate() {
+            all[(me + i) % n] = rec;
         }
         Ok(all)
     }
@@ -782,6 +815,13 @@ const REUSABLE: u32 = 64;
 
 /// Tags of the runtime's own traffic on collective contexts.
 const EXCHANGE_TAG: i32 = 1;
+/// A node's name as 64 bits (FNV-1a: the same on every rank, whatever the
+/// build), what ranks compare to find their node's others.
+fn node_key(node: &str) -> u64 {
+    node.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// The tag of the final barrier, on the point-to-point context of the
 /// world: below 0, so no user's message carries it.
 const FINALIZE_TAG: i32 = -2;

@@ -52,8 +52,16 @@ impl Universe {
             }
         }));
         let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
-        let world = Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group);
+        let world =
+            Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group, None);
         Universe { world: Some(world), config, bootstrap: None }
+    }
+
+    /// Learns which ranks share a node (collective over the world; see
+    /// [`Communicator::nodes`]).
+    fn learn_nodes(mut self) -> Result<Universe> {
+        self.world.as_mut().expect("present until finalized").learn_nodes()?;
+        Ok(self)
     }
 
     /// The communicator of every rank of the job (`MPI_COMM_WORLD`).
@@ -124,7 +132,7 @@ pub fn init() -> Result<Universe> {
     if kind == bootstrap::Kind::Singleton {
         config.node.get_or_insert_with(bootstrap::host_identity);
         let endpoint = Loopback::fabric(1, LoopbackConfig::default()).pop().expect("one endpoint");
-        return Ok(Universe::from_transport(Backend::Loopback(endpoint), config));
+        return Universe::from_transport(Backend::Loopback(endpoint), config).learn_nodes();
     }
     if let Some(launcher) = config.launch.as_ref().and_then(|l| l.launcher_pid) {
         tie_to_launcher(launcher)?;
@@ -145,7 +153,7 @@ pub fn init() -> Result<Universe> {
     boot.ready()?;
     let mut universe = Universe::from_transport(transport, config);
     universe.bootstrap = Some(boot);
-    Ok(universe)
+    universe.learn_nodes()
 }
 
 /// Asks the kernel to end this rank when `hpcomm run` (pid `launcher`)
@@ -300,44 +308,50 @@ where
         None => host.clone(),
     };
     let f = &f;
-    let outcomes: Vec<std::thread::Result<R>> = std::thread::scope(|s| {
-        let handles: Vec<_> = endpoints
-            .into_iter()
-            .enumerate()
-            .map(|(rank, endpoint)| {
-                let mut runtime = config.runtime.clone();
-                runtime.node = Some(node_of(rank));
-                std::thread::Builder::new()
-                    .name(format!("hpcomm-rank-{rank}"))
-                    .spawn_scoped(s, move || {
-                        let universe = Universe::from_transport(endpoint, runtime);
-                        let result = panic::catch_unwind(AssertUnwindSafe(|| f(universe.world())));
-                        match result {
-                            Ok(value) => {
-                                if let Err(e) = universe.finalize() {
-                                    tracing::warn!(rank, "finalization: {e}");
+    let outcomes: Vec<std::thread::Result<Result<std::thread::Result<R>>>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = endpoints
+                .into_iter()
+                .enumerate()
+                .map(|(rank, endpoint)| {
+                    let mut runtime = config.runtime.clone();
+                    runtime.node = Some(node_of(rank));
+                    std::thread::Builder::new()
+                        .name(format!("hpcomm-rank-{rank}"))
+                        .spawn_scoped(s, move || {
+                            let universe =
+                                Universe::from_transport(endpoint, runtime).learn_nodes()?;
+                            let result =
+                                panic::catch_unwind(AssertUnwindSafe(|| f(universe.world())));
+                            Ok(match result {
+                                Ok(value) => {
+                                    if let Err(e) = universe.finalize() {
+                                        tracing::warn!(rank, "finalization: {e}");
+                                    }
+                                    Ok(value)
                                 }
-                                Ok(value)
-                            }
-                            Err(payload) => {
-                                universe.abandon();
-                                Err(payload)
-                            }
-                        }
-                    })
-                    .expect("spawning a rank thread")
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(Err)).collect()
-    });
+                                Err(payload) => {
+                                    universe.abandon();
+                                    Err(payload)
+                                }
+                            })
+                        })
+                        .expect("spawning a rank thread")
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
     let mut results = Vec::with_capacity(n);
+    let mut failed = None;
     for outcome in outcomes {
         match outcome {
-            Ok(value) => results.push(value),
-            Err(payload) => panic::resume_unwind(payload),
+            Ok(Ok(Ok(value))) => results.push(value),
+            Ok(Ok(Err(payload))) | Err(payload) => panic::resume_unwind(payload),
+            // A rank that could not start (the others then fail with it).
+            Ok(Err(e)) => failed = failed.or(Some(e)),
         }
     }
-    Ok(results)
+    failed.map_or(Ok(results), Err)
 }
 
 #[cfg(test)]
