@@ -4,7 +4,7 @@
 //! least 10% cheaper, it follows in brackets.
 
 use hpcomm::model::{self, Link, Machine};
-use hpcomm::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast};
+use hpcomm::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Reduce};
 
 /// The parameters of the modelled machine.
 #[derive(clap::Args, Debug)]
@@ -49,8 +49,18 @@ fn tables() -> Vec<Table> {
             size_label: "vector",
             sizes: &[8, 1 << 10, 64 << 10, 1 << 20, 16 << 20],
             cells: Box::new(|m, p, n| {
-                let chosen = Allreduce::auto(p, n, n / 4, true);
+                let chosen = Allreduce::choose(Some(m), p, n, n / 4, true);
                 let all = Allreduce::ALL.iter().map(|&a| (a.name(), model::allreduce(m, a, p, n)));
+                (chosen.name(), all.collect())
+            }),
+        },
+        Table {
+            title: "reduce (f32 sum)",
+            size_label: "vector",
+            sizes: &[8, 1 << 10, 64 << 10, 1 << 20, 16 << 20],
+            cells: Box::new(|m, p, n| {
+                let chosen = Reduce::choose(Some(m), p, n, n / 4, true);
+                let all = Reduce::ALL.iter().map(|&a| (a.name(), model::reduce(m, a, p, n)));
                 (chosen.name(), all.collect())
             }),
         },
@@ -59,7 +69,7 @@ fn tables() -> Vec<Table> {
             size_label: "message",
             sizes: &[8, 1 << 10, 64 << 10, 1 << 20, 16 << 20],
             cells: Box::new(|m, p, n| {
-                let chosen = Bcast::auto(p, n);
+                let chosen = Bcast::choose(Some(m), p, n);
                 let all = Bcast::ALL.iter().map(|&a| (a.name(), model::bcast(m, a, p, n)));
                 (chosen.name(), all.collect())
             }),
@@ -70,7 +80,7 @@ fn tables() -> Vec<Table> {
             sizes: &[8, 1 << 10, 64 << 10],
             cells: Box::new(|m, p, n| {
                 let total = n * p;
-                let chosen = Allgather::auto(p, total, true);
+                let chosen = Allgather::choose(Some(m), p, total, true);
                 let all = Allgather::ALL
                     .iter()
                     .filter(|&&a| a != Allgather::RecursiveDoubling || p.is_power_of_two())
@@ -83,7 +93,7 @@ fn tables() -> Vec<Table> {
             size_label: "per pair",
             sizes: &[8, 256, 4 << 10, 64 << 10],
             cells: Box::new(|m, p, n| {
-                let chosen = Alltoall::auto(p, n, true);
+                let chosen = Alltoall::choose(Some(m), p, n, true);
                 let all = Alltoall::ALL.iter().map(|&a| (a.name(), model::alltoall(m, a, p, n)));
                 (chosen.name(), all.collect())
             }),
@@ -93,8 +103,9 @@ fn tables() -> Vec<Table> {
             size_label: "",
             sizes: &[0],
             cells: Box::new(|m, p, _| {
-                let a = Barrier::Dissemination;
-                (a.name(), vec![(a.name(), model::barrier(m, a, p))])
+                let chosen = Barrier::choose(Some(m), p);
+                let all = Barrier::ALL.iter().map(|&a| (a.name(), model::barrier(m, a, p)));
+                (chosen.name(), all.collect())
             }),
         },
     ]

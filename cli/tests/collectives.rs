@@ -1,7 +1,9 @@
 //! The collective cases of the self-test suite (`hpcomm_cli::selftest`, names
 //! `coll-*`) with ranks as threads over loopback: on 1, 2, 3, 4, 7 and 8
 //! ranks, under every protocol setting with the automatic choice of
-//! algorithm, and with each algorithm forced in turn.
+//! algorithm, and with each algorithm forced in turn; and with the threads
+//! on pretended nodes of 3 ranks, where the choice is the cost model's and
+//! the hierarchical algorithms run (forced ones on nodes of 2 and of 3).
 //! `tests/launcher.rs` runs the same cases as processes over shm.
 
 #[path = "../../tests/common/mod.rs"]
@@ -29,6 +31,8 @@ fn automatic(name: &'static str) {
         for (setting, config) in settings() {
             run(name, &config, setting);
         }
+        let nodes = ThreadsConfig { ranks_per_node: Some(3), ..ThreadsConfig::default() };
+        run(name, &nodes, "nodes of 3 ranks");
     });
 }
 
@@ -40,10 +44,17 @@ fn forced(collective: &'static str, algorithms: Vec<&'static str>) {
             .find(|(c, _)| *c == collective)
             .expect("known collective");
         for algorithm in algorithms {
-            let mut config = ThreadsConfig::default();
-            config.runtime.algorithms.insert(collective.into(), algorithm.into());
-            for name in *cases {
-                run(name, &config, &format!("{collective}={algorithm}"));
+            // A node-aware algorithm needs nodes: pretend some.
+            let layouts = match algorithm {
+                "hierarchical" => vec![Some(2), Some(3)],
+                _ => vec![None],
+            };
+            for ranks_per_node in layouts {
+                let mut config = ThreadsConfig { ranks_per_node, ..ThreadsConfig::default() };
+                config.runtime.algorithms.insert(collective.into(), algorithm.into());
+                for name in *cases {
+                    run(name, &config, &format!("{collective}={algorithm}, {ranks_per_node:?}"));
+                }
             }
         }
     });

@@ -17,8 +17,16 @@
 //! far steps put every rank of a node on the link at once, the ring's
 //! steps only one. It does not model congestion inside the network, which
 //! a cluster placement group keeps low.
+//!
+//! The hierarchical algorithms cost their phases: within a node as on a
+//! machine of one node ([`Machine::within`]) with the algorithm chosen
+//! there by the measured rules, among the leaders as on a machine of one
+//! rank per node ([`Machine::leaders`]) with the cheapest flat algorithm.
+//!
+//! [`select`](crate::select) chooses by this model for communicators that
+//! span nodes.
 
-use crate::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast};
+use crate::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Reduce};
 
 /// One kind of link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,6 +61,32 @@ impl Machine {
             inter: Link { latency: 15e-6, bandwidth: 12.5e9 },
             reduce_bandwidth: 10e9,
         }
+    }
+
+    /// TCP-like nodes: [`Machine::efa`] with 50 µs and 1.25 GB/s (10 Gb/s)
+    /// between nodes.
+    pub fn tcp(ranks_per_node: usize) -> Machine {
+        Machine {
+            inter: Link { latency: 50e-6, bandwidth: 1.25e9 },
+            ..Machine::efa(ranks_per_node)
+        }
+    }
+
+    /// The machine the leaders of a hierarchical algorithm see: one rank
+    /// per node.
+    pub fn leaders(&self) -> Machine {
+        Machine { ranks_per_node: 1, ..*self }
+    }
+
+    /// One node of this machine, however many ranks.
+    pub fn within(&self) -> Machine {
+        Machine { ranks_per_node: usize::MAX, ..*self }
+    }
+
+    /// Ranks per node and nodes, for a job of `p` ranks.
+    fn tiers(&self, p: usize) -> (usize, usize) {
+        let r = self.ranks_per_node.clamp(1, p.max(1));
+        (r, p.div_ceil(r))
     }
 
     /// A step in which every rank `i` sends `m` bytes to `i + d` (mod
@@ -105,10 +139,19 @@ pub fn allreduce(m: &Machine, a: Allreduce, p: usize, bytes: usize) -> f64 {
     }
     let n = bytes as f64;
     let q = floor_pow2(p);
-    // Off powers of two, the extra ranks fold into the others first and
-    // get the result back last.
-    let fold = if q == p { 0.0 } else { 2.0 * m.step(p, q, n, false) + m.combine(n) };
+    // Off powers of two, the first ranks fold into their neighbours first
+    // and get the result back last.
+    let fold = if q == p { 0.0 } else { 2.0 * m.step(p, 1, n, true) + m.combine(n) };
     match a {
+        Allreduce::Hierarchical => {
+            let (r, nodes) = m.tiers(p);
+            let leaders = m.leaders();
+            let across = allreduce(&leaders, Allreduce::flat(&leaders, nodes, bytes), nodes, bytes);
+            let within = m.within();
+            reduce(&within, Reduce::auto(r, bytes, usize::MAX, true), r, bytes)
+                + across
+                + bcast(&within, Bcast::auto(r, bytes), r, bytes)
+        }
         Allreduce::RecursiveDoubling => {
             fold + (0..log2_ceil(q)).map(|k| m.step(q, 1 << k, n, true) + m.combine(n)).sum::<f64>()
         }
@@ -138,6 +181,12 @@ pub fn bcast(m: &Machine, a: Bcast, p: usize, bytes: usize) -> f64 {
     let n = bytes as f64;
     let steps = log2_ceil(p);
     match a {
+        Bcast::Hierarchical => {
+            let (r, nodes) = m.tiers(p);
+            let leaders = m.leaders();
+            bcast(&leaders, Bcast::flat(&leaders, nodes, bytes), nodes, bytes)
+                + bcast(&m.within(), Bcast::auto(r, bytes), r, bytes)
+        }
         // Step k: ranks below 2^k send 2^k apart; the root's node sends
         // across once the distance reaches a node.
         Bcast::Binomial => (0..steps).map(|k| m.step(p, 1 << k, n, true)).sum(),
@@ -177,7 +226,13 @@ pub fn alltoall(m: &Machine, a: Alltoall, p: usize, block: usize) -> f64 {
     }
     let b = block as f64;
     match a {
-        Alltoall::Pairwise => (1..p).map(|k| m.step(p, k, b, false)).sum(),
+        Alltoall::Pairwise => {
+            // Step k puts min(k, r) ranks of a node on its link: the first
+            // r − 1 steps one by one, the rest alike.
+            let r = m.ranks_per_node.clamp(1, p);
+            let near = (1..r.min(p)).map(|k| m.step(p, k, b, false)).sum::<f64>();
+            near + (p - r.min(p)) as f64 * m.step(p, r, b, false)
+        }
         Alltoall::Bruck => (0..log2_ceil(p))
             .map(|k| {
                 // Blocks whose destination has bit k set: about half.
@@ -191,6 +246,35 @@ pub fn alltoall(m: &Machine, a: Alltoall, p: usize, block: usize) -> f64 {
 pub fn barrier(m: &Machine, a: Barrier, p: usize) -> f64 {
     match a {
         Barrier::Dissemination => (0..log2_ceil(p)).map(|k| m.step(p, 1 << k, 0.0, false)).sum(),
+        Barrier::Hierarchical => {
+            let (r, nodes) = m.tiers(p);
+            let within = m.within();
+            // An empty reduction in, an empty broadcast out.
+            2.0 * bcast(&within, Bcast::Binomial, r, 0)
+                + barrier(&m.leaders(), Barrier::Dissemination, nodes)
+        }
+    }
+}
+
+/// Seconds for a reduction of `bytes` on `p` ranks to one root.
+pub fn reduce(m: &Machine, a: Reduce, p: usize, bytes: usize) -> f64 {
+    if p <= 1 {
+        return 0.0;
+    }
+    let n = bytes as f64;
+    match a {
+        Reduce::Binomial => {
+            (0..log2_ceil(p)).map(|k| m.step(p, 1 << k, n, true) + m.combine(n)).sum()
+        }
+        // Halving, then a binomial gather of the halves: the all-reduce's
+        // volume and steps.
+        Reduce::Rabenseifner => allreduce(m, Allreduce::Rabenseifner, p, bytes),
+        Reduce::Hierarchical => {
+            let (r, nodes) = m.tiers(p);
+            let leaders = m.leaders();
+            reduce(&m.within(), Reduce::auto(r, bytes, usize::MAX, true), r, bytes)
+                + reduce(&leaders, Reduce::flat(&leaders, nodes, bytes), nodes, bytes)
+        }
     }
 }
 

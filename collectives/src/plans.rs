@@ -12,9 +12,11 @@ use std::ops::{Deref, Range};
 
 use hpcomm_runtime::{Communicator, Result};
 
+use crate::algorithms::hierarchical::{self, Tiers};
 use crate::algorithms::*;
+use crate::model::Machine;
 use crate::schedule::Schedule;
-use crate::select;
+use crate::select::{self, Allreduce, Barrier, Bcast, Reduce};
 
 /// The kinds of collective, one kept schedule each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,10 @@ struct Key {
     len: usize,
     /// The root, or whether the input is separate.
     extra: usize,
+    /// The node layout and byte count a hierarchical schedule was built
+    /// for (its phases' algorithms depend on both); zeros for the flat
+    /// ones, whose algorithm says all.
+    layout: (u64, usize),
 }
 
 thread_local! {
@@ -95,25 +101,101 @@ impl Drop for Planned {
     }
 }
 
+/// What a hierarchical schedule needs: the rank's tiers, the machine the
+/// leaders choose their algorithm by, and the layout's id for the key.
+fn tiers(comm: &Communicator, root: usize) -> Option<(Tiers, Machine, u64)> {
+    let layout = comm.nodes()?;
+    let m = select::machine(comm)?;
+    Some((Tiers::new(layout, comm.rank(), root), m.leaders(), layout.id()))
+}
+
 /// A barrier.
 pub(crate) fn barrier(comm: &Communicator) -> Result<Planned> {
     let (n, me) = (comm.size(), comm.rank());
-    let algorithm = select::barrier(comm)?;
-    let key = Key { kind: Kind::Barrier, algorithm: algorithm.name(), n, me, len: 0, extra: 0 };
-    Ok(Planned::get(key, || match algorithm {
-        select::Barrier::Dissemination => barrier_dissemination::schedule(n, me),
+    let mut algorithm = select::barrier(comm)?;
+    let hier = match algorithm {
+        Barrier::Hierarchical => tiers(comm, 0),
+        _ => None,
+    };
+    if hier.is_none() {
+        algorithm = Barrier::Dissemination;
+    }
+    let layout = hier.as_ref().map_or((0, 0), |h| (h.2, 0));
+    let key =
+        Key { kind: Kind::Barrier, algorithm: algorithm.name(), n, me, len: 0, extra: 0, layout };
+    Ok(Planned::get(key, || match hier {
+        Some((t, _, _)) => hier_barrier(&t),
+        None => barrier_dissemination::schedule(n, me),
     }))
+}
+
+/// The hierarchical barrier's schedule.
+pub(crate) fn hier_barrier(t: &Tiers) -> Schedule {
+    hierarchical::barrier(
+        t,
+        hierarchical::fan_in,
+        barrier_dissemination::schedule,
+        |r, me, leader| bcast_binomial::schedule(r, me, 0, leader),
+    )
+}
+
+/// A flat broadcast's schedule.
+fn bcast_flat(a: Bcast, n: usize, me: usize, len: usize, root: usize) -> Schedule {
+    match a {
+        Bcast::ScatterAllgather => bcast_scatter_allgather::schedule(n, me, len, root),
+        Bcast::Binomial | Bcast::Hierarchical => bcast_binomial::schedule(n, me, len, root),
+    }
 }
 
 /// A broadcast of `len` elements (`bytes` bytes) from `root`.
 pub(crate) fn bcast(comm: &Communicator, len: usize, bytes: usize, root: usize) -> Result<Planned> {
     let (n, me) = (comm.size(), comm.rank());
     let algorithm = select::bcast(comm, bytes)?;
-    let key = Key { kind: Kind::Bcast, algorithm: algorithm.name(), n, me, len, extra: root };
-    Ok(Planned::get(key, || match algorithm {
-        select::Bcast::Binomial => bcast_binomial::schedule(n, me, len, root),
-        select::Bcast::ScatterAllgather => bcast_scatter_allgather::schedule(n, me, len, root),
+    let hier = match algorithm {
+        Bcast::Hierarchical => tiers(comm, root),
+        _ => None,
+    };
+    let layout = hier.as_ref().map_or((0, 0), |h| (h.2, bytes));
+    let key =
+        Key { kind: Kind::Bcast, algorithm: algorithm.name(), n, me, len, extra: root, layout };
+    Ok(Planned::get(key, || match hier {
+        Some((t, leaders, _)) => {
+            let root_node = comm.nodes().map_or(0, |l| l.node_of(root));
+            hier_bcast(&t, &leaders, len, bytes, root_node)
+        }
+        None => bcast_flat(algorithm, n, me, len, root),
     }))
+}
+
+/// The hierarchical broadcast's schedule: the leaders (of machine
+/// `leaders`) choose among the flat algorithms by the model, each node by
+/// the measured rules.
+pub(crate) fn hier_bcast(
+    t: &Tiers,
+    leaders: &Machine,
+    len: usize,
+    bytes: usize,
+    root_node: usize,
+) -> Schedule {
+    let across = Bcast::flat(leaders, t.nodes(), bytes);
+    let within = Bcast::auto(t.local_size(), bytes);
+    hierarchical::bcast(
+        t,
+        root_node,
+        |m, node, root| bcast_flat(across, m, node, len, root),
+        |r, me, leader| bcast_flat(within, r, me, len, leader),
+    )
+}
+
+/// A flat all-reduce's schedule.
+fn allreduce_flat(a: Allreduce, n: usize, me: usize, len: usize, input: bool) -> Schedule {
+    match a {
+        Allreduce::Ring => allreduce_ring::schedule(n, me, len, input),
+        Allreduce::Rabenseifner => allreduce_rabenseifner::schedule(n, me, len, input),
+        Allreduce::RecursiveDoubling | Allreduce::Hierarchical => {
+            allreduce_recursive_doubling::schedule(n, me, len, input)
+        }
+    }
 }
 
 /// An all-reduce of `len` elements (`bytes` bytes), read from the input
@@ -127,15 +209,54 @@ pub(crate) fn allreduce(
 ) -> Result<Planned> {
     let (n, me) = (comm.size(), comm.rank());
     let algorithm = select::allreduce(comm, bytes, len, commutative)?;
-    let extra = usize::from(input);
-    let key = Key { kind: Kind::Allreduce, algorithm: algorithm.name(), n, me, len, extra };
-    Ok(Planned::get(key, || match algorithm {
-        select::Allreduce::RecursiveDoubling => {
-            allreduce_recursive_doubling::schedule(n, me, len, input)
-        }
-        select::Allreduce::Ring => allreduce_ring::schedule(n, me, len, input),
-        select::Allreduce::Rabenseifner => allreduce_rabenseifner::schedule(n, me, len, input),
+    let hier = match algorithm {
+        Allreduce::Hierarchical => tiers(comm, 0),
+        _ => None,
+    };
+    let (extra, layout) = (usize::from(input), hier.as_ref().map_or((0, 0), |h| (h.2, bytes)));
+    let key = Key { kind: Kind::Allreduce, algorithm: algorithm.name(), n, me, len, extra, layout };
+    Ok(Planned::get(key, || match hier {
+        Some((t, leaders, _)) => hier_allreduce(&t, &leaders, len, bytes, input),
+        None => allreduce_flat(algorithm, n, me, len, input),
     }))
+}
+
+/// The hierarchical all-reduce's schedule (a commutative operation).
+pub(crate) fn hier_allreduce(
+    t: &Tiers,
+    leaders: &Machine,
+    len: usize,
+    bytes: usize,
+    input: bool,
+) -> Schedule {
+    let across = Allreduce::flat(leaders, t.nodes(), bytes);
+    let r = t.local_size();
+    let (down, up) = (Reduce::auto(r, bytes, len, true), Bcast::auto(r, bytes));
+    hierarchical::allreduce(
+        t,
+        input.then_some(len),
+        |r, me, leader| reduce_flat(down, r, me, len, leader, true, input),
+        |m, node| allreduce_flat(across, m, node, len, false),
+        |r, me, leader| bcast_flat(up, r, me, len, leader),
+    )
+}
+
+/// A flat reduction's schedule.
+fn reduce_flat(
+    a: Reduce,
+    n: usize,
+    me: usize,
+    len: usize,
+    root: usize,
+    commutative: bool,
+    input: bool,
+) -> Schedule {
+    match a {
+        Reduce::Rabenseifner => reduce_rabenseifner::schedule(n, me, len, root, input),
+        Reduce::Binomial | Reduce::Hierarchical => {
+            reduce_binomial::schedule(n, me, len, root, commutative, input)
+        }
+    }
 }
 
 /// A reduction of `len` elements (`bytes` bytes) to `root`, each rank's
@@ -150,13 +271,41 @@ pub(crate) fn reduce(
 ) -> Result<Planned> {
     let (n, me) = (comm.size(), comm.rank());
     let algorithm = select::reduce(comm, bytes, len, commutative)?;
+    let hier = match algorithm {
+        Reduce::Hierarchical => tiers(comm, root),
+        _ => None,
+    };
     // Root and flags in one key field: root < 2^61.
     let extra = root << 2 | usize::from(commutative) << 1 | usize::from(input);
-    let key = Key { kind: Kind::Reduce, algorithm: algorithm.name(), n, me, len, extra };
-    Ok(Planned::get(key, || match algorithm {
-        select::Reduce::Binomial => reduce_binomial::schedule(n, me, len, root, commutative, input),
-        select::Reduce::Rabenseifner => reduce_rabenseifner::schedule(n, me, len, root, input),
+    let layout = hier.as_ref().map_or((0, 0), |h| (h.2, bytes));
+    let key = Key { kind: Kind::Reduce, algorithm: algorithm.name(), n, me, len, extra, layout };
+    Ok(Planned::get(key, || match hier {
+        Some((t, leaders, _)) => {
+            let root_node = comm.nodes().map_or(0, |l| l.node_of(root));
+            hier_reduce(&t, &leaders, len, bytes, root_node, input)
+        }
+        None => reduce_flat(algorithm, n, me, len, root, commutative, input),
     }))
+}
+
+/// The hierarchical reduction's schedule (a commutative operation).
+pub(crate) fn hier_reduce(
+    t: &Tiers,
+    leaders: &Machine,
+    len: usize,
+    bytes: usize,
+    root_node: usize,
+    input: bool,
+) -> Schedule {
+    let across = Reduce::flat(leaders, t.nodes(), bytes);
+    let within = Reduce::auto(t.local_size(), bytes, len, true);
+    hierarchical::reduce(
+        t,
+        input.then_some(len),
+        root_node,
+        |r, me, leader| reduce_flat(within, r, me, len, leader, true, input),
+        |m, node, root| reduce_flat(across, m, node, len, root, true, false),
+    )
 }
 
 /// A scan (prefix reduction) of `len` elements, inclusive or not, each
@@ -164,7 +313,15 @@ pub(crate) fn reduce(
 pub(crate) fn scan(comm: &Communicator, len: usize, exclusive: bool, input: bool) -> Planned {
     let (n, me) = (comm.size(), comm.rank());
     let extra = usize::from(exclusive) << 1 | usize::from(input);
-    let key = Key { kind: Kind::Scan, algorithm: "recursive_doubling", n, me, len, extra };
+    let key = Key {
+        kind: Kind::Scan,
+        algorithm: "recursive_doubling",
+        n,
+        me,
+        len,
+        extra,
+        layout: (0, 0),
+    };
     Planned::get(key, || scan_recursive_doubling::schedule(n, me, len, exclusive, input))
 }
 
@@ -188,7 +345,15 @@ pub(crate) fn allgather(
     let total = blocks.iter().map(|b| b.len()).sum::<usize>();
     let algorithm = select::allgather(comm, total * elem, packed.is_some())?;
     let (block, extra) = (packed.unwrap_or(0), usize::from(input));
-    let key = Key { kind: Kind::Allgather, algorithm: algorithm.name(), n, me, len: block, extra };
+    let key = Key {
+        kind: Kind::Allgather,
+        algorithm: algorithm.name(),
+        n,
+        me,
+        len: block,
+        extra,
+        layout: (0, 0),
+    };
     Ok(match (algorithm, packed) {
         (select::Allgather::Bruck, Some(b)) => {
             Planned::get(key, || allgather_bruck::schedule(n, me, b, input))
@@ -245,6 +410,7 @@ pub(crate) fn alltoall(
         me,
         len: packed.unwrap_or(0),
         extra: 0,
+        layout: (0, 0),
     };
     Ok(match (algorithm, packed) {
         (select::Alltoall::Bruck, Some(b)) => {

@@ -19,6 +19,7 @@ pub(crate) mod bcast_binomial;
 pub(crate) mod bcast_scatter_allgather;
 pub(crate) mod gather_linear;
 pub(crate) mod halving;
+pub(crate) mod hierarchical;
 pub(crate) mod neighbor_exchange;
 pub(crate) mod reduce_binomial;
 pub(crate) mod reduce_rabenseifner;

@@ -193,6 +193,22 @@ impl Schedule {
         self
     }
 
+    /// Appends the rounds of `part`, a schedule among a subset of the
+    /// ranks, after this one's: its rank `i` is rank `ranks[i]` here. The
+    /// two never share a round, so messages of one part cannot be taken for
+    /// the other's (between two ranks they match in order).
+    pub(crate) fn append(&mut self, part: Schedule, ranks: &[usize]) -> &mut Self {
+        self.end_round();
+        self.scratch = self.scratch.max(part.scratch);
+        self.steps.extend(part.steps.into_iter().map(|step| match step {
+            Step::Send { to, piece, lane } => Step::Send { to: ranks[to], piece, lane },
+            Step::Recv { from, piece, lane } => Step::Recv { from: ranks[from], piece, lane },
+            other => other,
+        }));
+        self.open = !matches!(self.steps.last(), None | Some(Step::End));
+        self.end_round()
+    }
+
     /// The finished schedule (its last round closed).
     pub(crate) fn build(mut self) -> Schedule {
         self.end_round();

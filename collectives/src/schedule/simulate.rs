@@ -747,6 +747,96 @@ mod tests {
         }
     }
 
+    /// The hierarchical algorithms on blocked and scattered layouts, nodes
+    /// of one rank and a single node, with the leaders choosing each of
+    /// their algorithms (the byte counts steer the choice, not the data).
+    #[test]
+    fn hierarchical_algorithms_on_every_layout() {
+        use crate::algorithms::hierarchical::Tiers;
+        use crate::model::Machine;
+        use crate::plans::{hier_allreduce, hier_barrier, hier_bcast, hier_reduce};
+        use hpcomm_runtime::NodeLayout;
+
+        let layouts: [&[u64]; 8] = [
+            &[0, 0, 0, 1],
+            &[0, 0, 1, 1, 2, 2, 3, 3],
+            &[0, 0, 0, 1, 1, 1, 2],
+            &[0, 1, 0, 2, 1, 0, 2, 2],
+            &[0, 1, 2, 3, 4],
+            &[0, 0, 0, 0, 0],
+            &[0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 3],
+            &[5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+        ];
+        let leaders = Machine::efa(1).leaders();
+        for keys in layouts {
+            let layout = NodeLayout::from_keys(keys);
+            let n = keys.len();
+            let tiers = |root| (0..n).map(move |me| Tiers::new(&layout_of(keys), me, root));
+            let schedules: Vec<_> = tiers(0).map(|t| hier_barrier(&t)).collect();
+            let mut ranks: Vec<_> =
+                (0..n).map(|_| Rank::<u8>::new(Vec::new(), Vec::new())).collect();
+            run(&schedules, &mut ranks, &NoReduce).unwrap_or_else(|e| panic!("{keys:?}: {e}"));
+            for (len, bytes) in
+                [(0, 0), (1, 8), (5, 8 << 10), (3000, 3000), (67, 1 << 20), (64, 64 << 20)]
+            {
+                for root in 0..n {
+                    let ctx = format!("{keys:?}, {len} elements as {bytes} bytes, root {root}");
+                    let root_node = layout.node_of(root);
+                    let schedules: Vec<_> = tiers(root)
+                        .map(|t| hier_bcast(&t, &leaders, len, bytes, root_node))
+                        .collect();
+                    let data: Vec<u32> = (0..len as u32).map(|i| i * 3 + 1).collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| {
+                            Rank::new(
+                                Vec::new(),
+                                if r == root { data.clone() } else { vec![0; len] },
+                            )
+                        })
+                        .collect();
+                    run(&schedules, &mut ranks, &NoReduce).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    assert!(ranks.iter().all(|r| r.work == data), "{ctx}: broadcast");
+                    for input in [false, true] {
+                        let schedules: Vec<_> = tiers(root)
+                            .map(|t| hier_reduce(&t, &leaders, len, bytes, root_node, input))
+                            .collect();
+                        let mut ranks = summands(n, len, input);
+                        run(&schedules, &mut ranks, &Sum).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        assert_eq!(ranks[root].work, sum(n, len), "{ctx}: reduce, input {input}");
+                    }
+                }
+                for input in [false, true] {
+                    let ctx = format!("{keys:?}, {len} elements as {bytes} bytes, input {input}");
+                    let schedules: Vec<_> =
+                        tiers(0).map(|t| hier_allreduce(&t, &leaders, len, bytes, input)).collect();
+                    let mut ranks = summands(n, len, input);
+                    run(&schedules, &mut ranks, &Sum).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        assert_eq!(rank.work, sum(n, len), "{ctx}: all-reduce, rank {r}");
+                    }
+                }
+            }
+        }
+
+        fn layout_of(keys: &[u64]) -> NodeLayout {
+            NodeLayout::from_keys(keys)
+        }
+        fn summands(n: usize, len: usize, input: bool) -> Vec<Rank<u64>> {
+            (0..n)
+                .map(|r| {
+                    let data: Vec<u64> = (0..len).map(|i| (r * 1000 + i) as u64).collect();
+                    match input {
+                        true => Rank::new(data, vec![7; len]),
+                        false => Rank::new(Vec::new(), data),
+                    }
+                })
+                .collect()
+        }
+        fn sum(n: usize, len: usize) -> Vec<u64> {
+            (0..len).map(|i| (0..n).map(|r| (r * 1000 + i) as u64).sum()).collect()
+        }
+    }
+
     #[test]
     fn the_simulator_finds_deadlocks_and_mismatches() {
         // Both ranks receive first, each round alone: neither ever sends.
