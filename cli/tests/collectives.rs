@@ -148,3 +148,27 @@ fn unknown_algorithm_names_are_errors() {
         assert!(e.contains("HPCOMM_ALLREDUCE") && e.contains("recursive_doubling"), "{e}");
     }
 }
+
+/// The machine selection costs a communicator on: none within one node;
+/// across (pretended) nodes the layout's widest node, and the network's
+/// figures as `HPCOMM_NET_*` set them.
+#[test]
+fn the_modelled_machine_follows_the_layout_and_the_network_figures() {
+    watchdog(60, "machine", || {
+        let mut config = ThreadsConfig { ranks_per_node: Some(2), ..ThreadsConfig::default() };
+        config.runtime.network = (Some(std::time::Duration::from_micros(7)), Some(3_000_000_000));
+        let machines = hpcomm::threads_with(5, &config, |c| {
+            (select::machine(c), select::machine(&c.split_shared().unwrap()))
+        })
+        .unwrap();
+        for (r, (machine, shared)) in machines.into_iter().enumerate() {
+            let m = machine.unwrap_or_else(|| panic!("rank {r}: 3 nodes, no machine"));
+            assert_eq!(m.ranks_per_node, 2, "rank {r}");
+            assert!((m.inter.latency - 7e-6).abs() < 1e-12, "rank {r}: {m:?}");
+            assert_eq!(m.inter.bandwidth, 3e9, "rank {r}");
+            assert_eq!(shared, None, "rank {r}: one node");
+        }
+        let flat = hpcomm::threads(3, select::machine).unwrap();
+        assert_eq!(flat, [None, None, None]);
+    });
+}

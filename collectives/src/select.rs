@@ -143,7 +143,9 @@ algorithms!(
 /// rules apply). Between nodes, EFA's figures over `ofi` and a tcp
 /// network's over `tcp` ([`Machine::efa`], [`Machine::tcp`]); ranks that
 /// only pretend to be on several nodes (threads, or `HPCOMM_NODE` on one
-/// host) talk over shared memory there too.
+/// host) talk over shared memory there too. `HPCOMM_NET_LATENCY_US` and
+/// `HPCOMM_NET_BANDWIDTH_GBS` replace the network's figures with a site's
+/// measured ones ([`Config::network`]).
 pub fn machine(comm: &Communicator) -> Option<Machine> {
     let layout = comm.nodes().filter(|l| l.count() > 1)?;
     let name = comm.transport_name();
@@ -153,6 +155,9 @@ pub fn machine(comm: &Communicator) -> Option<Machine> {
     } else if !name.contains("ofi") {
         m.inter = m.intra;
     }
+    let (latency, bandwidth) = comm.config().network;
+    m.inter.latency = latency.map_or(m.inter.latency, |d| d.as_secs_f64());
+    m.inter.bandwidth = bandwidth.map_or(m.inter.bandwidth, |b| b as f64);
     Some(m)
 }
 

@@ -24,6 +24,7 @@
 //! | `HPCOMM_PMIX_LIBRARY` | the PMIx client library to load | `libpmix.so.2` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
 //! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
+//! | `HPCOMM_NET_LATENCY_US`, `HPCOMM_NET_BANDWIDTH_GBS` | the network between nodes as the collectives' cost model sees it, when a communicator spans nodes: one-way latency (µs) and a node's link bandwidth (GB/s), to correct the model with a site's measured figures | EFA's (15 µs, 12.5 GB/s) over ofi, 50 µs and 1.25 GB/s over tcp |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
 //! [`Config::launch`]; their names are in `bootstrap::vars`, which the
@@ -136,6 +137,11 @@ pub struct Config {
     /// Collective algorithms forced by name, keyed by collective
     /// (`"allreduce"` → `"ring"`); the collectives layer checks the names.
     pub algorithms: BTreeMap<String, String>,
+    /// The network between nodes for the collectives' cost model
+    /// (`HPCOMM_NET_LATENCY_US`, `HPCOMM_NET_BANDWIDTH_GBS`): seconds of
+    /// latency and bytes per second of a node's link; `None` each: the
+    /// transport's default figures.
+    pub network: (Option<Duration>, Option<u64>),
     /// The transport of a launched job (`HPCOMM_TRANSPORT`).
     pub transport: TransportChoice,
     /// How long a rank waits for one answer from its launcher.
@@ -163,6 +169,7 @@ impl Default for Config {
             backends: Settings::default(),
             node: None,
             algorithms: BTreeMap::new(),
+            network: (None, None),
             transport: TransportChoice::Auto,
             bootstrap_timeout: crate::bootstrap::DEFAULT_TIMEOUT,
             launch: None,
@@ -252,6 +259,17 @@ impl Config {
                 }
             }
         }
+        let figure = |name: &str, scale: f64| -> Result<Option<f64>> {
+            let Some(raw) = lookup(name) else { return Ok(None) };
+            match raw.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v > 0.0 && v * scale < 1e18 => Ok(Some(v * scale)),
+                _ => Err(Error::Config(format!("{name}={raw:?} is not a positive number"))),
+            }
+        };
+        config.network = (
+            figure("HPCOMM_NET_LATENCY_US", 1e3)?.map(|ns| Duration::from_nanos(ns.ceil() as u64)),
+            figure("HPCOMM_NET_BANDWIDTH_GBS", 1e9)?.map(|b| b.ceil() as u64),
+        );
         if let Some(t) = lookup(var::TRANSPORT) {
             config.transport =
                 t.trim().parse().map_err(|e| Error::Config(format!("{}: {e}", var::TRANSPORT)))?;
@@ -426,6 +444,24 @@ mod tests {
         let forced: Vec<(&str, &str)> =
             c.algorithms.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(forced, [("allreduce", "ring"), ("barrier", "dissemination")]);
+    }
+
+    #[test]
+    fn network_figures_are_read_and_checked() {
+        let c = Config::from_lookup(env(&[
+            ("HPCOMM_NET_LATENCY_US", " 7.5 "),
+            ("HPCOMM_NET_BANDWIDTH_GBS", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(c.network, (Some(Duration::from_nanos(7500)), Some(3_000_000_000)));
+        assert_eq!(Config::from_lookup(env(&[])).unwrap().network, (None, None));
+        for name in ["HPCOMM_NET_LATENCY_US", "HPCOMM_NET_BANDWIDTH_GBS"] {
+            for bad in ["0", "-1", "fast", "inf", "1e300"] {
+                let pairs: &'static [(&str, &str)] = Box::leak(Box::new([(name, bad)]));
+                let e = Config::from_lookup(env(pairs)).unwrap_err();
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
     }
 
     /// Each backend's variables are its own (`hpcomm_transport::backend`
