@@ -4,7 +4,7 @@
 //! least 10% cheaper, it follows in brackets.
 
 use hpcomm::model::{self, Link, Machine};
-use hpcomm::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Reduce};
+use hpcomm::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Gather, Reduce};
 
 /// The parameters of the modelled machine.
 #[derive(clap::Args, Debug)]
@@ -85,6 +85,16 @@ fn tables() -> Vec<Table> {
                     .iter()
                     .filter(|&&a| a != Allgather::RecursiveDoubling || p.is_power_of_two())
                     .map(|&a| (a.name(), model::allgather(m, a, p, total)));
+                (chosen.name(), all.collect())
+            }),
+        },
+        Table {
+            title: "gather (size per rank)",
+            size_label: "per rank",
+            sizes: &[8, 1 << 10, 64 << 10],
+            cells: Box::new(|m, p, n| {
+                let chosen = Gather::choose(Some(m), p, n);
+                let all = Gather::ALL.iter().map(|&a| (a.name(), model::gather(m, a, p, n)));
                 (chosen.name(), all.collect())
             }),
         },

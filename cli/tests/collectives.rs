@@ -126,6 +126,11 @@ fn every_all_gather_algorithm() {
 }
 
 #[test]
+fn every_gather_algorithm() {
+    forced("gather", names(select::Gather::ALL, select::Gather::name));
+}
+
+#[test]
 fn every_all_to_all_algorithm() {
     forced("alltoall", names(select::Alltoall::ALL, select::Alltoall::name));
 }

@@ -192,7 +192,8 @@ pub(crate) fn gather(
     check_root(root, n)?;
     if me != root {
         let len = send.unwrap_or(recv);
-        return Ok(Call::new(plans::gather(comm, root, &[], len, send.is_some()), CollTag::Gather));
+        let plan = plans::gather(comm, root, &[], len, send.is_some(), counts.is_none())?;
+        return Ok(Call::new(plan, CollTag::Gather));
     }
     let ranges = match counts {
         Some((counts, displs)) => receive_blocks(counts, displs, n, recv, "gather_v")?,
@@ -202,7 +203,8 @@ pub(crate) fn gather(
         same_len("gather (the root's own block)", send, ranges[root].len())?;
     }
     let len = ranges[root].len();
-    Ok(Call::new(plans::gather(comm, root, &ranges, len, send.is_some()), CollTag::Gather))
+    let plan = plans::gather(comm, root, &ranges, len, send.is_some(), counts.is_none())?;
+    Ok(Call::new(plan, CollTag::Gather))
 }
 
 /// A scatter from `root`'s `send` (or, without, its output, in place) at

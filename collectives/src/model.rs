@@ -26,7 +26,7 @@
 //! [`select`](crate::select) chooses by this model for communicators that
 //! span nodes.
 
-use crate::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Reduce};
+use crate::select::{Allgather, Allreduce, Alltoall, Barrier, Bcast, Gather, Reduce};
 
 /// One kind of link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -206,6 +206,15 @@ pub fn allgather(m: &Machine, a: Allgather, p: usize, bytes: usize) -> f64 {
     let block = bytes as f64 / p as f64;
     let steps = log2_ceil(p);
     match a {
+        Allgather::Hierarchical => {
+            let (r, nodes) = m.tiers(p);
+            let (within, leaders) = (m.within(), m.leaders());
+            // The leader takes its node's r − 1 blocks at once.
+            let gather = if r > 1 { within.step(r, 1, block * (r - 1) as f64, false) } else { 0.0 };
+            gather
+                + allgather(&leaders, Allgather::flat(&leaders, nodes, bytes), nodes, bytes)
+                + bcast(&within, Bcast::auto(r, bytes), r, bytes)
+        }
         Allgather::Ring => (p - 1) as f64 * m.step(p, 1, block, false),
         Allgather::RecursiveDoubling => {
             (0..steps).map(|k| m.step(p, 1 << k, block * (1u64 << k) as f64, true)).sum()
@@ -216,6 +225,25 @@ pub fn allgather(m: &Machine, a: Allgather, p: usize, bytes: usize) -> f64 {
                 m.step(p, 1 << k, block * have.max(1) as f64, false)
             })
             .sum(),
+    }
+}
+
+/// Seconds for a gather of `block` bytes from each of `p` ranks. The root
+/// takes every message itself, each costing it at least a shared-memory
+/// latency of its time; the blocks from other nodes share its node's link.
+pub fn gather(m: &Machine, a: Gather, p: usize, block: usize) -> f64 {
+    if p <= 1 {
+        return 0.0;
+    }
+    let (r, nodes) = m.tiers(p);
+    let b = block as f64;
+    let o = m.intra.latency;
+    let within = (r - 1) as f64 * (o + b / m.intra.bandwidth);
+    let remote = (p - r) as f64 * b / m.inter.bandwidth;
+    let across = if nodes > 1 { m.inter.latency + remote } else { 0.0 };
+    match a {
+        Gather::Linear => within + across + (p - r) as f64 * o,
+        Gather::Hierarchical => within + across + (nodes - 1) as f64 * o,
     }
 }
 

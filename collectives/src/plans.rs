@@ -10,12 +10,12 @@
 use std::cell::RefCell;
 use std::ops::{Deref, Range};
 
-use hpcomm_runtime::{Communicator, Result};
+use hpcomm_runtime::{Communicator, NodeLayout, Result};
 
 use crate::algorithms::hierarchical::{self, Tiers};
 use crate::algorithms::*;
 use crate::model::Machine;
-use crate::schedule::Schedule;
+use crate::schedule::{Piece, Schedule};
 use crate::select::{self, Allreduce, Barrier, Bcast, Reduce};
 
 /// The kinds of collective, one kept schedule each.
@@ -345,6 +345,11 @@ pub(crate) fn allgather(
     let total = blocks.iter().map(|b| b.len()).sum::<usize>();
     let algorithm = select::allgather(comm, total * elem, packed.is_some())?;
     let (block, extra) = (packed.unwrap_or(0), usize::from(input));
+    let hier = match (algorithm, packed) {
+        (select::Allgather::Hierarchical, Some(_)) => tiers(comm, 0),
+        _ => None,
+    };
+    let layout = hier.as_ref().map_or((0, 0), |h| (h.2, total * elem));
     let key = Key {
         kind: Kind::Allgather,
         algorithm: algorithm.name(),
@@ -352,8 +357,13 @@ pub(crate) fn allgather(
         me,
         len: block,
         extra,
-        layout: (0, 0),
+        layout,
     };
+    if let (Some((t, leaders, _)), Some(layout)) = (hier, comm.nodes()) {
+        return Ok(Planned::get(key, || {
+            hier_allgather(&t, &leaders, layout, blocks, total * elem, input)
+        }));
+    }
     Ok(match (algorithm, packed) {
         (select::Allgather::Bruck, Some(b)) => {
             Planned::get(key, || allgather_bruck::schedule(n, me, b, input))
@@ -366,17 +376,103 @@ pub(crate) fn allgather(
     })
 }
 
+/// A flat all-gather's schedule for `blocks`: Bruck and recursive
+/// doubling for equal packed blocks (the latter on a power of two), the
+/// ring otherwise.
+fn allgather_flat(
+    a: select::Allgather,
+    n: usize,
+    me: usize,
+    blocks: &[Range<usize>],
+    input: bool,
+) -> Schedule {
+    match (a, packed_block(blocks)) {
+        (select::Allgather::Bruck, Some(b)) => allgather_bruck::schedule(n, me, b, input),
+        (select::Allgather::RecursiveDoubling, Some(b)) if n.is_power_of_two() => {
+            allgather_recursive_doubling::schedule(n, me, b, input)
+        }
+        _ => allgather_ring::schedule(n, me, blocks, input),
+    }
+}
+
+/// The hierarchical all-gather's schedule (`bytes` in all): the layout is
+/// blocked, so each node's blocks are one piece of the work buffer.
+pub(crate) fn hier_allgather(
+    t: &Tiers,
+    leaders: &Machine,
+    layout: &NodeLayout,
+    blocks: &[Range<usize>],
+    bytes: usize,
+    input: bool,
+) -> Schedule {
+    let pieces: Vec<Range<usize>> = (0..layout.count())
+        .map(|node| {
+            let (first, last) = (layout.ranks_of(node).next(), layout.ranks_of(node).last());
+            match (first, last) {
+                (Some(a), Some(b)) => blocks[a].start..blocks[b].end.max(blocks[a].start),
+                _ => 0..0,
+            }
+        })
+        .collect();
+    let total = blocks.iter().map(|b| b.end).max().unwrap_or(0);
+    let across = select::Allgather::flat(leaders, t.nodes(), bytes);
+    let within = Bcast::auto(t.local_size(), bytes);
+    hierarchical::allgather(
+        t,
+        blocks,
+        &pieces,
+        |r, me, leader, landing| {
+            let mine = match input {
+                true => Piece::input(0..landing[me].len()),
+                false => landing[me].clone(),
+            };
+            hierarchical::gather_within(r, me, leader, landing, mine)
+        },
+        |m, node, pieces| allgather_flat(across, m, node, pieces, false),
+        |r, me, leader| bcast_flat(within, r, me, total, leader),
+        input,
+    )
+}
+
 /// A gather of `len` elements per rank into `blocks` of the root's work
-/// buffer, read from the input when `input` is set.
+/// buffer (known at the root only: elsewhere empty), read from the input
+/// when `input` is set; `equal`: a gather of equal blocks (not a
+/// `gather_v`), which every rank knows.
 pub(crate) fn gather(
     comm: &Communicator,
     root: usize,
     blocks: &[Range<usize>],
     len: usize,
     input: bool,
-) -> Planned {
+    equal: bool,
+) -> Result<Planned> {
     let (n, me) = (comm.size(), comm.rank());
-    Planned::fresh(gather_linear::schedule(n, me, root, blocks, len, input))
+    let algorithm = select::gather(comm, len, equal)?;
+    if let (select::Gather::Hierarchical, Some((t, _, _)), Some(layout)) =
+        (algorithm, tiers(comm, root), comm.nodes())
+    {
+        return Ok(Planned::fresh(hier_gather(&t, layout, root, len, input)));
+    }
+    Ok(Planned::fresh(gather_linear::schedule(n, me, root, blocks, len, input)))
+}
+
+/// The hierarchical gather's schedule: equal blocks of `len`, the layout
+/// blocked.
+pub(crate) fn hier_gather(
+    t: &Tiers,
+    layout: &NodeLayout,
+    root: usize,
+    len: usize,
+    input: bool,
+) -> Schedule {
+    let pieces: Vec<Range<usize>> = (0..layout.count())
+        .map(|node| {
+            let first = layout.ranks_of(node).next().unwrap_or(0);
+            let count = layout.ranks_of(node).count();
+            first * len..(first + count) * len
+        })
+        .collect();
+    hierarchical::gather(t, root, len, &pieces, input)
 }
 
 /// A scatter of `blocks` of the root's input (or work buffer) into `len`

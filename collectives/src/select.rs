@@ -125,6 +125,22 @@ algorithms!(
         RecursiveDoubling = "recursive_doubling",
         /// Ring (any counts).
         Ring = "ring",
+        /// Gathered at one leader per node, all-gathered among the leaders,
+        /// broadcast within each node (equal blocks, each node's ranks
+        /// consecutive).
+        Hierarchical = "hierarchical",
+    }
+);
+
+algorithms!(
+    /// Gather algorithms.
+    Gather, "gather" {
+        /// Every rank sends to the root.
+        Linear = "linear",
+        /// Gathered at one leader per node, which sends its node's blocks
+        /// to the root in one message (equal blocks, each node's ranks
+        /// consecutive).
+        Hierarchical = "hierarchical",
     }
 );
 
@@ -365,8 +381,15 @@ impl Allreduce {
 /// when every rank gives the same count.
 pub fn allgather(comm: &Communicator, bytes: usize, equal: bool) -> Result<Allgather> {
     let p = comm.size();
-    let auto = Allgather::choose(machine(comm).as_ref(), p, bytes, equal);
+    let m = machine(comm);
+    let mut auto = Allgather::choose(m.as_ref(), p, bytes, equal);
+    // Each node's blocks must be one piece.
+    let blocked = comm.nodes().is_some_and(|l| l.blocked());
+    if let (Allgather::Hierarchical, false, Some(m)) = (auto, blocked, &m) {
+        auto = Allgather::flat(m, p, bytes);
+    }
     Ok(match forced(comm, Allgather::forced)? {
+        Some(Allgather::Hierarchical) if !equal || !blocked || m.is_none() => auto,
         Some(Allgather::Bruck) if !equal => auto,
         Some(Allgather::RecursiveDoubling) if !equal || !p.is_power_of_two() => auto,
         Some(a) => a,
@@ -391,6 +414,17 @@ impl Allgather {
         }
     }
 
+    /// The choice among flat algorithms for equal blocks (for the leaders
+    /// of a hierarchical one, and where the layout does not allow it).
+    pub fn flat(m: &Machine, p: usize, bytes: usize) -> Allgather {
+        let flat = Allgather::ALL.iter().copied().filter(|&a| match a {
+            Allgather::Hierarchical => false,
+            Allgather::RecursiveDoubling => p.is_power_of_two(),
+            _ => true,
+        });
+        cheapest(flat, |a| model::allgather(m, a, p, bytes)).unwrap_or(Allgather::Ring)
+    }
+
     /// The automatic choice on `p` ranks of one node for `bytes` gathered
     /// in all.
     pub fn auto(p: usize, bytes: usize, equal: bool) -> Allgather {
@@ -400,6 +434,32 @@ impl Allgather {
             Allgather::RecursiveDoubling
         } else {
             Allgather::Bruck
+        }
+    }
+}
+
+/// The gather algorithm for `block_bytes` per rank; `equal` for a gather
+/// of equal blocks (not a `gather_v`, whose blocks only the root knows).
+pub fn gather(comm: &Communicator, block_bytes: usize, equal: bool) -> Result<Gather> {
+    let m = machine(comm).filter(|_| equal && comm.nodes().is_some_and(|l| l.blocked()));
+    let auto = Gather::choose(m.as_ref(), comm.size(), block_bytes);
+    Ok(match forced(comm, Gather::forced)? {
+        Some(Gather::Hierarchical) if m.is_none() => auto,
+        Some(a) => a,
+        None => auto,
+    })
+}
+
+impl Gather {
+    /// The choice on `p` ranks of machine `m` (`None`: one node, or a
+    /// gather the hierarchical algorithm cannot serve).
+    pub fn choose(m: Option<&Machine>, p: usize, block_bytes: usize) -> Gather {
+        match spans_nodes(m, p) {
+            Some(m) => {
+                cheapest(Gather::ALL.iter().copied(), |a| model::gather(m, a, p, block_bytes))
+                    .unwrap_or(Gather::Linear)
+            }
+            None => Gather::Linear,
         }
     }
 }
@@ -500,6 +560,10 @@ mod tests {
                         .filter(|&&a| a != Allgather::RecursiveDoubling || p.is_power_of_two())
                         .map(|&a| (a.name(), cost(a)));
                     check(format!("allgather {n}/rank"), p, (a.name(), cost(a)), all.collect());
+                    let a = Gather::choose(mm, p, n);
+                    let cost = |a| model::gather(&m, a, p, n);
+                    let all = Gather::ALL.iter().map(|&a| (a.name(), cost(a)));
+                    check(format!("gather {n}/rank"), p, (a.name(), cost(a)), all.collect());
                     if n <= 1 << 20 {
                         let a = Alltoall::choose(mm, p, n, true);
                         let cost = |a| model::alltoall(&m, a, p, n);

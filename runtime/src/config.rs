@@ -23,7 +23,7 @@
 //! | `HPCOMM_BOOTSTRAP_TIMEOUT` | seconds a rank waits for one answer from its launcher (a fence waits for the slowest rank to start) | 300 |
 //! | `HPCOMM_PMIX_LIBRARY` | the PMIx client library to load | `libpmix.so.2` |
 //! | `HPCOMM_LOG` | log filter of the `hpcomm` command (tracing's `EnvFilter` syntax) | `info` |
-//! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
+//! | `HPCOMM_BARRIER`, `HPCOMM_BCAST`, `HPCOMM_REDUCE`, `HPCOMM_ALLREDUCE`, `HPCOMM_ALLGATHER`, `HPCOMM_GATHER`, `HPCOMM_ALLTOALL` | forces that collective's algorithm by name (see `hpcomm-collectives`; for benchmarks and tests); empty or `auto`: the automatic choice | chosen by message and communicator size |
 //! | `HPCOMM_NET_LATENCY_US`, `HPCOMM_NET_BANDWIDTH_GBS` | the network between nodes as the collectives' cost model sees it, when a communicator spans nodes: one-way latency (µs) and a node's link bandwidth (GB/s), to correct the model with a site's measured figures | EFA's (15 µs, 12.5 GB/s) over ofi, 50 µs and 1.25 GB/s over tcp |
 //!
 //! Set by `hpcomm run` for each rank (a program finds them through
@@ -155,8 +155,8 @@ pub struct Config {
 pub const YIELD_SHARED: Duration = Duration::from_millis(1);
 
 /// The collectives whose algorithm a `HPCOMM_<NAME>` variable can force.
-pub const FORCEABLE_COLLECTIVES: [&str; 6] =
-    ["barrier", "bcast", "reduce", "allreduce", "allgather", "alltoall"];
+pub const FORCEABLE_COLLECTIVES: [&str; 7] =
+    ["barrier", "bcast", "reduce", "allreduce", "allgather", "gather", "alltoall"];
 
 impl Default for Config {
     fn default() -> Self {

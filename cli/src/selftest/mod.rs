@@ -98,6 +98,7 @@ pub const COLLECTIVE_CASES: &[(&str, &[&str])] = &[
     ("reduce", &["coll-reduce", "coll-reduce-scatter", "coll-nonblocking", "coll-persistent"]),
     ("allreduce", &["coll-allreduce", "coll-repro", "coll-nonblocking", "coll-persistent"]),
     ("allgather", &["coll-allgather", "coll-nonblocking", "coll-persistent"]),
+    ("gather", &["coll-gather-scatter", "coll-nonblocking", "coll-persistent"]),
     ("alltoall", &["coll-alltoall", "coll-nonblocking"]),
 ];
 

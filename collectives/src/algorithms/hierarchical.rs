@@ -16,7 +16,11 @@
 //! numbers ([`Schedule::append`]). The layout is the communicator's
 //! ([`NodeLayout`]), the same on every rank, so every rank builds matching
 //! phases. The within-node reductions combine in any order: commutative
-//! operations only. Any layout (a node's ranks need not be consecutive).
+//! operations only. Any layout (a node's ranks need not be consecutive),
+//! but for the all-gather, whose nodes' blocks must each be one piece:
+//! equal blocks packed in rank order, each node's ranks consecutive.
+
+use std::ops::Range;
 
 use hpcomm_runtime::NodeLayout;
 
@@ -175,6 +179,107 @@ pub(crate) fn allreduce(
     t.read_input(&mut s, input);
     t.within(&mut s, reduce);
     t.across(&mut s, across);
+    t.within(&mut s, bcast);
+    s.build()
+}
+
+/// A node's blocks gathered at its leader, rank `me` of `n`'s rounds: the
+/// leader receives local rank `i`'s block into `landing[i]`; every rank's
+/// own block is `mine` (the leader copies its own into place unless it is
+/// there already).
+pub(crate) fn gather_within(
+    n: usize,
+    me: usize,
+    leader: usize,
+    landing: &[Piece],
+    mine: Piece,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(n + 2);
+    if me != leader {
+        s.send(leader, mine);
+        return s.build();
+    }
+    for (i, piece) in landing.iter().enumerate().filter(|&(i, _)| i != me) {
+        s.recv(i, piece.clone());
+    }
+    if mine != landing[me] {
+        s.copy(mine, landing[me].clone());
+    }
+    s.build()
+}
+
+/// A gather of `len` elements per rank to `root` (which leads its node;
+/// see [`Tiers::new`]), into equal blocks packed in rank order at the root,
+/// each node's ranks consecutive: each node gathers at its leader — the
+/// root's node straight into the root's blocks, the others into the
+/// leader's scratch — and every other leader sends its node's blocks to the
+/// root in one message, which lands them in their place (`pieces[node]`).
+/// This rank's block is read from the input when `input`, else from its
+/// place in the work buffer (the root's) or its start (the others').
+pub(crate) fn gather(
+    t: &Tiers,
+    root: usize,
+    len: usize,
+    pieces: &[Range<usize>],
+    input: bool,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(t.leaders.len() + t.local.len() + 4);
+    let me = t.local[t.me_local];
+    let at_root = me == root;
+    let mine = match (input, at_root) {
+        (true, _) => Piece::input(0..len),
+        (false, true) => Piece::work(me * len..(me + 1) * len),
+        (false, false) => Piece::work(0..len),
+    };
+    let landing: Vec<Piece> = if t.leaders[t.node] == root {
+        t.local.iter().map(|&r| Piece::work(r * len..(r + 1) * len)).collect()
+    } else {
+        s.need_scratch(t.local.len() * len);
+        (0..t.local.len()).map(|i| Piece::scratch(i * len..(i + 1) * len)).collect()
+    };
+    if t.local.len() == 1 {
+        if mine != landing[0] && (at_root || t.leaders.len() > 1) {
+            s.copy(mine, landing[0].clone()).end_round();
+        }
+    } else {
+        s.append(
+            gather_within(t.local.len(), t.me_local, t.leader_local, &landing, mine),
+            &t.local,
+        );
+    }
+    if at_root {
+        for (node, &leader) in t.leaders.iter().enumerate().filter(|&(_, &l)| l != root) {
+            s.recv(leader, Piece::work(pieces[node].clone()));
+        }
+    } else if t.leads() {
+        s.send(root, Piece::scratch(0..t.local.len() * len));
+    }
+    s.build()
+}
+
+/// An all-gather of `blocks` (rank `r`'s block in `blocks[r]` of the work
+/// buffer; this rank's read from the input when `input`): each node
+/// gathers at its leader (`gather(r, me, leader, local_blocks)`), the
+/// leaders all-gather their nodes' pieces (`across(m, node, pieces)`, each
+/// node's blocks one piece: the caller checks the layout is blocked), and
+/// each leader broadcasts the whole to its node (`bcast(r, me, leader)`).
+pub(crate) fn allgather(
+    t: &Tiers,
+    blocks: &[Range<usize>],
+    pieces: &[Range<usize>],
+    gather: impl FnOnce(usize, usize, usize, &[Piece]) -> Schedule,
+    across: impl FnOnce(usize, usize, &[Range<usize>]) -> Schedule,
+    bcast: impl FnOnce(usize, usize, usize) -> Schedule,
+    input: bool,
+) -> Schedule {
+    let mut s = Schedule::with_capacity(64);
+    let me = t.local[t.me_local];
+    if t.local.len() == 1 && input {
+        s.copy(Piece::input(0..blocks[me].len()), Piece::work(blocks[me].clone())).end_round();
+    }
+    let landing: Vec<Piece> = t.local.iter().map(|&r| Piece::work(blocks[r].clone())).collect();
+    t.within(&mut s, |r, me, leader| gather(r, me, leader, &landing));
+    t.across(&mut s, |m, node| across(m, node, pieces));
     t.within(&mut s, bcast);
     s.build()
 }

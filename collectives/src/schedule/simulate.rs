@@ -754,7 +754,9 @@ mod tests {
     fn hierarchical_algorithms_on_every_layout() {
         use crate::algorithms::hierarchical::Tiers;
         use crate::model::Machine;
-        use crate::plans::{hier_allreduce, hier_barrier, hier_bcast, hier_reduce};
+        use crate::plans::{
+            hier_allgather, hier_allreduce, hier_barrier, hier_bcast, hier_gather, hier_reduce,
+        };
         use hpcomm_runtime::NodeLayout;
 
         let layouts: [&[u64]; 8] = [
@@ -803,6 +805,61 @@ mod tests {
                         let mut ranks = summands(n, len, input);
                         run(&schedules, &mut ranks, &Sum).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                         assert_eq!(ranks[root].work, sum(n, len), "{ctx}: reduce, input {input}");
+                    }
+                }
+                // The all-gather and the gather need each node's ranks
+                // consecutive.
+                let block = len % 7;
+                for (root, input) in (0..n).flat_map(|r| [(r, false), (r, true)]) {
+                    if !layout.blocked() {
+                        break;
+                    }
+                    let ctx = format!("{keys:?}, gather of {block} to {root}, input {input}");
+                    let schedules: Vec<_> =
+                        tiers(root).map(|t| hier_gather(&t, &layout, root, block, input)).collect();
+                    let want: Vec<u32> = (0..n * block).map(|i| i as u32 * 3 + 2).collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| {
+                            let mine = want[r * block..(r + 1) * block].to_vec();
+                            match (input, r == root) {
+                                (true, true) => Rank::new(mine, vec![0; n * block]),
+                                (true, false) => Rank::new(mine, Vec::new()),
+                                (false, true) => {
+                                    let mut work = vec![0; n * block];
+                                    work[r * block..(r + 1) * block].copy_from_slice(&mine);
+                                    Rank::new(Vec::new(), work)
+                                }
+                                (false, false) => Rank::new(Vec::new(), mine),
+                            }
+                        })
+                        .collect();
+                    run(&schedules, &mut ranks, &NoReduce).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    assert_eq!(ranks[root].work, want, "{ctx}");
+                }
+                let blocks: Vec<_> = (0..n).map(|r| r * block..(r + 1) * block).collect();
+                for input in [false, true].into_iter().filter(|_| layout.blocked()) {
+                    let ctx =
+                        format!("{keys:?}, blocks of {block} as {bytes} bytes, input {input}");
+                    let schedules: Vec<_> = tiers(0)
+                        .map(|t| hier_allgather(&t, &leaders, &layout, &blocks, bytes, input))
+                        .collect();
+                    let want: Vec<u32> = (0..n * block).map(|i| i as u32 * 5 + 1).collect();
+                    let mut ranks: Vec<_> = (0..n)
+                        .map(|r| {
+                            let mine = want[blocks[r].clone()].to_vec();
+                            match input {
+                                true => Rank::new(mine, vec![0; n * block]),
+                                false => {
+                                    let mut work = vec![0; n * block];
+                                    work[blocks[r].clone()].copy_from_slice(&mine);
+                                    Rank::new(Vec::new(), work)
+                                }
+                            }
+                        })
+                        .collect();
+                    run(&schedules, &mut ranks, &NoReduce).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    for (r, rank) in ranks.iter().enumerate() {
+                        assert_eq!(rank.work, want, "{ctx}: all-gather, rank {r}");
                     }
                 }
                 for input in [false, true] {
