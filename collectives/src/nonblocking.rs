@@ -1,6 +1,7 @@
 //! Non-blocking collectives (MPI-3's `MPI_I…`): every collective of
-//! [`Collectives`](crate::Collectives) but the in-place variants, started
-//! in a [`Scope`] and completed like any other request.
+//! [`Collectives`](crate::Collectives), and the in-place variants of the
+//! reductions, gathers, scatters and scans (`MPI_IN_PLACE`), started in a
+//! [`Scope`] and completed like any other request.
 //!
 //! Each runs the schedule of the algorithm the blocking form would choose
 //! ([`select`](crate::select), the same files in `algorithms/`) as a task
@@ -217,6 +218,52 @@ pub trait NonBlocking<'s> {
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>>;
+
+    /// [`iall_reduce`](NonBlocking::iall_reduce) with each rank's input in
+    /// `buf`, replaced by the result (`MPI_IN_PLACE`).
+    fn iall_reduce_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
+
+    /// [`ireduce`](NonBlocking::ireduce) with each rank's input in `buf`;
+    /// the root's is replaced by the result, the others' left as they were.
+    fn ireduce_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+        root: usize,
+    ) -> Result<Request<'_>>;
+
+    /// [`igather`](NonBlocking::igather) in place: the root's own block
+    /// already lies in its place in `buf`; elsewhere `buf` is the block
+    /// sent.
+    fn igather_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>>;
+
+    /// [`iscatter`](NonBlocking::iscatter) in place: the root's `buf` holds
+    /// every block and keeps its own where it is; elsewhere `buf` receives.
+    fn iscatter_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>>;
+
+    /// [`iall_gather`](NonBlocking::iall_gather) with each rank's own block
+    /// already in its place in `buf`.
+    fn iall_gather_in_place<T: Pod>(&self, buf: &'s mut [T]) -> Result<Request<'_>>;
+
+    /// [`iscan`](NonBlocking::iscan) with each rank's input in `buf`,
+    /// replaced by its result.
+    fn iscan_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
+
+    /// [`iexscan`](NonBlocking::iexscan) with each rank's input in `buf`,
+    /// replaced by its result (rank 0's left as it was).
+    fn iexscan_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>>;
 }
 
 impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
@@ -383,5 +430,63 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let call = calls::scan(self.comm(), Some(send.len()), recv.len(), true)?;
         Ok(start(self, call, send, recv, reduce_of(op)))
+    }
+
+    fn iall_reduce_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let c = op.commutative();
+        let call = calls::all_reduce(self.comm(), None, buf.len(), elem::<T>(), c)?;
+        Ok(start(self, call, &[], buf, reduce_of(op)))
+    }
+
+    fn ireduce_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+        root: usize,
+    ) -> Result<Request<'_>> {
+        let (len, c) = (buf.len(), op.commutative());
+        let call = calls::reduce(self.comm(), len, len, elem::<T>(), c, root, true)?;
+        Ok(match self.comm().rank() == root {
+            true => start(self, call, &[], buf, reduce_of(op)),
+            // Elsewhere the buffer is only the input.
+            false => start(self, call, buf, &mut [], reduce_of(op)),
+        })
+    }
+
+    fn igather_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
+        let call = calls::gather(self.comm(), None, buf.len(), None, root)?;
+        Ok(start(self, call, &[], buf, no_reduce()))
+    }
+
+    fn iscatter_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
+        let call = calls::scatter(self.comm(), None, buf.len(), None, root)?;
+        Ok(start(self, call, &[], buf, no_reduce()))
+    }
+
+    fn iall_gather_in_place<T: Pod>(&self, buf: &'s mut [T]) -> Result<Request<'_>> {
+        let call = calls::all_gather(self.comm(), None, buf.len(), None, elem::<T>())?;
+        Ok(start(self, call, &[], buf, no_reduce()))
+    }
+
+    fn iscan_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let call = calls::scan(self.comm(), None, buf.len(), false)?;
+        Ok(start(self, call, &[], buf, reduce_of(op)))
+    }
+
+    fn iexscan_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &'s mut [T],
+        op: O,
+    ) -> Result<Request<'_>> {
+        let call = calls::scan(self.comm(), None, buf.len(), true)?;
+        Ok(start(self, call, &[], buf, reduce_of(op)))
     }
 }

@@ -773,7 +773,75 @@ pub(super) fn non_blocking(comm: &Communicator) {
         assert!(matches!(outcome, Err(Error::InvalidCount(_))));
         non_blocking_reductions(c);
         non_blocking_data_movement(c);
+        non_blocking_in_place(c);
     });
+}
+
+/// The in-place non-blocking forms, all in flight together, give what
+/// their blocking in-place twins give.
+fn non_blocking_in_place(c: &Communicator) {
+    let (n, r) = (c.size(), c.rank());
+    for block in [0, 1, 7, 3000] {
+        let root = block % n;
+        let numbers = linear::<u64>(n, r, block);
+        let mats = matrices(r, block);
+        let mut own = vec![0u32; n * block];
+        for (i, x) in own[r * block..(r + 1) * block].iter_mut().enumerate() {
+            *x = (r * 100 + i) as u32 + 1;
+        }
+        let whole: Vec<u32> = (0..n * block).map(|i| (i * 7 + 3) as u32).collect();
+        let gather_buf = |q: usize| {
+            if q == root {
+                own.clone()
+            } else {
+                own[q * block..(q + 1) * block].to_vec()
+            }
+        };
+        let scatter_buf = |q: usize| if q == root { whole.clone() } else { vec![9u32; block] };
+
+        // Blocking, for reference.
+        let mut want_ar = numbers.clone();
+        c.all_reduce_in_place(&mut want_ar, Sum).unwrap();
+        let mut want_red = mats.clone();
+        c.reduce_in_place(&mut want_red, ordered(), root).unwrap();
+        let mut want_g = gather_buf(r);
+        c.gather_in_place(&mut want_g, root).unwrap();
+        let mut want_s = scatter_buf(r);
+        c.scatter_in_place(&mut want_s, root).unwrap();
+        let mut want_ag = own.clone();
+        c.all_gather_in_place(&mut want_ag).unwrap();
+        let mut want_scan = mats.clone();
+        c.scan_in_place(&mut want_scan, ordered()).unwrap();
+        let mut want_ex = mats.clone();
+        c.exscan_in_place(&mut want_ex, ordered()).unwrap();
+
+        let (mut ar, mut red, mut g, mut sc) =
+            (numbers.clone(), mats.clone(), gather_buf(r), scatter_buf(r));
+        let (mut ag, mut scan, mut ex) = (own.clone(), mats.clone(), mats.clone());
+        c.scope(|s| {
+            let mut reqs = vec![
+                s.iall_reduce_in_place(&mut ar, Sum)?,
+                s.ireduce_in_place(&mut red, ordered(), root)?,
+                s.igather_in_place(&mut g, root)?,
+                s.iscatter_in_place(&mut sc, root)?,
+                s.iall_gather_in_place(&mut ag)?,
+                s.iscan_in_place(&mut scan, ordered())?,
+                s.iexscan_in_place(&mut ex, ordered())?,
+            ];
+            wait_all(&mut reqs)?;
+            Ok(())
+        })
+        .unwrap();
+        let ctx = format!("blocks of {block}, root {root}");
+        assert_eq!(ar, want_ar, "iall_reduce_in_place, {ctx}");
+        assert_eq!(ar, linear_sum::<u64>(n, block), "iall_reduce_in_place, {ctx}");
+        assert_eq!(red, want_red, "ireduce_in_place, {ctx}");
+        assert_eq!(g, want_g, "igather_in_place, {ctx}");
+        assert_eq!(sc, want_s, "iscatter_in_place, {ctx}");
+        assert_eq!(ag, want_ag, "iall_gather_in_place, {ctx}");
+        assert_eq!(scan, want_scan, "iscan_in_place, {ctx}");
+        assert_eq!(ex, want_ex, "iexscan_in_place, {ctx}");
+    }
 }
 
 /// Every gather, scatter, all-gather, all-to-all and reduce-scatter started
