@@ -94,20 +94,18 @@ impl<'a> TaskCx<'a> {
             .ok_or(Error::InvalidRank { rank: rank as i32, size: self.group.len() })
     }
 
-    /// Starts sending `data` to `to` with `tag` (not below 16).
+    /// Starts sending `data` to `to` with `tag` (not below 16). The buffer
+    /// comes back from [`TaskCx::test`] when the send ends, to be used
+    /// again.
     pub fn send(&mut self, to: usize, tag: i32, data: Vec<u8>) -> Result<Transfer> {
         let peer = self.peer(to)?;
         let len = data.len();
         let region = self.engine.regions().insert_owned_read_only(data);
-        match self.engine.start_send(
-            To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag },
-            region,
-            len,
-            false,
-        ) {
+        let to = To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag };
+        match self.engine.task_send(to, region, len) {
             Ok(id) => {
                 self.active = true;
-                Ok(Transfer { id, region: None })
+                Ok(Transfer { id, region: Some(region) })
             }
             Err(e) => {
                 self.engine.regions().take_owned(region);
@@ -118,8 +116,14 @@ impl<'a> TaskCx<'a> {
 
     /// Starts receiving up to `len` bytes from `from` with `tag`.
     pub fn recv(&mut self, from: usize, tag: i32, len: usize) -> Result<Transfer> {
+        self.recv_into(from, tag, vec![0; len])
+    }
+
+    /// Starts receiving up to `buf.len()` bytes from `from` with `tag` into
+    /// `buf` (a buffer used before: no allocation, no page faults).
+    pub fn recv_into(&mut self, from: usize, tag: i32, buf: Vec<u8>) -> Result<Transfer> {
         let peer = self.peer(from)?;
-        let region = self.engine.regions().insert_owned(vec![0; len]);
+        let region = self.engine.regions().insert_owned(buf);
         match self.engine.task_recv(self.ctx, from as u32, peer, tag, region) {
             Ok(id) => {
                 self.active = true;
@@ -134,8 +138,9 @@ impl<'a> TaskCx<'a> {
 
     /// The outcome of a finished transfer, once: for a receive, the bytes
     /// received (as many as the sender sent, up to the length asked for;
-    /// a longer message is [`Error::Truncated`]); for a send, nothing.
-    /// `None` while it is in flight.
+    /// a longer message is [`Error::Truncated`]); for a send, the buffer
+    /// sent, given back (empty if the transport still holds it). `None`
+    /// while it is in flight.
     pub fn test(&mut self, t: Transfer) -> Option<Result<Vec<u8>>> {
         let outcome = self.engine.take(t.id)?;
         self.active = true;

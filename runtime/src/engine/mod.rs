@@ -211,7 +211,29 @@ impl Engine {
         len: usize,
         sync: bool,
     ) -> Result<ReqId> {
+        self.send_region(to, region, len, sync, false)
+    }
+
+    /// Starts a task's send of the engine-owned `region`, which stays when
+    /// the send ends, for the task to take back and use again.
+    pub(crate) fn task_send(&mut self, to: To, region: RegionId, len: usize) -> Result<ReqId> {
+        self.send_region(to, region, len, false, true)
+    }
+
+    fn send_region(
+        &mut self,
+        to: To,
+        region: RegionId,
+        len: usize,
+        sync: bool,
+        keep_region: bool,
+    ) -> Result<ReqId> {
         let (id, plan) = self.state.start_send(to, region, len, sync)?;
+        if keep_region {
+            if let Some(req) = self.state.reqs.get_mut(id) {
+                req.keep_region = true;
+            }
+        }
         let peer = to.peer;
         let Engine { transport, regions, state, .. } = self;
         match plan {
