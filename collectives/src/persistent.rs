@@ -11,6 +11,9 @@
 //! every rank must start its persistent collectives in the same order (and
 //! in the same order as its other collectives on the communicator).
 //!
+//! The `*_init_in_place` forms (`MPI_IN_PLACE`) take one buffer, and
+//! start with [`Persistent::start_in_place`].
+//!
 //! ```
 //! use hpcomm_collectives::{op::Sum, PersistentCollectives};
 //!
@@ -50,7 +53,18 @@ pub struct Persistent<T> {
     send: usize,
     recv: usize,
     what: &'static str,
+    /// For an in-place collective, what its one buffer is to this rank.
+    in_place: Option<Role>,
     _elem: PhantomData<fn(T) -> T>,
+}
+
+/// What the one buffer of an in-place collective is to a rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Read and written: the result lands in it.
+    Output,
+    /// Only read (a reduction's non-root ranks).
+    Input,
 }
 
 impl<T> std::fmt::Debug for Persistent<T> {
@@ -80,8 +94,57 @@ impl<T: Pod> Persistent<T> {
             send: lens.0,
             recv: lens.1,
             what,
+            in_place: None,
             _elem: PhantomData,
         }
+    }
+
+    /// An in-place collective whose one buffer is, to this rank, the
+    /// output (`output`) or only the input.
+    fn in_place(mut self, output: bool) -> Self {
+        self.in_place = Some(if output { Role::Output } else { Role::Input });
+        self
+    }
+
+    fn check_comm(&self, comm: &Communicator) -> Result<()> {
+        if comm.context() != self.ctx {
+            return Err(Error::InvalidCount(format!(
+                "{}: started on another communicator than the one it was made on",
+                self.what
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts one operation of an in-place collective (made by an
+    /// `*_init_in_place` method) with its buffer, of the length given at
+    /// init, on the scope's communicator.
+    pub fn start_in_place<'r, 's>(
+        &self,
+        scope: &'r Scope<'s, '_>,
+        buf: &'s mut [T],
+    ) -> Result<Request<'r>> {
+        self.check_comm(scope.comm())?;
+        let Some(role) = self.in_place else {
+            return Err(Error::InvalidCount(format!(
+                "{}: not made in place; start it with its send and receive buffers",
+                self.what
+            )));
+        };
+        let want = self.send.max(self.recv);
+        if buf.len() != want {
+            return Err(Error::InvalidCount(format!(
+                "{}: started with a buffer of {} elements, made for {want}",
+                self.what,
+                buf.len()
+            )));
+        }
+        let state = (self.own_work, self.mismatch.clone());
+        let (schedule, reduce) = (self.schedule.clone(), self.reduce.clone());
+        Ok(match role {
+            Role::Output => crate::nonblocking::launch(scope, schedule, state, &[], buf, reduce),
+            Role::Input => crate::nonblocking::launch(scope, schedule, state, buf, &mut [], reduce),
+        })
     }
 
     /// Starts one operation with `send` and `recv` (of the lengths given
@@ -94,10 +157,10 @@ impl<T: Pod> Persistent<T> {
         send: &'s [T],
         recv: &'s mut [T],
     ) -> Result<Request<'r>> {
-        let comm = scope.comm();
-        if comm.context() != self.ctx {
+        self.check_comm(scope.comm())?;
+        if self.in_place.is_some() {
             return Err(Error::InvalidCount(format!(
-                "{}: started on another communicator than the one it was made on",
+                "{}: made in place; start it with start_in_place",
                 self.what
             )));
         }
@@ -225,6 +288,49 @@ pub trait PersistentCollectives {
         &self,
         send: &[T],
         recv: &[T],
+        op: O,
+    ) -> Result<Persistent<T>>;
+
+    /// An in-place all-reduce (`MPI_Allreduce_init` with `MPI_IN_PLACE`):
+    /// each rank's input in `buf`, replaced by the result.
+    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+    ) -> Result<Persistent<T>>;
+
+    /// An in-place reduction: the root's `buf` replaced by the result, the
+    /// others' only read.
+    fn reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+        root: usize,
+    ) -> Result<Persistent<T>>;
+
+    /// An in-place gather of equal blocks: the root's own block already in
+    /// its place in `buf`; elsewhere `buf` is the block sent.
+    fn gather_init_in_place<T: Pod>(&self, buf: &[T], root: usize) -> Result<Persistent<T>>;
+
+    /// An in-place scatter of equal blocks: the root's `buf` holds every
+    /// block and keeps its own; elsewhere `buf` receives.
+    fn scatter_init_in_place<T: Pod>(&self, buf: &[T], root: usize) -> Result<Persistent<T>>;
+
+    /// An in-place all-gather: each rank's own block already in its place.
+    fn all_gather_init_in_place<T: Pod>(&self, buf: &[T]) -> Result<Persistent<T>>;
+
+    /// An in-place inclusive scan: each rank's input replaced by its
+    /// result.
+    fn scan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+    ) -> Result<Persistent<T>>;
+
+    /// An in-place exclusive scan (rank 0's buffer left as it was).
+    fn exscan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
         op: O,
     ) -> Result<Persistent<T>>;
 }
@@ -372,5 +478,69 @@ impl PersistentCollectives for Communicator {
         let (s, r) = (send.len(), recv.len());
         let call = calls::scan(self, Some(s), r, true)?;
         Ok(Persistent::new(self, "exscan_init", call, (s, r), reduce_of(op)))
+    }
+
+    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+    ) -> Result<Persistent<T>> {
+        let (n, c) = (buf.len(), op.commutative());
+        let call = calls::all_reduce(self, None, n, elem::<T>(), c)?;
+        let what = "all_reduce_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, n), reduce_of(op)).in_place(true))
+    }
+
+    fn reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+        root: usize,
+    ) -> Result<Persistent<T>> {
+        let (n, c) = (buf.len(), op.commutative());
+        let call = calls::reduce(self, n, n, elem::<T>(), c, root, true)?;
+        let what = "reduce_init_in_place";
+        Ok(match self.rank() == root {
+            true => Persistent::new(self, what, call, (0, n), reduce_of(op)).in_place(true),
+            false => Persistent::new(self, what, call, (n, 0), reduce_of(op)).in_place(false),
+        })
+    }
+
+    fn gather_init_in_place<T: Pod>(&self, buf: &[T], root: usize) -> Result<Persistent<T>> {
+        let call = calls::gather(self, None, buf.len(), None, root)?;
+        let what = "gather_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, buf.len()), no_reduce()).in_place(true))
+    }
+
+    fn scatter_init_in_place<T: Pod>(&self, buf: &[T], root: usize) -> Result<Persistent<T>> {
+        let call = calls::scatter(self, None, buf.len(), None, root)?;
+        let what = "scatter_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, buf.len()), no_reduce()).in_place(true))
+    }
+
+    fn all_gather_init_in_place<T: Pod>(&self, buf: &[T]) -> Result<Persistent<T>> {
+        let call = calls::all_gather(self, None, buf.len(), None, elem::<T>())?;
+        let what = "all_gather_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, buf.len()), no_reduce()).in_place(true))
+    }
+
+    fn scan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+    ) -> Result<Persistent<T>> {
+        let call = calls::scan(self, None, buf.len(), false)?;
+        let what = "scan_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, buf.len()), reduce_of(op)).in_place(true))
+    }
+
+    fn exscan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+        &self,
+        buf: &[T],
+        op: O,
+    ) -> Result<Persistent<T>> {
+        let call = calls::scan(self, None, buf.len(), true)?;
+        let what = "exscan_init_in_place";
+        Ok(Persistent::new(self, what, call, (0, buf.len()), reduce_of(op)).in_place(true))
     }
 }

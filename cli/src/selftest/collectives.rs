@@ -1053,7 +1053,94 @@ pub(super) fn persistent(comm: &Communicator) {
         let e = other.scope(|s| all_reduce.start(s, &mats, &mut out).map(|_| ())).unwrap_err();
         assert!(matches!(e, Error::InvalidCount(_)), "{e}");
         c.barrier().unwrap();
+        persistent_in_place(c);
     });
+}
+
+/// The in-place persistent forms, started three times with new data, give
+/// what their blocking in-place twins give; starting one the other way is
+/// an error.
+fn persistent_in_place(c: &Communicator) {
+    let (n, r) = (c.size(), c.rank());
+    let (root, block) = (n / 2, 3);
+    let data = |step: usize| -> (Vec<u64>, Vec<[i64; 4]>, Vec<u32>, Vec<u32>) {
+        let numbers = (0..5).map(|i| (step * 100 + r * 10 + i) as u64).collect();
+        let mats = matrices(r + step, 4);
+        let mut own = vec![0u32; n * block];
+        for (i, x) in own[r * block..(r + 1) * block].iter_mut().enumerate() {
+            *x = (step * 1000 + r * 10 + i) as u32;
+        }
+        let gather = if r == root { own.clone() } else { own[r * block..(r + 1) * block].to_vec() };
+        (numbers, mats, own, gather)
+    };
+    let (numbers, mats, own, gather) = data(0);
+    let scatter_buf = |step: usize| -> Vec<u32> {
+        match r == root {
+            true => (0..n * block).map(|i| (step * 7 + i) as u32).collect(),
+            false => vec![0; block],
+        }
+    };
+    let all_reduce = c.all_reduce_init_in_place(&numbers, Sum).unwrap();
+    let reduce = c.reduce_init_in_place(&mats, ordered(), root).unwrap();
+    let gathering = c.gather_init_in_place(&gather, root).unwrap();
+    let scattering = c.scatter_init_in_place(&scatter_buf(0), root).unwrap();
+    let all_gather = c.all_gather_init_in_place(&own).unwrap();
+    let scan = c.scan_init_in_place(&mats, ordered()).unwrap();
+    let exscan = c.exscan_init_in_place(&mats, ordered()).unwrap();
+    for step in 0..3 {
+        let (numbers, mats, own, gather) = data(step);
+        let (mut ar, mut red, mut g) = (numbers.clone(), mats.clone(), gather.clone());
+        let (mut sc, mut ag) = (scatter_buf(step), own.clone());
+        let (mut scanned, mut exscanned) = (mats.clone(), mats.clone());
+        c.scope(|s| {
+            let mut reqs = vec![
+                all_reduce.start_in_place(s, &mut ar)?,
+                reduce.start_in_place(s, &mut red)?,
+                gathering.start_in_place(s, &mut g)?,
+                scattering.start_in_place(s, &mut sc)?,
+                all_gather.start_in_place(s, &mut ag)?,
+                scan.start_in_place(s, &mut scanned)?,
+                exscan.start_in_place(s, &mut exscanned)?,
+            ];
+            wait_all(&mut reqs)?;
+            Ok(())
+        })
+        .unwrap();
+        let ctx = format!("in place, start {step}");
+        let mut want = numbers.clone();
+        c.all_reduce_in_place(&mut want, Sum).unwrap();
+        assert_eq!(ar, want, "all_reduce, {ctx}");
+        let mut want = mats.clone();
+        c.reduce_in_place(&mut want, ordered(), root).unwrap();
+        assert_eq!(red, want, "reduce, {ctx}");
+        let mut want = gather.clone();
+        c.gather_in_place(&mut want, root).unwrap();
+        assert_eq!(g, want, "gather, {ctx}");
+        let mut want = scatter_buf(step);
+        c.scatter_in_place(&mut want, root).unwrap();
+        assert_eq!(sc, want, "scatter, {ctx}");
+        let mut want = own.clone();
+        c.all_gather_in_place(&mut want).unwrap();
+        assert_eq!(ag, want, "all_gather, {ctx}");
+        let mut want = mats.clone();
+        c.scan_in_place(&mut want, ordered()).unwrap();
+        assert_eq!(scanned, want, "scan, {ctx}");
+        let mut want = mats.clone();
+        c.exscan_in_place(&mut want, ordered()).unwrap();
+        assert_eq!(exscanned, want, "exscan, {ctx}");
+    }
+    // An in-place collective started with two buffers, an ordinary one in
+    // place, or with a buffer of another length: errors, nothing sent.
+    let mut buf = vec![0u64; 5];
+    let e = c.scope(|s| all_reduce.start(s, &[], &mut buf).map(|_| ())).unwrap_err();
+    assert!(e.to_string().contains("start_in_place"), "{e}");
+    let plain = c.all_reduce_init(&buf, &buf, Sum).unwrap();
+    let e = c.scope(|s| plain.start_in_place(s, &mut buf).map(|_| ())).unwrap_err();
+    assert!(e.to_string().contains("not made in place"), "{e}");
+    let mut short = vec![0u64; 4];
+    let e = c.scope(|s| all_reduce.start_in_place(s, &mut short).map(|_| ())).unwrap_err();
+    assert!(matches!(e, Error::InvalidCount(_)), "{e}");
+    c.barrier().unwrap();
 }
 
 /// Neighbourhood collectives on grids of the communicator's ranks — 1-D
