@@ -15,6 +15,7 @@
 //! reads of the input buffer and writes into the output buffer its scope
 //! registered.
 
+use std::ops::Range;
 use std::rc::Rc;
 
 use hpcomm_transport::{PeerId, RegionId};
@@ -134,6 +135,74 @@ impl<'a> TaskCx<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// The window `range` of the task's input (`output` false) or output,
+    /// writable if asked; `None` when it cannot be made (see
+    /// `Regions::window`): the caller copies instead.
+    fn window(&mut self, output: bool, range: Range<usize>, writable: bool) -> Option<RegionId> {
+        let parent = if output { self.engine.output_of(self.id)? } else { self.input? };
+        self.engine.regions().window(parent, range, writable)
+    }
+
+    /// Starts sending bytes `range` of the task's input (`output` false) or
+    /// output to `to` with `tag`, where they lie: no copy. `Ok(None)` when
+    /// that is not possible here; the caller sends a copy instead. Its
+    /// [`test`](TaskCx::test) gives back an empty buffer.
+    pub fn send_in_place(
+        &mut self,
+        to: usize,
+        tag: i32,
+        output: bool,
+        range: Range<usize>,
+    ) -> Result<Option<Transfer>> {
+        let peer = self.peer(to)?;
+        let len = range.len();
+        let Some(region) = self.window(output, range, false) else { return Ok(None) };
+        let to = To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag };
+        match self.engine.start_send(to, region, len, false) {
+            Ok(id) => {
+                self.active = true;
+                Ok(Some(Transfer { id, region: None }))
+            }
+            Err(e) => {
+                self.engine.regions().release(region);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts receiving from `from` with `tag` straight into bytes `range`
+    /// of the task's output. `Ok(None)` when that is not possible here; the
+    /// caller receives into a buffer instead. Its [`test`](TaskCx::test)
+    /// gives back an empty buffer; [`TaskCx::received`] the byte count.
+    pub fn recv_in_place(
+        &mut self,
+        from: usize,
+        tag: i32,
+        range: Range<usize>,
+    ) -> Result<Option<Transfer>> {
+        let peer = self.peer(from)?;
+        let Some(region) = self.window(true, range, true) else { return Ok(None) };
+        match self.engine.task_recv_in_place(self.ctx, from as u32, peer, tag, region) {
+            Ok(id) => {
+                self.active = true;
+                Ok(Some(Transfer { id, region: None }))
+            }
+            Err(e) => {
+                self.engine.regions().release(region);
+                Err(e)
+            }
+        }
+    }
+
+    /// The outcome of a finished in-place receive, once: the bytes that
+    /// arrived (a longer message is [`Error::Truncated`]). `None` while it
+    /// is in flight.
+    pub fn received(&mut self, t: Transfer) -> Option<Result<usize>> {
+        let outcome = self.engine.take(t.id)?;
+        self.active = true;
+        Some(outcome.map(|done| done.bytes))
     }
 
     /// The outcome of a finished transfer, once: for a receive, the bytes

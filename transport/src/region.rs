@@ -92,6 +92,8 @@ struct Entry {
     /// Released while pinned: gone for everyone but the pinning backend,
     /// removed at the last unpin.
     released: bool,
+    /// The nesting depth of the scope that registered it (`None`: owned).
+    depth: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +270,41 @@ impl Regions {
         Some(f(bytes))
     }
 
+    /// Registers a window of `range` into a live region that a scope
+    /// registered (not one the table owns), in the parent's scope: an
+    /// operation can then send from or land in part of a buffer without
+    /// copying it. Writable if asked and the parent is. `None` for a stale
+    /// parent, an owned one or a range outside it.
+    ///
+    /// The window never outlives the parent's memory: the parent's scope
+    /// is open (or its entry would be gone), and removes the window when it
+    /// ends. Not the innermost scope: an operation on the window may
+    /// outlive a scope nested later (a blocking call's, during which the
+    /// engine advances it).
+    pub fn window(
+        &self,
+        parent: RegionId,
+        range: std::ops::Range<usize>,
+        writable: bool,
+    ) -> Option<RegionId> {
+        let (ptr, depth) = {
+            let table = self.table.borrow();
+            let entry = table.entry(parent)?;
+            let depth = entry.depth.filter(|&d| d < table.open)?;
+            if entry.owned.is_some() || (writable && !entry.writable) {
+                return None;
+            }
+            if range.start > range.end || range.end > entry.len {
+                return None;
+            }
+            // SAFETY: `range.start <= entry.len`, so the offset stays within
+            // (or one past the end of) the parent's allocation.
+            let ptr = unsafe { entry.ptr.as_ptr().add(range.start) };
+            (NonNull::new(ptr)?, depth)
+        };
+        Some(self.insert(depth, ptr, range.len(), writable))
+    }
+
     /// Registers memory the table takes ownership of: a writable region
     /// outside any scope, for buffers the engine itself sends from or
     /// receives into. It lives until [`take_owned`](Regions::take_owned)
@@ -295,6 +332,7 @@ impl Regions {
             owned: Some(owned),
             pins: 0,
             released: false,
+            depth: None,
         };
         self.table.borrow_mut().insert(entry)
     }
@@ -430,8 +468,16 @@ impl Regions {
     #[inline]
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
         let mut table = self.table.borrow_mut();
-        let entry =
-            Entry { ptr, len, writable, exposure: None, owned: None, pins: 0, released: false };
+        let entry = Entry {
+            ptr,
+            len,
+            writable,
+            exposure: None,
+            owned: None,
+            pins: 0,
+            released: false,
+            depth: Some(depth),
+        };
         let id = table.insert(entry);
         table.scopes[depth].push(id);
         id
@@ -564,6 +610,37 @@ mod tests {
             assert_eq!(regions.take_owned(b), None);
             assert_eq!(regions.len(b), Some(2));
         });
+    }
+
+    #[test]
+    fn windows_reach_into_their_parent_and_end_with_its_scope() {
+        let regions = Regions::new();
+        let mut out = [0u8; 8];
+        let input = [1u8, 2, 3, 4];
+        let (w, r) = regions.scope(|s| {
+            let parent = s.register_mut(&mut out);
+            let read_only = s.register(&input);
+            let w = regions.window(parent, 2..5, true).expect("a window");
+            assert_eq!(regions.len(w), Some(3));
+            regions.with_mut(w, |b| b.copy_from_slice(&[7, 8, 9])).unwrap();
+            let r = regions.window(read_only, 1..3, false).expect("a read-only window");
+            assert_eq!(regions.with(r, |b| b.to_vec()), Some(vec![2, 3]));
+            // Not writable through a read-only parent, nor past the end.
+            assert_eq!(regions.window(read_only, 0..1, true), None);
+            assert_eq!(regions.window(parent, 4..9, false), None);
+            let owned = regions.insert_owned(vec![0; 4]);
+            assert_eq!(regions.window(owned, 0..1, false), None);
+            regions.release(owned);
+            // A window made while a later scope is open belongs to its
+            // parent's scope: it outlives the nested one.
+            let inner = regions.scope(|_| regions.window(parent, 0..1, true).expect("a window"));
+            assert_eq!(regions.len(inner), Some(1), "kept past the nested scope");
+            (w, r)
+        });
+        assert_eq!(out, [0, 0, 7, 8, 9, 0, 0, 0]);
+        assert_eq!(regions.len(w), None, "gone with the scope");
+        assert_eq!(regions.len(r), None, "gone with the scope");
+        assert!(regions.is_empty());
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! applies the round's local steps) and posts the next round, until the
 //! schedule ends. The input and output are the caller's buffers, borrowed
 //! by the scope and reached through the task's context: the input is never
-//! copied as a whole, the result is built in the output itself. What is
-//! copied: each piece sent, into the message buffer the engine owns, and
-//! each piece received, from the engine's buffer to its place.
+//! copied as a whole, the result is built in the output itself. Pieces of
+//! the input and output are sent from where they lie and received straight
+//! into their place (windows of the scope's regions,
+//! [`TaskCx::send_in_place`], [`TaskCx::recv_in_place`]). What is copied:
+//! pieces of scratch (which later rounds change) and of a work buffer of
+//! the task's own, into a message buffer the engine owns, and pieces
+//! received into scratch, out of one.
 //!
 //! Those message buffers come back when their transfers end and are kept,
 //! per thread (per rank), for the next rounds and the next collectives
@@ -133,7 +137,9 @@ pub(crate) struct ScheduleTask {
     /// non-root ranks, which still combine their subtree's data).
     own_work: Option<Vec<u8>>,
     sends: Vec<Transfer>,
-    recvs: Vec<(Transfer, Piece)>,
+    /// Receives in flight: into a buffer (`false`), or straight into the
+    /// output (`true`).
+    recvs: Vec<(Transfer, Piece, bool)>,
     arrived: Vec<(Piece, Vec<u8>)>,
     mismatch: Option<String>,
 }
@@ -233,13 +239,37 @@ impl ScheduleTask {
             match &self.schedule.steps[i] {
                 Step::Send { to, piece, lane } => {
                     let (to, piece, tag) = (*to, piece.clone(), self.tag + i32::from(*lane));
-                    let data = self.read(cx, &piece)?;
-                    self.sends.push(cx.send(to, tag, data)?);
+                    // From the caller's buffers where they lie; a copy of
+                    // scratch (which the next rounds change) or of a
+                    // work buffer of the task's own.
+                    let sent = match (piece.buf, &self.own_work) {
+                        (Buf::Input, _) => cx.send_in_place(to, tag, false, self.bytes(&piece))?,
+                        (Buf::Work, None) => cx.send_in_place(to, tag, true, self.bytes(&piece))?,
+                        _ => None,
+                    };
+                    let sent = match sent {
+                        Some(t) => t,
+                        None => {
+                            let data = self.read(cx, &piece)?;
+                            cx.send(to, tag, data)?
+                        }
+                    };
+                    self.sends.push(sent);
                 }
                 Step::Recv { from, piece, lane } => {
                     let len = piece.len() * self.elem;
-                    let (piece, tag) = (piece.clone(), self.tag + i32::from(*lane));
-                    self.recvs.push((cx.recv_into(*from, tag, Pool::take_len(len))?, piece));
+                    let (from, piece, tag) = (*from, piece.clone(), self.tag + i32::from(*lane));
+                    let direct = match (piece.buf, &self.own_work) {
+                        (Buf::Work, None) => cx.recv_in_place(from, tag, self.bytes(&piece))?,
+                        _ => None,
+                    };
+                    match direct {
+                        Some(t) => self.recvs.push((t, piece, true)),
+                        None => {
+                            let t = cx.recv_into(from, tag, Pool::take_len(len))?;
+                            self.recvs.push((t, piece, false));
+                        }
+                    }
                 }
                 _ => break,
             }
@@ -264,12 +294,37 @@ impl ScheduleTask {
         });
         let mut i = 0;
         while i < self.recvs.len() {
-            let Some(outcome) = cx.test(self.recvs[i].0) else {
+            let (t, ref piece, direct) = self.recvs[i];
+            let len = piece.len() * self.elem;
+            if direct {
+                let Some(outcome) = cx.received(t) else {
+                    i += 1;
+                    continue;
+                };
+                self.recvs.swap_remove(i);
+                match outcome {
+                    Ok(bytes) if bytes != len => {
+                        self.mismatch.get_or_insert(format!(
+                            "{bytes} bytes arrived where {len} were expected"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(Error::Truncated { needed, capacity }) => {
+                        self.mismatch.get_or_insert(format!(
+                            "{needed} bytes arrived where {capacity} were expected"
+                        ));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
+            let Some(outcome) = cx.test(t) else {
                 i += 1;
                 continue;
             };
-            let (_, piece) = self.recvs.swap_remove(i);
-            let len = piece.len() * self.elem;
+            let (_, piece, _) = self.recvs.swap_remove(i);
             match outcome {
                 Ok(mut data) => {
                     if data.len() != len {

@@ -434,6 +434,19 @@ impl Engine {
         self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, true)
     }
 
+    /// Posts a receive for a task into a window of its output (`region`),
+    /// released when the receive ends.
+    pub(crate) fn task_recv_in_place(
+        &mut self,
+        ctx: ContextId,
+        src: u32,
+        peer: PeerId,
+        tag: i32,
+        region: RegionId,
+    ) -> Result<ReqId> {
+        self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, false)
+    }
+
     /// Whether frames or jobs are still waiting for the transport.
     pub fn has_backlog(&self) -> bool {
         self.state.has_backlog()
