@@ -103,16 +103,8 @@ impl<'a> TaskCx<'a> {
         let len = data.len();
         let region = self.engine.regions().insert_owned_read_only(data);
         let to = To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag };
-        match self.engine.task_send(to, region, len) {
-            Ok(id) => {
-                self.active = true;
-                Ok(Transfer { id, region: Some(region) })
-            }
-            Err(e) => {
-                self.engine.regions().take_owned(region);
-                Err(e)
-            }
-        }
+        let started = self.engine.task_send(to, region, len);
+        self.begun(started, region, true)
     }
 
     /// Starts receiving up to `len` bytes from `from` with `tag`.
@@ -125,13 +117,21 @@ impl<'a> TaskCx<'a> {
     pub fn recv_into(&mut self, from: usize, tag: i32, buf: Vec<u8>) -> Result<Transfer> {
         let peer = self.peer(from)?;
         let region = self.engine.regions().insert_owned(buf);
-        match self.engine.task_recv(self.ctx, from as u32, peer, tag, region) {
+        let started = self.engine.task_recv(self.ctx, (from as u32, peer, tag), region, true);
+        self.begun(started, region, true)
+    }
+
+    /// A transfer the engine started on `region` — kept for the task to
+    /// take back when `kept` — or, when it did not start, the region given
+    /// up and the error.
+    fn begun(&mut self, started: Result<ReqId>, region: RegionId, kept: bool) -> Result<Transfer> {
+        match started {
             Ok(id) => {
                 self.active = true;
-                Ok(Transfer { id, region: Some(region) })
+                Ok(Transfer { id, region: kept.then_some(region) })
             }
             Err(e) => {
-                self.engine.regions().take_owned(region);
+                self.engine.regions().release(region);
                 Err(e)
             }
         }
@@ -160,16 +160,8 @@ impl<'a> TaskCx<'a> {
         let len = range.len();
         let Some(region) = self.window(output, range, false) else { return Ok(None) };
         let to = To { ctx: self.ctx, me: self.rank, dst: to as u32, peer, tag };
-        match self.engine.start_send(to, region, len, false) {
-            Ok(id) => {
-                self.active = true;
-                Ok(Some(Transfer { id, region: None }))
-            }
-            Err(e) => {
-                self.engine.regions().release(region);
-                Err(e)
-            }
-        }
+        let started = self.engine.start_send(to, region, len, false);
+        self.begun(started, region, false).map(Some)
     }
 
     /// Starts receiving from `from` with `tag` straight into bytes `range`
@@ -184,16 +176,8 @@ impl<'a> TaskCx<'a> {
     ) -> Result<Option<Transfer>> {
         let peer = self.peer(from)?;
         let Some(region) = self.window(true, range, true) else { return Ok(None) };
-        match self.engine.task_recv_in_place(self.ctx, from as u32, peer, tag, region) {
-            Ok(id) => {
-                self.active = true;
-                Ok(Some(Transfer { id, region: None }))
-            }
-            Err(e) => {
-                self.engine.regions().release(region);
-                Err(e)
-            }
-        }
+        let started = self.engine.task_recv(self.ctx, (from as u32, peer, tag), region, false);
+        self.begun(started, region, false).map(Some)
     }
 
     /// The outcome of a finished in-place receive, once: the bytes that

@@ -421,30 +421,18 @@ impl Engine {
         busy
     }
 
-    /// Posts a receive into the engine-owned `region` for a task; the
-    /// region stays when the receive finishes, for the task to take.
+    /// Posts a receive for a task into `region`: an engine-owned buffer
+    /// that stays when the receive finishes, for the task to take
+    /// (`keep_region`), or a window of its output, released then.
     pub(crate) fn task_recv(
         &mut self,
         ctx: ContextId,
-        src: u32,
-        peer: PeerId,
-        tag: i32,
+        (src, peer, tag): (u32, PeerId, i32),
         region: RegionId,
+        keep_region: bool,
     ) -> Result<ReqId> {
-        self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, true)
-    }
-
-    /// Posts a receive for a task into a window of its output (`region`),
-    /// released when the receive ends.
-    pub(crate) fn task_recv_in_place(
-        &mut self,
-        ctx: ContextId,
-        src: u32,
-        peer: PeerId,
-        tag: i32,
-        region: RegionId,
-    ) -> Result<ReqId> {
-        self.post_recv(ctx, Pattern { src: Some(src), tag: Some(tag) }, Some(peer), region, false)
+        let pattern = Pattern { src: Some(src), tag: Some(tag) };
+        self.post_recv(ctx, pattern, Some(peer), region, keep_region)
     }
 
     /// Whether frames or jobs are still waiting for the transport.
