@@ -798,19 +798,38 @@ fn info_and_singleton() {
 }
 
 /// `hpcomm model` prints a table per collective, with hpcomm's choice in
-/// every cell; it rejects a machine that cannot exist.
+/// every cell — across nodes the model's cheapest, so no cell names a
+/// cheaper one, and small all-reduces go node-aware; it rejects a machine
+/// that cannot exist.
 #[test]
 fn model_prints_the_choice_at_scale() {
     let out = hpcomm().args(["model", "--ranks", "64,16384"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for title in
-        ["### all_reduce", "### broadcast", "### all_gather", "### all_to_all", "### barrier"]
-    {
+    let titles = [
+        "### all_reduce",
+        "### reduce",
+        "### broadcast",
+        "### all_gather",
+        "### gather",
+        "### all_to_all",
+        "### barrier",
+    ];
+    for title in titles {
         assert!(text.contains(title), "{title} missing:\n{text}");
     }
     let small = text.lines().find(|l| l.starts_with("| 8 B |")).expect("an 8-byte row");
-    assert_eq!(small.matches("recursive_doubling").count(), 2, "{small}");
+    assert_eq!(small.matches("hierarchical").count(), 2, "{small}");
+    let rows = text.lines().filter(|l| l.starts_with('|'));
+    assert!(rows.clone().count() > 20, "{text}");
+    for row in rows {
+        assert!(!row.contains(" ["), "a cheaper algorithm than the choice across nodes: {row}");
+    }
+    // Inside one node the measured rules choose, and the model may differ.
+    let one = hpcomm().args(["model", "--ranks", "8"]).output().unwrap();
+    let one = String::from_utf8_lossy(&one.stdout);
+    let small = one.lines().find(|l| l.starts_with("| 8 B |")).expect("an 8-byte row");
+    assert!(small.contains("recursive_doubling"), "{small}");
     assert!(text.contains("| 64 ranks | 16384 ranks |"), "{text}");
     let bad = hpcomm().args(["model", "--bandwidth-gbs", "0"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
