@@ -131,8 +131,9 @@ pub(crate) fn barrier(comm: &Communicator) -> Result<Planned> {
 
 /// The hierarchical barrier's schedule.
 pub(crate) fn hier_barrier(t: &Tiers) -> Schedule {
-    hierarchical::barrier(
+    hierarchical::allreduce(
         t,
+        None,
         hierarchical::fan_in,
         barrier_dissemination::schedule,
         |r, me, leader| bcast_binomial::schedule(r, me, 0, leader),

@@ -95,22 +95,6 @@ impl Tiers {
     }
 }
 
-/// A barrier: every node gathers at its leader (`fan_in(r, me, leader)`, an
-/// empty reduction), the leaders meet (`across(m, node)`), and every leader
-/// releases its node (`fan_out(r, me, leader)`, an empty broadcast).
-pub(crate) fn barrier(
-    t: &Tiers,
-    fan_in: impl FnOnce(usize, usize, usize) -> Schedule,
-    across: impl FnOnce(usize, usize) -> Schedule,
-    fan_out: impl FnOnce(usize, usize, usize) -> Schedule,
-) -> Schedule {
-    let mut s = Schedule::with_capacity(64);
-    t.within(&mut s, fan_in);
-    t.across(&mut s, across);
-    t.within(&mut s, fan_out);
-    s.build()
-}
-
 /// An empty binomial fan-in to `root`, rank `me` of `n`'s rounds: a rank
 /// hears from its subtree, then tells its parent (a reduction without
 /// data, for a barrier, which has no operation to combine with).
@@ -167,7 +151,9 @@ pub(crate) fn reduce(
 /// An all-reduce: within each node to its leader (`reduce(r, me, leader)`,
 /// reading `input` elements of the input if the call has one), an
 /// all-reduce among the leaders (`across(m, node)`), and a broadcast within
-/// each node (`bcast(r, me, leader)`).
+/// each node (`bcast(r, me, leader)`). With no input and empty phases it is
+/// the barrier: every node gathers at its leader ([`fan_in`]), the leaders
+/// meet, and every leader releases its node.
 pub(crate) fn allreduce(
     t: &Tiers,
     input: Option<usize>,
