@@ -26,9 +26,10 @@ use crate::util::disjoint;
 pub(crate) struct Call {
     pub plan: Planned,
     pub tag: CollTag,
-    /// The schedule's work buffer is one of its own, of this many elements,
-    /// starting as a copy of the input, not the caller's output (a
-    /// reduction's non-root ranks).
+    /// The schedule's work buffer is one of its own, not the caller's
+    /// output (a reduction's non-root ranks), of at most this many elements
+    /// (as many as the schedule names: none for a leaf of a tree). The
+    /// schedule reads the input itself.
     pub own_work: Option<usize>,
     /// A disagreement found while checking that concerns the peers too (an
     /// all-to-all's own block): reported at the end, after the schedule ran
@@ -53,8 +54,7 @@ impl Call {
         let ch = Channel::new(comm, self.tag);
         match self.own_work {
             Some(len) => {
-                let mut work = input.get(..len).unwrap_or_default().to_vec();
-                work.resize(len, T::zeroed());
+                let mut work = vec![T::zeroed(); self.plan.work.min(len)];
                 blocking::run(&ch, &self.plan, input, &mut work, op)?
             }
             None => blocking::run(&ch, &self.plan, input, output, op)?,
@@ -154,9 +154,10 @@ pub(crate) fn reduce(
         same_len("reduce", send, recv)?;
     }
     let len = if at_root { recv } else { send };
-    // The root reads its input (unless in place); the others start from a
-    // copy of theirs (see `Call::own_work`).
-    let input = at_root && !in_place;
+    // Every rank reads its input but an in-place root, whose contribution
+    // is in its output; the others work in a buffer of their own (see
+    // `Call::own_work`).
+    let input = !(at_root && in_place);
     let plan = plans::reduce(comm, len, len * elem, commutative, root, input)?;
     let mut call = Call::new(plan, CollTag::Reduce);
     call.own_work = (!at_root).then_some(len);

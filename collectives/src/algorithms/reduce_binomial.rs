@@ -9,13 +9,16 @@
 //! non-commutative operation with a root other than 0). Any `p`, any
 //! operation.
 
-use crate::schedule::{Piece, Schedule};
+use crate::schedule::{Buf, Piece, Schedule};
 use crate::util::log2_ceil;
 
 /// Rank `me` of `n`'s rounds reducing `len` elements into `root`'s work
-/// buffer, each rank's contribution read from the input first when
-/// `input` is set, else already in its work buffer (which every rank needs,
-/// to combine its subtree's). The tree is rooted at 0 unless `commutative`.
+/// buffer. With `input`, each rank's contribution is read from the input:
+/// a leaf sends it from there, and a rank with children receives its
+/// first child's total into its work buffer and combines its input into
+/// that — no copy of the input. Without, the contribution is already in
+/// the work buffer (which every rank with children needs, to combine its
+/// subtree's). The tree is rooted at 0 unless `commutative`.
 pub(crate) fn schedule(
     n: usize,
     me: usize,
@@ -25,23 +28,35 @@ pub(crate) fn schedule(
     input: bool,
 ) -> Schedule {
     let mut s = Schedule::with_capacity(2 * log2_ceil(n) + 4);
-    if input {
-        s.copy(Piece::input(0..len), Piece::work(0..len));
-    }
     let tree_root = if commutative { root } else { 0 };
     let rel = (me + n - tree_root) % n;
+    // Where this rank's partial result lies: the input until a child's
+    // total has been combined with it.
+    let mut mine = if input { Piece::input(0..len) } else { Piece::work(0..len) };
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            s.send((rel - mask + tree_root) % n, Piece::work(0..len)).end_round();
+            s.send((rel - mask + tree_root) % n, mine.clone()).end_round();
             break;
         }
         if rel + mask < n {
-            s.need_scratch(len).recv((rel + mask + tree_root) % n, Piece::scratch(0..len));
-            // The child's run of ranks follows this rank's.
-            s.reduce(Piece::work(0..len), Piece::scratch(0..len), true).end_round();
+            let child = (rel + mask + tree_root) % n;
+            if mine.buf == Buf::Input {
+                // The child's run of ranks follows this rank's: the input
+                // goes on the left.
+                s.recv(child, Piece::work(0..len));
+                s.reduce(Piece::work(0..len), mine, false).end_round();
+                mine = Piece::work(0..len);
+            } else {
+                s.need_scratch(len).recv(child, Piece::scratch(0..len));
+                s.reduce(Piece::work(0..len), Piece::scratch(0..len), true).end_round();
+            }
         }
         mask <<= 1;
+    }
+    if me == tree_root && mine.buf == Buf::Input {
+        // No children (one rank): the result is the input.
+        s.copy(mine, Piece::work(0..len)).end_round();
     }
     if tree_root != root {
         if me == tree_root {

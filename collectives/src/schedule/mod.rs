@@ -99,6 +99,10 @@ pub(crate) struct Schedule {
     steps: Vec<Step>,
     /// Elements of scratch space the schedule uses.
     pub scratch: usize,
+    /// Elements of the work buffer the schedule names (set by
+    /// [`Schedule::build`]): a buffer of the executor's own need be no
+    /// longer — none at all for a leaf of a reduction tree.
+    pub work: usize,
     /// Whether a round is open (has steps after the last `End`).
     open: bool,
 }
@@ -212,6 +216,20 @@ impl Schedule {
     /// The finished schedule (its last round closed).
     pub(crate) fn build(mut self) -> Schedule {
         self.end_round();
+        self.work = self
+            .steps
+            .iter()
+            .flat_map(|s| match s {
+                Step::Send { piece, .. } | Step::Recv { piece, .. } => [Some(piece), None],
+                Step::Reduce { into, operand, .. } => [Some(into), Some(operand)],
+                Step::Copy { from, to } => [Some(from), Some(to)],
+                Step::End => [None, None],
+            })
+            .flatten()
+            .filter(|p| p.buf == Buf::Work)
+            .map(|p| p.range.end)
+            .max()
+            .unwrap_or(0);
         self
     }
 

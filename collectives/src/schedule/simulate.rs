@@ -248,14 +248,17 @@ mod tests {
     ) {
         for n in sizes() {
             for len in LENS {
+                // Without `input` the root's contribution is in place and
+                // the others read theirs from the input, as in a call.
                 for (root, input) in (0..n).flat_map(|r| [(r, false), (r, true)]) {
                     let ctx = format!("{n} ranks, {len} elements, root {root}, input {input}");
+                    let reads = |me: usize| input || me != root;
                     let sums: Vec<_> =
-                        (0..n).map(|me| build(n, me, len, root, true, input)).collect();
+                        (0..n).map(|me| build(n, me, len, root, true, reads(me))).collect();
                     let mut ranks: Vec<_> = (0..n)
                         .map(|r| {
                             let data: Vec<u64> = (0..len).map(|i| (r * 1000 + i) as u64).collect();
-                            match input {
+                            match reads(r) {
                                 true => Rank::new(data, vec![7; len]),
                                 false => Rank::new(Vec::new(), data),
                             }
@@ -269,9 +272,9 @@ mod tests {
                         continue;
                     }
                     let ordered: Vec<_> =
-                        (0..n).map(|me| build(n, me, len, root, false, input)).collect();
+                        (0..n).map(|me| build(n, me, len, root, false, reads(me))).collect();
                     let mut ranks: Vec<_> = (0..n)
-                        .map(|r| match input {
+                        .map(|r| match reads(r) {
                             true => Rank::new(maps(r, len), vec![[0; 2]; len]),
                             false => Rank::new(Vec::new(), maps(r, len)),
                         })

@@ -178,10 +178,10 @@ impl ScheduleTask {
         self
     }
 
-    /// Works in a buffer of its own of `len` elements, a copy of the input
-    /// made when the task first runs, instead of an output.
+    /// Works in a buffer of its own of at most `len` elements (as many as
+    /// the schedule names) instead of an output.
     pub(crate) fn with_own_work(mut self, len: usize) -> ScheduleTask {
-        self.own_work = Some(Pool::take_len(len * self.elem));
+        self.own_work = Some(Pool::take_len(self.schedule.work.min(len) * self.elem));
         self
     }
 
@@ -226,14 +226,6 @@ impl ScheduleTask {
     }
 
     fn post(&mut self, cx: &mut TaskCx<'_>) -> Result<()> {
-        if self.at == 0 {
-            if let Some(work) = &mut self.own_work {
-                cx.read_input(|b| {
-                    let n = work.len().min(b.len());
-                    work[..n].copy_from_slice(&b[..n]);
-                })?;
-            }
-        }
         let range = self.rounds[self.at].clone();
         for i in range {
             match &self.schedule.steps[i] {
