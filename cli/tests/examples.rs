@@ -2,7 +2,7 @@
 //! over shm and tcp under `hpcomm run`, validating its result against its
 //! own serial computation. (`cargo test` builds the examples first.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn example(name: &str) -> PathBuf {
@@ -12,9 +12,15 @@ fn example(name: &str) -> PathBuf {
 
 /// Runs `name` with `args` as a job of `ranks` on `transport`; its stdout.
 fn job(name: &str, ranks: usize, transport: &str, args: &[&str]) -> String {
+    job_in(&std::env::current_dir().expect("a working directory"), name, ranks, transport, args)
+}
+
+/// [`job`], started in `dir`.
+fn job_in(dir: &Path, name: &str, ranks: usize, transport: &str, args: &[&str]) -> String {
     let exe = example(name);
     assert!(exe.exists(), "{} is not built", exe.display());
     let out = Command::new(env!("CARGO_BIN_EXE_hpcomm"))
+        .current_dir(dir)
         .args(["run", "-n", &ranks.to_string(), "--transport", transport, "--timeout", "120", "--"])
         .arg(&exe)
         .args(args)
@@ -58,6 +64,12 @@ fn weather_writes_its_images() {
     for file in ["field.png", "field-10.png"] {
         let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(&bytes[1..4], b"PNG", "{file}");
+        // The 128² field drawn at 4 pixels per cell, with its axes and a
+        // colour scale beside it (the IHDR chunk's width and height).
+        let side = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let (width, height) = (side(16), side(20));
+        assert!(width > 512 + 40 && height > 512 + 10, "{file}: {width}×{height}");
+        assert!(width > height, "{file}: no room for the colour scale: {width}×{height}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -89,4 +101,17 @@ fn genomics_validates_on_1_2_and_4_ranks_over_shm_and_tcp() {
             );
         }
     }
+}
+
+/// Started from another directory with no `--input`, the program still
+/// finds its bundled reads (and writes its plot where it was asked to).
+#[test]
+fn genomics_finds_its_bundled_reads_from_any_directory() {
+    let dir = std::env::temp_dir().join(format!("hpcomm-genomics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let out = job_in(&dir, "genomics", 2, "shm", &["--plot", "spectrum.png"]);
+    assert!(out.contains("genomics: 2 ranks over shm, 250 records"), "{out}");
+    let png = std::fs::read(dir.join("spectrum.png")).expect("the plot");
+    assert_eq!(&png[1..4], b"PNG");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,8 +18,11 @@
 //!
 //! Nothing can be downloaded here, so `--generate` writes a deterministic
 //! synthetic genome with repeats as reads with errors; a small such file is
-//! bundled (`examples/genomics/data/small.fastq`).
+//! bundled (`examples/genomics/data/small.fastq`), the default input, found
+//! from the crate's directory wherever the program is started.
 
+#[path = "../common/font.rs"]
+mod font;
 mod kmers;
 
 use std::error::Error;
@@ -35,8 +38,8 @@ struct Args {
     /// Ranks to start when no launcher is around.
     #[arg(long, default_value_t = 4)]
     ranks: usize,
-    /// FASTA or FASTQ input.
-    #[arg(long, default_value = "examples/genomics/data/small.fastq")]
+    /// FASTA or FASTQ input (default: the bundled reads).
+    #[arg(long, default_value = BUNDLED)]
     input: PathBuf,
     /// k-mer length, 1 to 31.
     #[arg(short, default_value_t = 21)]
@@ -74,6 +77,11 @@ struct Args {
 }
 
 const BINS: usize = 64;
+
+/// The bundled reads, by the path the crate had when it was built: the
+/// default input works from any directory (not from a copy of the program
+/// taken to another machine, which names its input).
+const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/genomics/data/small.fastq");
 
 struct Summary {
     ranks: usize,
@@ -165,7 +173,7 @@ fn plot(path: &Path, k: usize, spectrum: &[u64]) -> Result<(), Box<dyn Error>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let text = register_font();
+    let text = font::register();
     let points: Vec<(f64, f64)> = spectrum
         .iter()
         .enumerate()
@@ -196,21 +204,6 @@ fn plot(path: &Path, k: usize, spectrum: &[u64]) -> Result<(), Box<dyn Error>> {
     chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))?;
     root.present()?;
     Ok(())
-}
-
-/// Registers a TrueType font for the plot's text, if the system has one.
-fn register_font() -> bool {
-    const FONTS: &[&str] = &[
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    ];
-    FONTS.iter().any(|path| {
-        std::fs::read(path).is_ok_and(|bytes| {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes)
-                .is_ok()
-        })
-    })
 }
 
 fn main() {

@@ -17,10 +17,13 @@
 //! up on the first step and started on every one), updates the interior
 //! while the halos travel, then the edges. Every `--diag-every` steps the total mass and
 //! energy are summed with `all_reduce`. At the end (and every
-//! `--image-every` steps) rank 0 gathers the depth field and writes a PNG.
+//! `--image-every` steps) rank 0 gathers the depth field and writes a PNG
+//! with axes, a colour scale of the depth and the model time.
 //! `--validate` has rank 0 rerun the whole grid alone and check that the
 //! distributed field is the same, bit for bit.
 
+#[path = "../common/font.rs"]
+mod font;
 mod model;
 mod parallel;
 
@@ -136,7 +139,7 @@ fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Erro
         }
         if args.image_every > 0 && n % args.image_every == 0 && n != steps {
             if let Some(field) = parallel::gather_field(&p, &grid, &block)? {
-                write_image(&numbered(&args.image, n), &p, &field)?;
+                write_image(&numbered(&args.image, n), &p, &field, n)?;
             }
         }
         if let Some(bar) = &bar {
@@ -153,7 +156,7 @@ fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Erro
     let field = parallel::gather_field(&p, &grid, &block)?;
     let Some(field) = field else { return Ok(None) };
     if args.image.as_os_str() != "none" {
-        write_image(&args.image, &p, &field)?;
+        write_image(&args.image, &p, &field, steps)?;
         println!("weather: wrote {}", args.image.display());
     }
     let validated = args.validate.then(|| {
@@ -181,21 +184,87 @@ fn numbered(path: &Path, step: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{step}.png"))
 }
 
-/// The depth field as a PNG, one pixel per cell: deep blue for the
-/// shallowest water through white to dark red for the deepest.
-fn write_image(path: &Path, p: &Problem, field: &[[f64; 3]]) -> Result<(), Box<dyn Error>> {
+/// The depth field at `step` as a PNG that explains itself: the field
+/// (deep blue for the shallowest water through white to dark red for the
+/// deepest) on the unit square with its axes, a colour scale of the depth
+/// beside it, and the model time and step above it. Small grids are drawn
+/// with several pixels per cell. Without a system font the text is left
+/// out and the rest drawn.
+fn write_image(
+    path: &Path,
+    p: &Problem,
+    field: &[[f64; 3]],
+    step: usize,
+) -> Result<(), Box<dyn Error>> {
     use plotters::prelude::*;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let text = font::register();
     let (lo, hi) =
         field.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v[0]), hi.max(v[0])));
     let span = (hi - lo).max(1e-12);
-    let root = BitMapBackend::new(path, (p.nx as u32, p.ny as u32)).into_drawing_area();
-    for r in 0..p.ny {
-        for c in 0..p.nx {
+    // The field's side in pixels: at least 512, a whole number per cell.
+    let scale = (512 / p.nx.max(p.ny)).max(1) as u32;
+    let (fw, fh) = (p.nx as u32 * scale, p.ny as u32 * scale);
+    let (axis, top, bar) = if text { (60, 50, 130) } else { (10, 10, 50) };
+    let root =
+        BitMapBackend::new(path, (fw + axis + 20 + bar, fh + top + axis)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(fw + axis + 20);
+    let mut builder = ChartBuilder::on(&left);
+    builder.margin_top(top).margin_right(20);
+    if text {
+        let time = step as f64 * p.dt();
+        builder
+            .caption(format!("water depth at t = {time:.3} (step {step})"), ("sans-serif", 22))
+            .x_label_area_size(axis)
+            .y_label_area_size(axis);
+        builder.margin_top(10);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_mesh();
+    if text {
+        mesh.x_desc("x").y_desc("y").label_style(("sans-serif", 14));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    // Row 0 is at y = 0, the bottom.
+    let area = chart.plotting_area().strip_coord_spec();
+    let (w, h) = area.dim_in_pixel();
+    for py in 0..h {
+        let r = ((h - 1 - py) as usize * p.ny / h as usize).min(p.ny - 1);
+        for px in 0..w {
+            let c = (px as usize * p.nx / w as usize).min(p.nx - 1);
             let t = (field[r * p.nx + c][0] - lo) / span;
-            root.draw_pixel((c as i32, r as i32), &colour(t))?;
+            area.draw_pixel((px as i32, py as i32), &colour(t))?;
+        }
+    }
+    // The colour scale: the depths from lo to hi, labelled.
+    let mut builder = ChartBuilder::on(&right);
+    builder.margin_top(top).margin_bottom(axis).margin_right(10);
+    if text {
+        builder.margin_top(10 + 22 + 10).y_label_area_size(80);
+    }
+    let mut scale = builder.build_cartesian_2d(0.0..1.0, lo..lo + span)?;
+    let mut mesh = scale.configure_mesh();
+    mesh.disable_mesh().x_labels(0);
+    if text {
+        mesh.y_desc("depth")
+            .label_style(("sans-serif", 14))
+            .y_label_formatter(&|d| format!("{d:.3}"));
+    } else {
+        mesh.y_labels(0);
+    }
+    mesh.draw()?;
+    let area = scale.plotting_area().strip_coord_spec();
+    let (w, h) = area.dim_in_pixel();
+    for py in 0..h {
+        let t = (h - 1 - py) as f64 / (h - 1).max(1) as f64;
+        for px in 0..w {
+            area.draw_pixel((px as i32, py as i32), &colour(t))?;
         }
     }
     root.present()?;
