@@ -6,6 +6,10 @@
 //!   the window with a 4-byte reply; bytes moved per second.
 //! - `bibw`: both ranks send a window to each other at once.
 //! - `mr`: as `bw`, reported in messages per second.
+//!
+//! With `--persistent`, `bw`, `bibw` and `mr` start each window's messages
+//! from persistent requests made once per size (`send_init`, `recv_init`)
+//! rather than by `isend` and `irecv`.
 //! - `allreduce`, `reduce` (sums of `f32`, sizes in bytes), `bcast` (from
 //!   rank 0), `allgather` (size per rank), `alltoall` (size per pair),
 //!   `barrier`: OSU's collective method — every iteration timed alone with
@@ -40,6 +44,8 @@ pub struct BenchOptions {
     pub max_size: Option<usize>,
     pub iters: Option<usize>,
     pub window: usize,
+    /// Windows started from persistent requests (bw, bibw, mr).
+    pub persistent: bool,
     pub json: bool,
 }
 
@@ -90,15 +96,17 @@ fn page_aligned(area: &mut [u8]) -> &mut [u8] {
     &mut area[skip..]
 }
 
-/// Returns seconds for `iters` windows (after `skip` untimed ones).
-fn windows(
-    comm: &Communicator,
+/// A window's messages: how each is started.
+struct Window {
     size: usize,
-    window: usize,
-    iters: usize,
-    skip: usize,
+    len: usize,
     both: bool,
-) -> Result<f64> {
+    persistent: bool,
+}
+
+/// Returns seconds for `iters` windows (after `skip` untimed ones).
+fn windows(comm: &Communicator, w: Window, iters: usize, skip: usize) -> Result<f64> {
+    let Window { size, len: window, both, persistent } = w;
     let peer = comm.rank() ^ 1;
     let mut sarea = vec![b'a'; size + PAGE];
     let sbuf = &page_aligned(&mut sarea)[..size];
@@ -106,6 +114,15 @@ fn windows(
     let rarea = page_aligned(&mut rarea);
     let sender = comm.rank() % 2 == 0 || both;
     let receiver = comm.rank() % 2 == 1 || both;
+    // As many persistent requests as the window has messages: each is
+    // active until its message completes.
+    let made = usize::from(persistent) * window;
+    let sends = (0..made * usize::from(sender))
+        .map(|_| comm.send_init::<u8>(size, peer, TAG))
+        .collect::<Result<Vec<_>>>()?;
+    let recvs = (0..made * usize::from(receiver))
+        .map(|_| comm.recv_init::<u8>(size, peer, TAG))
+        .collect::<Result<Vec<_>>>()?;
     let mut start = Instant::now();
     for i in 0..iters + skip {
         if i == skip {
@@ -114,13 +131,19 @@ fn windows(
         comm.scope(|s| {
             let mut reqs = Vec::with_capacity(2 * window);
             if receiver {
-                for buf in rarea.chunks_mut(size.max(1)).take(window) {
-                    reqs.push(s.irecv(&mut buf[..size], peer, TAG)?);
+                for (k, buf) in rarea.chunks_mut(size.max(1)).take(window).enumerate() {
+                    reqs.push(match recvs.get(k) {
+                        Some(r) => r.start(s, &mut buf[..size])?,
+                        None => s.irecv(&mut buf[..size], peer, TAG)?,
+                    });
                 }
             }
             if sender {
-                for _ in 0..window {
-                    reqs.push(s.isend(sbuf, peer, TAG)?);
+                for k in 0..window {
+                    reqs.push(match sends.get(k) {
+                        Some(w) => w.start(s, sbuf)?,
+                        None => s.isend(sbuf, peer, TAG)?,
+                    });
                 }
             }
             hpcomm::wait_all(&mut reqs)?;
@@ -290,23 +313,23 @@ fn run(o: &BenchOptions) -> Result<()> {
     }
     let (title, column, unit) = o.kind.titles();
     let mut rows = Vec::new();
+    if o.persistent && !matches!(o.kind, Kind::Bw | Kind::Bibw | Kind::Mr) {
+        return Err(Error::InvalidCount("--persistent is for bw, bibw and mr".into()));
+    }
     for size in plan.sizes() {
         let (iters, skip) = plan.iterations(size);
+        let window = |both| Window { size, len: o.window, both, persistent: o.persistent };
         let value = match o.kind {
             Kind::Latency => latency(comm, size, iters, skip)?,
             Kind::Bw => {
-                (size * o.window * iters) as f64
-                    / windows(comm, size, o.window, iters, skip, false)?
-                    / 1e6
+                (size * o.window * iters) as f64 / windows(comm, window(false), iters, skip)? / 1e6
             }
             Kind::Bibw => {
                 (2 * size * o.window * iters) as f64
-                    / windows(comm, size, o.window, iters, skip, true)?
+                    / windows(comm, window(true), iters, skip)?
                     / 1e6
             }
-            Kind::Mr => {
-                (o.window * iters) as f64 / windows(comm, size, o.window, iters, skip, false)?
-            }
+            Kind::Mr => (o.window * iters) as f64 / windows(comm, window(false), iters, skip)?,
             kind if kind.overlap() => {
                 let columns = overlap(comm, kind, size, iters, skip)?;
                 rows.push((size, columns[2], Some(columns)));

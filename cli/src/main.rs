@@ -120,6 +120,11 @@ enum Command {
         /// Messages in flight per window (bw, bibw, mr).
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Start each window's messages from persistent requests made once
+        /// (`send_init`/`recv_init`) instead of `isend`/`irecv` (bw, bibw,
+        /// mr).
+        #[arg(long)]
+        persistent: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -211,8 +216,9 @@ fn main() {
         }
         Command::Info => info::info(),
         Command::Selftest { cases, list, crash } => selftest_command::run(&cases, list, crash),
-        Command::Bench { kind, min_size, max_size, iters, window, json, plan } => {
-            let options = bench::BenchOptions { kind, min_size, max_size, iters, window, json };
+        Command::Bench { kind, min_size, max_size, iters, window, persistent, json, plan } => {
+            let options =
+                bench::BenchOptions { kind, min_size, max_size, iters, window, persistent, json };
             if plan {
                 bench::print_plan(&options)
             } else {

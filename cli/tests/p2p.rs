@@ -64,4 +64,9 @@ cases! {
     split_orders_by_key_then_rank_and_handles_the_undefined_colour: "split" on &[1, 2, 3, 4, 5, 6, 7, 8];
     dup_and_split_isolate_their_messages: "dup" on &[2, 3, 8];
     split_shared_groups_the_ranks_of_a_node: "split-shared" on &[1, 2, 5];
+    persistent_requests_restart_with_new_data: "persistent" on &[2, 3, 8];
+    persistent_request_misuse_is_an_error: "persistent-misuse" on FEW;
+    matched_probes_hide_their_message_from_other_receives: "mprobe" on FEW;
+    matched_probe_edges: "mprobe-edges" on FEW;
+    recv_vec_receives_exactly_the_message: "recv-vec" on FEW;
 }

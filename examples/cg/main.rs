@@ -9,7 +9,9 @@
 //!
 //! With no launcher around, the program starts its own ranks as threads
 //! over the shm backend (`--ranks`, default 4); under `hpcomm run` each rank
-//! is a process. Every iteration exchanges a halo of the search direction,
+//! is a process. Every iteration exchanges a halo of the search direction
+//! (by persistent requests, made once per solve and started every
+//! iteration; `--exchange nonblocking`: by `isend`/`irecv` each time),
 //! multiplies by the local rows (CSR), and sums two dot products with
 //! `all_reduce` — exactly, with `--reproducible`. It reports the
 //! iterations, the residual history, the error against the exact solution
@@ -25,7 +27,7 @@ use std::error::Error;
 use clap::Parser;
 use hpcomm::op::Sum;
 use hpcomm::{Collectives, Communicator};
-use model::{Dot, Local};
+use model::{Dot, Exchange, Local};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Conjugate gradients on the 2-D Poisson problem over hpcomm")]
@@ -50,9 +52,18 @@ struct Args {
     /// Solve again on rank 0 alone and compare.
     #[arg(long)]
     validate: bool,
+    /// How the halo exchange starts its transfers.
+    #[arg(long, value_enum, default_value_t = ExchangeArg::Persistent)]
+    exchange: ExchangeArg,
     /// Print the residual every K iterations (0: only the last).
     #[arg(long, default_value_t = 0)]
     history: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExchangeArg {
+    Persistent,
+    Nonblocking,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -90,11 +101,15 @@ fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Erro
         return Err(format!("{n} × {n} unknowns are too few for {} ranks", comm.size()).into());
     }
     let how = if args.reproducible { Dot::Reproducible } else { Dot::Plain };
+    let exchange = match args.exchange {
+        ExchangeArg::Persistent => Exchange::Persistent,
+        ExchangeArg::Nonblocking => Exchange::NonBlocking,
+    };
     let dims = hpcomm::dims_create(comm.size(), &[0, 0])?;
     let grid = comm.cartesian(&dims, &[false, false])?.ok_or("every rank is in the grid")?;
     let local = Local::new(n, grid.dims(), &grid.coords());
     let start = std::time::Instant::now();
-    let solution = model::solve(&grid, &local, how, args.tol, args.max_iter)?;
+    let solution = model::solve(&grid, &local, how, exchange, args.tol, args.max_iter)?;
     let elapsed = start.elapsed().as_secs_f64();
     let error = model::max_error(&grid, &local, &solution.x)?;
     let mut share = [0.0];
@@ -113,7 +128,7 @@ fn run(comm: &Communicator, args: &Args) -> Result<Option<Summary>, Box<dyn Erro
     let validated = if args.validate {
         let one = alone.cartesian(&[1, 1], &[false, false])?.ok_or("a grid of one")?;
         let whole = Local::new(n, &[1, 1], &[0, 0]);
-        let serial = model::solve(&one, &whole, how, args.tol, args.max_iter)?;
+        let serial = model::solve(&one, &whole, how, exchange, args.tol, args.max_iter)?;
         let diff = serial.x.iter().zip(&field).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         let bits = serial.x.iter().zip(&field).all(|(a, b)| a.to_bits() == b.to_bits());
         Some((serial.iterations == solution.iterations, diff, bits))

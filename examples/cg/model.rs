@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use hpcomm::op::Sum;
 use hpcomm::repro::{Exact, ExactSum};
-use hpcomm::{Cartesian, Collectives, Rank, Result};
+use hpcomm::{Cartesian, Collectives, PersistentRecv, PersistentSend, Rank, Result};
 
 /// The part `index` of `n` split in `parts`: (start, length).
 pub fn extent(n: usize, parts: usize, index: usize) -> (usize, usize) {
@@ -117,6 +117,16 @@ pub enum Dot {
     Reproducible,
 }
 
+/// How the halo exchange starts its transfers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// Persistent requests (`send_init`, `recv_init`), made once per solve
+    /// and started every iteration.
+    Persistent,
+    /// Ordinary non-blocking calls (`isend`, `irecv`) every iteration.
+    NonBlocking,
+}
+
 /// Where the time went.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Times {
@@ -134,18 +144,50 @@ pub struct Solution {
     pub times: Times,
 }
 
+/// The halo exchange's persistent requests: sends up, down, left, right;
+/// receives from down, up, right, left (each tagged by the direction the
+/// data travels).
+type Persistent<'c> = ([PersistentSend<'c, f64>; 4], [PersistentRecv<'c, f64>; 4]);
+
+/// The halo exchange's buffers, and its requests when they are persistent.
+struct Halo<'c> {
+    near: [Rank; 4],
+    bufs: [Vec<f64>; 8],
+    persistent: Option<Persistent<'c>>,
+}
+
+impl<'c> Halo<'c> {
+    fn new(grid: &'c Cartesian, l: &Local, how: Exchange) -> Result<Halo<'c>> {
+        let near = neighbours(grid)?;
+        let (c, (rows, cols)) = (grid.comm(), (l.rows, l.cols));
+        let persistent = match how {
+            Exchange::NonBlocking => None,
+            Exchange::Persistent => Some((
+                [
+                    c.send_init(cols, near[0], 0)?,
+                    c.send_init(cols, near[1], 1)?,
+                    c.send_init(rows, near[2], 2)?,
+                    c.send_init(rows, near[3], 3)?,
+                ],
+                [
+                    c.recv_init(cols, near[1], 0)?,
+                    c.recv_init(cols, near[0], 1)?,
+                    c.recv_init(rows, near[3], 2)?,
+                    c.recv_init(rows, near[2], 3)?,
+                ],
+            )),
+        };
+        Ok(Halo { near, bufs: Default::default(), persistent })
+    }
+}
+
 /// The halo exchange of an extended vector: each owned edge to the
 /// neighbour beyond it, each halo edge from there. Past the domain's edge
 /// the neighbour is `Rank::NULL` and the halo keeps its zero.
-fn exchange(
-    grid: &Cartesian,
-    near: &[Rank; 4],
-    l: &Local,
-    v: &mut [f64],
-    bufs: &mut [Vec<f64>; 8],
-) -> Result<()> {
+fn exchange(grid: &Cartesian, halo: &mut Halo<'_>, l: &Local, v: &mut [f64]) -> Result<()> {
     let (rows, cols, w) = (l.rows, l.cols, l.cols + 2);
-    let [up_s, down_s, left_s, right_s, up_r, down_r, left_r, right_r] = bufs;
+    let near = &halo.near;
+    let [up_s, down_s, left_s, right_s, up_r, down_r, left_r, right_r] = &mut halo.bufs;
     let row = |r: usize| &v[r * w + 1..r * w + 1 + cols];
     up_s.clear();
     up_s.extend_from_slice(row(1));
@@ -162,16 +204,28 @@ fn exchange(
         b.resize(n, 0.0);
     }
     grid.comm().scope(|s| {
-        let mut reqs = vec![
-            s.irecv(down_r, near[1], 0)?,
-            s.irecv(up_r, near[0], 1)?,
-            s.irecv(right_r, near[3], 2)?,
-            s.irecv(left_r, near[2], 3)?,
-            s.isend(up_s, near[0], 0)?,
-            s.isend(down_s, near[1], 1)?,
-            s.isend(left_s, near[2], 2)?,
-            s.isend(right_s, near[3], 3)?,
-        ];
+        let mut reqs = match &halo.persistent {
+            Some((send, recv)) => [
+                recv[0].start(s, down_r)?,
+                recv[1].start(s, up_r)?,
+                recv[2].start(s, right_r)?,
+                recv[3].start(s, left_r)?,
+                send[0].start(s, up_s)?,
+                send[1].start(s, down_s)?,
+                send[2].start(s, left_s)?,
+                send[3].start(s, right_s)?,
+            ],
+            None => [
+                s.irecv(down_r, near[1], 0)?,
+                s.irecv(up_r, near[0], 1)?,
+                s.irecv(right_r, near[3], 2)?,
+                s.irecv(left_r, near[2], 3)?,
+                s.isend(up_s, near[0], 0)?,
+                s.isend(down_s, near[1], 1)?,
+                s.isend(left_s, near[2], 2)?,
+                s.isend(right_s, near[3], 3)?,
+            ],
+        };
         hpcomm::wait_all(&mut reqs)
     })?;
     v[1..1 + cols].copy_from_slice(up_r);
@@ -226,9 +280,17 @@ pub fn neighbours(grid: &Cartesian) -> Result<[Rank; 4]> {
     Ok([up, down, left, right])
 }
 
-/// Conjugate gradients from x = 0 until ‖r‖/‖b‖ < `tol` or `max_iter`.
-pub fn solve(grid: &Cartesian, l: &Local, how: Dot, tol: f64, max_iter: usize) -> Result<Solution> {
-    let near = neighbours(grid)?;
+/// Conjugate gradients from x = 0 until ‖r‖/‖b‖ < `tol` or `max_iter`,
+/// the halo exchanged as `exchanged` says.
+pub fn solve(
+    grid: &Cartesian,
+    l: &Local,
+    how: Dot,
+    exchanged: Exchange,
+    tol: f64,
+    max_iter: usize,
+) -> Result<Solution> {
+    let mut halo = Halo::new(grid, l, exchanged)?;
     let owned = l.rows * l.cols;
     let b = l.rhs();
     let mut x = vec![0.0; owned];
@@ -238,7 +300,6 @@ pub fn solve(grid: &Cartesian, l: &Local, how: Dot, tol: f64, max_iter: usize) -
         p[l.ext(k)] = r[k];
     }
     let mut q = vec![0.0; owned];
-    let mut bufs: [Vec<f64>; 8] = Default::default();
     let mut times = Times::default();
     let mut residuals = Vec::new();
     let bb = dot(grid, how, b.iter().copied(), b.iter().copied(), &mut times)?;
@@ -246,7 +307,7 @@ pub fn solve(grid: &Cartesian, l: &Local, how: Dot, tol: f64, max_iter: usize) -
     let mut iterations = 0;
     while iterations < max_iter && bb > 0.0 && (rr / bb).sqrt() >= tol {
         let t = Instant::now();
-        exchange(grid, &near, l, &mut p, &mut bufs)?;
+        exchange(grid, &mut halo, l, &mut p)?;
         let t1 = Instant::now();
         times.communication += (t1 - t).as_secs_f64();
         l.spmv(&p, &mut q);

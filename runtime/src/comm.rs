@@ -367,11 +367,20 @@ impl Communicator {
             return Ok(None);
         };
         let tag = Communicator::check_send_tag(tag)?;
-        let bytes = as_bytes(buf)?;
+        self.send_in(scope, as_bytes(buf)?, self.to(dst, tag), sync).map(Some)
+    }
+
+    /// Starts a send of `bytes`, registered in `scope`, to `to` (checked).
+    pub(crate) fn send_in<'s>(
+        &self,
+        scope: &RegionScope<'s, '_>,
+        bytes: &'s [u8],
+        to: To,
+        sync: bool,
+    ) -> Result<ReqId> {
         let region = scope.register(bytes);
-        let started =
-            self.engine.borrow_mut().start_send(self.to(dst, tag), region, bytes.len(), sync);
-        started.inspect_err(|_| scope.regions().release(region)).map(Some)
+        let started = self.engine.borrow_mut().start_send(to, region, bytes.len(), sync);
+        started.inspect_err(|_| scope.regions().release(region))
     }
 
     /// Validates and posts a receive into `buf` registered in `scope`;
@@ -389,8 +398,20 @@ impl Communicator {
         if src == Source::Null {
             return Ok(Started::Null);
         }
-        let bytes = as_bytes_mut(buf)?;
         let (pattern, peer) = self.pattern(src, tag);
+        self.recv_in(scope, as_bytes_mut(buf)?, pattern, peer)
+    }
+
+    /// Receives into `bytes` (registered in `scope` unless an eager message
+    /// is already there) what `pattern` accepts (checked; `peer` the world
+    /// peer of a specific source).
+    pub(crate) fn recv_in<'s>(
+        &self,
+        scope: &RegionScope<'s, '_>,
+        bytes: &'s mut [u8],
+        pattern: Pattern,
+        peer: Option<PeerId>,
+    ) -> Result<Started> {
         let mut engine = self.engine.borrow_mut();
         if let Some(done) = engine.try_recv_now(self.ctx, pattern, bytes) {
             return done.map(Started::Done);
@@ -403,7 +424,7 @@ impl Communicator {
 
     /// Where a message to rank `dst` of this communicator with `tag` goes.
     #[inline]
-    fn to(&self, dst: u32, tag: i32) -> To {
+    pub(crate) fn to(&self, dst: u32, tag: i32) -> To {
         To { ctx: self.ctx, me: self.rank, dst, peer: self.peer(dst), tag }
     }
 
@@ -507,12 +528,9 @@ impl Communicator {
     /// Waits for a message that `src` and `tag` accept and describes it
     /// without receiving it (`MPI_Probe`). The status's `count` is in bytes.
     pub fn probe(&self, src: impl Into<Rank>, tag: impl Into<Tag>) -> Result<Status> {
-        let src = self.check_source(src.into())?;
-        let tag = Communicator::check_recv_tag(tag.into())?;
-        if src == Source::Null {
+        let Some((pattern, peer)) = self.probe_pattern(src.into(), tag.into())? else {
             return Ok(Status::EMPTY);
-        }
-        let (pattern, peer) = self.pattern(src, tag);
+        };
         let mut found = None;
         self.block_until(|e| {
             found = e.probe(self.ctx, pattern);
@@ -522,22 +540,36 @@ impl Communicator {
             Some(env) => {
                 Ok(Status { source: Rank(env.src as i32), tag: Tag(env.tag), count: env.len })
             }
-            None => Err(match peer {
-                Some(p) => self.engine.borrow().loss(p),
-                None => Error::PeerFailed { rank: 0 },
-            }),
+            None => Err(self.probe_loss(peer)),
+        }
+    }
+
+    /// A probe's pattern and the world peer of its specific source, after
+    /// the argument checks; `None` for the null process.
+    pub(crate) fn probe_pattern(
+        &self,
+        src: Rank,
+        tag: Tag,
+    ) -> Result<Option<(Pattern, Option<PeerId>)>> {
+        let src = self.check_source(src)?;
+        let tag = Communicator::check_recv_tag(tag)?;
+        Ok((src != Source::Null).then(|| self.pattern(src, tag)))
+    }
+
+    /// Why a probe stopped waiting without a message: its source was lost.
+    pub(crate) fn probe_loss(&self, peer: Option<PeerId>) -> Error {
+        match peer {
+            Some(p) => self.engine.borrow().loss(p),
+            None => Error::PeerFailed { rank: 0 },
         }
     }
 
     /// Like [`probe`](Self::probe), but returns `None` at once when no such
     /// message has arrived (`MPI_Iprobe`).
     pub fn iprobe(&self, src: impl Into<Rank>, tag: impl Into<Tag>) -> Result<Option<Status>> {
-        let src = self.check_source(src.into())?;
-        let tag = Communicator::check_recv_tag(tag.into())?;
-        if src == Source::Null {
+        let Some((pattern, _)) = self.probe_pattern(src.into(), tag.into())? else {
             return Ok(Some(Status::EMPTY));
-        }
-        let (pattern, _) = self.pattern(src, tag);
+        };
         let mut engine = self.engine.borrow_mut();
         engine.progress()?;
         Ok(engine.probe(self.ctx, pattern).map(|env| Status {

@@ -93,6 +93,12 @@ pub enum Error {
     /// waiting; the data it produced is unspecified.
     #[error("collective arguments differ between ranks: {0}")]
     CollectiveMismatch(String),
+    /// A request or handle used in a way its state does not allow: starting
+    /// a persistent request that is still active, or with another
+    /// communicator's scope, or a message handle received on another
+    /// communicator. Nothing was started; the communicator stays usable.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -194,6 +194,33 @@ impl<P, R: Copy + PartialEq> Matcher<P, R> {
         Some((u.env, u.payload))
     }
 
+    /// Removes and returns the earliest unexpected message `pattern` accepts
+    /// with its arrival number, for a matched probe: no receive can take it
+    /// until it is received through its handle or [`restored`](Self::restore).
+    pub fn take_earliest(&mut self, pattern: Pattern) -> Option<(Envelope, u64, P)> {
+        let (src, i) = self.find_unexpected(pattern)?;
+        let q = self.get_mut(src).expect("source found above");
+        let u = q.unexpected.remove(i).expect("index found above");
+        self.unexpected -= 1;
+        Some((u.env, u.arrival, u.payload))
+    }
+
+    /// Puts back a message taken by [`take_earliest`](Self::take_earliest)
+    /// and not received: to the earliest posted receive that accepts it,
+    /// returned with the payload for the caller to deliver, or else among
+    /// the unexpected messages in its arrival order.
+    pub fn restore(&mut self, env: Envelope, arrival: u64, payload: P) -> Option<(R, P)> {
+        if let Some(req) = self.take_posted(&env) {
+            return Some((req, payload));
+        }
+        let q = self.source(env.src);
+        let at =
+            q.unexpected.iter().position(|u| u.arrival > arrival).unwrap_or(q.unexpected.len());
+        q.unexpected.insert(at, Unexpected { env, arrival, payload });
+        self.unexpected += 1;
+        None
+    }
+
     /// The earliest unexpected message `pattern` accepts: (source, index).
     fn find_unexpected(&self, pattern: Pattern) -> Option<(usize, usize)> {
         let first = |src: usize, q: &Source<P, R>| {
@@ -491,5 +518,36 @@ mod tests {
         assert_eq!(m.arrive(env(0, 0), u32::MAX, || "before", &mut released), None);
         assert_eq!(m.post(pat(Some(0), None), 1).map(|(_, n)| n), Some("before"));
         assert_eq!(m.post(pat(Some(0), None), 2).map(|(_, n)| n), Some("after"));
+    }
+
+    #[test]
+    fn a_matched_probe_hides_its_message_until_restored_in_arrival_order() {
+        let mut m = M::new();
+        let mut seqs = [0; 8];
+        arrive_all(&mut m, &mut seqs, &[(0, 1, "a"), (1, 1, "b"), (0, 1, "c")]);
+        // Any source: the earliest arrival, taken out of every receive's reach.
+        let (e, arrival, name) = m.take_earliest(pat(None, Some(1))).expect("a");
+        assert_eq!((e.src, name), (0, "a"));
+        assert_eq!(m.probe(pat(Some(0), None)).map(|(_, n)| *n), Some("c"));
+        assert_eq!(m.unexpected_len(), 2);
+        // Put back: ahead of the later "c" again, and found first.
+        assert_eq!(m.restore(e, arrival, name), None);
+        assert_eq!(m.unexpected_len(), 3);
+        assert_eq!(m.post(pat(None, None), 1).map(|(_, n)| n), Some("a"));
+        assert_eq!(m.post(pat(None, None), 2).map(|(_, n)| n), Some("b"));
+        assert_eq!(m.post(pat(None, None), 3).map(|(_, n)| n), Some("c"));
+    }
+
+    #[test]
+    fn a_restored_message_goes_to_a_receive_posted_meanwhile() {
+        let mut m = M::new();
+        let mut seqs = [0; 8];
+        arrive_all(&mut m, &mut seqs, &[(2, 5, "x")]);
+        let (e, arrival, name) = m.take_earliest(pat(Some(2), Some(5))).expect("x");
+        assert_eq!(m.post(pat(Some(3), None), 7), None);
+        assert_eq!(m.post(pat(Some(2), None), 8), None);
+        assert_eq!(m.restore(e, arrival, name), Some((8, "x")));
+        assert_eq!(m.unexpected_len(), 0);
+        assert!(m.take_earliest(pat(None, None)).is_none());
     }
 }

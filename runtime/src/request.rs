@@ -127,6 +127,22 @@ impl<'s, 'env> Scope<'s, 'env> {
         self.comm
     }
 
+    /// The scope's region table, for requests started from other modules.
+    pub(crate) fn regions(&self) -> &'s RegionScope<'s, 'env> {
+        self.regions
+    }
+
+    /// A request for operation `id`, on elements of `elem` bytes, which the
+    /// scope waits for at its end.
+    pub(crate) fn started(&self, id: ReqId, elem: usize) -> Request<'_> {
+        self.request(Some(id), elem)
+    }
+
+    /// A request that completed as it started, reporting `status` once.
+    pub(crate) fn ready(&self, status: Status, elem: usize) -> Request<'_> {
+        Request { comm: self.comm, state: State::Ready(status), elem }
+    }
+
     fn track(&self, id: ReqId) {
         let mut started = self.started.borrow_mut();
         if started.len() >= PRUNE_AT && started.len().is_power_of_two() {

@@ -24,8 +24,8 @@ use hpcomm_transport::{
 
 pub(crate) use requests::{Completed, ReqId};
 use requests::{Req, Stage};
-pub(crate) use state::To;
 use state::{header_of, transport_error, Body, Job, SendPlan, State};
+pub(crate) use state::{Matched, To};
 
 use crate::error::{Error, Result};
 use crate::matching::{Envelope, Pattern};
@@ -305,6 +305,26 @@ impl Engine {
     /// The envelope of the earliest unexpected message `pattern` accepts.
     pub fn probe(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Envelope> {
         self.state.probe(ctx, pattern)
+    }
+
+    /// Takes the earliest unexpected message `pattern` accepts out of every
+    /// receive's reach (see [`State::take_matched`]).
+    pub fn take_matched(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Matched> {
+        self.state.take_matched(ctx, pattern)
+    }
+
+    /// Receives a matched message into the writable `region`.
+    pub fn receive_matched(&mut self, m: Matched, region: RegionId) -> Result<ReqId> {
+        let id = self.state.receive_matched(&self.regions, m, region);
+        if self.has_backlog() {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// Puts back a matched message that was not received.
+    pub fn restore_matched(&mut self, m: Matched) {
+        self.state.restore_matched(&self.regions, m);
     }
 
     /// Records the group of a communicator this endpoint belongs to (see

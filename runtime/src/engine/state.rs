@@ -36,6 +36,28 @@ impl Stored {
     }
 }
 
+/// A message taken by a matched probe: out of every receive's reach until
+/// it is received through its handle or put back.
+#[derive(Debug)]
+pub(crate) struct Matched {
+    ctx: ContextId,
+    env: Envelope,
+    arrival: u64,
+    stored: Stored,
+}
+
+impl Matched {
+    /// Its source, tag and length.
+    pub fn envelope(&self) -> Envelope {
+        self.env
+    }
+
+    /// The context it arrived on.
+    pub fn ctx(&self) -> ContextId {
+        self.ctx
+    }
+}
+
 #[derive(Debug, Default)]
 struct CtxState {
     matcher: Matcher<Stored, ReqId>,
@@ -456,6 +478,32 @@ impl State {
     /// The envelope of the earliest unexpected message `pattern` accepts.
     pub fn probe(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Envelope> {
         self.ctx(ctx).matcher.probe(pattern).map(|(env, _)| *env)
+    }
+
+    /// Takes the earliest unexpected message `pattern` accepts out of every
+    /// receive's reach (a matched probe).
+    pub fn take_matched(&mut self, ctx: ContextId, pattern: Pattern) -> Option<Matched> {
+        let (env, arrival, stored) = self.ctx(ctx).matcher.take_earliest(pattern)?;
+        Some(Matched { ctx, env, arrival, stored })
+    }
+
+    /// Receives a matched message into the writable `region`: a request
+    /// that completes as a receive that had matched it would.
+    pub fn receive_matched(&mut self, regions: &Regions, m: Matched, region: RegionId) -> ReqId {
+        let req = Req::new(Stage::Posted, m.ctx, Some(region), Some(m.stored.from()));
+        let id = self.reqs.alloc(req);
+        self.deliver_stored(regions, id, m.env, m.stored);
+        id
+    }
+
+    /// Puts back a matched message that was not received: to a receive
+    /// posted since that accepts it, or among the unexpected messages in
+    /// its arrival order.
+    pub fn restore_matched(&mut self, regions: &Regions, m: Matched) {
+        let Matched { ctx, env, arrival, stored } = m;
+        if let Some((id, stored)) = self.ctx(ctx).matcher.restore(env, arrival, stored) {
+            self.deliver_stored(regions, id, env, stored);
+        }
     }
 
     /// Records the group of a communicator this endpoint belongs to. The
