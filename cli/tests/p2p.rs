@@ -69,4 +69,6 @@ cases! {
     matched_probes_hide_their_message_from_other_receives: "mprobe" on FEW;
     matched_probe_edges: "mprobe-edges" on FEW;
     recv_vec_receives_exactly_the_message: "recv-vec" on FEW;
+    group_operations_keep_mpi_orders: "groups" on MOST;
+    create_group_is_collective_over_the_group_only: "create-group" on &[1, 2, 3, 5, 8];
 }

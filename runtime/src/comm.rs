@@ -163,6 +163,20 @@ impl Communicator {
         Communicator { engine, config, ctx, rank, group, nodes, owner: true }
     }
 
+    /// A communicator on context `ctx` (reserved on every member) over the
+    /// ranks `members` of this one, in that order, this rank being `rank`.
+    pub(crate) fn derive(&self, ctx: ContextId, rank: usize, members: &[usize]) -> Communicator {
+        let group: Rc<[PeerId]> = members.iter().map(|&r| self.group[r]).collect();
+        let nodes = self.nodes.as_ref().map(|l| Rc::new(l.select(members.iter().copied())));
+        let (engine, config) = (self.engine.clone(), self.config.clone());
+        Communicator::new(engine, config, ctx, rank as u32, group, nodes)
+    }
+
+    /// The world peer of each rank.
+    pub(crate) fn peers(&self) -> &[PeerId] {
+        &self.group
+    }
+
     /// Learns which ranks share a node, from every rank's
     /// [`Config::node`]: collective, once, when the world is made.
     pub(crate) fn learn_nodes(&mut self) -> Result<()> {
@@ -637,14 +651,10 @@ impl Communicator {
             .map(|(rank, rec)| (rec[1] as u32 as i32, rank))
             .collect();
         members.sort_unstable();
-        let group: Rc<[PeerId]> = members.iter().map(|&(_, r)| self.group[r]).collect();
-        let rank = members
-            .iter()
-            .position(|&(_, r)| r == self.rank())
-            .expect("this rank has its own colour") as u32;
-        let nodes = self.nodes.as_ref().map(|l| Rc::new(l.select(members.iter().map(|m| m.1))));
-        let (engine, config) = (self.engine.clone(), self.config.clone());
-        Ok(Some(Communicator::new(engine, config, ctx, rank, group, nodes)))
+        let members: Vec<usize> = members.into_iter().map(|(_, r)| r).collect();
+        let rank =
+            members.iter().position(|&r| r == self.rank()).expect("this rank has its own colour");
+        Ok(Some(self.derive(ctx, rank, &members)))
     }
 
     /// The ranks of this communicator on this rank's node
@@ -666,7 +676,7 @@ impl Communicator {
     /// used, and which of the [`REUSABLE`] lowest context pairs it has no
     /// state for (never used here, or given back when their communicator
     /// was dropped), as a bit mask.
-    fn context_offer(&self) -> (u32, u64) {
+    pub(crate) fn context_offer(&self) -> (u32, u64) {
         let engine = self.engine.borrow();
         let free = (0..REUSABLE)
             .filter(|&i| engine.context_free(ContextId(2 + 2 * i)))
@@ -678,7 +688,7 @@ impl Communicator {
     /// the lowest pair free on every member, so that ids are reused once
     /// communicators are dropped; above every id any member has used when
     /// none is.
-    fn agree_context(&self, all: &[[u64; 4]]) -> ContextId {
+    pub(crate) fn agree_context(&self, all: &[[u64; 4]]) -> ContextId {
         let free = all.iter().fold(u64::MAX, |mask, rec| mask & rec[3]);
         let ctx = if free != 0 {
             ContextId(2 + 2 * free.trailing_zeros())
@@ -694,8 +704,19 @@ impl Communicator {
     /// All-gather of one small record per rank, on the collective
     /// context (used to build communicators before collectives exist).
     fn exchange(&self, mine: [u64; 4]) -> Result<Vec<[u64; 4]>> {
-        let n = self.size();
-        let me = self.rank();
+        self.exchange_in(self.size(), self.rank(), |i| i, mine, EXCHANGE_TAG)
+    }
+
+    /// [`exchange`](Self::exchange) among `n` of the ranks only — member
+    /// `i` is rank `rank(i)`, this one is member `me` — under `tag`.
+    pub(crate) fn exchange_in(
+        &self,
+        n: usize,
+        me: usize,
+        rank: impl Fn(usize) -> usize,
+        mine: [u64; 4],
+        tag: i32,
+    ) -> Result<Vec<[u64; 4]>> {
         let coll = self.collective_view();
         // Bruck's all-gather: ⌈log₂ n⌉ rounds. `have[i]` is the record of
         // rank `me + i`; each round doubles what this rank has, from the
@@ -706,8 +727,8 @@ impl Communicator {
         while dist < n {
             let count = dist.min(n - dist);
             let mut incoming = vec![[0u64; 4]; count];
-            let (to, from) = ((me + n - dist) % n, (me + dist) % n);
-            coll.sendrecv(&have[..count], to, EXCHANGE_TAG, &mut incoming, from, EXCHANGE_TAG)?;
+            let (to, from) = (rank((me + n - dist) % n), rank((me + dist) % n));
+            coll.sendrecv(&have[..count], to, tag, &mut incoming, from, tag)?;
             have.extend(incoming);
             dist *= 2;
         }
@@ -847,6 +868,8 @@ const REUSABLE: u32 = 64;
 
 /// Tags of the runtime's own traffic on collective contexts.
 const EXCHANGE_TAG: i32 = 1;
+/// The tag of `create_group`'s exchange among the group's members.
+pub(crate) const GROUP_TAG: i32 = 2;
 /// A node's name as 64 bits (FNV-1a: the same on every rank, whatever the
 /// build), what ranks compare to find their node's others.
 fn node_key(node: &str) -> u64 {

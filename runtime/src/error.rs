@@ -99,6 +99,10 @@ pub enum Error {
     /// communicator. Nothing was started; the communicator stays usable.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A group that does not fit the call: a rank outside the group or
+    /// named twice, or a member outside the communicator.
+    #[error("invalid group: {0}")]
+    InvalidGroup(String),
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),

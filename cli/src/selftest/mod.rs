@@ -18,6 +18,7 @@
 //! ```
 
 mod collectives;
+mod groups;
 mod matched;
 mod p2p;
 mod persistent;
@@ -82,6 +83,8 @@ pub const CASES: &[Case] = &[
     Case { name: "mprobe", min_ranks: 2, body: matched::matched_probe },
     Case { name: "mprobe-edges", min_ranks: 2, body: matched::matched_edges },
     Case { name: "recv-vec", min_ranks: 2, body: matched::recv_vec },
+    Case { name: "groups", min_ranks: 1, body: groups::group_operations },
+    Case { name: "create-group", min_ranks: 1, body: groups::create_group },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
     Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },
