@@ -101,6 +101,7 @@ if [ "$fabric" = shm ]; then
         "allreduce-4 4 allreduce 1048576 1048576"
         "allreduce-8 8 allreduce 8 8"
         "allreduce-8 8 allreduce 1048576 1048576"
+        "reduce 2 reduce 8 1048576"
         "bcast 2 bcast 8 1048576"
         "barrier-4 4 barrier 0 0"
         "weather 2 weather 256 400"
@@ -144,6 +145,7 @@ titles = {
     "allreduce": ("All-reduce (sum of f32), 2 ranks, average latency (µs)", "lower"),
     "allreduce-4": ("All-reduce (sum of f32), 4 ranks on 2 cores (µs)", "lower"),
     "allreduce-8": ("All-reduce (sum of f32), 8 ranks on 2 cores (µs)", "lower"),
+    "reduce": ("Reduce (sum of f32) to rank 0, 2 ranks (µs)", "lower"),
     "bcast": ("Broadcast from rank 0, 2 ranks (µs)", "lower"),
     "barrier-4": ("Barrier, 4 ranks on 2 cores (µs)", "lower"),
     "weather": ("Weather kernel (examples/weather), 2 ranks: ms per step by grid side (lower is better)", "lower"),

@@ -144,40 +144,37 @@ pub struct Solution {
     pub times: Times,
 }
 
-/// The halo exchange's persistent requests: sends up, down, left, right;
-/// receives from down, up, right, left (each tagged by the direction the
-/// data travels).
-type Persistent<'c> = ([PersistentSend<'c, f64>; 4], [PersistentRecv<'c, f64>; 4]);
+/// Where each of the four messages goes (sends: up, down, left, right) or
+/// comes from (receives: from down, up, right, left — each tagged by the
+/// direction the data travels): peer, tag and length.
+type Routes = [(Rank, i32, usize); 4];
 
-/// The halo exchange's buffers, and its requests when they are persistent.
+/// The halo exchange's buffers, routes and, when they are persistent, its
+/// requests (none otherwise).
 struct Halo<'c> {
-    near: [Rank; 4],
     bufs: [Vec<f64>; 8],
-    persistent: Option<Persistent<'c>>,
+    sends: Routes,
+    recvs: Routes,
+    persistent_sends: Vec<PersistentSend<'c, f64>>,
+    persistent_recvs: Vec<PersistentRecv<'c, f64>>,
 }
 
 impl<'c> Halo<'c> {
     fn new(grid: &'c Cartesian, l: &Local, how: Exchange) -> Result<Halo<'c>> {
-        let near = neighbours(grid)?;
-        let (c, (rows, cols)) = (grid.comm(), (l.rows, l.cols));
-        let persistent = match how {
-            Exchange::NonBlocking => None,
-            Exchange::Persistent => Some((
-                [
-                    c.send_init(cols, near[0], 0)?,
-                    c.send_init(cols, near[1], 1)?,
-                    c.send_init(rows, near[2], 2)?,
-                    c.send_init(rows, near[3], 3)?,
-                ],
-                [
-                    c.recv_init(cols, near[1], 0)?,
-                    c.recv_init(cols, near[0], 1)?,
-                    c.recv_init(rows, near[3], 2)?,
-                    c.recv_init(rows, near[2], 3)?,
-                ],
-            )),
-        };
-        Ok(Halo { near, bufs: Default::default(), persistent })
+        let [up, down, left, right] = neighbours(grid)?;
+        let (rows, cols) = (l.rows, l.cols);
+        let sends = [(up, 0, cols), (down, 1, cols), (left, 2, rows), (right, 3, rows)];
+        let recvs = [(down, 0, cols), (up, 1, cols), (right, 2, rows), (left, 3, rows)];
+        let (c, made) = (grid.comm(), usize::from(how == Exchange::Persistent) * 4);
+        let persistent_sends = sends[..made]
+            .iter()
+            .map(|&(to, tag, n)| c.send_init(n, to, tag))
+            .collect::<Result<_>>()?;
+        let persistent_recvs = recvs[..made]
+            .iter()
+            .map(|&(from, tag, n)| c.recv_init(n, from, tag))
+            .collect::<Result<_>>()?;
+        Ok(Halo { bufs: Default::default(), sends, recvs, persistent_sends, persistent_recvs })
     }
 }
 
@@ -186,7 +183,7 @@ impl<'c> Halo<'c> {
 /// the neighbour is `Rank::NULL` and the halo keeps its zero.
 fn exchange(grid: &Cartesian, halo: &mut Halo<'_>, l: &Local, v: &mut [f64]) -> Result<()> {
     let (rows, cols, w) = (l.rows, l.cols, l.cols + 2);
-    let near = &halo.near;
+    let (sends, recvs) = (halo.sends, halo.recvs);
     let [up_s, down_s, left_s, right_s, up_r, down_r, left_r, right_r] = &mut halo.bufs;
     let row = |r: usize| &v[r * w + 1..r * w + 1 + cols];
     up_s.clear();
@@ -197,35 +194,26 @@ fn exchange(grid: &Cartesian, halo: &mut Halo<'_>, l: &Local, v: &mut [f64]) -> 
     left_s.extend((1..=rows).map(|r| v[r * w + 1]));
     right_s.clear();
     right_s.extend((1..=rows).map(|r| v[r * w + cols]));
-    for (b, n) in
-        [(&mut *up_r, cols), (&mut *down_r, cols), (&mut *left_r, rows), (&mut *right_r, rows)]
-    {
-        b.clear();
-        b.resize(n, 0.0);
-    }
+    let incoming = [&mut *down_r, &mut *up_r, &mut *right_r, &mut *left_r];
+    let outgoing = [&*up_s, &*down_s, &*left_s, &*right_s];
     grid.comm().scope(|s| {
-        let mut reqs = match &halo.persistent {
-            Some((send, recv)) => [
-                recv[0].start(s, down_r)?,
-                recv[1].start(s, up_r)?,
-                recv[2].start(s, right_r)?,
-                recv[3].start(s, left_r)?,
-                send[0].start(s, up_s)?,
-                send[1].start(s, down_s)?,
-                send[2].start(s, left_s)?,
-                send[3].start(s, right_s)?,
-            ],
-            None => [
-                s.irecv(down_r, near[1], 0)?,
-                s.irecv(up_r, near[0], 1)?,
-                s.irecv(right_r, near[3], 2)?,
-                s.irecv(left_r, near[2], 3)?,
-                s.isend(up_s, near[0], 0)?,
-                s.isend(down_s, near[1], 1)?,
-                s.isend(left_s, near[2], 2)?,
-                s.isend(right_s, near[3], 3)?,
-            ],
-        };
+        let mut reqs = Vec::with_capacity(8);
+        for (i, b) in incoming.into_iter().enumerate() {
+            let (from, tag, n) = recvs[i];
+            b.clear();
+            b.resize(n, 0.0);
+            reqs.push(match halo.persistent_recvs.get(i) {
+                Some(recv) => recv.start(s, b)?,
+                None => s.irecv(b, from, tag)?,
+            });
+        }
+        for (i, b) in outgoing.into_iter().enumerate() {
+            let (to, tag, _) = sends[i];
+            reqs.push(match halo.persistent_sends.get(i) {
+                Some(send) => send.start(s, b)?,
+                None => s.isend(b, to, tag)?,
+            });
+        }
         hpcomm::wait_all(&mut reqs)
     })?;
     v[1..1 + cols].copy_from_slice(up_r);
