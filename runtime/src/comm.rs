@@ -385,6 +385,7 @@ impl Communicator {
     }
 
     /// Starts a send of `bytes`, registered in `scope`, to `to` (checked).
+    #[inline]
     pub(crate) fn send_in<'s>(
         &self,
         scope: &RegionScope<'s, '_>,
@@ -419,6 +420,7 @@ impl Communicator {
     /// Receives into `bytes` (registered in `scope` unless an eager message
     /// is already there) what `pattern` accepts (checked; `peer` the world
     /// peer of a specific source).
+    #[inline]
     pub(crate) fn recv_in<'s>(
         &self,
         scope: &RegionScope<'s, '_>,
