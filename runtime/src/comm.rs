@@ -172,6 +172,12 @@ impl Communicator {
         Communicator::new(engine, config, ctx, rank as u32, group, nodes)
     }
 
+    /// Whether `other` is this communicator: the same context of the same
+    /// endpoint (not a like-numbered one of another universe).
+    pub(crate) fn same_as(&self, other: &Communicator) -> bool {
+        self.ctx == other.ctx && Rc::ptr_eq(&self.engine, &other.engine)
+    }
+
     /// The world peer of each rank.
     pub(crate) fn peers(&self) -> &[PeerId] {
         &self.group

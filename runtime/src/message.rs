@@ -159,7 +159,7 @@ impl<'c> Message<'c> {
     /// The matched message, for a receive on `comm`'s scope.
     fn take_for(&mut self, comm: &Communicator) -> Result<Option<Matched>> {
         match &self.matched {
-            Some(m) if m.ctx() != comm.context() => Err(Error::InvalidRequest(format!(
+            Some(m) if !comm.same_as(self.comm) => Err(Error::InvalidRequest(format!(
                 "a message matched on communicator {:?} received on {:?}",
                 m.ctx(),
                 comm.context()

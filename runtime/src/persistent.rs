@@ -63,7 +63,7 @@ struct Made<'c> {
 impl<'c> Made<'c> {
     /// Checks a start on `scope` with a buffer of `len` elements.
     fn check(&self, scope: &Scope<'_, '_>, len: usize) -> Result<()> {
-        if scope.comm().context() != self.comm.context() {
+        if !scope.comm().same_as(self.comm) {
             return Err(Error::InvalidRequest(format!(
                 "{} made on communicator {:?} started in a scope of {:?}",
                 self.what,
