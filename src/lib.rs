@@ -42,9 +42,9 @@
 
 pub use hpcomm_runtime::{
     dims_create, init, job, launched, test_any, threads, threads_with, wait_all, wait_any,
-    Cartesian, Communicator, Config, ContextId, Error, Group, GroupOrder, Message, NodeLayout,
-    PersistentRecv, PersistentSend, Rank, Request, Result, Scope, Status, Tag, ThreadsConfig,
-    ThreadsFabric, Universe,
+    Cartesian, Communicator, Config, ContextId, Endpoint, Error, Group, GroupOrder, Message,
+    NodeLayout, PersistentRecv, PersistentSend, Rank, Request, Result, Scope, Status, Tag,
+    ThreadsConfig, ThreadsFabric, Universe,
 };
 
 /// Every `HPCOMM_*` setting.

@@ -9,7 +9,10 @@
 //!
 //! With `--persistent`, `bw`, `bibw` and `mr` start each window's messages
 //! from persistent requests made once per size (`send_init`, `recv_init`)
-//! rather than by `isend` and `irecv`.
+//! rather than by `isend` and `irecv`. With `--threads T`, `mr` runs on `T`
+//! threads per rank at once, each on an endpoint of its own
+//! (`Communicator::endpoints`), thread `t` of rank 0 with thread `t` of
+//! rank 1: the rate per thread (the median of rank 0's) and their sum.
 //! - `allreduce`, `reduce` (sums of `f32`, sizes in bytes), `bcast` (from
 //!   rank 0), `allgather` (size per rank), `alltoall` (size per pair),
 //!   `barrier`: OSU's collective method — every iteration timed alone with
@@ -46,6 +49,8 @@ pub struct BenchOptions {
     pub window: usize,
     /// Windows started from persistent requests (bw, bibw, mr).
     pub persistent: bool,
+    /// Threads per rank, each on its own endpoint (mr).
+    pub threads: usize,
     pub json: bool,
 }
 
@@ -316,6 +321,12 @@ fn run(o: &BenchOptions) -> Result<()> {
     if o.persistent && !matches!(o.kind, Kind::Bw | Kind::Bibw | Kind::Mr) {
         return Err(Error::InvalidCount("--persistent is for bw, bibw and mr".into()));
     }
+    if o.threads == 0 || (o.threads > 1 && o.kind != Kind::Mr) {
+        return Err(Error::InvalidCount("--threads is for mr, and at least 1".into()));
+    }
+    let endpoints = if o.threads > 1 { comm.endpoints(o.threads)? } else { Vec::new() };
+    // The sum over the threads, for each size, with `--threads`.
+    let mut sums = Vec::new();
     for size in plan.sizes() {
         let (iters, skip) = plan.iterations(size);
         let window = |both| Window { size, len: o.window, both, persistent: o.persistent };
@@ -328,6 +339,22 @@ fn run(o: &BenchOptions) -> Result<()> {
                 (2 * size * o.window * iters) as f64
                     / windows(comm, window(true), iters, skip)?
                     / 1e6
+            }
+            Kind::Mr if !endpoints.is_empty() => {
+                let mut rates = std::thread::scope(|s| {
+                    let threads: Vec<_> = endpoints
+                        .iter()
+                        .map(|e| s.spawn(move || windows(e.world(), window(false), iters, skip)))
+                        .collect();
+                    threads
+                        .into_iter()
+                        .map(|t| t.join().expect("a benchmark thread panicked"))
+                        .map(|secs| secs.map(|secs| (o.window * iters) as f64 / secs))
+                        .collect::<Result<Vec<f64>>>()
+                })?;
+                rates.sort_by(f64::total_cmp);
+                sums.push(rates.iter().sum::<f64>());
+                rates[rates.len() / 2]
             }
             Kind::Mr => (o.window * iters) as f64 / windows(comm, window(false), iters, skip)?,
             kind if kind.overlap() => {
@@ -359,6 +386,8 @@ fn run(o: &BenchOptions) -> Result<()> {
                 "window": o.window,
                 "ranks": comm.size(),
                 "pairs": comm.size() / 2,
+                "threads": o.threads,
+                "sums": sums,
                 "results": results,
             });
             println!("{doc}");
@@ -371,10 +400,20 @@ fn run(o: &BenchOptions) -> Result<()> {
             } else {
                 String::new()
             };
+            let shape = match o.threads {
+                1 => shape,
+                t => format!(
+                    "{shape}, {t} threads per rank on endpoints of their own: \
+                     median per thread, then the sum"
+                ),
+            };
             println!("# hpcomm {title} (transport {}{shape})", universe.transport_name());
             println!("# Size      {column}");
-            for (size, value, columns) in rows {
+            for (i, (size, value, columns)) in rows.into_iter().enumerate() {
                 match columns {
+                    None if !sums.is_empty() => {
+                        println!("{size:<10}{value:>16.2}{:>16.2}", sums[i])
+                    }
                     None => println!("{size:<10}{value:>16.2}"),
                     Some(c) => {
                         println!(
@@ -386,5 +425,6 @@ fn run(o: &BenchOptions) -> Result<()> {
             }
         }
     }
+    drop(endpoints);
     universe.finalize()
 }

@@ -125,6 +125,12 @@ enum Command {
         /// mr).
         #[arg(long)]
         persistent: bool,
+        /// Threads per rank, each on an endpoint of its own
+        /// (`Communicator::endpoints`), all sending at once (mr): the rate
+        /// per thread (the median of rank 0's threads) and, in a last
+        /// column, their sum.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -216,9 +222,27 @@ fn main() {
         }
         Command::Info => info::info(),
         Command::Selftest { cases, list, crash } => selftest_command::run(&cases, list, crash),
-        Command::Bench { kind, min_size, max_size, iters, window, persistent, json, plan } => {
-            let options =
-                bench::BenchOptions { kind, min_size, max_size, iters, window, persistent, json };
+        Command::Bench {
+            kind,
+            min_size,
+            max_size,
+            iters,
+            window,
+            persistent,
+            threads,
+            json,
+            plan,
+        } => {
+            let options = bench::BenchOptions {
+                kind,
+                min_size,
+                max_size,
+                iters,
+                window,
+                persistent,
+                threads,
+                json,
+            };
             if plan {
                 bench::print_plan(&options)
             } else {

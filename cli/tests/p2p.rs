@@ -71,4 +71,6 @@ cases! {
     recv_vec_receives_exactly_the_message: "recv-vec" on FEW;
     group_operations_keep_mpi_orders: "groups" on MOST;
     create_group_is_collective_over_the_group_only: "create-group" on &[1, 2, 3, 5, 8];
+    four_threads_per_rank_exchange_at_once_on_their_endpoints: "endpoints" on &[1, 2, 4];
+    an_endpoint_used_from_a_second_thread_is_busy: "busy-endpoint" on &[2, 3];
 }

@@ -173,7 +173,7 @@ impl Neighborhood for Cartesian {
         recv: &'s mut [T],
     ) -> Result<Request<'r>> {
         let call = calls::neighbor(self, send.len(), recv.len(), None, true)?;
-        Ok(start(same_grid(self, scope)?, call, send, recv, no_reduce()))
+        start(same_grid(self, scope)?, call, send, recv, no_reduce())
     }
 
     fn ineighbor_all_to_all<'r, 's, T: Pod>(
@@ -183,7 +183,7 @@ impl Neighborhood for Cartesian {
         recv: &'s mut [T],
     ) -> Result<Request<'r>> {
         let call = calls::neighbor(self, send.len(), recv.len(), None, false)?;
-        Ok(start(same_grid(self, scope)?, call, send, recv, no_reduce()))
+        start(same_grid(self, scope)?, call, send, recv, no_reduce())
     }
 
     fn ineighbor_all_to_all_v<'r, 's, T: Pod>(
@@ -198,7 +198,7 @@ impl Neighborhood for Cartesian {
     ) -> Result<Request<'r>> {
         let shape = Some([(send_counts, send_displs), (recv_counts, recv_displs)]);
         let call = calls::neighbor(self, send.len(), recv.len(), shape, false)?;
-        Ok(start(same_grid(self, scope)?, call, send, recv, no_reduce()))
+        start(same_grid(self, scope)?, call, send, recv, no_reduce())
     }
 
     fn neighbor_all_gather_init<T: Pod>(&self, send: &[T], recv: &[T]) -> Result<Persistent<T>> {

@@ -32,7 +32,7 @@
 //! .unwrap();
 //! ```
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bytemuck::Pod;
 use hpcomm_runtime::{Communicator, Request, Result, Scope};
@@ -44,8 +44,8 @@ use crate::schedule::{Schedule, LANES};
 
 /// The first tag of the next non-blocking collective on `comm`: above the
 /// blocking ones, [`LANES`] per operation number (modulo 2²⁴).
-fn tag_for(comm: &Communicator) -> i32 {
-    1024 + (comm.next_collective() & 0xff_ffff) as i32 * i32::from(LANES)
+fn tag_for(comm: &Communicator) -> Result<i32> {
+    Ok(1024 + (comm.next_collective()? & 0xff_ffff) as i32 * i32::from(LANES))
 }
 
 /// Starts a checked call as a task of the scope's progress engine.
@@ -55,8 +55,8 @@ pub(crate) fn start<'r, 's, T: Pod>(
     input: &'s [T],
     output: &'s mut [T],
     reduce: Reduce,
-) -> Request<'r> {
-    let schedule = Rc::new(call.plan.into_schedule());
+) -> Result<Request<'r>> {
+    let schedule = Arc::new(call.plan.into_schedule());
     launch(scope, schedule, (call.own_work, call.mismatch), input, output, reduce)
 }
 
@@ -64,15 +64,15 @@ pub(crate) fn start<'r, 's, T: Pod>(
 /// elements (else the output), reporting `mismatch` at its end.
 pub(crate) fn launch<'r, 's, T: Pod>(
     scope: &'r Scope<'s, '_>,
-    schedule: Rc<Schedule>,
+    schedule: Arc<Schedule>,
     (own, mismatch): (Option<usize>, Option<String>),
     input: &'s [T],
     output: &'s mut [T],
     reduce: Reduce,
-) -> Request<'r> {
+) -> Result<Request<'r>> {
     let comm = scope.comm();
     let elem = std::mem::size_of::<T>();
-    let task = ScheduleTask::new(schedule, tag_for(comm), elem, reduce).with_mismatch(mismatch);
+    let task = ScheduleTask::new(schedule, tag_for(comm)?, elem, reduce).with_mismatch(mismatch);
     let (task, output) = match own {
         Some(len) => (task.with_own_work(len), None),
         None => (task, Some(bytemuck::cast_slice_mut(output))),
@@ -100,7 +100,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts a reduction of every rank's `send` into the root's `recv`
     /// (`MPI_Ireduce`).
-    fn ireduce<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -110,7 +110,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts an all-reduce of every rank's `send` into `recv`
     /// (`MPI_Iallreduce`); `op` is kept until the operation completes.
-    fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
+    fn iall_reduce<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -184,7 +184,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts a reduce-scatter of equal blocks
     /// (`MPI_Ireduce_scatter_block`).
-    fn ireduce_scatter_block<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_scatter_block<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -193,7 +193,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts a reduce-scatter with a count per rank
     /// (`MPI_Ireduce_scatter`).
-    fn ireduce_scatter<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_scatter<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -203,7 +203,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts an inclusive scan (`MPI_Iscan`): rank `r`'s `recv` gets the
     /// combination of ranks `0..=r`'s `send`, in rank order.
-    fn iscan<T: Pod, O: Operation<T> + 'static>(
+    fn iscan<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -212,7 +212,7 @@ pub trait NonBlocking<'s> {
 
     /// Starts an exclusive scan (`MPI_Iexscan`): rank `r`'s `recv` gets the
     /// combination of ranks `0..r`'s `send`; rank 0's is not written.
-    fn iexscan<T: Pod, O: Operation<T> + 'static>(
+    fn iexscan<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -221,7 +221,7 @@ pub trait NonBlocking<'s> {
 
     /// [`iall_reduce`](NonBlocking::iall_reduce) with each rank's input in
     /// `buf`, replaced by the result (`MPI_IN_PLACE`).
-    fn iall_reduce_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iall_reduce_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
@@ -229,7 +229,7 @@ pub trait NonBlocking<'s> {
 
     /// [`ireduce`](NonBlocking::ireduce) with each rank's input in `buf`;
     /// the root's is replaced by the result, the others' left as they were.
-    fn ireduce_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
@@ -251,7 +251,7 @@ pub trait NonBlocking<'s> {
 
     /// [`iscan`](NonBlocking::iscan) with each rank's input in `buf`,
     /// replaced by its result.
-    fn iscan_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iscan_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
@@ -259,7 +259,7 @@ pub trait NonBlocking<'s> {
 
     /// [`iexscan`](NonBlocking::iexscan) with each rank's input in `buf`,
     /// replaced by its result (rank 0's left as it was).
-    fn iexscan_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iexscan_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
@@ -269,15 +269,15 @@ pub trait NonBlocking<'s> {
 impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     fn ibarrier(&self) -> Result<Request<'_>> {
         let call = calls::barrier(self.comm())?;
-        Ok(start::<u8>(self, call, &[], &mut [], no_reduce()))
+        start::<u8>(self, call, &[], &mut [], no_reduce())
     }
 
     fn ibroadcast<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
         let call = calls::bcast(self.comm(), buf.len(), elem::<T>(), root)?;
-        Ok(start(self, call, &[], buf, no_reduce()))
+        start(self, call, &[], buf, no_reduce())
     }
 
-    fn ireduce<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -286,10 +286,10 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let (s, r, c) = (send.len(), recv.len(), op.commutative());
         let call = calls::reduce(self.comm(), s, r, elem::<T>(), c, root, false)?;
-        Ok(start(self, call, send, recv, reduce_of(op)))
+        start(self, call, send, recv, reduce_of(op))
     }
 
-    fn iall_reduce<T: Pod, O: Operation<T> + 'static>(
+    fn iall_reduce<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -297,7 +297,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let c = op.commutative();
         let call = calls::all_reduce(self.comm(), Some(send.len()), recv.len(), elem::<T>(), c)?;
-        Ok(start(self, call, send, recv, reduce_of(op)))
+        start(self, call, send, recv, reduce_of(op))
     }
 
     fn igather<T: Pod>(
@@ -307,7 +307,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         root: usize,
     ) -> Result<Request<'_>> {
         let call = calls::gather(self.comm(), Some(send.len()), recv.len(), None, root)?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn igather_v<T: Pod>(
@@ -320,7 +320,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let shape = Some((counts, displs));
         let call = calls::gather(self.comm(), Some(send.len()), recv.len(), shape, root)?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iscatter<T: Pod>(
@@ -330,7 +330,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         root: usize,
     ) -> Result<Request<'_>> {
         let call = calls::scatter(self.comm(), Some(send.len()), recv.len(), None, root)?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iscatter_v<T: Pod>(
@@ -343,12 +343,12 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let shape = Some((counts, displs));
         let call = calls::scatter(self.comm(), Some(send.len()), recv.len(), shape, root)?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iall_gather<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>> {
         let call = calls::all_gather(self.comm(), Some(send.len()), recv.len(), None, elem::<T>())?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iall_gather_v<T: Pod>(
@@ -361,12 +361,12 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         let shape = Some((counts, displs));
         let call =
             calls::all_gather(self.comm(), Some(send.len()), recv.len(), shape, elem::<T>())?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iall_to_all<T: Pod>(&self, send: &'s [T], recv: &'s mut [T]) -> Result<Request<'_>> {
         let call = calls::all_to_all(self.comm(), send.len(), recv.len(), None, elem::<T>())?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
     fn iall_to_all_v<T: Pod>(
@@ -380,10 +380,10 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let shape = Some([(send_counts, send_displs), (recv_counts, recv_displs)]);
         let call = calls::all_to_all(self.comm(), send.len(), recv.len(), shape, elem::<T>())?;
-        Ok(start(self, call, send, recv, no_reduce()))
+        start(self, call, send, recv, no_reduce())
     }
 
-    fn ireduce_scatter_block<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_scatter_block<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -400,7 +400,7 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
         self.ireduce_scatter(send, recv, &vec![recv.len(); n], op)
     }
 
-    fn ireduce_scatter<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_scatter<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
@@ -409,40 +409,40 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let (s, r, c) = (send.len(), recv.len(), op.commutative());
         let call = calls::reduce_scatter(self.comm(), Some(s), r, counts, c)?;
-        Ok(start(self, call, send, recv, reduce_of(op)))
+        start(self, call, send, recv, reduce_of(op))
     }
 
-    fn iscan<T: Pod, O: Operation<T> + 'static>(
+    fn iscan<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
         let call = calls::scan(self.comm(), Some(send.len()), recv.len(), false)?;
-        Ok(start(self, call, send, recv, reduce_of(op)))
+        start(self, call, send, recv, reduce_of(op))
     }
 
-    fn iexscan<T: Pod, O: Operation<T> + 'static>(
+    fn iexscan<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &'s [T],
         recv: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
         let call = calls::scan(self.comm(), Some(send.len()), recv.len(), true)?;
-        Ok(start(self, call, send, recv, reduce_of(op)))
+        start(self, call, send, recv, reduce_of(op))
     }
 
-    fn iall_reduce_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iall_reduce_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
         let c = op.commutative();
         let call = calls::all_reduce(self.comm(), None, buf.len(), elem::<T>(), c)?;
-        Ok(start(self, call, &[], buf, reduce_of(op)))
+        start(self, call, &[], buf, reduce_of(op))
     }
 
-    fn ireduce_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn ireduce_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
@@ -450,43 +450,43 @@ impl<'s, 'env> NonBlocking<'s> for Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let (len, c) = (buf.len(), op.commutative());
         let call = calls::reduce(self.comm(), len, len, elem::<T>(), c, root, true)?;
-        Ok(match self.comm().rank() == root {
+        match self.comm().rank() == root {
             true => start(self, call, &[], buf, reduce_of(op)),
             // Elsewhere the buffer is only the input.
             false => start(self, call, buf, &mut [], reduce_of(op)),
-        })
+        }
     }
 
     fn igather_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
         let call = calls::gather(self.comm(), None, buf.len(), None, root)?;
-        Ok(start(self, call, &[], buf, no_reduce()))
+        start(self, call, &[], buf, no_reduce())
     }
 
     fn iscatter_in_place<T: Pod>(&self, buf: &'s mut [T], root: usize) -> Result<Request<'_>> {
         let call = calls::scatter(self.comm(), None, buf.len(), None, root)?;
-        Ok(start(self, call, &[], buf, no_reduce()))
+        start(self, call, &[], buf, no_reduce())
     }
 
     fn iall_gather_in_place<T: Pod>(&self, buf: &'s mut [T]) -> Result<Request<'_>> {
         let call = calls::all_gather(self.comm(), None, buf.len(), None, elem::<T>())?;
-        Ok(start(self, call, &[], buf, no_reduce()))
+        start(self, call, &[], buf, no_reduce())
     }
 
-    fn iscan_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iscan_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
         let call = calls::scan(self.comm(), None, buf.len(), false)?;
-        Ok(start(self, call, &[], buf, reduce_of(op)))
+        start(self, call, &[], buf, reduce_of(op))
     }
 
-    fn iexscan_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn iexscan_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &'s mut [T],
         op: O,
     ) -> Result<Request<'_>> {
         let call = calls::scan(self.comm(), None, buf.len(), true)?;
-        Ok(start(self, call, &[], buf, reduce_of(op)))
+        start(self, call, &[], buf, reduce_of(op))
     }
 }

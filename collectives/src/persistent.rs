@@ -31,7 +31,7 @@
 //! ```
 
 use std::marker::PhantomData;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bytemuck::Pod;
 use hpcomm_runtime::{Communicator, ContextId, Error, Request, Result, Scope};
@@ -45,7 +45,7 @@ use crate::schedule::Schedule;
 /// documentation. Made by the [`PersistentCollectives`] methods.
 pub struct Persistent<T> {
     ctx: ContextId,
-    schedule: Rc<Schedule>,
+    schedule: Arc<Schedule>,
     own_work: Option<usize>,
     mismatch: Option<String>,
     reduce: Reduce,
@@ -87,7 +87,7 @@ impl<T: Pod> Persistent<T> {
     ) -> Self {
         Persistent {
             ctx: comm.context(),
-            schedule: Rc::new(call.plan.into_schedule()),
+            schedule: Arc::new(call.plan.into_schedule()),
             own_work: call.own_work,
             mismatch: call.mismatch,
             reduce,
@@ -141,10 +141,10 @@ impl<T: Pod> Persistent<T> {
         }
         let state = (self.own_work, self.mismatch.clone());
         let (schedule, reduce) = (self.schedule.clone(), self.reduce.clone());
-        Ok(match role {
+        match role {
             Role::Output => crate::nonblocking::launch(scope, schedule, state, &[], buf, reduce),
             Role::Input => crate::nonblocking::launch(scope, schedule, state, buf, &mut [], reduce),
-        })
+        }
     }
 
     /// Starts one operation with `send` and `recv` (of the lengths given
@@ -176,7 +176,7 @@ impl<T: Pod> Persistent<T> {
         }
         let state = (self.own_work, self.mismatch.clone());
         let reduce = self.reduce.clone();
-        Ok(crate::nonblocking::launch(scope, self.schedule.clone(), state, send, recv, reduce))
+        crate::nonblocking::launch(scope, self.schedule.clone(), state, send, recv, reduce)
     }
 }
 
@@ -197,7 +197,7 @@ pub trait PersistentCollectives {
     fn broadcast_init<T: Pod>(&self, buf: &[T], root: usize) -> Result<Persistent<T>>;
 
     /// A reduction (`MPI_Reduce_init`).
-    fn reduce_init<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -206,7 +206,7 @@ pub trait PersistentCollectives {
     ) -> Result<Persistent<T>>;
 
     /// An all-reduce (`MPI_Allreduce_init`).
-    fn all_reduce_init<T: Pod, O: Operation<T> + 'static>(
+    fn all_reduce_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -267,7 +267,7 @@ pub trait PersistentCollectives {
     ) -> Result<Persistent<T>>;
 
     /// A reduce-scatter with a count per rank (`MPI_Reduce_scatter_init`).
-    fn reduce_scatter_init<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_scatter_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -276,7 +276,7 @@ pub trait PersistentCollectives {
     ) -> Result<Persistent<T>>;
 
     /// An inclusive scan (`MPI_Scan_init`).
-    fn scan_init<T: Pod, O: Operation<T> + 'static>(
+    fn scan_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -284,7 +284,7 @@ pub trait PersistentCollectives {
     ) -> Result<Persistent<T>>;
 
     /// An exclusive scan (`MPI_Exscan_init`).
-    fn exscan_init<T: Pod, O: Operation<T> + 'static>(
+    fn exscan_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -293,7 +293,7 @@ pub trait PersistentCollectives {
 
     /// An in-place all-reduce (`MPI_Allreduce_init` with `MPI_IN_PLACE`):
     /// each rank's input in `buf`, replaced by the result.
-    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -301,7 +301,7 @@ pub trait PersistentCollectives {
 
     /// An in-place reduction: the root's `buf` replaced by the result, the
     /// others' only read.
-    fn reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -321,14 +321,14 @@ pub trait PersistentCollectives {
 
     /// An in-place inclusive scan: each rank's input replaced by its
     /// result.
-    fn scan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn scan_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
     ) -> Result<Persistent<T>>;
 
     /// An in-place exclusive scan (rank 0's buffer left as it was).
-    fn exscan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn exscan_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -346,7 +346,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "broadcast_init", call, (0, buf.len()), no_reduce()))
     }
 
-    fn reduce_init<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -358,7 +358,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "reduce_init", call, (s, r), reduce_of(op)))
     }
 
-    fn all_reduce_init<T: Pod, O: Operation<T> + 'static>(
+    fn all_reduce_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -446,7 +446,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "all_to_all_v_init", call, (s, r), no_reduce()))
     }
 
-    fn reduce_scatter_init<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_scatter_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -458,7 +458,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "reduce_scatter_init", call, (s, r), reduce_of(op)))
     }
 
-    fn scan_init<T: Pod, O: Operation<T> + 'static>(
+    fn scan_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -469,7 +469,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "scan_init", call, (s, r), reduce_of(op)))
     }
 
-    fn exscan_init<T: Pod, O: Operation<T> + 'static>(
+    fn exscan_init<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         send: &[T],
         recv: &[T],
@@ -480,7 +480,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, "exscan_init", call, (s, r), reduce_of(op)))
     }
 
-    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn all_reduce_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -491,7 +491,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, what, call, (0, n), reduce_of(op)).in_place(true))
     }
 
-    fn reduce_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn reduce_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -524,7 +524,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, what, call, (0, buf.len()), no_reduce()).in_place(true))
     }
 
-    fn scan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn scan_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,
@@ -534,7 +534,7 @@ impl PersistentCollectives for Communicator {
         Ok(Persistent::new(self, what, call, (0, buf.len()), reduce_of(op)).in_place(true))
     }
 
-    fn exscan_init_in_place<T: Pod, O: Operation<T> + 'static>(
+    fn exscan_init_in_place<T: Pod, O: Operation<T> + Send + Sync + 'static>(
         &self,
         buf: &[T],
         op: O,

@@ -1,11 +1,10 @@
 //! Communicators and blocking point-to-point operations.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytemuck::Pod;
-use hpcomm_transport::{PeerId, RegionId, RegionScope};
+use hpcomm_transport::{Buffer, PeerId, RegionId, RegionScope};
 
 use crate::config::{Config, YIELD_SHARED};
 use crate::engine::{Completed, Engine, ReqId, To};
@@ -13,23 +12,28 @@ use crate::error::{Error, Result};
 use crate::matching::Pattern;
 use crate::nodes::NodeLayout;
 use crate::request::Scope;
+use crate::shared::Shared;
 use crate::task::Task;
 use crate::types::{ContextId, Rank, Status, Tag};
 
 /// A group of ranks with a private matching space (`MPI_Comm`).
 ///
-/// A communicator is used from the thread that owns its universe; it is
-/// neither `Send` nor `Sync`. Operations take `&self`.
+/// A communicator moves between threads with its universe (it is `Send`
+/// and `Sync`), and its endpoint serves one thread at a time: a call while
+/// another thread is inside a call or a scope on the same endpoint fails
+/// with [`Error::Busy`]. Threads that communicate at once each use an
+/// endpoint of their own ([`Communicator::endpoints`]). Operations take
+/// `&self`.
 #[derive(Debug)]
 pub struct Communicator {
-    engine: Rc<RefCell<Engine>>,
-    config: Rc<Config>,
+    engine: Arc<Shared>,
+    config: Arc<Config>,
     ctx: ContextId,
     rank: u32,
     /// World peer of each rank.
-    group: Rc<[PeerId]>,
+    group: Arc<[PeerId]>,
     /// Which ranks share a node, when known (see [`Communicator::nodes`]).
-    nodes: Option<Rc<NodeLayout>>,
+    nodes: Option<Arc<NodeLayout>>,
     /// Whether this handle owns the context (a view of it for the
     /// runtime's own traffic does not): dropping the owner gives the
     /// context id back for reuse.
@@ -41,7 +45,7 @@ impl Drop for Communicator {
         if !self.owner || self.ctx == ContextId::WORLD {
             return;
         }
-        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+        if let Ok(mut engine) = self.engine.lock() {
             engine.close_context(self.ctx);
         }
     }
@@ -152,22 +156,39 @@ pub(crate) fn as_bytes_mut<T: Pod>(buf: &mut [T]) -> Result<&mut [u8]> {
 
 impl Communicator {
     pub(crate) fn new(
-        engine: Rc<RefCell<Engine>>,
-        config: Rc<Config>,
+        engine: Arc<Shared>,
+        config: Arc<Config>,
         ctx: ContextId,
         rank: u32,
-        group: Rc<[PeerId]>,
-        nodes: Option<Rc<NodeLayout>>,
+        group: Arc<[PeerId]>,
+        nodes: Option<Arc<NodeLayout>>,
+    ) -> Result<Communicator> {
+        engine.lock()?.open_context(ctx, &group);
+        Ok(Communicator { engine, config, ctx, rank, group, nodes, owner: true })
+    }
+
+    /// The communicator of context `ctx`, which `engine` has already
+    /// opened for `group` (a new endpoint's world).
+    pub(crate) fn opened(
+        engine: Arc<Shared>,
+        config: Arc<Config>,
+        ctx: ContextId,
+        rank: u32,
+        group: Arc<[PeerId]>,
     ) -> Communicator {
-        engine.borrow_mut().open_context(ctx, &group);
-        Communicator { engine, config, ctx, rank, group, nodes, owner: true }
+        Communicator { engine, config, ctx, rank, group, nodes: None, owner: true }
     }
 
     /// A communicator on context `ctx` (reserved on every member) over the
     /// ranks `members` of this one, in that order, this rank being `rank`.
-    pub(crate) fn derive(&self, ctx: ContextId, rank: usize, members: &[usize]) -> Communicator {
-        let group: Rc<[PeerId]> = members.iter().map(|&r| self.group[r]).collect();
-        let nodes = self.nodes.as_ref().map(|l| Rc::new(l.select(members.iter().copied())));
+    pub(crate) fn derive(
+        &self,
+        ctx: ContextId,
+        rank: usize,
+        members: &[usize],
+    ) -> Result<Communicator> {
+        let group: Arc<[PeerId]> = members.iter().map(|&r| self.group[r]).collect();
+        let nodes = self.nodes.as_ref().map(|l| Arc::new(l.select(members.iter().copied())));
         let (engine, config) = (self.engine.clone(), self.config.clone());
         Communicator::new(engine, config, ctx, rank as u32, group, nodes)
     }
@@ -175,7 +196,7 @@ impl Communicator {
     /// Whether `other` is this communicator: the same context of the same
     /// endpoint (not a like-numbered one of another universe).
     pub(crate) fn same_as(&self, other: &Communicator) -> bool {
-        self.ctx == other.ctx && Rc::ptr_eq(&self.engine, &other.engine)
+        self.ctx == other.ctx && Arc::ptr_eq(&self.engine, &other.engine)
     }
 
     /// The world peer of each rank.
@@ -189,7 +210,7 @@ impl Communicator {
         let node = self.config.node.as_deref().unwrap_or("");
         let all = self.exchange([node_key(node), 0, 0, 0])?;
         let keys: Vec<u64> = all.iter().map(|rec| rec[0]).collect();
-        self.nodes = Some(Rc::new(NodeLayout::from_keys(&keys)));
+        self.nodes = Some(Arc::new(NodeLayout::from_keys(&keys)));
         Ok(())
     }
 
@@ -217,12 +238,12 @@ impl Communicator {
     /// for the receiver (rendezvous). Set by the transport and
     /// `HPCOMM_EAGER_LIMIT`.
     pub fn eager_limit(&self) -> usize {
-        self.engine.borrow().limits().eager
+        self.engine.eager_limit()
     }
 
     /// The name of the transport in use.
     pub fn transport_name(&self) -> &'static str {
-        self.engine.borrow().transport_name()
+        self.engine.transport_name()
     }
 
     /// The point-to-point context id (for diagnostics).
@@ -254,8 +275,8 @@ impl Communicator {
     /// same collectives in the same order. Collective layers derive tags
     /// from it so that operations in flight together never match each
     /// other's messages.
-    pub fn next_collective(&self) -> u32 {
-        self.engine.borrow_mut().next_collective(self.ctx.collective())
+    pub fn next_collective(&self) -> Result<u32> {
+        Ok(self.engine.lock()?.next_collective(self.ctx.collective()))
     }
 
     /// Starts a task on this communicator's collective context.
@@ -263,12 +284,23 @@ impl Communicator {
         &self,
         buffers: (Option<RegionId>, Option<RegionId>),
         task: Box<dyn Task>,
-    ) -> ReqId {
+    ) -> Result<ReqId> {
         let ctx = self.ctx.collective();
-        self.engine.borrow_mut().start_task(ctx, self.rank, self.group.clone(), buffers, task)
+        Ok(self.engine.lock()?.start_task(ctx, self.rank, self.group.clone(), buffers, task))
     }
 
-    pub(crate) fn engine(&self) -> &Rc<RefCell<Engine>> {
+    /// Sets which ranks share a node (an endpoint's world takes its
+    /// parent's).
+    pub(crate) fn set_nodes(&mut self, nodes: Option<Arc<NodeLayout>>) {
+        self.nodes = nodes;
+    }
+
+    /// Which ranks share a node, shared.
+    pub(crate) fn nodes_shared(&self) -> Option<Arc<NodeLayout>> {
+        self.nodes.clone()
+    }
+
+    pub(crate) fn engine(&self) -> &Shared {
         &self.engine
     }
 
@@ -342,35 +374,57 @@ impl Communicator {
     }
 
     /// Drives progress until `done` holds, backing off when idle.
-    pub(crate) fn block_until(&self, mut done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
-        let pause = self.engine.borrow().spin_pause();
+    pub(crate) fn block_until(&self, done: impl FnMut(&mut Engine) -> bool) -> Result<()> {
+        // The engine is held throughout, also while yielding: a blocking
+        // call keeps the endpoint to itself (another thread's call fails
+        // with `Busy` instead of slipping in between rounds).
+        let mut engine = self.engine.lock()?;
+        self.block_holding(&mut engine, done)
+    }
+
+    /// [`block_until`](Self::block_until) with the engine already held.
+    fn block_holding(
+        &self,
+        engine: &mut Engine,
+        mut done: impl FnMut(&mut Engine) -> bool,
+    ) -> Result<()> {
+        let pause = engine.spin_pause();
         let mut backoff = Backoff { config: &self.config, phase: FRESH, pause };
         loop {
-            let mut engine = self.engine.borrow_mut();
-            if done(&mut engine) {
+            if done(engine) {
                 return Ok(());
             }
             if engine.progress()? {
                 backoff.phase = FRESH;
                 continue;
             }
-            if done(&mut engine) {
+            if done(engine) {
                 return Ok(());
             }
-            if let IdleStep::Yield = backoff.idle(&mut engine) {
-                drop(engine);
+            if let IdleStep::Yield = backoff.idle(engine) {
                 std::thread::yield_now();
             }
         }
     }
 
+    /// Waits for request `id`, with the engine held, and takes its outcome.
+    fn wait_holding(&self, engine: &mut Engine, id: ReqId) -> Result<Completed> {
+        let mut outcome = None;
+        self.block_holding(engine, |e| {
+            outcome = e.take(id);
+            outcome.is_some()
+        })?;
+        outcome.expect("block_until returned after completion")
+    }
+
     /// Waits for a request and takes its outcome.
     pub(crate) fn wait_id(&self, id: ReqId) -> Result<Completed> {
-        self.block_until(|e| e.is_done(id))?;
-        self.engine
-            .borrow_mut()
-            .take(id)
-            .unwrap_or_else(|| Err(Error::InvalidCount("request already completed".into())))
+        let mut outcome = None;
+        self.block_until(|e| {
+            outcome = e.take(id);
+            outcome.is_some()
+        })?;
+        outcome.expect("block_until returned after completion")
     }
 
     /// Validates and starts a send of `buf` registered in `scope`; `None`
@@ -400,7 +454,8 @@ impl Communicator {
         sync: bool,
     ) -> Result<ReqId> {
         let region = scope.register(bytes);
-        let started = self.engine.borrow_mut().start_send(to, region, bytes.len(), sync);
+        let started =
+            self.engine.lock().and_then(|mut e| e.start_send(to, region, bytes.len(), sync));
         started.inspect_err(|_| scope.regions().release(region))
     }
 
@@ -434,7 +489,7 @@ impl Communicator {
         pattern: Pattern,
         peer: Option<PeerId>,
     ) -> Result<Started> {
-        let mut engine = self.engine.borrow_mut();
+        let mut engine = self.engine.lock()?;
         if let Some(done) = engine.try_recv_now(self.ctx, pattern, bytes) {
             return done.map(Started::Done);
         }
@@ -458,7 +513,7 @@ impl Communicator {
         };
         let tag = Communicator::check_send_tag(tag)?;
         let bytes = as_bytes(buf)?;
-        let sent = self.engine.borrow_mut().try_send_now(self.to(dst, tag), bytes)?;
+        let sent = self.engine.lock()?.try_send_now(self.to(dst, tag), bytes)?;
         Ok(sent.then_some(()))
     }
 
@@ -466,10 +521,18 @@ impl Communicator {
         if !sync && self.send_now(buf, dest, tag)?.is_some() {
             return Ok(());
         }
-        let regions = self.engine.borrow().regions().clone();
-        regions.scope(|scope| match self.start_send_in(scope, buf, dest, tag, sync)? {
-            Some(id) => self.wait_id(id).map(|_| ()),
-            None => Ok(()),
+        let Some(dst) = self.check_dest(dest)? else {
+            return Ok(());
+        };
+        let (to, bytes) = (self.to(dst, Communicator::check_send_tag(tag)?), as_bytes(buf)?);
+        // The engine is held from the start to the end of the call (the
+        // endpoint is this thread's meanwhile), and let go before the
+        // region scope closes, whose drain may need it.
+        let engine = self.engine.lock()?;
+        self.engine.regions().scope_with(Buffer::Read(bytes), move |_, region| {
+            let mut engine = engine;
+            let id = engine.start_send(to, region, bytes.len(), sync)?;
+            self.wait_holding(&mut engine, id).map(drop)
         })
     }
 
@@ -506,11 +569,22 @@ impl Communicator {
         tag: impl Into<Tag>,
     ) -> Result<Status> {
         let elem = std::mem::size_of::<T>();
-        let regions = self.engine.borrow().regions().clone();
-        regions.scope(|scope| match self.start_recv_in(scope, buf, src.into(), tag.into())? {
-            Started::Pending(id) => Communicator::status(self.wait_id(id)?, elem),
-            Started::Done(completed) => Communicator::status(completed, elem),
-            Started::Null => Ok(Status::EMPTY),
+        let src = self.check_source(src.into())?;
+        let tag = Communicator::check_recv_tag(tag.into())?;
+        if src == Source::Null {
+            return Ok(Status::EMPTY);
+        }
+        let (pattern, peer) = self.pattern(src, tag);
+        let bytes = as_bytes_mut(buf)?;
+        // As in `send_mode`: held throughout, let go before the scope ends.
+        let mut engine = self.engine.lock()?;
+        if let Some(done) = engine.try_recv_now(self.ctx, pattern, bytes) {
+            return Communicator::status(done?, elem);
+        }
+        self.engine.regions().scope_with(Buffer::Write(bytes), move |_, region| {
+            let mut engine = engine;
+            let id = engine.start_recv(self.ctx, pattern, peer, region)?;
+            Communicator::status(self.wait_holding(&mut engine, id)?, elem)
         })
     }
 
@@ -581,7 +655,7 @@ impl Communicator {
     /// Why a probe stopped waiting without a message: its source was lost.
     pub(crate) fn probe_loss(&self, peer: Option<PeerId>) -> Error {
         match peer {
-            Some(p) => self.engine.borrow().loss(p),
+            Some(p) => self.engine.lock().map_or_else(|e| e, |e| e.loss(p)),
             None => Error::PeerFailed { rank: 0 },
         }
     }
@@ -592,7 +666,7 @@ impl Communicator {
         let Some((pattern, _)) = self.probe_pattern(src.into(), tag.into())? else {
             return Ok(Some(Status::EMPTY));
         };
-        let mut engine = self.engine.borrow_mut();
+        let mut engine = self.engine.lock()?;
         engine.progress()?;
         Ok(engine.probe(self.ctx, pattern).map(|env| Status {
             source: Rank(env.src as i32),
@@ -609,9 +683,9 @@ impl Communicator {
         &'env self,
         f: impl for<'s> FnOnce(&Scope<'s, 'env>) -> Result<R>,
     ) -> Result<R> {
-        let regions = self.engine.borrow().regions().clone();
-        regions.scope(|region_scope| {
-            let scope = Scope::new(self, region_scope);
+        let _claim = self.engine.claim()?;
+        self.engine.regions().scope(|region_scope| {
+            let scope = Scope::new(self, region_scope)?;
             let out = f(&scope);
             let rest = scope.complete_all();
             out.and_then(|v| rest.map(|()| v))
@@ -628,17 +702,18 @@ impl Communicator {
     /// to a communicator its receiver has dropped is an error of the
     /// program: it may reach a later communicator that reuses the id.
     pub fn dup(&self) -> Result<Communicator> {
-        let (next, free) = self.context_offer();
+        let _claim = self.engine.claim()?;
+        let (next, free) = self.context_offer()?;
         let all = self.exchange([0, 0, u64::from(next), free])?;
-        let ctx = self.agree_context(&all);
-        Ok(Communicator::new(
+        let ctx = self.agree_context(&all)?;
+        Communicator::new(
             self.engine.clone(),
             self.config.clone(),
             ctx,
             self.rank,
             self.group.clone(),
             self.nodes.clone(),
-        ))
+        )
     }
 
     /// Splits the communicator by `color` (`MPI_Comm_split`): ranks with the
@@ -646,11 +721,12 @@ impl Communicator {
     /// rank here. A rank with colour `None` (`MPI_UNDEFINED`) gets `None`.
     /// Collective over this communicator.
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
-        let (next, free) = self.context_offer();
+        let _claim = self.engine.claim()?;
+        let (next, free) = self.context_offer()?;
         let mine =
             [color.map_or(u64::MAX, u64::from), u64::from(key as u32), u64::from(next), free];
         let all = self.exchange(mine)?;
-        let ctx = self.agree_context(&all);
+        let ctx = self.agree_context(&all)?;
         let Some(color) = color else { return Ok(None) };
         let mut members: Vec<(i32, usize)> = all
             .iter()
@@ -662,7 +738,7 @@ impl Communicator {
         let members: Vec<usize> = members.into_iter().map(|(_, r)| r).collect();
         let rank =
             members.iter().position(|&r| r == self.rank()).expect("this rank has its own colour");
-        Ok(Some(self.derive(ctx, rank, &members)))
+        self.derive(ctx, rank, &members).map(Some)
     }
 
     /// The ranks of this communicator on this rank's node
@@ -684,19 +760,19 @@ impl Communicator {
     /// used, and which of the [`REUSABLE`] lowest context pairs it has no
     /// state for (never used here, or given back when their communicator
     /// was dropped), as a bit mask.
-    pub(crate) fn context_offer(&self) -> (u32, u64) {
-        let engine = self.engine.borrow();
+    pub(crate) fn context_offer(&self) -> Result<(u32, u64)> {
+        let engine = self.engine.lock()?;
         let free = (0..REUSABLE)
             .filter(|&i| engine.context_free(ContextId(2 + 2 * i)))
             .fold(0u64, |mask, i| mask | 1 << i);
-        (engine.next_ctx(), free)
+        Ok((engine.next_ctx(), free))
     }
 
     /// The new context every member computes from the exchanged offers:
     /// the lowest pair free on every member, so that ids are reused once
     /// communicators are dropped; above every id any member has used when
     /// none is.
-    pub(crate) fn agree_context(&self, all: &[[u64; 4]]) -> ContextId {
+    pub(crate) fn agree_context(&self, all: &[[u64; 4]]) -> Result<ContextId> {
         let free = all.iter().fold(u64::MAX, |mask, rec| mask & rec[3]);
         let ctx = if free != 0 {
             ContextId(2 + 2 * free.trailing_zeros())
@@ -704,14 +780,13 @@ impl Communicator {
             let next = all.iter().map(|rec| rec[2]).max().expect("a communicator is never empty");
             ContextId(next as u32)
         };
-        let mut engine = self.engine.borrow_mut();
-        engine.reserve_ctx(ctx);
-        ctx
+        self.engine.lock()?.reserve_ctx(ctx);
+        Ok(ctx)
     }
 
     /// All-gather of one small record per rank, on the collective
     /// context (used to build communicators before collectives exist).
-    fn exchange(&self, mine: [u64; 4]) -> Result<Vec<[u64; 4]>> {
+    pub(crate) fn exchange(&self, mine: [u64; 4]) -> Result<Vec<[u64; 4]>> {
         self.exchange_in(self.size(), self.rank(), |i| i, mine, EXCHANGE_TAG)
     }
 
@@ -799,10 +874,16 @@ impl Communicator {
         tag: i32,
         deadline: Instant,
     ) -> (Result<()>, Result<()>) {
-        let regions = self.engine.borrow().regions().clone();
-        regions.scope(|scope| {
+        let claim = self.engine.claim();
+        if let Err(e) = claim {
+            return (Err(e.clone()), Err(e));
+        }
+        self.engine.regions().scope(|scope| {
             let started = {
-                let mut engine = self.engine.borrow_mut();
+                let mut engine = match self.engine.lock() {
+                    Ok(engine) => engine,
+                    Err(e) => return (Err(e.clone()), Err(e)),
+                };
                 let pattern = Pattern { src: Some(from), tag: Some(tag) };
                 let from_peer = Some(self.peer(from));
                 let empty = scope.register_mut(&mut []);
@@ -814,7 +895,10 @@ impl Communicator {
             let ids: Vec<ReqId> = started.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
             let waited = self
                 .block_until(|e| ids.iter().all(|&id| e.is_done(id)) || Instant::now() >= deadline);
-            let mut engine = self.engine.borrow_mut();
+            let mut engine = match self.engine.lock() {
+                Ok(engine) => engine,
+                Err(e) => return (Err(e.clone()), Err(e)),
+            };
             let [sent, received] = started.map(|r| {
                 let id = r?;
                 waited.clone()?;
@@ -838,7 +922,7 @@ impl Communicator {
     /// the transport ([`Transport::close`]); both until `deadline`.
     pub(crate) fn drain(&self, deadline: Instant) -> Result<()> {
         self.block_until(|e| !e.has_backlog() || Instant::now() >= deadline)?;
-        if self.engine.borrow().has_backlog() {
+        if self.engine.lock()?.has_backlog() {
             return Err(Error::Timeout {
                 after: self.config.finalize_timeout,
                 what: "the last frames to leave".into(),
@@ -878,6 +962,8 @@ const REUSABLE: u32 = 64;
 const EXCHANGE_TAG: i32 = 1;
 /// The tag of `create_group`'s exchange among the group's members.
 pub(crate) const GROUP_TAG: i32 = 2;
+/// The tag of the key-value exchange that opens endpoints.
+pub(crate) const ENDPOINTS_TAG: i32 = 3;
 /// A node's name as 64 bits (FNV-1a: the same on every rank, whatever the
 /// build), what ranks compare to find their node's others.
 fn node_key(node: &str) -> u64 {

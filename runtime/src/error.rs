@@ -103,6 +103,18 @@ pub enum Error {
     /// named twice, or a member outside the communicator.
     #[error("invalid group: {0}")]
     InvalidGroup(String),
+    /// The endpoint is in use by another thread: an endpoint (the
+    /// universe's, or one of [`Communicator::endpoints`]) serves one thread
+    /// at a time, and a call made while another thread is inside a call or
+    /// a scope on it is refused. Nothing was started; the endpoint stays
+    /// usable, by one thread at a time.
+    ///
+    /// [`Communicator::endpoints`]: crate::Communicator::endpoints
+    #[error(
+        "the endpoint is in use by another thread (an endpoint serves one thread at a time; \
+         open one per thread with Communicator::endpoints)"
+    )]
+    Busy,
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -32,7 +32,7 @@
 //! .unwrap();
 //! ```
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use hpcomm_transport::PeerId;
 
@@ -45,7 +45,7 @@ use crate::types::Tag;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// The members' world peers, in group order.
-    members: Rc<[PeerId]>,
+    members: Arc<[PeerId]>,
     /// This process's world peer.
     own: PeerId,
 }
@@ -206,13 +206,14 @@ impl Communicator {
         let Some(me) = members.iter().position(|&r| r == self.rank()) else {
             return Ok(None);
         };
-        let (next, free) = self.context_offer();
+        let _claim = self.engine().claim()?;
+        let (next, free) = self.context_offer()?;
         let mine = [u64::from(tag as u32), 0, u64::from(next), free];
         let all = self.exchange_in(members.len(), me, |i| members[i], mine, GROUP_TAG)?;
         // Every member agrees on the context from the same records; on a
         // mismatch the communicator is dropped at once, which gives the
         // context back.
-        let made = self.derive(self.agree_context(&all), me, &members);
+        let made = self.derive(self.agree_context(&all)?, me, &members)?;
         if all.iter().any(|rec| rec[0] != mine[0]) {
             drop(made);
             return Err(Error::CollectiveMismatch(format!(

@@ -95,7 +95,7 @@ impl Communicator {
         let Some((pattern, _)) = self.probe_pattern(src, tag)? else {
             return Ok(Some((Message { comm: self, matched: None }, Status::EMPTY)));
         };
-        let mut engine = self.engine().borrow_mut();
+        let mut engine = self.engine().lock()?;
         engine.progress()?;
         Ok(engine.take_matched(self.context(), pattern).map(|m| {
             let status = status_of(m.envelope());
@@ -134,10 +134,17 @@ impl<'c> Message<'c> {
             return Ok(Status::EMPTY);
         };
         let comm = self.comm;
-        let regions = comm.engine().borrow().regions().clone();
-        regions.scope(|scope| {
+        let _claim = match comm.engine().claim() {
+            Ok(claim) => claim,
+            Err(e) => {
+                self.matched = Some(matched);
+                return Err(e);
+            }
+        };
+        comm.engine().regions().scope(|scope| {
             let region = scope.register_mut(bytes);
-            let id = comm.engine().borrow_mut().receive_matched(matched, region)?;
+            // Held by this thread's claim: the lock is free.
+            let id = comm.engine().lock()?.receive_matched(matched, region)?;
             Communicator::status(comm.wait_id(id)?, std::mem::size_of::<T>())
         })
     }
@@ -172,10 +179,15 @@ impl<'c> Message<'c> {
 impl Drop for Message<'_> {
     fn drop(&mut self) {
         if let Some(m) = self.matched.take() {
-            // Not received: back where it was, for the next receive. (The
-            // engine is never borrowed when user code runs, so this holds.)
-            if let Ok(mut engine) = self.comm.engine().try_borrow_mut() {
-                engine.restore_matched(m);
+            // Not received: back where it was, for the next receive. The
+            // engine is free when user code runs on the thread that holds
+            // the endpoint; only a drop on another thread meanwhile finds
+            // it held.
+            match self.comm.engine().lock() {
+                Ok(mut engine) => engine.restore_matched(m),
+                Err(e) => tracing::warn!(
+                    "a matched message dropped unreceived could not be put back ({e}): it is lost"
+                ),
             }
         }
     }
@@ -192,11 +204,15 @@ impl<'s> Scope<'s, '_> {
     ) -> Result<Request<'_>> {
         let elem = std::mem::size_of::<T>();
         let bytes = as_bytes_mut(buf)?;
+        // The engine first: once taken from its handle, the message must
+        // reach it (a scope's thread holds the endpoint, so this succeeds).
+        let mut engine = self.comm().engine().lock()?;
         match message.take_for(self.comm())? {
             None => Ok(self.ready(Status::EMPTY, elem)),
             Some(matched) => {
                 let region = self.regions().register_mut(bytes);
-                let id = self.comm().engine().borrow_mut().receive_matched(matched, region)?;
+                let id = engine.receive_matched(matched, region)?;
+                drop(engine);
                 Ok(self.started(id, elem))
             }
         }

@@ -72,7 +72,7 @@ impl<'c> Made<'c> {
             )));
         }
         if let Some(id) = self.active.get() {
-            if self.comm.engine().borrow().exists(id) {
+            if self.comm.engine().lock()?.exists(id) {
                 return Err(Error::InvalidRequest(format!(
                     "{} started while still active (wait for its request first)",
                     self.what
@@ -197,7 +197,7 @@ impl<'c, T: Pod> PersistentSend<'c, T> {
         };
         let bytes = as_bytes(buf)?;
         let comm = self.made.comm;
-        if !self.sync && comm.engine().borrow_mut().try_send_now(to, bytes)? {
+        if !self.sync && comm.engine().lock()?.try_send_now(to, bytes)? {
             let source = Rank(comm.rank() as i32);
             let status = Status { source, tag: Tag(to.tag), count: buf.len() };
             return Ok(scope.ready(status, elem));

@@ -115,11 +115,14 @@ enum State {
 const PRUNE_AT: usize = 1024;
 
 impl<'s, 'env> Scope<'s, 'env> {
-    pub(crate) fn new(comm: &'env Communicator, regions: &'s RegionScope<'s, 'env>) -> Self {
+    pub(crate) fn new(
+        comm: &'env Communicator,
+        regions: &'s RegionScope<'s, 'env>,
+    ) -> Result<Self> {
         // The list comes from the engine's spares: a scope per window of
         // messages allocates nothing once the first has grown its list.
-        let started = comm.engine().borrow_mut().id_list();
-        Scope { comm, regions, started: RefCell::new(started) }
+        let started = comm.engine().lock()?.id_list();
+        Ok(Scope { comm, regions, started: RefCell::new(started) })
     }
 
     /// The communicator the scope's operations use.
@@ -146,8 +149,9 @@ impl<'s, 'env> Scope<'s, 'env> {
     fn track(&self, id: ReqId) {
         let mut started = self.started.borrow_mut();
         if started.len() >= PRUNE_AT && started.len().is_power_of_two() {
-            let engine = self.comm.engine().borrow();
-            started.retain(|&id| engine.exists(id));
+            if let Ok(engine) = self.comm.engine().lock() {
+                started.retain(|&id| engine.exists(id));
+            }
         }
         started.push(id);
     }
@@ -211,11 +215,11 @@ impl<'s, 'env> Scope<'s, 'env> {
         input: Option<&'s [u8]>,
         output: Option<&'s mut [u8]>,
         task: Box<dyn Task>,
-    ) -> Request<'_> {
+    ) -> Result<Request<'_>> {
         let input = input.map(|i| self.regions.register(i));
         let output = output.map(|o| self.regions.register_mut(o));
-        let id = self.comm.start_task((input, output), task);
-        self.request(Some(id), 1)
+        let id = self.comm.start_task((input, output), task)?;
+        Ok(self.request(Some(id), 1))
     }
 
     /// Starts a receive (`MPI_Irecv`).
@@ -242,7 +246,7 @@ impl<'s, 'env> Scope<'s, 'env> {
         let mut started = std::mem::take(&mut *self.started.borrow_mut());
         let mut first = Ok(());
         for &id in &started {
-            if !self.comm.engine().borrow().exists(id) {
+            if !self.comm.engine().lock().is_ok_and(|e| e.exists(id)) {
                 continue;
             }
             let outcome = self.comm.wait_id(id);
@@ -251,7 +255,9 @@ impl<'s, 'env> Scope<'s, 'env> {
             }
         }
         started.clear();
-        self.comm.engine().borrow_mut().recycle_id_list(started);
+        if let Ok(mut engine) = self.comm.engine().lock() {
+            engine.recycle_id_list(started);
+        }
         first
     }
 }
@@ -293,7 +299,7 @@ impl Request<'_> {
     /// Completes the request if it can without waiting (`MPI_Test`).
     /// After it returned a status once, the request is inactive.
     pub fn test(&mut self) -> Result<Option<Status>> {
-        let mut engine = self.comm.engine().borrow_mut();
+        let mut engine = self.comm.engine().lock()?;
         if let Some(outcome) = self.poll_done(&mut engine) {
             return outcome.map(Some);
         }
@@ -355,8 +361,7 @@ pub fn test_any(requests: &mut [Request<'_>]) -> Result<Option<(usize, Status)>>
     let Some(first) = requests.iter().find(|r| r.is_active()) else {
         return Ok(None);
     };
-    let engine = first.comm.engine().clone();
-    let mut engine = engine.borrow_mut();
+    let mut engine = first.comm.engine().lock()?;
     engine.progress()?;
     match take_any(&mut engine, requests) {
         Some((index, outcome)) => outcome.map(|status| Some((index, status))),

@@ -16,7 +16,7 @@
 //! registered.
 
 use std::ops::Range;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use hpcomm_transport::{PeerId, RegionId};
 
@@ -24,8 +24,9 @@ use crate::engine::{Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::types::ContextId;
 
-/// A state machine advanced by the progress engine.
-pub trait Task {
+/// A state machine advanced by the progress engine. It moves with its
+/// endpoint between threads (`Send`).
+pub trait Task: Send {
     /// Advances as far as possible without waiting; `Ok(true)` once
     /// finished. An error ends the task and its request with it.
     fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool>;
@@ -45,7 +46,7 @@ pub struct TaskCx<'a> {
     engine: &'a mut Engine,
     ctx: ContextId,
     rank: u32,
-    group: &'a Rc<[PeerId]>,
+    group: &'a Arc<[PeerId]>,
     id: ReqId,
     input: Option<RegionId>,
     active: bool,
@@ -62,7 +63,7 @@ impl<'a> TaskCx<'a> {
         engine: &'a mut Engine,
         ctx: ContextId,
         rank: u32,
-        group: &'a Rc<[PeerId]>,
+        group: &'a Arc<[PeerId]>,
         id: ReqId,
     ) -> Self {
         TaskCx { engine, ctx, rank, group, id, input: None, active: false }

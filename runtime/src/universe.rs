@@ -1,72 +1,71 @@
 //! Starting and ending a job: the universe, `init` and in-process ranks.
 
-use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
-use std::rc::Rc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use hpcomm_transport::backend::{self, Settings};
 use hpcomm_transport::loopback::{Loopback, LoopbackConfig};
 use hpcomm_transport::shm::{Shm, ShmConfig};
-use hpcomm_transport::{backend, hybrid, Backend, PeerId, Transport};
+use hpcomm_transport::{hybrid, Backend};
 
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::TransportChoice;
 
 use crate::comm::Communicator;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::endpoint::{Endpoint, Reopen};
 use crate::error::{Error, Result};
-use crate::types::ContextId;
 
 /// This process's membership in a job: its endpoint and the world
 /// communicator (`MPI_Init` to `MPI_Finalize`).
+///
+/// A universe and everything it made move to another thread together
+/// (`Send`); its endpoint serves one thread at a time (see
+/// [`Communicator`]; threads that communicate at once open endpoints of
+/// their own with [`Communicator::endpoints`]).
 ///
 /// Dropping the universe finalizes it; [`Universe::finalize`] does the same
 /// and reports problems.
 #[derive(Debug)]
 pub struct Universe {
-    world: Option<Communicator>,
-    config: Rc<Config>,
+    endpoint: Endpoint,
     /// The launcher's connection, told when this rank ends.
     bootstrap: Option<Box<dyn Bootstrap>>,
 }
 
 impl Universe {
     /// A universe over an endpoint that is already connected to its peers.
-    pub fn from_transport(transport: Backend, mut config: Config) -> Universe {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        config.choose_waiting(transport.capabilities(), transport.peer_count(), cores);
-        let config = Rc::new(config);
-        let size = transport.peer_count();
-        let rank = transport.peer_id();
-        let engine = Rc::new(RefCell::new(Engine::new(transport, config.eager_limit)));
-        // A scope that closes while the transport still uses one of its
-        // regions (a request ended early by a peer's loss, a scope that
-        // unwound) makes progress here until the transport lets it go.
-        let weak = Rc::downgrade(&engine);
-        engine.borrow().regions().set_drain(Box::new(move || {
-            let Some(engine) = weak.upgrade() else { return };
-            let Ok(mut engine) = engine.try_borrow_mut() else { return };
-            if let Err(e) = engine.progress() {
-                tracing::debug!("progress while a scope waits for its regions: {e}");
-            }
-        }));
-        let group: Rc<[PeerId]> = (0..size as u32).map(PeerId).collect();
-        let world =
-            Communicator::new(engine, config.clone(), ContextId::WORLD, rank.0, group, None);
-        Universe { world: Some(world), config, bootstrap: None }
+    pub fn from_transport(transport: Backend, config: Config) -> Universe {
+        Universe::of_threads(transport, config, &local_job_name(), &LoopbackConfig::default())
+    }
+
+    /// A universe of a job of threads named `job` (the same on every rank),
+    /// whose further endpoints over loopback take `loopback`'s settings.
+    fn of_threads(
+        transport: Backend,
+        config: Config,
+        job: &str,
+        loopback: &LoopbackConfig,
+    ) -> Universe {
+        let reopen = Reopen {
+            settings: config.backends.clone(),
+            loopback: loopback.clone(),
+            job: job.to_string(),
+            node: config.node.clone().unwrap_or_else(bootstrap::host_identity),
+        };
+        Universe { endpoint: Endpoint::from_transport(transport, config, reopen), bootstrap: None }
     }
 
     /// Learns which ranks share a node (collective over the world; see
     /// [`Communicator::nodes`]).
     fn learn_nodes(mut self) -> Result<Universe> {
-        self.world.as_mut().expect("present until finalized").learn_nodes()?;
+        self.endpoint.world_mut().learn_nodes()?;
         Ok(self)
     }
 
     /// The communicator of every rank of the job (`MPI_COMM_WORLD`).
     pub fn world(&self) -> &Communicator {
-        self.world.as_ref().expect("present until finalized")
+        self.endpoint.world()
     }
 
     /// The name of the transport in use.
@@ -85,22 +84,16 @@ impl Universe {
     /// Leaves at once, without the final barrier: peers see this rank as
     /// lost.
     fn abandon(mut self) {
-        self.world = None;
+        self.endpoint.abandon();
     }
 
     fn finish(&mut self) -> Result<()> {
-        let Some(world) = self.world.take() else {
+        if !self.endpoint.is_open() {
             return Ok(());
-        };
-        let deadline = Instant::now() + self.config.finalize_timeout;
-        let barrier = match world.finalize_barrier(deadline) {
-            Err(e) if e.lost_peer().is_some() => Ok(()),
-            other => other,
-        };
-        let drained = world.drain(deadline);
-        drop(world);
+        }
+        let ended = self.endpoint.finish();
         let told = self.bootstrap.take().map_or(Ok(()), |mut boot| boot.finalize());
-        barrier.and(drained).and(told)
+        ended.and(told)
     }
 }
 
@@ -114,6 +107,13 @@ impl Drop for Universe {
             tracing::warn!("finalization: {e}");
         }
     }
+}
+
+/// A name for a job of this process's threads, unique on the host while it
+/// runs.
+fn local_job_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("threads-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Joins the job this process was started in.
@@ -142,7 +142,8 @@ pub fn init() -> Result<Universe> {
     // as set, as the launcher says, or this host.
     let node = config.node.take().or_else(|| boot.node()).unwrap_or_else(bootstrap::host_identity);
     config.node = Some(node);
-    let transport = match open_transport(&config, boot.as_mut()) {
+    let settings = backend_settings(&config, boot.as_ref());
+    let transport = match open_transport(&config, &settings, boot.as_mut()) {
         Ok(transport) => transport,
         Err(e) => {
             // The others may wait in a fence for this rank: end the job.
@@ -151,9 +152,14 @@ pub fn init() -> Result<Universe> {
         }
     };
     boot.ready()?;
-    let mut universe = Universe::from_transport(transport, config);
-    universe.bootstrap = Some(boot);
-    universe.learn_nodes()
+    let reopen = Reopen {
+        settings,
+        loopback: LoopbackConfig::default(),
+        job: boot.exchange().job_id().to_string(),
+        node: config.node.clone().unwrap_or_else(bootstrap::host_identity),
+    };
+    let endpoint = Endpoint::from_transport(transport, config, reopen);
+    Universe { endpoint, bootstrap: Some(boot) }.learn_nodes()
 }
 
 /// Asks the kernel to end this rank when `hpcomm run` (pid `launcher`)
@@ -177,13 +183,9 @@ fn tie_to_launcher(launcher: i32) -> Result<()> {
     Ok(())
 }
 
-/// Sets up the transport `config` asks for over the launcher's key-value
-/// space.
-fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> {
-    let (rank, size, name) = (boot.rank(), boot.size(), boot.name());
-    let failed = |what: &str, e: hpcomm_transport::TransportError| {
-        Error::Bootstrap(format!("{what} transport under {name}: {e}"))
-    };
+/// The backends' settings for this job: `config`'s, with the launcher's
+/// secret and the address to listen on.
+fn backend_settings(config: &Config, boot: &dyn Bootstrap) -> Settings {
     let mut settings = config.backends.clone();
     settings.tcp.secret = boot.secret().to_string();
     // Listen where the launcher reached us from, unless told: on one host
@@ -191,12 +193,26 @@ fn open_transport(config: &Config, boot: &mut dyn Bootstrap) -> Result<Backend> 
     // Launchers that do not say: the default route's.
     settings.tcp.bind =
         settings.tcp_bind.or_else(|| boot.local_ip()).unwrap_or_else(bootstrap::default_route_ip);
+    settings
+}
+
+/// Sets up the transport `config` asks for, with `settings`, over the
+/// launcher's key-value space.
+fn open_transport(
+    config: &Config,
+    settings: &Settings,
+    boot: &mut dyn Bootstrap,
+) -> Result<Backend> {
+    let (rank, size, name) = (boot.rank(), boot.size(), boot.name());
+    let failed = |what: &str, e: hpcomm_transport::TransportError| {
+        Error::Bootstrap(format!("{what} transport under {name}: {e}"))
+    };
     Ok(match config.transport {
-        TransportChoice::Only(kind) => backend::open(kind, rank, size, boot.exchange(), &settings)
+        TransportChoice::Only(kind) => backend::open(kind, rank, size, boot.exchange(), settings)
             .map_err(|e| failed(kind.name(), e))?,
         TransportChoice::Auto => {
             let node = config.node.clone().unwrap_or_else(bootstrap::host_identity);
-            hybrid::open(rank, size, &node, boot.exchange(), &settings)
+            hybrid::open(rank, size, &node, boot.exchange(), settings)
                 .map_err(|e| failed("auto", e))?
         }
     })
@@ -307,7 +323,7 @@ where
         Some(r) => format!("{host}/threads-node-{}", rank / r.max(1)),
         None => host.clone(),
     };
-    let f = &f;
+    let (f, job) = (&f, &local_job_name());
     let outcomes: Vec<std::thread::Result<Result<std::thread::Result<R>>>> =
         std::thread::scope(|s| {
             let handles: Vec<_> = endpoints
@@ -320,7 +336,8 @@ where
                         .name(format!("hpcomm-rank-{rank}"))
                         .spawn_scoped(s, move || {
                             let universe =
-                                Universe::from_transport(endpoint, runtime).learn_nodes()?;
+                                Universe::of_threads(endpoint, runtime, job, &config.loopback)
+                                    .learn_nodes()?;
                             let result =
                                 panic::catch_unwind(AssertUnwindSafe(|| f(universe.world())));
                             Ok(match result {
@@ -356,6 +373,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     /// A rank that leaves without the final barrier (it failed) costs the
@@ -385,7 +404,7 @@ mod tests {
                                     universe.abandon();
                                     return None;
                                 }
-                                let world = universe.world.take().expect("a world");
+                                let world = universe.endpoint.take_world().expect("a world");
                                 let deadline = Instant::now() + std::time::Duration::from_secs(20);
                                 Some(world.finalize_rounds(deadline))
                             })

@@ -162,6 +162,55 @@ pub fn open(
     })
 }
 
+/// Which backend an endpoint is: one kind, or `auto`'s shm within a node
+/// and a network backend between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// One backend for every peer.
+    One(Kind),
+    /// shm within the node, this network backend (tcp or ofi) between
+    /// nodes.
+    Auto(Kind),
+}
+
+impl Flavor {
+    /// The flavor of `backend`.
+    pub fn of(backend: &Backend) -> Flavor {
+        match backend {
+            Backend::Loopback(_) => Flavor::One(Kind::Loopback),
+            Backend::Shm(_) => Flavor::One(Kind::Shm),
+            Backend::Tcp(_) => Flavor::One(Kind::Tcp),
+            Backend::Ofi(_) => Flavor::One(Kind::Ofi),
+            Backend::Hybrid(h) => Flavor::Auto(h.network_kind()),
+        }
+    }
+}
+
+/// Opens an endpoint of `flavor` as rank `me` of `ranks`, over `exchange`,
+/// with `settings` (a loopback one with `loopback`'s; an `auto` one on
+/// node `node`): how a job's thread gets an endpoint of its own, like the
+/// one the job started with.
+pub fn open_flavor(
+    flavor: Flavor,
+    me: usize,
+    ranks: usize,
+    node: &str,
+    exchange: &mut dyn Exchange,
+    settings: &Settings,
+    loopback: &LoopbackConfig,
+) -> Result<Backend, TransportError> {
+    match flavor {
+        Flavor::One(Kind::Loopback) => {
+            Ok(Backend::Loopback(Loopback::open(me, ranks, exchange, loopback)?))
+        }
+        Flavor::One(kind) => open(kind, me, ranks, exchange, settings),
+        Flavor::Auto(network) => {
+            let settings = Settings { auto_network: Some(network), ..settings.clone() };
+            crate::hybrid::open(me, ranks, node, exchange, &settings)
+        }
+    }
+}
+
 /// What `hpcomm info` shows of a backend.
 #[derive(Debug)]
 pub struct Probe {

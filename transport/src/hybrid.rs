@@ -196,6 +196,14 @@ pub fn open(
 }
 
 impl Hybrid {
+    /// The network backend between nodes, as a kind.
+    pub fn network_kind(&self) -> Kind {
+        match self.net {
+            Backend::Ofi(_) => Kind::Ofi,
+            _ => Kind::Tcp,
+        }
+    }
+
     /// Joins the job as rank `me` of `ranks` on node `node` as a hybrid
     /// endpoint, whatever the layout (a node of one rank gets an shm
     /// endpoint of one; a job on one node, a network endpoint that talks

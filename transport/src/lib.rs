@@ -70,7 +70,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use exchange::Exchange;
-pub use region::{RegionId, RegionScope, Regions, RemoteKey};
+pub use region::{Buffer, RegionId, RegionScope, Regions, RemoteKey};
 
 /// The index of an endpoint in the job: a rank of the world communicator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::exchange::Exchange;
+
 use crate::{
     Capabilities, Event, LossCause, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
@@ -140,7 +142,49 @@ impl fmt::Debug for Loopback {
 /// a receiver inside `poll` forever.
 const POLL_BATCH: usize = 256;
 
+/// Fabrics made by [`Loopback::open`]'s rank 0 whose endpoints the other
+/// threads have not all taken yet, by name.
+static OPENING: Mutex<Vec<(String, Vec<Option<Loopback>>)>> = Mutex::new(Vec::new());
+
+/// Numbers the fabrics [`Loopback::open`] makes in this process.
+static NEXT_FABRIC: AtomicU64 = AtomicU64::new(0);
+
 impl Loopback {
+    /// Joins a new fabric of `ranks` endpoints as rank `me`, over a job's
+    /// exchange: rank 0 makes the fabric and publishes its name, every rank
+    /// takes its endpoint. The ranks must be threads of this process; a
+    /// rank of another process finds no such fabric, an error.
+    pub fn open(
+        me: usize,
+        ranks: usize,
+        exchange: &mut dyn Exchange,
+        config: &LoopbackConfig,
+    ) -> Result<Loopback, TransportError> {
+        let failed = |e: String| TransportError::Setup(format!("loopback: {e}"));
+        if me == 0 {
+            let name = format!(
+                "{}/{}/{}",
+                exchange.job_id(),
+                std::process::id(),
+                NEXT_FABRIC.fetch_add(1, Ordering::Relaxed)
+            );
+            let fabric = Loopback::fabric(ranks, config.clone()).into_iter().map(Some).collect();
+            lock(&OPENING).push((name.clone(), fabric));
+            exchange.put("loopback-fabric", name.as_bytes()).map_err(failed)?;
+        }
+        exchange.fence().map_err(failed)?;
+        let name = exchange.get("loopback-fabric").map_err(failed)?;
+        let mut opening = lock(&OPENING);
+        let at = opening.iter().position(|(n, _)| n.as_bytes() == name).ok_or_else(|| {
+            failed("rank 0's fabric is not in this process (loopback joins the threads of one process)".into())
+        })?;
+        let endpoint = opening[at].1.get_mut(me).and_then(Option::take);
+        if opening[at].1.iter().all(Option::is_none) {
+            opening.swap_remove(at);
+        }
+        endpoint.ok_or_else(|| failed(format!("no endpoint {me} of {ranks}, or taken twice")))
+    }
+
     /// Creates the `n` connected endpoints of a new fabric, in rank order.
     pub fn fabric(n: usize, config: LoopbackConfig) -> Vec<Loopback> {
         let caps = Capabilities {

@@ -16,8 +16,11 @@
 //! worst, a table entry until the scope ends; it never leaves a dangling
 //! pointer behind.
 //!
-//! The table is per endpoint and single-threaded (`!Send`); what a peer
-//! thread may touch is only the revocable exposure that a backend attaches.
+//! The table is per endpoint. It moves with its endpoint to another thread
+//! (`Send`) and is used by one thread at a time: a short lock guards each
+//! access (only two threads misusing one endpoint ever contend for it,
+//! and the runtime refuses that at its own lock first). What a peer may
+//! touch is only the revocable exposure that a backend attaches.
 //!
 //! # Pins
 //!
@@ -35,10 +38,9 @@
 //! since neither returning (the memory would be written after it is freed)
 //! nor waiting (nothing would ever complete) is sound.
 
-use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A handle to a registered region. Stale handles (the region was removed)
 /// are detected by a generation count and find nothing.
@@ -62,7 +64,7 @@ pub struct RemoteKey {
 /// A backend's handle on an exposed region (a registration, a window),
 /// revoked when the region leaves the table. The backend that attached it
 /// finds its own type again by downcasting.
-pub(crate) trait Exposed: std::any::Any + std::fmt::Debug {
+pub(crate) trait Exposed: std::any::Any + std::fmt::Debug + Send {
     /// Ends peers' access to the region: a read in progress completes
     /// first or fails, later ones fail.
     fn revoke(self: Box<Self>);
@@ -111,6 +113,14 @@ struct Table {
     /// while it runs, so that it may use the table).
     drain: Option<DrainHook>,
 }
+
+// SAFETY: the table's raw pointers are to memory it owns (a vector in the
+// entry) or that a live `RegionScope` borrowed for `'s`, as `&'s [u8]` or
+// `&'s mut [u8]` — both `Send` for bytes. The table dereferences them only
+// under its lock (`Regions::with`, `with_mut`), and a scope's regions leave
+// the table, under the lock, before its borrows end, whichever thread holds
+// the table then. The exposures are `Send` by their trait's bound.
+unsafe impl Send for Table {}
 
 impl Table {
     /// A live region. A released one is gone for every lookup: releasing
@@ -179,17 +189,40 @@ impl Table {
         slot.entry = Some(entry);
         RegionId { index, generation: slot.generation }
     }
+
+    /// Registers borrowed memory in the open scope of `depth`.
+    fn insert_scoped(
+        &mut self,
+        depth: usize,
+        ptr: NonNull<u8>,
+        len: usize,
+        writable: bool,
+    ) -> RegionId {
+        let entry = Entry {
+            ptr,
+            len,
+            writable,
+            exposure: None,
+            owned: None,
+            pins: 0,
+            released: false,
+            depth: Some(depth),
+        };
+        let id = self.insert(entry);
+        self.scopes[depth].push(id);
+        id
+    }
 }
 
 /// An endpoint's table of registered memory. Cloning gives another handle to
 /// the same table.
 #[derive(Clone, Debug, Default)]
 pub struct Regions {
-    table: Rc<RefCell<Table>>,
+    table: Arc<try_lock::TryLock<Table>>,
 }
 
 /// One round of progress of the transport that pins a table's regions.
-struct DrainHook(Box<dyn FnMut()>);
+struct DrainHook(Box<dyn FnMut() + Send>);
 
 impl std::fmt::Debug for DrainHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,52 +236,88 @@ impl Regions {
         Self::default()
     }
 
+    /// The table, for one short access. Held only for the length of a
+    /// lookup or a copy (never across a callback that may use the table),
+    /// so a holder is always about to let go: waiting yields the core.
+    #[inline]
+    fn lock(&self) -> try_lock::Locked<'_, Table> {
+        loop {
+            if let Some(table) = self.table.try_lock() {
+                return table;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Runs `f` with a scope in which buffers can be registered; removes every
     /// region registered in it before returning (also when `f` panics).
     pub fn scope<'env, R>(&self, f: impl for<'s> FnOnce(&'s RegionScope<'s, 'env>) -> R) -> R {
-        let depth = {
-            let mut table = self.table.borrow_mut();
-            if table.scopes.len() == table.open {
-                table.scopes.push(Vec::new());
-            }
-            table.open += 1;
-            table.open - 1
-        };
+        let (depth, _) = self.open(None);
         // Declared before `scope`, so dropped after it: removes the regions
         // once `f` is done with them (also when it unwinds), and before the
         // borrows they came from can end.
         let _close = CloseOnDrop { regions: self, depth };
-        let scope = RegionScope {
-            regions: self.clone(),
-            depth,
-            _invariant: PhantomData,
-            _env: PhantomData,
-        };
+        let scope =
+            RegionScope { regions: self, depth, _invariant: PhantomData, _env: PhantomData };
         f(&scope)
+    }
+
+    /// [`scope`](Self::scope) with `buffer` registered in it as it opens
+    /// (one access to the table, not two): a blocking call's.
+    pub fn scope_with<'env, R>(
+        &self,
+        buffer: Buffer<'env>,
+        f: impl for<'s> FnOnce(&'s RegionScope<'s, 'env>, RegionId) -> R,
+    ) -> R {
+        let (ptr, len, writable) = match buffer {
+            Buffer::Read(bytes) => (NonNull::from(bytes).cast::<u8>(), bytes.len(), false),
+            Buffer::Write(bytes) => {
+                let len = bytes.len();
+                (NonNull::from(bytes).cast::<u8>(), len, true)
+            }
+        };
+        let (depth, id) = self.open(Some((ptr, len, writable)));
+        let _close = CloseOnDrop { regions: self, depth };
+        let scope =
+            RegionScope { regions: self, depth, _invariant: PhantomData, _env: PhantomData };
+        f(&scope, id.expect("registered as the scope opened"))
+    }
+
+    /// Opens a scope, with a first region in it if given: its depth and
+    /// that region.
+    fn open(&self, first: Option<(NonNull<u8>, usize, bool)>) -> (usize, Option<RegionId>) {
+        let mut table = self.lock();
+        if table.scopes.len() == table.open {
+            table.scopes.push(Vec::new());
+        }
+        table.open += 1;
+        let depth = table.open - 1;
+        let id = first.map(|(ptr, len, writable)| table.insert_scoped(depth, ptr, len, writable));
+        (depth, id)
     }
 
     /// The length of a live region.
     #[inline]
     pub fn len(&self, id: RegionId) -> Option<usize> {
-        self.table.borrow().entry(id).map(|e| e.len)
+        self.lock().entry(id).map(|e| e.len)
     }
 
     /// Whether the table holds no live region.
     pub fn is_empty(&self) -> bool {
-        self.table.borrow().slots.iter().all(|s| s.entry.is_none())
+        self.lock().slots.iter().all(|s| s.entry.is_none())
     }
 
     /// Calls `f` with the bytes of a live region.
     #[inline]
     pub fn with<R>(&self, id: RegionId, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let table = self.table.borrow();
+        let table = self.lock();
         let entry = table.entry(id)?;
         // SAFETY: the entry was made from a `&'s [u8]` or `&'s mut [u8]` by a
         // `RegionScope<'s>` that is still alive (it removes its entries when
         // dropped, and `'s` outlives it), or from a vector the entry owns
         // (freed only when the entry is removed), so the memory is valid for
-        // `len` bytes. Only shared access is given while the `RefCell` borrow holds,
-        // and mutable access (`with_mut`) needs the exclusive borrow.
+        // `len` bytes. The table's lock is held while `f` runs, and every
+        // other access to the memory (`with_mut`) takes it too.
         let bytes = unsafe { std::slice::from_raw_parts(entry.ptr.as_ptr(), entry.len) };
         Some(f(bytes))
     }
@@ -256,7 +325,7 @@ impl Regions {
     /// Calls `f` with the bytes of a live region registered as writable.
     #[inline]
     pub fn with_mut<R>(&self, id: RegionId, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-        let mut table = self.table.borrow_mut();
+        let mut table = self.lock();
         let entry = table.entry_mut(id)?;
         if !entry.writable {
             return None;
@@ -264,7 +333,7 @@ impl Regions {
         // SAFETY: the entry was made from a `&'s mut [u8]` by a live
         // `RegionScope<'s>` (see `with`), so the user gave up access to it
         // for `'s` — or from a vector the entry owns, which nobody else can
-        // reach. The exclusive `RefCell` borrow makes this the only
+        // reach. The table's lock, held while `f` runs, makes this the only
         // reference made from it now.
         let bytes = unsafe { std::slice::from_raw_parts_mut(entry.ptr.as_ptr(), entry.len) };
         Some(f(bytes))
@@ -288,7 +357,7 @@ impl Regions {
         writable: bool,
     ) -> Option<RegionId> {
         let (ptr, depth) = {
-            let table = self.table.borrow();
+            let table = self.lock();
             let entry = table.entry(parent)?;
             let depth = entry.depth.filter(|&d| d < table.open)?;
             if entry.owned.is_some() || (writable && !entry.writable) {
@@ -334,7 +403,7 @@ impl Regions {
             released: false,
             depth: None,
         };
-        self.table.borrow_mut().insert(entry)
+        self.lock().insert(entry)
     }
 
     /// Removes an owned region and gives its memory back; `None` (and
@@ -343,7 +412,7 @@ impl Regions {
     /// unpin) and `None` is returned.
     pub fn take_owned(&self, id: RegionId) -> Option<Vec<u8>> {
         let (owned, exposure) = {
-            let mut table = self.table.borrow_mut();
+            let mut table = self.lock();
             let entry = table.entry_mut(id)?;
             entry.owned.as_ref()?;
             // A pinned region keeps its memory until the last unpin.
@@ -361,7 +430,7 @@ impl Regions {
     /// A pinned region is removed at its last unpin.
     #[inline]
     pub fn release(&self, id: RegionId) {
-        let exposure = self.table.borrow_mut().release(id);
+        let exposure = self.lock().release(id);
         if let Some(exposure) = exposure {
             exposure.revoke();
         }
@@ -370,7 +439,7 @@ impl Regions {
     /// Pins a live region for a transport operation that uses its memory
     /// after the call that starts it returns; `false` when it is gone.
     pub(crate) fn pin(&self, id: RegionId) -> bool {
-        match self.table.borrow_mut().entry_mut(id) {
+        match self.lock().entry_mut(id) {
             Some(entry) => {
                 entry.pins += 1;
                 true
@@ -383,7 +452,7 @@ impl Regions {
     /// removes it when it was released meanwhile and this was its last pin.
     pub(crate) fn unpin(&self, id: RegionId) {
         let entry = {
-            let mut table = self.table.borrow_mut();
+            let mut table = self.lock();
             if let Some(entry) = table.entry_mut(id) {
                 entry.pins = entry.pins.saturating_sub(1);
                 return;
@@ -407,21 +476,21 @@ impl Regions {
 
     /// Whether any released region is still pinned by an operation in flight.
     pub fn has_pinned(&self) -> bool {
-        self.table.borrow().doomed > 0
+        self.lock().doomed > 0
     }
 
     /// Installs the drain hook: one round of progress of the transport that
     /// pins this table's regions, which a closing scope calls until none of
     /// its regions is pinned (see the module documentation). The hook must
     /// not open or close a scope of this table.
-    pub fn set_drain(&self, hook: Box<dyn FnMut()>) {
-        self.table.borrow_mut().drain = Some(DrainHook(hook));
+    pub fn set_drain(&self, hook: Box<dyn FnMut() + Send>) {
+        self.lock().drain = Some(DrainHook(hook));
     }
 
     /// The raw extent of a live region and whether it is writable, for a
     /// backend that lands data in it.
     pub(crate) fn raw(&self, id: RegionId) -> Option<(NonNull<u8>, usize, bool)> {
-        self.table.borrow().entry(id).map(|e| (e.ptr, e.len, e.writable))
+        self.lock().entry(id).map(|e| (e.ptr, e.len, e.writable))
     }
 
     /// The raw extent of a live region that peers may read: only a
@@ -433,7 +502,7 @@ impl Regions {
         &self,
         id: RegionId,
     ) -> Result<(NonNull<u8>, usize), crate::TransportError> {
-        match self.table.borrow().entry(id) {
+        match self.lock().entry(id) {
             Some(e) if !e.writable => Ok((e.ptr, e.len)),
             _ => Err(crate::TransportError::InvalidRegion),
         }
@@ -446,13 +515,13 @@ impl Regions {
         id: RegionId,
         f: impl FnOnce(Option<&Exposure>) -> R,
     ) -> Option<R> {
-        self.table.borrow().entry(id).map(|e| f(e.exposure.as_ref()))
+        self.lock().entry(id).map(|e| f(e.exposure.as_ref()))
     }
 
     /// Attaches a backend's exposure to a live region; it is revoked when the
     /// region goes. Returns the exposure back when the region is gone.
     pub(crate) fn attach(&self, id: RegionId, exposure: Exposure) -> Result<(), Exposure> {
-        let mut table = self.table.borrow_mut();
+        let mut table = self.lock();
         match table.entry_mut(id) {
             Some(entry) => {
                 if let Some(old) = entry.exposure.replace(exposure) {
@@ -467,20 +536,7 @@ impl Regions {
 
     #[inline]
     fn insert(&self, depth: usize, ptr: NonNull<u8>, len: usize, writable: bool) -> RegionId {
-        let mut table = self.table.borrow_mut();
-        let entry = Entry {
-            ptr,
-            len,
-            writable,
-            exposure: None,
-            owned: None,
-            pins: 0,
-            released: false,
-            depth: Some(depth),
-        };
-        let id = table.insert(entry);
-        table.scopes[depth].push(id);
-        id
+        self.lock().insert_scoped(depth, ptr, len, writable)
     }
 }
 
@@ -497,16 +553,16 @@ impl CloseOnDrop<'_> {
     #[inline(never)]
     fn wait_unpinned(&self, ids: &[RegionId]) {
         let pinned = || {
-            let mut table = self.regions.table.borrow_mut();
+            let mut table = self.regions.lock();
             ids.iter().any(|&id| table.doomed(id).is_some())
         };
         let mut spins = 0u32;
         while pinned() {
-            let hook = self.regions.table.borrow_mut().drain.take();
+            let hook = self.regions.lock().drain.take();
             match hook {
                 Some(mut drain) => {
                     (drain.0)();
-                    let mut table = self.regions.table.borrow_mut();
+                    let mut table = self.regions.lock();
                     table.drain.get_or_insert(drain);
                 }
                 None => {
@@ -527,26 +583,53 @@ impl CloseOnDrop<'_> {
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
-        let ids = {
-            let mut table = self.regions.table.borrow_mut();
-            debug_assert_eq!(table.open, self.depth + 1, "region scopes must nest");
-            table.open = self.depth;
-            std::mem::take(&mut table.scopes[self.depth])
-        };
-        for &id in &ids {
-            self.regions.release(id);
-        }
+        // One lock on the common path: the scope's regions leave, and its
+        // (emptied) list goes back for reuse. Exposures are revoked after
+        // it (revoking may wait for a reader).
+        let mut revoked = Vec::new();
+        let mut table = self.regions.lock();
+        // Scopes of one thread nest. Scopes of two threads over one table
+        // need not (the runtime refuses that, a user of the table alone
+        // may not): a scope that closes under another still open takes
+        // every region of its depth — sooner gone than a scope's end, never
+        // later — and leaves what was registered at its depth meanwhile to
+        // the next to close there.
+        table.open = table.open.min(self.depth);
+        let mut ids = std::mem::take(&mut table.scopes[self.depth]);
+        revoked.extend(ids.iter().filter_map(|&id| table.release(id)));
         // Borrowed memory must not outlive the scope in any operation: wait
         // for the pinned ones' completions (nothing is pinned unless some
         // released region is: one load on the common path).
-        if self.regions.table.borrow().doomed > 0 {
+        let pinned = table.doomed > 0;
+        if pinned {
+            drop(table);
+            revoke(std::mem::take(&mut revoked));
             self.wait_unpinned(&ids);
+            table = self.regions.lock();
         }
-        // Give the (now empty) vector back for reuse.
-        let mut ids = ids;
         ids.clear();
-        self.regions.table.borrow_mut().scopes[self.depth] = ids;
+        if table.scopes[self.depth].is_empty() {
+            table.scopes[self.depth] = ids;
+        }
+        drop(table);
+        revoke(revoked);
     }
+}
+
+/// Ends peers' access to regions that have left their table.
+fn revoke(exposures: Vec<Exposure>) {
+    for exposure in exposures {
+        exposure.revoke();
+    }
+}
+
+/// A buffer registered as a scope opens ([`Regions::scope_with`]).
+#[derive(Debug)]
+pub enum Buffer<'a> {
+    /// Data to send: read-only.
+    Read(&'a [u8]),
+    /// A receive buffer: the engine may write it.
+    Write(&'a mut [u8]),
 }
 
 /// The registration handle inside [`Regions::scope`]. Buffers registered
@@ -557,7 +640,7 @@ impl Drop for CloseOnDrop<'_> {
 /// implies `'env: 's`.
 #[derive(Debug)]
 pub struct RegionScope<'s, 'env: 's> {
-    regions: Regions,
+    regions: &'s Regions,
     depth: usize,
     // Invariant in 's: a scope must not be usable as one with a shorter
     // lifetime, or a shorter borrow could be registered (as thread::scope).
@@ -583,13 +666,58 @@ impl<'s> RegionScope<'s, '_> {
 
     /// The table this scope registers into.
     pub fn regions(&self) -> &Regions {
-        &self.regions
+        self.regions
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
     use super::*;
+
+    /// Scopes of two threads over one table need not nest: the outer one
+    /// may close first. Every region still leaves the table by the end of
+    /// its own scope (sooner is allowed), also one registered after the
+    /// other scope closed.
+    #[test]
+    fn scopes_of_two_threads_that_do_not_nest_leave_nothing_behind() {
+        let regions = Regions::new();
+        let step = Barrier::new(2);
+        let (a, b, c) = ([1u8; 4], [2u8; 4], [3u8; 4]);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                regions.scope(|s| {
+                    let id = s.register(&a);
+                    step.wait(); // 1: both scopes open, this one outermost
+                    step.wait(); // 2: the other has registered
+                    assert_eq!(regions.len(id), Some(4));
+                });
+                step.wait(); // 3: closed first
+            });
+            t.spawn(|| {
+                step.wait(); // 1
+                let (kept, late) = regions.scope(|s| {
+                    let kept = s.register(&b);
+                    step.wait(); // 2
+                    step.wait(); // 3: the outer scope has closed
+                    let late = s.register(&c);
+                    assert_eq!(regions.len(late), Some(4), "registered after the other closed");
+                    (kept, late)
+                });
+                assert_eq!((regions.len(kept), regions.len(late)), (None, None));
+            });
+        });
+        assert!(regions.is_empty(), "a region outlived its scope");
+        // The table is sound again for nested use.
+        regions.scope(|s| {
+            let id = s.register(&a);
+            regions.scope(|inner| assert_eq!(regions.len(inner.register(&b)), Some(4)));
+            assert_eq!(regions.len(id), Some(4));
+        });
+        assert!(regions.is_empty());
+    }
 
     #[test]
     fn owned_regions_hold_their_memory_until_taken() {
@@ -664,8 +792,6 @@ mod tests {
 
     #[test]
     fn pinned_regions_stay_until_their_last_unpin_and_hold_their_scope() {
-        use std::cell::Cell;
-
         let regions = Regions::new();
         // Owned: released while pinned twice, removed at the second unpin.
         let id = regions.insert_owned(vec![1; 4]);
@@ -679,22 +805,21 @@ mod tests {
         regions.unpin(id);
         assert!(!regions.has_pinned() && regions.is_empty());
         // Borrowed: the scope's close drives the drain hook until unpinned.
-        let calls = Rc::new(Cell::new(0));
-        let pinned = Rc::new(Cell::new(None));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let pinned = Arc::new(std::sync::Mutex::new(None));
         let (c, p, r) = (calls.clone(), pinned.clone(), regions.clone());
         regions.set_drain(Box::new(move || {
-            c.set(c.get() + 1);
-            if c.get() == 3 {
-                r.unpin(p.get().unwrap());
+            if c.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
+                r.unpin(p.lock().unwrap().expect("pinned"));
             }
         }));
         let mut buf = [0u8; 8];
         regions.scope(|s| {
             let id = s.register_mut(&mut buf);
             assert!(regions.pin(id));
-            pinned.set(Some(id));
+            *pinned.lock().unwrap() = Some(id);
         });
-        assert_eq!(calls.get(), 3);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert!(regions.is_empty() && !regions.has_pinned());
     }
 

@@ -169,39 +169,39 @@ fn ofi_tcp_rxm_over_two_nics() {
 /// registration while `fi_read` still wrote into it.
 #[test]
 fn read_destinations_outlive_their_release_until_the_read_completes() {
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
 
     use hpcomm_transport::{Event, PeerId, Regions, Transport};
 
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let config = OfiConfig { provider: Some("tcp;ofi_rxm".into()), ..OfiConfig::default() };
     let mut eps = Ofi::local_job(2, &config).expect("tcp;ofi_rxm job");
-    let reader = Rc::new(RefCell::new(eps.pop().unwrap()));
+    let reader = Arc::new(Mutex::new(eps.pop().unwrap()));
     let mut owner = eps.pop().unwrap();
     let (theirs, mine) = (Regions::new(), Regions::new());
     let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
     let src = theirs.insert_owned_read_only(data.clone());
     let key = owner.expose(&theirs, src).expect("expose");
     // The owner must progress for the read to be served (manual progress).
-    let owner = Rc::new(RefCell::new(owner));
+    let owner = Arc::new(Mutex::new(owner));
     let (o, r, t, m) = (owner.clone(), reader.clone(), theirs.clone(), mine.clone());
     mine.set_drain(Box::new(move || {
-        o.borrow_mut().poll(&t, &mut |_| {}).unwrap();
-        r.borrow_mut().poll(&m, &mut |_| {}).unwrap();
+        o.lock().unwrap().poll(&t, &mut |_| {}).unwrap();
+        r.lock().unwrap().poll(&m, &mut |_| {}).unwrap();
     }));
 
     // Released before completion: gone for users, kept for the provider.
     let dst = mine.insert_owned(vec![0; 1 << 20]);
-    reader.borrow_mut().start_read(&mine, PeerId(0), key, 0, dst, 0, 1 << 20, 5).unwrap();
+    reader.lock().unwrap().start_read(&mine, PeerId(0), key, 0, dst, 0, 1 << 20, 5).unwrap();
     mine.release(dst);
     assert_eq!(mine.len(dst), None);
     assert!(mine.has_pinned(), "a read's destination was freed while the read was in flight");
     let mut done = false;
     while !done {
-        owner.borrow_mut().poll(&theirs, &mut |_| {}).unwrap();
+        owner.lock().unwrap().poll(&theirs, &mut |_| {}).unwrap();
         reader
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .poll(&mine, &mut |ev| done |= matches!(ev, Event::ReadDone { token: 5 }))
             .unwrap();
     }
@@ -211,7 +211,7 @@ fn read_destinations_outlive_their_release_until_the_read_completes() {
     let mut got = vec![0u8; 1 << 20];
     mine.scope(|s| {
         let dst = s.register_mut(&mut got);
-        reader.borrow_mut().start_read(&mine, PeerId(0), key, 0, dst, 0, 1 << 20, 6).unwrap();
+        reader.lock().unwrap().start_read(&mine, PeerId(0), key, 0, dst, 0, 1 << 20, 6).unwrap();
     });
     assert!(mine.is_empty() && !mine.has_pinned());
     assert!(got == data, "the scope ended before the read landed");

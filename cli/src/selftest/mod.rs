@@ -22,6 +22,7 @@ mod groups;
 mod matched;
 mod p2p;
 mod persistent;
+mod threads;
 
 use hpcomm::{Communicator, Result};
 
@@ -85,6 +86,8 @@ pub const CASES: &[Case] = &[
     Case { name: "recv-vec", min_ranks: 2, body: matched::recv_vec },
     Case { name: "groups", min_ranks: 1, body: groups::group_operations },
     Case { name: "create-group", min_ranks: 1, body: groups::create_group },
+    Case { name: "endpoints", min_ranks: 1, body: threads::endpoints_at_once },
+    Case { name: "busy-endpoint", min_ranks: 2, body: threads::busy_endpoint },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
     Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },

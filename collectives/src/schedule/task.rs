@@ -22,7 +22,7 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bytemuck::Pod;
 use hpcomm_runtime::task::{Task, TaskCx, Transfer};
@@ -33,18 +33,18 @@ use crate::op::Operation;
 
 /// Combines byte buffers as elements of one type (shared by the starts of a
 /// persistent collective).
-pub(crate) type Reduce = Rc<dyn Fn(&mut [u8], &[u8], bool)>;
+pub(crate) type Reduce = Arc<dyn Fn(&mut [u8], &[u8], bool) + Send + Sync>;
 
 /// The byte-level combination of `op` on elements of `T`.
-pub(crate) fn reduce_of<T: Pod, O: Operation<T> + 'static>(op: O) -> Reduce {
-    Rc::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
+pub(crate) fn reduce_of<T: Pod, O: Operation<T> + Send + Sync + 'static>(op: O) -> Reduce {
+    Arc::new(move |acc: &mut [u8], other: &[u8], acc_left: bool| {
         reduce_bytes(&op, acc, other, acc_left)
     })
 }
 
 /// The combination of a schedule that combines nothing.
 pub(crate) fn no_reduce() -> Reduce {
-    Rc::new(|_: &mut [u8], _: &[u8], _: bool| {
+    Arc::new(|_: &mut [u8], _: &[u8], _: bool| {
         debug_assert!(false, "a schedule without an operation combined pieces")
     })
 }
@@ -123,7 +123,7 @@ impl Pool {
 
 /// A schedule in progress; see the module documentation.
 pub(crate) struct ScheduleTask {
-    schedule: Rc<Schedule>,
+    schedule: Arc<Schedule>,
     rounds: Vec<Range<usize>>,
     /// The round in progress (posted) or next to post.
     at: usize,
@@ -149,7 +149,7 @@ impl ScheduleTask {
     /// lane), on elements of
     /// `elem` bytes, combining with `reduce`.
     pub(crate) fn new(
-        schedule: Rc<Schedule>,
+        schedule: Arc<Schedule>,
         tag: i32,
         elem: usize,
         reduce: Reduce,

@@ -45,7 +45,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// A rank's connection to the launcher that started it.
-pub trait Bootstrap: std::fmt::Debug {
+pub trait Bootstrap: std::fmt::Debug + Send {
     /// The launcher, as errors and `hpcomm info` name it.
     fn name(&self) -> &'static str;
     /// This rank.

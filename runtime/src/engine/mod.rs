@@ -18,6 +18,7 @@
 mod requests;
 mod state;
 
+use hpcomm_transport::backend::Flavor;
 use hpcomm_transport::{
     Backend, Capabilities, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
@@ -56,7 +57,7 @@ struct TaskEntry {
     id: ReqId,
     ctx: ContextId,
     rank: u32,
-    group: std::rc::Rc<[PeerId]>,
+    group: std::sync::Arc<[PeerId]>,
     /// The buffer the task reads, released when it ends.
     input: Option<RegionId>,
     task: Box<dyn Task>,
@@ -139,6 +140,11 @@ impl Engine {
     /// The transport's name.
     pub fn transport_name(&self) -> &'static str {
         self.caps.name
+    }
+
+    /// Which backend the transport is.
+    pub fn flavor(&self) -> Flavor {
+        Flavor::of(&self.transport)
     }
 
     /// Whether a waiting loop should spin with a pause hint (the transport
@@ -394,7 +400,7 @@ impl Engine {
         &mut self,
         ctx: ContextId,
         rank: u32,
-        group: std::rc::Rc<[PeerId]>,
+        group: std::sync::Arc<[PeerId]>,
         (input, output): (Option<RegionId>, Option<RegionId>),
         task: Box<dyn Task>,
     ) -> ReqId {
