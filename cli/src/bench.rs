@@ -39,18 +39,39 @@ use hpcomm::{Collectives, Communicator, Error, NonBlocking, Result};
 pub use crate::plan::Kind;
 use crate::plan::Plan;
 
-/// Settings of a run.
+/// Settings of a run (`hpcomm bench`'s options).
+#[derive(Debug, clap::Args)]
 pub struct BenchOptions {
+    /// Which benchmark.
+    #[arg(value_enum)]
     pub kind: Kind,
+    /// Smallest message size in bytes.
+    #[arg(long, default_value_t = 0)]
     pub min_size: usize,
-    /// Default: 4 MiB for point-to-point, 1 MiB for collectives.
+    /// Largest message size in bytes (default: 4 MiB point-to-point,
+    /// 1 MiB collective).
+    #[arg(long)]
     pub max_size: Option<usize>,
+    /// Timed iterations per size (default point-to-point: 10000, or
+    /// 1000 above 8 KiB; collective: 1000, or 100 above 8 KiB).
+    #[arg(long)]
     pub iters: Option<usize>,
+    /// Messages in flight per window (bw, bibw, mr).
+    #[arg(long, default_value_t = 64)]
     pub window: usize,
-    /// Windows started from persistent requests (bw, bibw, mr).
+    /// Start each window's messages from persistent requests made once
+    /// (`send_init`/`recv_init`) instead of `isend`/`irecv` (bw, bibw,
+    /// mr).
+    #[arg(long)]
     pub persistent: bool,
-    /// Threads per rank, each on its own endpoint (mr).
+    /// Threads per rank, each on an endpoint of its own
+    /// (`Communicator::endpoints`), all sending at once (mr): the rate
+    /// per thread (the median of rank 0's threads) and, in a last
+    /// column, their sum.
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -408,7 +429,10 @@ fn run(o: &BenchOptions) -> Result<()> {
                 ),
             };
             println!("# hpcomm {title} (transport {}{shape})", universe.transport_name());
-            println!("# Size      {column}");
+            match o.threads {
+                1 => println!("# Size      {column}"),
+                _ => println!("# Size      {column} per thread   {column} summed"),
+            }
             for (i, (size, value, columns)) in rows.into_iter().enumerate() {
                 match columns {
                     None if !sums.is_empty() => {

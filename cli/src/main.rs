@@ -103,37 +103,8 @@ enum Command {
     /// Point-to-point (run under `hpcomm run -n 2`) and collective (any
     /// number of ranks) benchmarks in the OSU format.
     Bench {
-        /// Which benchmark.
-        #[arg(value_enum)]
-        kind: bench::Kind,
-        /// Smallest message size in bytes.
-        #[arg(long, default_value_t = 0)]
-        min_size: usize,
-        /// Largest message size in bytes (default: 4 MiB point-to-point,
-        /// 1 MiB collective).
-        #[arg(long)]
-        max_size: Option<usize>,
-        /// Timed iterations per size (default point-to-point: 10000, or
-        /// 1000 above 8 KiB; collective: 1000, or 100 above 8 KiB).
-        #[arg(long)]
-        iters: Option<usize>,
-        /// Messages in flight per window (bw, bibw, mr).
-        #[arg(long, default_value_t = 64)]
-        window: usize,
-        /// Start each window's messages from persistent requests made once
-        /// (`send_init`/`recv_init`) instead of `isend`/`irecv` (bw, bibw,
-        /// mr).
-        #[arg(long)]
-        persistent: bool,
-        /// Threads per rank, each on an endpoint of its own
-        /// (`Communicator::endpoints`), all sending at once (mr): the rate
-        /// per thread (the median of rank 0's threads) and, in a last
-        /// column, their sum.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        options: bench::BenchOptions,
         /// Print the plan instead of running it: `size iters skip` per
         /// line, the input of the C twin (benches/c-compare/osu.c).
         #[arg(long)]
@@ -222,27 +193,7 @@ fn main() {
         }
         Command::Info => info::info(),
         Command::Selftest { cases, list, crash } => selftest_command::run(&cases, list, crash),
-        Command::Bench {
-            kind,
-            min_size,
-            max_size,
-            iters,
-            window,
-            persistent,
-            threads,
-            json,
-            plan,
-        } => {
-            let options = bench::BenchOptions {
-                kind,
-                min_size,
-                max_size,
-                iters,
-                window,
-                persistent,
-                threads,
-                json,
-            };
+        Command::Bench { options, plan } => {
             if plan {
                 bench::print_plan(&options)
             } else {
