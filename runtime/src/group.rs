@@ -40,8 +40,9 @@ use crate::comm::{Communicator, GROUP_TAG};
 use crate::error::{Error, Result};
 use crate::types::Tag;
 
-/// An ordered set of processes (`MPI_Group`); see the
-/// [module documentation](self). Cheap to clone.
+/// An ordered set of processes (`MPI_Group`), from
+/// [`Communicator::group`] and the set operations below; a communicator of
+/// its members comes from [`Communicator::create_group`]. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// The members' world peers, in group order.

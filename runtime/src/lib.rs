@@ -13,7 +13,11 @@
 //!   semantics as the reference.
 //! - [`task`]: state machines the engine advances by itself (non-blocking
 //!   collectives).
-//! - [`Universe`], [`init`], [`threads`]: joining a job.
+//! - [`Universe`], [`init`], [`threads`]: joining a job; [`Endpoint`]
+//!   and [`Communicator::endpoints`]: endpoints of their own for threads
+//!   that communicate at once (an endpoint serves one thread at a time).
+//! - `shared`: an endpoint's engine as its communicators share it across
+//!   threads.
 //! - [`Config`]: every `HPCOMM_*` setting; [`bootstrap`]: joining a job
 //!   started by a launcher (`hpcomm run`, PMI-1, PMI-2, PMIx, AWS Batch).
 //!

@@ -96,7 +96,9 @@ impl<'c> Made<'c> {
 }
 
 /// A persistent send (`MPI_Send_init`, or `MPI_Ssend_init` when
-/// synchronous); see the [module documentation](self).
+/// synchronous), from [`Communicator::send_init`] or
+/// [`Communicator::ssend_init`]: its arguments checked once, its buffer
+/// given at each [`start`](PersistentSend::start).
 #[derive(Debug)]
 pub struct PersistentSend<'c, T> {
     made: Made<'c>,
@@ -106,8 +108,9 @@ pub struct PersistentSend<'c, T> {
     _elem: PhantomData<fn(&T)>,
 }
 
-/// A persistent receive (`MPI_Recv_init`); see the
-/// [module documentation](self).
+/// A persistent receive (`MPI_Recv_init`), from
+/// [`Communicator::recv_init`]: its arguments checked once, its buffer
+/// given at each [`start`](PersistentRecv::start).
 #[derive(Debug)]
 pub struct PersistentRecv<'c, T> {
     made: Made<'c>,
