@@ -427,36 +427,42 @@ impl Communicator {
         outcome.expect("block_until returned after completion")
     }
 
-    /// Validates and starts a send of `buf` registered in `scope`; `None`
-    /// for the null process. Shared by the blocking and scoped sends.
-    pub(crate) fn start_send_in<'s, T: Pod>(
+    /// Where a send of `buf` to `dest` with `tag` goes, and its bytes,
+    /// checked; `None` for the null process. Shared by every send.
+    #[inline]
+    pub(crate) fn send_target<'b, T: Pod>(
         &self,
-        scope: &RegionScope<'s, '_>,
-        buf: &'s [T],
+        buf: &'b [T],
         dest: Rank,
         tag: Tag,
-        sync: bool,
-    ) -> Result<Option<ReqId>> {
+    ) -> Result<Option<(To, &'b [u8])>> {
         let Some(dst) = self.check_dest(dest)? else {
             return Ok(None);
         };
         let tag = Communicator::check_send_tag(tag)?;
-        self.send_in(scope, as_bytes(buf)?, self.to(dst, tag), sync).map(Some)
+        Ok(Some((self.to(dst, tag), as_bytes(buf)?)))
     }
 
-    /// Starts a send of `bytes`, registered in `scope`, to `to` (checked).
+    /// Sends `bytes` to `to` (checked) from `scope`: at once, without a
+    /// request, for a small standard-mode message the transport takes now;
+    /// else as a request on `bytes` registered in `scope`. One lock of the
+    /// engine either way. Shared by `isend` and persistent starts.
     #[inline]
-    pub(crate) fn send_in<'s>(
+    pub(crate) fn send_to<'s>(
         &self,
         scope: &RegionScope<'s, '_>,
-        bytes: &'s [u8],
         to: To,
+        bytes: &'s [u8],
         sync: bool,
-    ) -> Result<ReqId> {
+    ) -> Result<Sent> {
+        let mut engine = self.engine.lock()?;
+        if !sync && engine.try_send_now(to, bytes)? {
+            return Ok(Sent::Now);
+        }
         let region = scope.register(bytes);
-        let started =
-            self.engine.lock().and_then(|mut e| e.start_send(to, region, bytes.len(), sync));
-        started.inspect_err(|_| scope.regions().release(region))
+        let started = engine.start_send(to, region, bytes.len(), sync);
+        drop(engine);
+        started.inspect_err(|_| scope.regions().release(region)).map(Sent::Pending)
     }
 
     /// Validates and posts a receive into `buf` registered in `scope`;
@@ -505,30 +511,17 @@ impl Communicator {
         To { ctx: self.ctx, me: self.rank, dst, peer: self.peer(dst), tag }
     }
 
-    /// Sends a small standard-mode message at once if it can: `Some(())`
-    /// when sent, `None` when the request path must be taken.
-    pub(crate) fn send_now<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag) -> Result<Option<()>> {
-        let Some(dst) = self.check_dest(dest)? else {
-            return Ok(Some(()));
-        };
-        let tag = Communicator::check_send_tag(tag)?;
-        let bytes = as_bytes(buf)?;
-        let sent = self.engine.lock()?.try_send_now(self.to(dst, tag), bytes)?;
-        Ok(sent.then_some(()))
-    }
-
     fn send_mode<T: Pod>(&self, buf: &[T], dest: Rank, tag: Tag, sync: bool) -> Result<()> {
-        if !sync && self.send_now(buf, dest, tag)?.is_some() {
-            return Ok(());
-        }
-        let Some(dst) = self.check_dest(dest)? else {
+        let Some((to, bytes)) = self.send_target(buf, dest, tag)? else {
             return Ok(());
         };
-        let (to, bytes) = (self.to(dst, Communicator::check_send_tag(tag)?), as_bytes(buf)?);
         // The engine is held from the start to the end of the call (the
         // endpoint is this thread's meanwhile), and let go before the
         // region scope closes, whose drain may need it.
-        let engine = self.engine.lock()?;
+        let mut engine = self.engine.lock()?;
+        if !sync && engine.try_send_now(to, bytes)? {
+            return Ok(());
+        }
         self.engine.regions().scope_with(Buffer::Read(bytes), move |_, region| {
             let mut engine = engine;
             let id = engine.start_send(to, region, bytes.len(), sync)?;
@@ -932,6 +925,14 @@ impl Communicator {
         // at a time between rounds of progress.
         self.block_until(|e| e.close() || Instant::now() >= deadline)
     }
+}
+
+/// How a send started.
+pub(crate) enum Sent {
+    /// Handed to the transport: complete.
+    Now,
+    /// In flight, as this request.
+    Pending(ReqId),
 }
 
 /// How a receive started.

@@ -43,7 +43,7 @@ use std::marker::PhantomData;
 use bytemuck::Pod;
 use hpcomm_transport::PeerId;
 
-use crate::comm::{as_bytes, as_bytes_mut, Communicator, Started};
+use crate::comm::{as_bytes, as_bytes_mut, Communicator, Sent, Started};
 use crate::engine::{ReqId, To};
 use crate::error::{Error, Result};
 use crate::matching::Pattern;
@@ -199,14 +199,10 @@ impl<'c, T: Pod> PersistentSend<'c, T> {
             return Ok(scope.ready(Status::EMPTY, elem));
         };
         let bytes = as_bytes(buf)?;
-        let comm = self.made.comm;
-        if !self.sync && comm.engine().lock()?.try_send_now(to, bytes)? {
-            let source = Rank(comm.rank() as i32);
-            let status = Status { source, tag: Tag(to.tag), count: buf.len() };
-            return Ok(scope.ready(status, elem));
-        }
-        let id = comm.send_in(scope.regions(), bytes, to, self.sync)?;
-        Ok(self.made.activate(scope, id, elem))
+        Ok(match self.made.comm.send_to(scope.regions(), to, bytes, self.sync)? {
+            Sent::Now => scope.sent(to, buf.len(), elem),
+            Sent::Pending(id) => self.made.activate(scope, id, elem),
+        })
     }
 }
 

@@ -42,8 +42,8 @@ use std::cell::RefCell;
 use bytemuck::Pod;
 use hpcomm_transport::RegionScope;
 
-use crate::comm::{Communicator, Started};
-use crate::engine::{Engine, ReqId};
+use crate::comm::{Communicator, Sent, Started};
+use crate::engine::{Engine, ReqId, To};
 use crate::error::Result;
 use crate::task::Task;
 use crate::types::{Rank, Status, Tag};
@@ -174,13 +174,20 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: Tag,
         sync: bool,
     ) -> Result<Request<'_>> {
-        if !sync && dest != Rank::NULL && self.comm.send_now(buf, dest, tag)?.is_some() {
-            let status = Status { source: Rank(self.comm.rank() as i32), tag, count: buf.len() };
-            let elem = std::mem::size_of::<T>();
-            return Ok(Request { comm: self.comm, state: State::Ready(status), elem });
-        }
-        let started = self.comm.start_send_in(self.regions, buf, dest, tag, sync)?;
-        Ok(self.request(started, std::mem::size_of::<T>()))
+        let elem = std::mem::size_of::<T>();
+        let Some((to, bytes)) = self.comm.send_target(buf, dest, tag)? else {
+            return Ok(self.request(None, elem));
+        };
+        Ok(match self.comm.send_to(self.regions, to, bytes, sync)? {
+            Sent::Now => self.sent(to, buf.len(), elem),
+            Sent::Pending(id) => self.request(Some(id), elem),
+        })
+    }
+
+    /// A request for a send that completed as it started: its status.
+    pub(crate) fn sent(&self, to: To, count: usize, elem: usize) -> Request<'_> {
+        let status = Status { source: Rank(self.comm.rank() as i32), tag: Tag(to.tag), count };
+        self.ready(status, elem)
     }
 
     /// Starts a send (`MPI_Isend`).
