@@ -419,12 +419,8 @@ impl Communicator {
 
     /// Waits for a request and takes its outcome.
     pub(crate) fn wait_id(&self, id: ReqId) -> Result<Completed> {
-        let mut outcome = None;
-        self.block_until(|e| {
-            outcome = e.take(id);
-            outcome.is_some()
-        })?;
-        outcome.expect("block_until returned after completion")
+        let mut engine = self.engine.lock()?;
+        self.wait_holding(&mut engine, id)
     }
 
     /// Where a send of `buf` to `dest` with `tag` goes, and its bytes,
