@@ -65,6 +65,8 @@ pub(crate) enum Source {
 /// a frame arrives). Any progress starts it over.
 struct Backoff<'a> {
     config: &'a Config,
+    /// The endpoint, whose siblings a sleeping waiter progresses.
+    shared: &'a Shared,
     phase: Phase,
     /// The transport's `spin_pause`.
     pause: bool,
@@ -128,6 +130,10 @@ impl Backoff<'_> {
             Phase::Yield(until) if Instant::now() < until => IdleStep::Yield,
             Phase::Yield(_) | Phase::Sleep => {
                 self.phase = Phase::Sleep;
+                // Nothing to do here for a while: the universe's other
+                // endpoints that no thread holds may owe their peers data
+                // (a rank waiting here can be what one of them waits for).
+                self.shared.help_siblings();
                 engine.wait(self.config.idle_wait);
                 IdleStep::Again
             }
@@ -389,7 +395,8 @@ impl Communicator {
         mut done: impl FnMut(&mut Engine) -> bool,
     ) -> Result<()> {
         let pause = engine.spin_pause();
-        let mut backoff = Backoff { config: &self.config, phase: FRESH, pause };
+        let mut backoff =
+            Backoff { config: &self.config, shared: &self.engine, phase: FRESH, pause };
         loop {
             if done(engine) {
                 return Ok(());

@@ -16,7 +16,8 @@
 //! for `Send`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use hpcomm_transport::Regions;
 use try_lock::{Locked, TryLock};
@@ -37,17 +38,46 @@ pub(crate) struct Shared {
     eager: usize,
     /// How to open more endpoints like this one.
     reopen: Reopen,
+    /// The universe's endpoints, this one among them.
+    family: Arc<Family>,
+    /// Threads of other endpoints of the family inside a round of
+    /// progress on this one ([`Shared::help`]).
+    helpers: AtomicU32,
+}
+
+/// The endpoints of one universe (its own and those `endpoints` opened):
+/// a thread that waits on one of them also progresses the others that no
+/// thread is using, so that data one of them still owes its peers leaves
+/// even while its threads are done with it or wait elsewhere.
+#[derive(Debug, Default)]
+pub(crate) struct Family {
+    members: Mutex<Vec<Weak<Shared>>>,
 }
 
 /// The engine, held for one step.
 pub(crate) type EngineGuard<'a> = Locked<'a, Engine>;
 
 impl Shared {
-    pub(crate) fn new(engine: Engine, reopen: Reopen) -> Shared {
+    /// An endpoint's shared engine, a member of `family` (a new one for a
+    /// universe's first endpoint).
+    pub(crate) fn new(engine: Engine, reopen: Reopen, family: Option<Arc<Family>>) -> Arc<Shared> {
         let regions = engine.regions().clone();
         let (transport, eager) = (engine.transport_name(), engine.limits().eager);
-        let owner = Owner::default();
-        Shared { engine: TryLock::new(engine), owner, regions, transport, eager, reopen }
+        let family = family.unwrap_or_default();
+        let shared = Arc::new(Shared {
+            engine: TryLock::new(engine),
+            owner: Owner::default(),
+            regions,
+            transport,
+            eager,
+            reopen,
+            family: family.clone(),
+            helpers: AtomicU32::new(0),
+        });
+        let mut members = family.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(&shared));
+        shared
     }
 
     /// The engine for one step, unless another thread holds the endpoint.
@@ -56,7 +86,59 @@ impl Shared {
         if !self.owner.admits() {
             return Err(busy());
         }
-        self.engine.try_lock().ok_or_else(busy)
+        match self.engine.try_lock() {
+            Some(engine) => Ok(engine),
+            None => self.lock_after_helpers(),
+        }
+    }
+
+    /// The engine, once the threads of other endpoints that were helping
+    /// it along have let go (one round of progress each); `Busy` if a
+    /// thread of its own holds it.
+    #[cold]
+    fn lock_after_helpers(&self) -> Result<EngineGuard<'_>> {
+        loop {
+            // A helper lets go of the engine before it says it is done.
+            let helped = self.helpers.load(Ordering::Acquire) > 0;
+            if let Some(engine) = self.engine.try_lock() {
+                return Ok(engine);
+            }
+            if !helped {
+                return Err(busy());
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The universe's endpoints this one belongs with.
+    pub(crate) fn family(&self) -> &Arc<Family> {
+        &self.family
+    }
+
+    /// One round of progress on each other endpoint of the family that no
+    /// thread holds: what a thread does while it waits with nothing to do.
+    pub(crate) fn help_siblings(&self) {
+        let members: Vec<Arc<Shared>> = {
+            let Ok(members) = self.family.members.try_lock() else { return };
+            members.iter().filter_map(Weak::upgrade).collect()
+        };
+        for sibling in members.iter().filter(|m| !std::ptr::eq(m.as_ref(), self)) {
+            sibling.help();
+        }
+    }
+
+    /// One round of progress, if no thread holds the endpoint.
+    fn help(&self) {
+        if self.owner.0.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        self.helpers.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut engine) = self.engine.try_lock() {
+            if let Err(e) = engine.progress() {
+                tracing::debug!("progress of an endpoint no thread holds: {e}");
+            }
+        }
+        self.helpers.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Marks the endpoint as this thread's until the claim is dropped.

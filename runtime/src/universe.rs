@@ -53,7 +53,10 @@ impl Universe {
             job: job.to_string(),
             node: config.node.clone().unwrap_or_else(bootstrap::host_identity),
         };
-        Universe { endpoint: Endpoint::from_transport(transport, config, reopen), bootstrap: None }
+        Universe {
+            endpoint: Endpoint::from_transport(transport, config, reopen, None),
+            bootstrap: None,
+        }
     }
 
     /// Learns which ranks share a node (collective over the world; see
@@ -158,7 +161,7 @@ pub fn init() -> Result<Universe> {
         job: boot.exchange().job_id().to_string(),
         node: config.node.clone().unwrap_or_else(bootstrap::host_identity),
     };
-    let endpoint = Endpoint::from_transport(transport, config, reopen);
+    let endpoint = Endpoint::from_transport(transport, config, reopen, None);
     Universe { endpoint, bootstrap: Some(boot) }.learn_nodes()
 }
 

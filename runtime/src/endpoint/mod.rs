@@ -23,7 +23,7 @@ use crate::comm::Communicator;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::shared::Shared;
+use crate::shared::{Family, Shared};
 use crate::types::ContextId;
 
 use exchange::CommExchange;
@@ -62,11 +62,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint over `transport`, already connected to its peers.
+    /// An endpoint over `transport`, already connected to its peers; one
+    /// of `family`'s (a universe's first: a family of its own).
     pub(crate) fn from_transport(
         transport: Backend,
         mut config: Config,
         reopen: Reopen,
+        family: Option<Arc<Family>>,
     ) -> Endpoint {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         config.choose_waiting(transport.capabilities(), transport.peer_count(), cores);
@@ -76,7 +78,7 @@ impl Endpoint {
         let group: Arc<[PeerId]> = (0..size as u32).map(PeerId).collect();
         let mut engine = Engine::new(transport, config.eager_limit);
         engine.open_context(ContextId::WORLD, &group);
-        let engine = Arc::new(Shared::new(engine, reopen));
+        let engine = Shared::new(engine, reopen, family);
         // A scope that closes while the transport still uses one of its
         // regions (a request ended early by a peer's loss, a scope that
         // unwound) makes progress here until the transport lets it go.
@@ -195,7 +197,11 @@ impl Communicator {
     /// - messages on one endpoint never match another's: endpoint `i` talks
     ///   to endpoint `i` of the other ranks only;
     /// - dropping an endpoint (or [`Endpoint::finalize`]) is collective
-    ///   over its ranks, like the universe's end.
+    ///   over its ranks, like the universe's end;
+    /// - an endpoint no thread is using still makes progress: a thread that
+    ///   waits on another endpoint of the universe with nothing to do
+    ///   progresses it (so data it still owes its peers leaves, as MPI's
+    ///   progress rule asks), never one another thread holds.
     ///
     /// ```
     /// let sums = hpcomm_runtime::threads(2, |comm| {
@@ -260,7 +266,8 @@ impl Communicator {
                 }
             };
             let reopen = Reopen { job, ..reopen.clone() };
-            let mut endpoint = Endpoint::from_transport(transport, config.clone(), reopen);
+            let family = Some(self.engine().family().clone());
+            let mut endpoint = Endpoint::from_transport(transport, config.clone(), reopen, family);
             endpoint.world_mut().set_nodes(self.nodes_shared());
             opened.push(endpoint);
         }

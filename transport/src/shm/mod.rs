@@ -612,7 +612,9 @@ impl Shm {
         mine.cma.store(if cma { CMA_OK } else { CMA_DENIED }, Ordering::Release);
         exchange.fence().map_err(setup)?;
         let rma_read = (0..ranks).all(|r| segment.block(r).cma.load(Ordering::Acquire) == CMA_OK);
-        if !rma_read && me == 0 {
+        // Said once per process (a job's further endpoints find the same).
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !rma_read && me == 0 && !SAID.swap(true, Ordering::Relaxed) {
             if config.cma {
                 tracing::info!(
                     "process_vm_readv is not permitted between the ranks (ptrace scope): \
