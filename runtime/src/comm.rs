@@ -45,8 +45,13 @@ impl Drop for Communicator {
         if !self.owner || self.ctx == ContextId::WORLD {
             return;
         }
-        if let Ok(mut engine) = self.engine.lock() {
-            engine.close_context(self.ctx);
+        match self.engine.lock() {
+            Ok(mut engine) => engine.close_context(self.ctx),
+            // Dropped on one thread while another holds the endpoint: the
+            // context's id is not reused (nothing else is lost).
+            Err(e) => {
+                tracing::debug!("communicator {:?} dropped: {e}; its id stays taken", self.ctx)
+            }
         }
     }
 }
@@ -173,15 +178,15 @@ impl Communicator {
         Ok(Communicator { engine, config, ctx, rank, group, nodes, owner: true })
     }
 
-    /// The communicator of context `ctx`, which `engine` has already
-    /// opened for `group` (a new endpoint's world).
-    pub(crate) fn opened(
+    /// The world communicator of a new endpoint, whose engine has already
+    /// opened the world's context.
+    pub(crate) fn world_of(
         engine: Arc<Shared>,
         config: Arc<Config>,
-        ctx: ContextId,
-        rank: u32,
         group: Arc<[PeerId]>,
+        rank: u32,
     ) -> Communicator {
+        let ctx = ContextId::WORLD;
         Communicator { engine, config, ctx, rank, group, nodes: None, owner: true }
     }
 

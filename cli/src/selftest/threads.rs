@@ -16,13 +16,21 @@ fn code(rank: usize, t: usize, round: usize, i: usize) -> u64 {
     ((rank as u64) << 48) | ((t as u64) << 40) | ((round as u64) << 24) | i as u64
 }
 
-/// Every rank opens [`THREADS`] endpoints and a thread per endpoint; all
+/// Every rank opens [`THREADS`] endpoints (after asking for different
+/// numbers, an error everywhere) and a thread per endpoint; all
 /// exchange at once around the ring — messages of every protocol, from a
 /// few bytes to past the eager limit — then any-source receives and an
 /// all-reduce, each on its own endpoint. Nothing crosses between
 /// endpoints: each thread receives exactly its peers' thread's data.
 pub(super) fn endpoints_at_once(comm: &Communicator) {
     let (n, me) = (comm.size(), comm.rank());
+    // Ranks that ask for different numbers all get the error, and nothing
+    // is opened.
+    if n > 1 {
+        let asked = if me == 0 { 2 } else { 1 };
+        let refused = comm.endpoints(asked).map(|e| e.len());
+        assert!(matches!(refused, Err(Error::CollectiveMismatch(_))), "{refused:?}");
+    }
     let endpoints = comm.endpoints(THREADS).expect("endpoints");
     assert_eq!(endpoints.len(), THREADS);
     let longest = comm.eager_limit() / 8 * 3 + 5;

@@ -90,7 +90,7 @@ impl Endpoint {
                 tracing::debug!("progress while a scope waits for its regions: {e}");
             }
         }));
-        let world = Communicator::opened(engine, config.clone(), ContextId::WORLD, rank.0, group);
+        let world = Communicator::world_of(engine, config.clone(), group, rank.0);
         Endpoint { world: Some(world), config }
     }
 
