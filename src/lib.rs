@@ -53,7 +53,7 @@ pub use hpcomm_runtime::config;
 /// Collective operations: bring the trait into scope to call them on a
 /// [`Communicator`].
 pub use hpcomm_collectives::{
-    model, op, repro, select, Collectives, Neighborhood, NonBlocking, Persistent,
+    model, op, repro, select, window, Collectives, Neighborhood, NonBlocking, Persistent,
     PersistentCollectives,
 };
 

@@ -73,4 +73,9 @@ cases! {
     create_group_is_collective_over_the_group_only: "create-group" on &[1, 2, 3, 5, 8];
     four_threads_per_rank_exchange_at_once_on_their_endpoints: "endpoints" on &[1, 2, 4];
     an_endpoint_used_from_a_second_thread_is_busy: "busy-endpoint" on &[2, 3];
+    window_fence_epochs_put_and_get_at_every_size: "rma-fence" on &[1, 2, 3, 5];
+    window_locks_guard_a_counter_every_rank_increments_1000_times: "rma-lock" on &[1, 2, 4];
+    window_accumulate_applies_every_operation: "rma-accumulate" on &[1, 2, 3, 8];
+    window_get_of_4_mib: "rma-get-4mib" on &[1, 2, 3];
+    window_misuse_is_an_error_and_the_window_survives: "rma-misuse" on &[1, 2, 3, 5];
 }

@@ -72,6 +72,7 @@ pub mod repro;
 mod schedule;
 pub mod select;
 mod util;
+pub mod window;
 
 use bytemuck::Pod;
 pub use hpcomm_runtime::Communicator;

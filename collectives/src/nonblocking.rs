@@ -44,7 +44,7 @@ use crate::schedule::{Schedule, LANES};
 
 /// The first tag of the next non-blocking collective on `comm`: above the
 /// blocking ones, [`LANES`] per operation number (modulo 2²⁴).
-fn tag_for(comm: &Communicator) -> Result<i32> {
+pub(crate) fn tag_for(comm: &Communicator) -> Result<i32> {
     Ok(1024 + (comm.next_collective()? & 0xff_ffff) as i32 * i32::from(LANES))
 }
 

@@ -115,6 +115,28 @@ pub enum Error {
          open one per thread with Communicator::endpoints)"
     )]
     Busy,
+    /// A one-sided access outside the target's window (`MPI_ERR_RMA_RANGE`):
+    /// nothing was sent; the window stays usable.
+    #[error(
+        "window access out of range: {count} bytes at byte {offset} of rank {target}'s window \
+         of {size} bytes"
+    )]
+    WindowRange {
+        /// The target rank.
+        target: usize,
+        /// The first byte accessed.
+        offset: usize,
+        /// Bytes accessed.
+        count: usize,
+        /// The target window's size in bytes.
+        size: usize,
+    },
+    /// A one-sided call the window's synchronisation state does not allow
+    /// (`MPI_ERR_RMA_SYNC`): an access outside an access epoch, an unlock
+    /// without a lock, a fence while locks are held. Nothing was sent; the
+    /// window stays usable.
+    #[error("window synchronisation: {0}")]
+    WindowSync(String),
     /// A peer sent something this version cannot understand.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -251,6 +251,9 @@ impl<'s, 'env> Scope<'s, 'env> {
     /// flight; returns the first error among them.
     pub(crate) fn complete_all(&self) -> Result<()> {
         let mut started = std::mem::take(&mut *self.started.borrow_mut());
+        if let Ok(mut engine) = self.comm.engine().lock() {
+            engine.scope_ends(&started);
+        }
         let mut first = Ok(());
         for &id in &started {
             if !self.comm.engine().lock().is_ok_and(|e| e.exists(id)) {

@@ -30,6 +30,16 @@ pub trait Task: Send {
     /// Advances as far as possible without waiting; `Ok(true)` once
     /// finished. An error ends the task and its request with it.
     fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool>;
+
+    /// Called when the scope that started the task ends while the task is
+    /// still running, before the scope waits for it. A task that runs to
+    /// its end by itself (a collective) returns `None` and is waited for; a
+    /// task that only its owner's handle can end (a window's server, whose
+    /// handle was leaked) returns the error that ends it now, so that the
+    /// scope does not wait forever.
+    fn scope_ends(&mut self) -> Option<Error> {
+        None
+    }
 }
 
 /// A send or receive a task started.

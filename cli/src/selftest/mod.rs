@@ -22,6 +22,7 @@ mod groups;
 mod matched;
 mod p2p;
 mod persistent;
+mod rma;
 mod threads;
 
 use hpcomm::{Communicator, Result};
@@ -88,6 +89,11 @@ pub const CASES: &[Case] = &[
     Case { name: "create-group", min_ranks: 1, body: groups::create_group },
     Case { name: "endpoints", min_ranks: 1, body: threads::endpoints_at_once },
     Case { name: "busy-endpoint", min_ranks: 2, body: threads::busy_endpoint },
+    Case { name: "rma-fence", min_ranks: 1, body: rma::fence_epochs },
+    Case { name: "rma-lock", min_ranks: 1, body: rma::lock_counters },
+    Case { name: "rma-accumulate", min_ranks: 1, body: rma::accumulate_every_op },
+    Case { name: "rma-get-4mib", min_ranks: 1, body: rma::large_get },
+    Case { name: "rma-misuse", min_ranks: 1, body: rma::misuse },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
     Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },

@@ -422,20 +422,15 @@ impl Engine {
                 (outcome, cx.active())
             };
             busy |= active;
-            if !matches!(outcome, Ok(false)) {
-                if let Some(input) = entry.input {
-                    self.regions.release(input);
-                }
-            }
             match outcome {
                 Ok(false) => true,
                 Ok(true) => {
-                    self.state.reqs.finish(&self.regions, entry.id, Ok(Completed::default()));
+                    self.end_task(entry, Ok(()));
                     busy = true;
                     false
                 }
                 Err(e) => {
-                    self.state.reqs.finish(&self.regions, entry.id, Err(e));
+                    self.end_task(entry, Err(e));
                     busy = true;
                     false
                 }
@@ -445,6 +440,38 @@ impl Engine {
         tasks.append(&mut self.tasks);
         self.tasks = tasks;
         busy
+    }
+
+    /// Finishes a task's request with `outcome` and releases its input.
+    fn end_task(&mut self, entry: &TaskEntry, outcome: Result<()>) {
+        if let Some(input) = entry.input {
+            self.regions.release(input);
+        }
+        let outcome = outcome.map(|()| Completed::default());
+        self.state.reqs.finish(&self.regions, entry.id, outcome);
+    }
+
+    /// Tells the running tasks among `ids` that their scope ends; those that
+    /// answer with an error end with it (see [`Task::scope_ends`]).
+    pub(crate) fn scope_ends(&mut self, ids: &[ReqId]) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let mut tasks = std::mem::take(&mut self.tasks);
+        tasks.retain_mut(|entry| {
+            if !ids.contains(&entry.id) {
+                return true;
+            }
+            match entry.task.scope_ends() {
+                None => true,
+                Some(e) => {
+                    self.end_task(entry, Err(e));
+                    false
+                }
+            }
+        });
+        tasks.append(&mut self.tasks);
+        self.tasks = tasks;
     }
 
     /// Posts a receive for a task into `region`: an engine-owned buffer

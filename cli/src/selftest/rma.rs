@@ -1,0 +1,238 @@
+//! One-sided windows, after MPICH's `rma` tests: fence epochs at every
+//! protocol's sizes, exclusive locks guarding read-modify-writes, every
+//! accumulate operation, a 4 MiB get, and misuse as errors.
+
+use hpcomm::op::{BitAnd, BitOr, BitXor, LogicalAnd, LogicalOr, Max, Min, Operation, Prod, Sum};
+use hpcomm::window::{Accumulate, LockKind, Replace, Window, WindowOp};
+use hpcomm::{Collectives, Communicator, Error};
+
+/// The value rank `rank` writes at element `k` in round `round`.
+fn value(rank: usize, round: usize, k: usize) -> u64 {
+    (rank as u64) << 48 | (round as u64) << 32 | k as u64
+}
+
+/// Fence epochs: in each, every rank puts a block into every rank's window
+/// (its own included) at lengths from one element to past the rendezvous
+/// threshold, then reads its left neighbour's window back with gets in the
+/// next epoch; the window's memory holds the last epoch's blocks after it.
+pub(super) fn fence_epochs(comm: &Communicator) {
+    let (me, n) = (comm.rank(), comm.size());
+    let eager = comm.eager_limit() / 8;
+    let lens = [1, 511, 512, eager + 1, 1 << 16];
+    let block = *lens.iter().max().unwrap();
+    let mut memory = vec![0u64; n * block];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut memory)?;
+        assert_eq!(win.len_of(n - 1), Some(n * block));
+        win.fence()?;
+        for (round, &len) in lens.iter().enumerate() {
+            let data: Vec<u64> = (0..len).map(|k| value(me, round, k)).collect();
+            for target in 0..n {
+                win.put(&data, target, me * block)?;
+            }
+            win.fence()?;
+            let left = (me + n - 1) % n;
+            let mut back = vec![0u64; len];
+            for origin in 0..n {
+                win.get(&mut back, left, origin * block)?;
+                let want = (0..len).map(|k| value(origin, round, k));
+                assert!(back.iter().copied().eq(want), "round {round}: rank {origin}'s block");
+            }
+            win.fence()?;
+        }
+        win.free()
+    })
+    .unwrap();
+    let last = lens.len() - 1;
+    for origin in 0..n {
+        let got = &memory[origin * block..][..block];
+        assert!(got.iter().enumerate().all(|(k, &v)| v == value(origin, last, k)));
+    }
+}
+
+/// Every rank increments rank 0's counter 1,000 times: as a get and a put
+/// under an exclusive lock (a lost update shows if two ranks ever hold it
+/// at once), and as an accumulate under a shared lock (a lost update shows
+/// if accumulates are not atomic).
+pub(super) fn lock_counters(comm: &Communicator) {
+    let n = comm.size() as u64;
+    const ROUNDS: u64 = 1000;
+    let mut counters = [0u64; 2];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut counters)?;
+        for _ in 0..ROUNDS {
+            win.lock(LockKind::Exclusive, 0)?;
+            let mut c = [0u64];
+            win.get(&mut c, 0, 0)?;
+            win.put(&[c[0] + 1], 0, 0)?;
+            win.unlock(0)?;
+            win.lock(LockKind::Shared, 0)?;
+            win.accumulate(&[1], 0, 1, Sum)?;
+            win.unlock(0)?;
+        }
+        // Everyone is done once the fence passes.
+        win.fence()?;
+        let mut both = [0u64; 2];
+        win.get(&mut both, 0, 0)?;
+        assert_eq!(both, [n * ROUNDS; 2]);
+        win.fence()?;
+        // Flush inside a lock completes what came before it.
+        win.lock_all()?;
+        win.accumulate(&[1], 0, 1, Sum)?;
+        win.flush_all()?;
+        win.unlock_all()?;
+        win.fence()?;
+        win.get(&mut both, 0, 0)?;
+        assert_eq!(both, [n * ROUNDS, n * ROUNDS + n]);
+        win.free()
+    })
+    .unwrap();
+    if comm.rank() == 0 {
+        assert_eq!(counters, [n * ROUNDS, n * ROUNDS + n]);
+    }
+}
+
+/// Every rank accumulates into every rank's window with `op`; the result
+/// is checked against the same combination done locally, in rank order for
+/// `Replace` (whose result depends on the order, so each rank writes its
+/// own slot).
+fn accumulate_with<T, O>(comm: &Communicator, op: O, start: T, of: impl Fn(usize, usize) -> T)
+where
+    T: Accumulate + PartialEq + std::fmt::Debug,
+    O: Operation<T> + WindowOp + Copy,
+{
+    let (me, n) = (comm.rank(), comm.size());
+    let len = 700; // past the inline data of a request on some settings
+    let mut memory = vec![start; len];
+    let mine: Vec<T> = (0..len).map(|k| of(me, k)).collect();
+    comm.scope(|s| {
+        let win = Window::create(s, &mut memory)?;
+        win.fence()?;
+        for target in 0..n {
+            win.accumulate(&mine, target, 0, op)?;
+        }
+        win.fence()?;
+        win.free()
+    })
+    .unwrap();
+    let mut want = vec![start; len];
+    for rank in 0..n {
+        let theirs: Vec<T> = (0..len).map(|k| of(rank, k)).collect();
+        op.apply(&mut want, &theirs, true);
+    }
+    if O::CODE == Replace::CODE {
+        // Some rank's data won, whole or element by element.
+        assert!(memory.iter().enumerate().all(|(k, v)| (0..n).any(|r| *v == of(r, k))));
+    } else {
+        assert_eq!(memory, want, "{:?}", O::CODE);
+    }
+}
+
+/// Accumulate with every operation, on integers and floats (integers that
+/// floats hold exactly, so that the order of the sums does not matter).
+pub(super) fn accumulate_every_op(comm: &Communicator) {
+    let bits = |r: usize, k: usize| ((r * 7 + k) % 64) as u32 | 1 << (r % 5 + 8);
+    accumulate_with(comm, Sum, 0u32, bits);
+    accumulate_with(comm, Prod, 1u32, |r, k| (r + k) as u32 % 3 + 1);
+    accumulate_with(comm, Min, u32::MAX, bits);
+    accumulate_with(comm, Max, 0u32, bits);
+    accumulate_with(comm, BitAnd, u32::MAX, bits);
+    accumulate_with(comm, BitOr, 0u32, bits);
+    accumulate_with(comm, BitXor, 0u32, bits);
+    accumulate_with(comm, LogicalAnd, 1i64, |r, k| ((r + k) % 4) as i64);
+    accumulate_with(comm, LogicalOr, 0i64, |r, k| ((r * k) % 3 == 1) as i64);
+    accumulate_with(comm, Replace, 0u32, bits);
+    accumulate_with(comm, Sum, 0.5f64, |r, k| (r * 1000 + k) as f64);
+    accumulate_with(comm, Prod, 1.0f64, |r, k| ((r + k) % 3 + 1) as f64);
+    accumulate_with(comm, Min, f64::MAX, |r, k| ((r * 31 + k) % 97) as f64 - 40.0);
+    accumulate_with(comm, Max, f64::MIN, |r, k| ((r * 31 + k) % 97) as f64 - 40.0);
+    accumulate_with(comm, Replace, 0.0f64, |r, k| (r * k) as f64);
+}
+
+/// A 4 MiB get from the right neighbour, and a 4 MiB put back into it.
+pub(super) fn large_get(comm: &Communicator) {
+    let (me, n) = (comm.rank(), comm.size());
+    let right = (me + 1) % n;
+    const LEN: usize = 1 << 19; // u64s: 4 MiB
+    let mut memory: Vec<u64> = (0..LEN).map(|k| value(me, 0, k)).collect();
+    let mut got = vec![0u64; LEN];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut memory)?;
+        win.lock(LockKind::Shared, right)?;
+        win.get(&mut got, right, 0)?;
+        win.unlock(right)?;
+        assert!(got.iter().enumerate().all(|(k, &v)| v == value(right, 0, k)));
+        win.fence()?;
+        let back: Vec<u64> = (0..LEN).map(|k| value(me, 1, k)).collect();
+        win.put(&back, right, 0)?;
+        win.fence()?;
+        win.free()
+    })
+    .unwrap();
+    let left = (me + n - 1) % n;
+    assert!(memory.iter().enumerate().all(|(k, &v)| v == value(left, 1, k)));
+}
+
+/// Misuse is an error before anything is sent, and the window still works
+/// after it: accesses out of range and outside an epoch, bad ranks,
+/// unbalanced locks, a fence while locked. Windows of different lengths
+/// (an empty one on rank 0); a window dropped without `free` is freed; a
+/// leaked one ends its scope with an error.
+pub(super) fn misuse(comm: &Communicator) {
+    let (me, n) = (comm.rank(), comm.size());
+    let right = (me + 1) % n;
+    let mut memory = vec![0u32; me];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut memory)?;
+        let sync = |r: hpcomm::Result<()>| assert!(matches!(r, Err(Error::WindowSync(_))), "{r:?}");
+        sync(win.put(&[1], right, 0));
+        sync(win.get(&mut [0], right, 0));
+        sync(win.unlock(right));
+        sync(win.flush(right));
+        sync(win.unlock_all());
+        assert!(matches!(win.put(&[1], n, 0), Err(Error::InvalidRank { .. })));
+        win.fence()?;
+        let range = |r: hpcomm::Result<()>| assert!(matches!(r, Err(Error::WindowRange { .. })));
+        range(win.put(&[1, 2], right, right.saturating_sub(1)));
+        range(win.get(&mut [0], right, right));
+        range(win.accumulate(&[1], right, usize::MAX / 2, Sum));
+        range(win.put(&[1], 0, 0));
+        win.put(&[], 0, 0)?;
+        if right > 0 {
+            win.put(&[7], right, right - 1)?;
+        }
+        win.lock(LockKind::Shared, right).expect_err("a lock inside a fence epoch with accesses");
+        win.fence()?;
+        win.lock(LockKind::Shared, right)?;
+        sync(win.lock(LockKind::Exclusive, right));
+        sync(win.fence());
+        win.unlock(right)?;
+        win.fence()?;
+        win.free()
+    })
+    .unwrap();
+    let left = (me + n - 1) % n;
+    if me > 0 {
+        assert_eq!(memory[me - 1], 7, "the put from rank {left}");
+    }
+    // Dropped without free: freed, its operations complete.
+    let mut cell = [0u32];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut cell)?;
+        win.fence()?;
+        win.accumulate(&[1], 0, 0, Sum)?;
+        win.fence()?;
+        Ok(())
+    })
+    .unwrap();
+    if me == 0 {
+        assert_eq!(cell, [n as u32]);
+    }
+    // Leaked: the scope ends it with an error instead of waiting forever.
+    let leaked = comm.scope(|s| {
+        std::mem::forget(Window::create(s, &mut cell)?);
+        Ok(())
+    });
+    assert!(matches!(leaked, Err(Error::WindowSync(_))), "{leaked:?}");
+    comm.barrier().unwrap();
+}

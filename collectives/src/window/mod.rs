@@ -1,0 +1,456 @@
+//! One-sided communication (MPI's RMA): a [`Window`] exposes a buffer of
+//! every rank to the others, which [`put`](Window::put) into it,
+//! [`get`](Window::get) from it and [`accumulate`](Window::accumulate)
+//! into it without the owner taking part.
+//!
+//! Accesses happen in *epochs*, as in MPI: between two
+//! [`fence`](Window::fence)s (every rank, active target), or while the
+//! origin holds the target's lock ([`lock`](Window::lock) …
+//! [`unlock`](Window::unlock), passive target; [`flush`](Window::flush)
+//! completes what was issued so far). An access outside an epoch, or
+//! outside the target's window, is an error before anything is sent.
+//!
+//! ```
+//! use hpcomm_collectives::op::Sum;
+//! use hpcomm_collectives::window::{LockKind, Window};
+//!
+//! hpcomm_runtime::threads(3, |comm| {
+//!     let mut counter = [0u64];
+//!     let mut slots = [0u64; 3];
+//!     comm.scope(|s| {
+//!         let count = Window::create(s, &mut counter)?;
+//!         let table = Window::create(s, &mut slots)?;
+//!         // Active target: every rank writes its slot of rank 0's table.
+//!         table.fence()?;
+//!         table.put(&[10 * comm.rank() as u64], 0, comm.rank())?;
+//!         table.fence()?;
+//!         // Passive target: each rank adds to rank 0's counter alone.
+//!         count.lock(LockKind::Exclusive, 0)?;
+//!         count.accumulate(&[1], 0, 0, Sum)?;
+//!         count.unlock(0)?;
+//!         table.free()?;
+//!         count.free()
+//!     })
+//!     .unwrap();
+//!     if comm.rank() == 0 {
+//!         assert_eq!(slots, [0, 10, 20]);
+//!         assert_eq!(counter, [3]);
+//!     }
+//! })
+//! .unwrap();
+//! ```
+//!
+//! # How it works, and what it promises
+//!
+//! A window's memory is borrowed by the scope it was created in, like a
+//! request's buffer: the scope does not end before the window is freed, so
+//! a window can never outlive its memory, even if its handle is leaked
+//! (the scope then ends the window with an error instead of waiting). The
+//! owner reaches its own window through the same calls with its own rank as
+//! the target.
+//!
+//! Each rank serves its window with a task of the progress engine (see
+//! `server.rs`), which runs whenever the rank is in any communication call:
+//! like MPI without a progress thread, a rank that computes for a long time
+//! without communicating delays the accesses to its window. Operations are
+//! *active messages* over the communicator's transport: a small put or
+//! accumulate is one message, a get's data comes back where it lies, and
+//! large data moves by the transport's rendezvous (a single copy over shm).
+//! Calls return when the origin's buffer may be used again: a put or
+//! accumulate once its data is sent, a get once its data has arrived. An
+//! unlock, a flush or a fence returns once every operation this rank issued
+//! before it is complete at its target; a fence also waits until every
+//! operation that targets this rank in the epoch has landed, and holds the
+//! next epoch's accesses to this rank until then.
+//!
+//! Accumulates with the same operation on the same elements are atomic with
+//! respect to each other, as in MPI; a put and a get or another put to the
+//! same elements in one epoch are a race whose result is undefined (MPI
+//! calls it erroneous), but never unsafe.
+//!
+//! A window is used by the thread that created it (`Send`, not `Sync`).
+
+mod accumulate;
+mod locks;
+mod server;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use hpcomm_runtime::{Communicator, Error, Request, Result, Scope};
+
+pub use accumulate::{Accumulate, OpCode, Replace, WindowOp};
+pub use wire::LockKind;
+
+use crate::nonblocking::tag_for;
+use crate::op::Operation;
+use crate::Collectives;
+use server::Server;
+use wire::{decode_status, Kind, Request as Wire, Tags, HEADER_LEN, INLINE_MAX, STATUS_MAX};
+
+/// A window of one-sided communication (`MPI_Win`) over a buffer of every
+/// rank of a communicator; see the [module documentation](self).
+pub struct Window<'r, T: Accumulate> {
+    /// The window's communicator, on its collective context.
+    comm: Communicator,
+    tags: Tags,
+    /// Each rank's window, in bytes.
+    sizes: Vec<usize>,
+    /// The most data a request carries in its own message.
+    inline_max: usize,
+    /// This rank's server; `None` once freed.
+    server: Option<Request<'r>>,
+    epoch: RefCell<Epoch>,
+    /// A request's message, built here to allocate nothing per call.
+    scratch: RefCell<Vec<u8>>,
+    elem: PhantomData<T>,
+}
+
+/// What the origin may access now.
+#[derive(Debug)]
+struct Epoch {
+    /// Between fences: every target.
+    fence: bool,
+    /// Whether anything was issued since the last fence.
+    issued: bool,
+    /// The locks this rank holds, by target.
+    locks: Vec<Option<LockKind>>,
+    /// Why the window failed, once it has: later accesses fail at once.
+    failed: Option<Error>,
+}
+
+impl<T: Accumulate> std::fmt::Debug for Window<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("rank", &self.comm.rank())
+            .field("sizes", &self.sizes)
+            .field("epoch", &self.epoch.borrow())
+            .finish()
+    }
+}
+
+fn sync_error(why: impl Into<String>) -> Error {
+    Error::WindowSync(why.into())
+}
+
+impl<'r, T: Accumulate> Window<'r, T> {
+    /// Creates a window over `buf` on every rank of the scope's
+    /// communicator (`MPI_Win_create`); collective. Ranks may expose
+    /// windows of different lengths (empty ones too), of the same element
+    /// type. `buf` stays borrowed until the scope ends; its contents are
+    /// what the window starts with.
+    pub fn create<'s>(scope: &'r Scope<'s, '_>, buf: &'s mut [T]) -> Result<Window<'r, T>> {
+        let comm = scope.comm();
+        let tags = Tags::from_base(tag_for(comm)?);
+        let elem = std::mem::size_of::<T>();
+        let mine = [std::mem::size_of_val(buf) as u64, elem as u64];
+        let mut all = vec![0u64; 2 * comm.size()];
+        comm.all_gather(&mine, &mut all)?;
+        if all.chunks(2).any(|r| r[1] != elem as u64) {
+            return Err(Error::CollectiveMismatch(
+                "window element sizes differ between ranks".into(),
+            ));
+        }
+        let sizes = all.chunks(2).map(|r| r[0] as usize).collect();
+        let server = Server::<T>::new(tags, std::mem::size_of_val(buf), comm.size());
+        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
+        let server = scope.start_task(None, Some(bytes), Box::new(server))?;
+        Ok(Window {
+            comm: comm.collective_comm(),
+            tags,
+            sizes,
+            inline_max: INLINE_MAX.min(comm.eager_limit().saturating_sub(HEADER_LEN)),
+            server: Some(server),
+            epoch: RefCell::new(Epoch {
+                fence: false,
+                issued: false,
+                locks: vec![None; comm.size()],
+                failed: None,
+            }),
+            scratch: RefCell::new(Vec::with_capacity(HEADER_LEN + INLINE_MAX)),
+            elem: PhantomData,
+        })
+    }
+
+    /// The size in elements of `rank`'s window.
+    pub fn len_of(&self, rank: usize) -> Option<usize> {
+        self.sizes.get(rank).map(|bytes| bytes / std::mem::size_of::<T>().max(1))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match (&self.server, &self.epoch.borrow().failed) {
+            (None, _) => Err(sync_error("the window was freed")),
+            (_, Some(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_target(&self, target: usize) -> Result<()> {
+        match target < self.sizes.len() {
+            true => Ok(()),
+            false => Err(Error::InvalidRank {
+                rank: i32::try_from(target).unwrap_or(i32::MAX),
+                size: self.sizes.len(),
+            }),
+        }
+    }
+
+    /// Checks an access of `count` elements at element `offset` of
+    /// `target`'s window: its byte range.
+    fn check_access(&self, target: usize, offset: usize, count: usize) -> Result<(u64, usize)> {
+        self.check_open()?;
+        self.check_target(target)?;
+        let epoch = self.epoch.borrow();
+        if !epoch.fence && epoch.locks[target].is_none() {
+            return Err(sync_error(format!(
+                "access to rank {target} outside an access epoch (call fence, or lock it first)"
+            )));
+        }
+        let elem = std::mem::size_of::<T>();
+        let size = self.sizes[target];
+        let range = offset.checked_mul(elem).zip(count.checked_mul(elem));
+        match range {
+            Some((at, len)) if at.checked_add(len).is_some_and(|end| end <= size) => {
+                Ok((at as u64, len))
+            }
+            _ => Err(Error::WindowRange {
+                target,
+                offset: offset.saturating_mul(elem),
+                count: count.saturating_mul(elem),
+                size,
+            }),
+        }
+    }
+
+    /// Sends a request to `target` about `len` bytes at byte `offset`, with
+    /// the data of a put or accumulate in the same message when it is
+    /// small, else after it.
+    fn send(
+        &self,
+        target: usize,
+        kind: Kind,
+        (offset, len): (u64, usize),
+        data: &[u8],
+    ) -> Result<()> {
+        if len == 0 && matches!(kind, Kind::Put | Kind::Accumulate(_) | Kind::Get) {
+            return Ok(()); // nothing to move, as with a count of 0 in MPI
+        }
+        let inline = !data.is_empty() && data.len() <= self.inline_max;
+        let mut msg = self.scratch.borrow_mut();
+        Wire { kind, inline, offset, len: len as u64 }.encode(&mut msg);
+        if inline {
+            msg.extend_from_slice(data);
+        }
+        self.comm.send(&msg[..], target, self.tags.request)?;
+        if !inline && !data.is_empty() {
+            self.comm.send(data, target, self.tags.data)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `target`'s status reply.
+    fn wait_status(&self, target: usize) -> Result<()> {
+        let mut buf = [0u8; STATUS_MAX];
+        let status = self.comm.recv(&mut buf, target, self.tags.reply)?;
+        decode_status(&buf[..status.count]).inspect_err(|e| {
+            self.epoch.borrow_mut().failed.get_or_insert_with(|| e.clone());
+        })
+    }
+
+    /// Writes `data` into `target`'s window from element `offset` on
+    /// (`MPI_Put`). Returns once `data` may be reused; the put is complete
+    /// at the target at the next fence, flush or unlock.
+    pub fn put(&self, data: &[T], target: usize, offset: usize) -> Result<()> {
+        let range = self.check_access(target, offset, data.len())?;
+        self.send(target, Kind::Put, range, bytemuck::cast_slice(data))?;
+        self.epoch.borrow_mut().issued = true;
+        Ok(())
+    }
+
+    /// Combines `data` into `target`'s window from element `offset` on with
+    /// `op`, as `target = target ∘ data` element by element
+    /// (`MPI_Accumulate`); [`Replace`] makes it an atomic put. Accumulates
+    /// to the same elements are atomic with respect to each other.
+    pub fn accumulate<O: Operation<T> + WindowOp>(
+        &self,
+        data: &[T],
+        target: usize,
+        offset: usize,
+        op: O,
+    ) -> Result<()> {
+        let _ = op;
+        let range = self.check_access(target, offset, data.len())?;
+        if !T::accumulate(O::CODE, &mut [], &[]) {
+            return Err(Error::InvalidCount(format!(
+                "{:?} is not defined on the window's element type",
+                O::CODE
+            )));
+        }
+        self.send(target, Kind::Accumulate(O::CODE), range, bytemuck::cast_slice(data))?;
+        self.epoch.borrow_mut().issued = true;
+        Ok(())
+    }
+
+    /// Reads `target`'s window from element `offset` on into `dest`
+    /// (`MPI_Get`); returns once `dest` holds the data.
+    pub fn get(&self, dest: &mut [T], target: usize, offset: usize) -> Result<()> {
+        let range = self.check_access(target, offset, dest.len())?;
+        self.send(target, Kind::Get, range, &[])?;
+        self.epoch.borrow_mut().issued = true;
+        if dest.is_empty() {
+            return Ok(());
+        }
+        let status = self.comm.recv(dest, target, self.tags.reply)?;
+        match status.count == dest.len() {
+            true => Ok(()),
+            false => Err(Error::Protocol(format!(
+                "rank {target} answered a get of {} elements with {}",
+                dest.len(),
+                status.count
+            ))),
+        }
+    }
+
+    /// Ends an epoch on every rank and starts the next (`MPI_Win_fence`);
+    /// collective. Returns once every operation this rank issued is
+    /// complete at its target and every operation of the epoch that
+    /// targets this rank has landed. Not while locks are held.
+    pub fn fence(&self) -> Result<()> {
+        self.check_open()?;
+        if self.epoch.borrow().locks.iter().any(Option::is_some) {
+            return Err(sync_error("fence while holding a lock (unlock first)"));
+        }
+        self.fence_all(false)?;
+        let mut epoch = self.epoch.borrow_mut();
+        epoch.fence = true;
+        epoch.issued = false;
+        Ok(())
+    }
+
+    fn fence_all(&self, last: bool) -> Result<()> {
+        let mut first = Ok(());
+        for target in 0..self.sizes.len() {
+            if let (Err(e), Ok(())) = (self.send(target, Kind::Fence { last }, (0, 0), &[]), &first)
+            {
+                first = Err(e);
+            }
+        }
+        first?;
+        self.wait_status(self.comm.rank())
+    }
+
+    /// Starts a passive-target epoch on `target` (`MPI_Win_lock`): returns
+    /// once this rank holds `target`'s lock, shared with other shared
+    /// holders or alone. Not while a fence epoch has unfinished accesses.
+    pub fn lock(&self, kind: LockKind, target: usize) -> Result<()> {
+        self.check_open()?;
+        self.check_target(target)?;
+        {
+            let epoch = self.epoch.borrow();
+            if epoch.locks[target].is_some() {
+                return Err(sync_error(format!("rank {target} is locked already")));
+            }
+            if epoch.fence && epoch.issued {
+                return Err(sync_error("lock inside a fence epoch with accesses (fence first)"));
+            }
+        }
+        self.send(target, Kind::Lock(kind), (0, 0), &[])?;
+        self.wait_status(target)?;
+        let mut epoch = self.epoch.borrow_mut();
+        epoch.fence = false;
+        epoch.locks[target] = Some(kind);
+        Ok(())
+    }
+
+    /// Ends the passive-target epoch on `target` (`MPI_Win_unlock`):
+    /// returns once every operation issued to it is complete there.
+    pub fn unlock(&self, target: usize) -> Result<()> {
+        self.check_open()?;
+        self.check_target(target)?;
+        if self.epoch.borrow().locks[target].is_none() {
+            return Err(sync_error(format!("unlock of rank {target}, which is not locked")));
+        }
+        self.send(target, Kind::Unlock, (0, 0), &[])?;
+        self.epoch.borrow_mut().locks[target] = None;
+        self.wait_status(target)
+    }
+
+    /// Completes every operation issued to `target` so far, inside its
+    /// lock (`MPI_Win_flush`).
+    pub fn flush(&self, target: usize) -> Result<()> {
+        self.check_open()?;
+        self.check_target(target)?;
+        if self.epoch.borrow().locks[target].is_none() {
+            return Err(sync_error(format!("flush of rank {target}, which is not locked")));
+        }
+        self.send(target, Kind::Flush, (0, 0), &[])?;
+        self.wait_status(target)
+    }
+
+    /// Takes a shared lock on every rank (`MPI_Win_lock_all`).
+    pub fn lock_all(&self) -> Result<()> {
+        (0..self.sizes.len()).try_for_each(|t| self.lock(LockKind::Shared, t))
+    }
+
+    /// Gives back every lock held (`MPI_Win_unlock_all`), completing every
+    /// operation issued.
+    pub fn unlock_all(&self) -> Result<()> {
+        let held = self.held();
+        if held.is_empty() {
+            return Err(sync_error("unlock_all without locks"));
+        }
+        held.into_iter().try_for_each(|t| self.unlock(t))
+    }
+
+    /// Completes every operation issued to every locked target
+    /// (`MPI_Win_flush_all`).
+    pub fn flush_all(&self) -> Result<()> {
+        self.held().into_iter().try_for_each(|t| self.flush(t))
+    }
+
+    fn held(&self) -> Vec<usize> {
+        let epoch = self.epoch.borrow();
+        (0..epoch.locks.len()).filter(|&t| epoch.locks[t].is_some()).collect()
+    }
+
+    /// Frees the window (`MPI_Win_free`); collective. Every operation
+    /// completes first; locks still held are given back, and reported as an
+    /// error. Dropping a window frees it too, reporting nothing.
+    pub fn free(mut self) -> Result<()> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if self.server.is_none() {
+            return Ok(());
+        }
+        let held = self.held();
+        let unlocked = held.iter().map(|&t| self.unlock(t)).find(Result::is_err);
+        let fenced = self.fence_all(true);
+        let served = match self.server.take() {
+            Some(server) => server.wait().map(|_| ()),
+            None => Ok(()),
+        };
+        unlocked.unwrap_or(Ok(()))?;
+        fenced?;
+        served?;
+        match held.is_empty() {
+            true => Ok(()),
+            false => Err(sync_error(format!("window freed while holding locks on {held:?}"))),
+        }
+    }
+}
+
+impl<T: Accumulate> Drop for Window<'_, T> {
+    fn drop(&mut self) {
+        if self.server.is_some() && !std::thread::panicking() {
+            if let Err(e) = self.close() {
+                tracing::warn!("a dropped window failed as it was freed: {e}");
+            }
+        }
+    }
+}
