@@ -104,6 +104,10 @@ if [ "$fabric" = shm ]; then
         "reduce 2 reduce 8 1048576"
         "bcast 2 bcast 8 1048576"
         "barrier-4 4 barrier 0 0"
+        "put-latency 2 put-latency 1 65536"
+        "get-latency 2 get-latency 1 65536"
+        "put-bw 2 put-bw 1 4194304"
+        "get-bw 2 get-bw 1 4194304"
         "weather 2 weather 256 400"
         "weather 2 weather 1024 100"
         "weather-4 4 weather 256 400"
@@ -114,6 +118,8 @@ else
         "mr 2 mr 1 4096"
         "bw 2 bw 4096 4194304"
         "allreduce 2 allreduce 8 1048576"
+        "put-latency 2 put-latency 1 65536"
+        "get-bw 2 get-bw 1 4194304"
         "weather 2 weather 256 400"
         "weather 2 weather 1024 100"
     )
@@ -148,6 +154,10 @@ titles = {
     "reduce": ("Reduce (sum of f32) to rank 0, 2 ranks (µs)", "lower"),
     "bcast": ("Broadcast from rank 0, 2 ranks (µs)", "lower"),
     "barrier-4": ("Barrier, 4 ranks on 2 cores (µs)", "lower"),
+    "put-latency": ("One-sided put and flush in a lock, 2 ranks (µs; rsmpi has no windows)", "lower"),
+    "get-latency": ("One-sided get and flush in a lock, 2 ranks (µs)", "lower"),
+    "put-bw": ("One-sided puts, window 64, then a flush, 2 ranks (MB/s)", "higher"),
+    "get-bw": ("One-sided gets, window 64, then a flush, 2 ranks (MB/s)", "higher"),
     "weather": ("Weather kernel (examples/weather), 2 ranks: ms per step by grid side (lower is better)", "lower"),
     "weather-4": ("Weather kernel, 4 ranks on 2 cores: ms per step by grid side", "lower"),
 }

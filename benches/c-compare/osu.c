@@ -20,6 +20,13 @@
  *   allgather (size per rank), alltoall (size per pair), barrier: each
  *   iteration timed alone, a barrier between iterations, the ranks'
  *   average latencies averaged (µs);
+ * - put-latency, get-latency, put-bw, get-bw: OSU's one-sided method
+ *   (osu_put_latency, osu_get_latency, osu_put_bw, osu_get_bw with their
+ *   default synchronisation): the even rank locks its partner's window
+ *   (shared) and per iteration puts or gets one message (latency, µs per
+ *   operation) or a window of messages at consecutive offsets (MB/s), then
+ *   flushes; the partner waits in a barrier. A window per size, over a
+ *   page-aligned buffer of size × window bytes, as hpcomm bench's;
  * - iallreduce, ireduce: OSU's overlap method (osu_iallreduce): the pure
  *   communication time (start, wait), then each start followed by that
  *   much computation (a busy loop without MPI calls, OSU's default) and
@@ -41,6 +48,7 @@
 static const char *const KINDS[] = {
     "latency", "bw", "bibw", "mr", "allreduce", "reduce",
     "bcast", "allgather", "alltoall", "barrier", "iallreduce", "ireduce",
+    "put-latency", "get-latency", "put-bw", "get-bw",
 };
 
 struct step {
@@ -200,6 +208,41 @@ static void overlap(const char *kind, int ranks, long size, long iters, long ski
     out[3] = hidden < 0 ? 0 : hidden > 100 ? 100 : hidden;
 }
 
+/* Seconds for `iters` iterations of a one-sided benchmark (after `skip`
+   untimed ones); `per` operations per iteration. */
+static double one_sided(int put, int rank, long size, int per, long iters, long skip, char *data) {
+    size_t len = (size_t)(size > 0 ? size : 1) * (size_t)per;
+    char *local = page_alloc(len);
+    if (!local)
+        return fail("out of memory");
+    memset(local, 0, len);
+    MPI_Win win;
+    MPI_Win_create(local, (MPI_Aint)len, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &win);
+    int peer = rank ^ 1;
+    double start = 0, seconds = 0;
+    if (rank % 2 == 0) {
+        MPI_Win_lock(MPI_LOCK_SHARED, peer, 0, win);
+        for (long i = 0; i < iters + skip; i++) {
+            if (i == skip)
+                start = MPI_Wtime();
+            for (int j = 0; j < per; j++) {
+                MPI_Aint at = (MPI_Aint)j * size;
+                if (put)
+                    MPI_Put(data + at, (int)size, MPI_CHAR, peer, at, (int)size, MPI_CHAR, win);
+                else
+                    MPI_Get(data + at, (int)size, MPI_CHAR, peer, at, (int)size, MPI_CHAR, win);
+            }
+            MPI_Win_flush(peer, win);
+        }
+        seconds = MPI_Wtime() - start;
+        MPI_Win_unlock(peer, win);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Win_free(&win);
+    free(local);
+    return seconds;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank, ranks;
@@ -219,7 +262,7 @@ int main(int argc, char **argv) {
     if (n <= 0 || window < 1)
         return fail("an empty or unreadable plan, or a window below 1");
     int p2p = !strcmp(kind, "latency") || !strcmp(kind, "bw") || !strcmp(kind, "bibw") ||
-              !strcmp(kind, "mr");
+              !strcmp(kind, "mr") || strstr(kind, "put-") == kind || strstr(kind, "get-") == kind;
     if (p2p && (ranks < 2 || ranks % 2))
         return fail("the point-to-point benchmarks need an even number of ranks");
     long max = 0;
@@ -256,6 +299,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(kind, "mr"))
             values[i] = (double)window * iters /
                         windows(rank, size, window, iters, skip, 0, sbuf, rbuf, reqs);
+        else if (!strcmp(kind, "put-latency") || !strcmp(kind, "get-latency"))
+            values[i] = one_sided(kind[0] == 'p', rank, size, 1, iters, skip, rbuf) * 1e6 / iters;
+        else if (!strcmp(kind, "put-bw") || !strcmp(kind, "get-bw"))
+            values[i] = (double)size * window * iters /
+                        one_sided(kind[0] == 'p', rank, size, window, iters, skip, rbuf) / 1e6;
         else if (overlapping)
             overlap(kind, ranks, size, iters, skip, fsend, frecv, columns[i]);
         else

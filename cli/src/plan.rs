@@ -31,6 +31,18 @@ pub enum Kind {
     Iallreduce,
     /// Non-blocking reduce of `f32` sums to rank 0: as `iallreduce`.
     Ireduce,
+    /// One-sided put and flush inside a lock, latency (µs; OSU's
+    /// `osu_put_latency`).
+    PutLatency,
+    /// One-sided get and flush inside a lock, latency (µs; OSU's
+    /// `osu_get_latency`).
+    GetLatency,
+    /// A window of one-sided puts, then a flush, inside a lock (MB/s;
+    /// OSU's `osu_put_bw`).
+    PutBw,
+    /// A window of one-sided gets, then a flush, inside a lock (MB/s;
+    /// OSU's `osu_get_bw`).
+    GetBw,
 }
 
 impl Kind {
@@ -49,6 +61,10 @@ impl Kind {
             Kind::Barrier => ("Barrier Latency Test", "Avg Latency(us)", "us"),
             Kind::Iallreduce => ("Non-blocking Allreduce Overlap Test", OVERLAP_COLUMNS, "us"),
             Kind::Ireduce => ("Non-blocking Reduce Overlap Test", OVERLAP_COLUMNS, "us"),
+            Kind::PutLatency => ("Put Latency Test", "Latency (us)", "us"),
+            Kind::GetLatency => ("Get Latency Test", "Latency (us)", "us"),
+            Kind::PutBw => ("Put Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
+            Kind::GetBw => ("Get Bandwidth Test", "Bandwidth (MB/s)", "MB/s"),
         }
     }
 
@@ -58,9 +74,14 @@ impl Kind {
         matches!(self, Kind::Iallreduce | Kind::Ireduce)
     }
 
+    /// Whether this is a one-sided benchmark (a window per pair).
+    pub fn one_sided(self) -> bool {
+        matches!(self, Kind::PutLatency | Kind::GetLatency | Kind::PutBw | Kind::GetBw)
+    }
+
     /// Whether this is a collective benchmark (any number of ranks).
     pub fn collective(self) -> bool {
-        !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr)
+        !matches!(self, Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr) && !self.one_sided()
     }
 }
 

@@ -50,10 +50,10 @@ pub(super) fn fence_epochs(comm: &Communicator) {
     }
 }
 
-/// Every rank increments rank 0's counter 1,000 times: as a get and a put
+/// Every rank increments rank 0's counter 1,000 times as a get and a put
 /// under an exclusive lock (a lost update shows if two ranks ever hold it
-/// at once), and as an accumulate under a shared lock (a lost update shows
-/// if accumulates are not atomic).
+/// at once), and another 1,000 times as accumulates in one shared epoch
+/// with every rank (a lost update shows if accumulates are not atomic).
 pub(super) fn lock_counters(comm: &Communicator) {
     let n = comm.size() as u64;
     const ROUNDS: u64 = 1000;
@@ -66,10 +66,13 @@ pub(super) fn lock_counters(comm: &Communicator) {
             win.get(&mut c, 0, 0)?;
             win.put(&[c[0] + 1], 0, 0)?;
             win.unlock(0)?;
-            win.lock(LockKind::Shared, 0)?;
-            win.accumulate(&[1], 0, 1, Sum)?;
-            win.unlock(0)?;
         }
+        // Accumulates in one shared epoch, all ranks at once.
+        win.lock(LockKind::Shared, 0)?;
+        for _ in 0..ROUNDS {
+            win.accumulate(&[1], 0, 1, Sum)?;
+        }
+        win.unlock(0)?;
         // Everyone is done once the fence passes.
         win.fence()?;
         let mut both = [0u64; 2];

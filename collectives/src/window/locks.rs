@@ -61,6 +61,12 @@ impl Locks {
         Ok(self.grant())
     }
 
+    /// Empties the queue: the origins that were waiting, to be told that
+    /// the window failed instead of being granted the lock.
+    pub(crate) fn refuse_waiting(&mut self) -> Vec<usize> {
+        self.queue.drain(..).map(|(origin, _)| origin).collect()
+    }
+
     /// Grants the lock to the origins at the front of the queue while it
     /// can; those it granted.
     fn grant(&mut self) -> Vec<usize> {
@@ -105,5 +111,8 @@ mod tests {
         assert_eq!(l.acquire(3, Exclusive), Ok(false));
         assert_eq!(l.forget(2), Ok(vec![]));
         assert_eq!(l.forget(1), Ok(vec![3]));
+        assert_eq!(l.acquire(0, Shared), Ok(false));
+        assert_eq!(l.refuse_waiting(), vec![0]);
+        assert_eq!(l.release(3), Ok(vec![]));
     }
 }

@@ -320,15 +320,20 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// complete at its target and every operation of the epoch that
     /// targets this rank has landed. Not while locks are held.
     pub fn fence(&self) -> Result<()> {
-        self.check_open()?;
+        if self.server.is_none() {
+            return Err(sync_error("the window was freed"));
+        }
         if self.epoch.borrow().locks.iter().any(Option::is_some) {
             return Err(sync_error("fence while holding a lock (unlock first)"));
         }
+        // A failed window still fences, so that every rank stays in step
+        // (the others wait for this rank's fence); the failure is reported
+        // after.
         self.fence_all(false)?;
         let mut epoch = self.epoch.borrow_mut();
         epoch.fence = true;
         epoch.issued = false;
-        Ok(())
+        epoch.failed.clone().map_or(Ok(()), Err)
     }
 
     fn fence_all(&self, last: bool) -> Result<()> {

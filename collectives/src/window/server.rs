@@ -88,12 +88,20 @@ impl<T: Accumulate> Server<T> {
     /// Stops serving `origin`, which sent something malformed or is gone;
     /// the window has failed.
     fn fail(&mut self, cx: &mut TaskCx<'_>, origin: usize, why: String) -> Step {
-        let why = format!("rank {origin}: {why}");
-        self.failure.get_or_insert(why);
-        if let Ok(granted) = self.locks.forget(origin) {
-            self.grant(cx, &granted);
-        }
+        // The queue is emptied first, so that giving up the origin's lock
+        // grants nobody anything.
+        self.set_failure(cx, format!("rank {origin}: {why}"));
+        let _ = self.locks.forget(origin);
         Step::Failed
+    }
+
+    /// The window has failed (the first reason is kept). It grants no more
+    /// locks: whoever waits for one hears of the failure instead, and so
+    /// does every later request.
+    fn set_failure(&mut self, cx: &mut TaskCx<'_>, why: String) {
+        self.failure.get_or_insert(why);
+        let waiting = self.locks.refuse_waiting();
+        self.grant(cx, &waiting);
     }
 
     /// Sends `to` the window's status.
@@ -107,7 +115,8 @@ impl<T: Accumulate> Server<T> {
         }
     }
 
-    /// Tells origins waiting in the lock's queue that they hold it now.
+    /// Tells origins waiting in the lock's queue that they hold it now (or,
+    /// once the window failed, that they never will).
     fn grant(&mut self, cx: &mut TaskCx<'_>, granted: &[usize]) {
         for &origin in granted {
             self.reply(cx, origin);
@@ -206,6 +215,10 @@ impl<T: Accumulate> Server<T> {
                 self.replies.push(t);
                 Step::Idle
             }),
+            Kind::Lock(_) if self.failure.is_some() => {
+                self.reply(cx, origin);
+                Ok(Step::Idle)
+            }
             Kind::Lock(kind) => match self.locks.acquire(origin, kind) {
                 Ok(true) => {
                     self.reply(cx, origin);
@@ -228,11 +241,9 @@ impl<T: Accumulate> Server<T> {
             }
             Kind::Fence { last } => {
                 if self.last.is_some_and(|l| l != last) {
-                    self.failure.get_or_insert_with(|| {
-                        "ranks disagree whether the window is freed (some freed it, others \
-                         fenced)"
-                            .into()
-                    });
+                    let why = "ranks disagree whether the window is freed (some freed it, others \
+                               fenced)";
+                    self.set_failure(cx, why.into());
                 }
                 self.last = Some(self.last.unwrap_or(false) | last);
                 Ok(Step::Fenced)

@@ -78,7 +78,21 @@ fn attack(comm: &Communicator, case: usize, what: &str, bytes: &[u8]) {
                 let mut granted = [0u8; 8];
                 raw.recv(&mut granted, 0, win.tags.reply)?;
             }
+            if what == "a second lock" && n > 2 {
+                comm.send(&[0u8], 2, 0)?;
+            }
             raw.send(bytes, 0, win.tags.request)?;
+        }
+        if me == 2 && what == "a second lock" {
+            // Waiting for a lock that rank 1 holds when it fails the window:
+            // told so, not left waiting.
+            comm.recv(&mut [0u8], 1, 0)?;
+            let waited = win.lock(LockKind::Exclusive, 0);
+            assert!(matches!(waited, Err(Error::Protocol(_))), "{waited:?}");
+            let fenced = win.fence();
+            let freed = win.free();
+            assert!(fenced.is_err() || freed.is_err());
+            return Ok((Ok(()), Ok(())));
         }
         let fenced = win.fence();
         let freed = win.free();

@@ -158,6 +158,9 @@ fn collective(
             Kind::Barrier => world.barrier(),
             Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr => unreachable!("point-to-point"),
             Kind::Iallreduce | Kind::Ireduce => unreachable!("refused in main"),
+            Kind::PutLatency | Kind::GetLatency | Kind::PutBw | Kind::GetBw => {
+                unreachable!("refused in main")
+            }
         }
         if i >= skip {
             timer += start.elapsed().as_secs_f64();
@@ -193,9 +196,13 @@ fn main() {
         std::process::exit(1);
     };
     let world = universe.world();
-    if args.kind.overlap() {
+    if args.kind.overlap() || args.kind.one_sided() {
         if world.rank() == 0 {
-            eprintln!("mpi-bench: the overlap benchmarks run from C only (benches/c-compare/osu.c)");
+            // rsmpi has no one-sided windows.
+            eprintln!(
+                "mpi-bench: the overlap and one-sided benchmarks run from C only \
+                 (benches/c-compare/osu.c)"
+            );
         }
         std::process::exit(2);
     }

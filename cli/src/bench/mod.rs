@@ -26,10 +26,15 @@
 //!   `100 · (1 − (overall − compute) / pure)`, at least 0. The ranks'
 //!   averages are averaged.
 //!
+//! - `put-latency`, `get-latency`, `put-bw`, `get-bw`: one-sided
+//!   operations on a window, OSU's method (see `rma.rs`).
+//!
 //! Each size runs `skip` warm-up iterations before the timed ones. With
 //! more than 2 ranks (an even number), ranks pair up — 0 with 1, 2 with 3,
 //! … — and every pair runs at once; rank 0 reports its own pair, which shows
 //! how the job behaves when ranks share cores.
+
+mod rma;
 
 use std::time::Instant;
 
@@ -213,6 +218,9 @@ fn collective(
             Kind::Alltoall => comm.all_to_all(&all_bytes, &mut all)?,
             Kind::Barrier => comm.barrier()?,
             Kind::Latency | Kind::Bw | Kind::Bibw | Kind::Mr => unreachable!("point-to-point"),
+            Kind::PutLatency | Kind::GetLatency | Kind::PutBw | Kind::GetBw => {
+                unreachable!("one-sided")
+            }
             Kind::Iallreduce | Kind::Ireduce => unreachable!("overlap"),
         }
         if i >= skip {
@@ -378,6 +386,13 @@ fn run(o: &BenchOptions) -> Result<()> {
                 rates[rates.len() / 2]
             }
             Kind::Mr => (o.window * iters) as f64 / windows(comm, window(false), iters, skip)?,
+            Kind::PutLatency | Kind::GetLatency => {
+                rma::run(comm, o.kind, size, 1, (iters, skip))? * 1e6 / iters as f64
+            }
+            Kind::PutBw | Kind::GetBw => {
+                let seconds = rma::run(comm, o.kind, size, o.window, (iters, skip))?;
+                (size * o.window * iters) as f64 / seconds / 1e6
+            }
             kind if kind.overlap() => {
                 let columns = overlap(comm, kind, size, iters, skip)?;
                 rows.push((size, columns[2], Some(columns)));
