@@ -420,7 +420,7 @@ impl Communicator {
     }
 
     /// Waits for request `id`, with the engine held, and takes its outcome.
-    fn wait_holding(&self, engine: &mut Engine, id: ReqId) -> Result<Completed> {
+    pub(crate) fn wait_holding(&self, engine: &mut Engine, id: ReqId) -> Result<Completed> {
         let mut outcome = None;
         self.block_holding(engine, |e| {
             outcome = e.take(id);

@@ -229,6 +229,15 @@ impl<'a> TaskCx<'a> {
             .ok_or(Error::Transport(hpcomm_transport::TransportError::InvalidRegion))
     }
 
+    /// Exposes the task's output buffer for peers' one-sided reads
+    /// ([`Communicator::read_remote`](crate::Communicator::read_remote))
+    /// until the task ends: what they need to read it, or `None` where the
+    /// transport has no one-sided reads (or the task no output).
+    pub fn expose_output(&mut self) -> Option<crate::RemoteRegion> {
+        let region = self.engine.output_of(self.id)?;
+        self.engine.expose(region).map(crate::RemoteRegion::new)
+    }
+
     /// Calls `f` with the task's input buffer (registered when the task was
     /// started, and borrowed until its scope ends); an error if it has
     /// none.

@@ -377,7 +377,7 @@ impl Transport for Loopback {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("loopback (reads disabled)"));
         }
-        let (ptr, len) = regions.exposable(region)?;
+        let (ptr, len) = regions.exposable(region, false)?;
         let key = self.fabric.next_window.fetch_add(1, Ordering::Relaxed);
         let window = Arc::new(Window { extent: Mutex::new(Some(Extent { ptr, len })) });
         lock(&self.fabric.windows).insert(key, window.clone());

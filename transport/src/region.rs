@@ -493,17 +493,28 @@ impl Regions {
         self.lock().entry(id).map(|e| (e.ptr, e.len, e.writable))
     }
 
-    /// The raw extent of a live region that peers may read: only a
-    /// read-only one. A writable region could be written (`with_mut`, a
+    /// The raw extent of a live region that peers may read: a read-only
+    /// one, or (see `outside`) a writable one read from outside the
+    /// process. Read in-process, a writable region could be written (`with_mut`, a
     /// read landing in it) while a peer reads it, a data race; and a rank
     /// reading its own exposed region into itself would alias `&` and
     /// `&mut`. Every backend's `expose` starts here.
+    ///
+    /// `outside`: the backend's peers read from outside this process (the
+    /// kernel's `process_vm_readv`, a NIC's RDMA read), so that a writable
+    /// region may be exposed too — a write here while a peer reads is no
+    /// data race inside this process (the reader may see a mix of old and
+    /// new bytes, which is the program's race, not memory unsafety). A
+    /// backend that reads from inside the process (loopback: another
+    /// thread's copy) exposes only read-only regions, which nothing here
+    /// writes while they are registered.
     pub(crate) fn exposable(
         &self,
         id: RegionId,
+        outside: bool,
     ) -> Result<(NonNull<u8>, usize), crate::TransportError> {
         match self.lock().entry(id) {
-            Some(e) if !e.writable => Ok((e.ptr, e.len)),
+            Some(e) if !e.writable || outside => Ok((e.ptr, e.len)),
             _ => Err(crate::TransportError::InvalidRegion),
         }
     }

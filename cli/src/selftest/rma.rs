@@ -56,11 +56,11 @@ pub(super) fn fence_epochs(comm: &Communicator) {
 /// with every rank (a lost update shows if accumulates are not atomic).
 pub(super) fn lock_counters(comm: &Communicator) {
     let n = comm.size() as u64;
-    const ROUNDS: u64 = 1000;
+    let rounds: u64 = 1000;
     let mut counters = [0u64; 2];
     comm.scope(|s| {
         let win = Window::create(s, &mut counters)?;
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             win.lock(LockKind::Exclusive, 0)?;
             let mut c = [0u64];
             win.get(&mut c, 0, 0)?;
@@ -69,7 +69,7 @@ pub(super) fn lock_counters(comm: &Communicator) {
         }
         // Accumulates in one shared epoch, all ranks at once.
         win.lock(LockKind::Shared, 0)?;
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             win.accumulate(&[1], 0, 1, Sum)?;
         }
         win.unlock(0)?;
@@ -77,7 +77,7 @@ pub(super) fn lock_counters(comm: &Communicator) {
         win.fence()?;
         let mut both = [0u64; 2];
         win.get(&mut both, 0, 0)?;
-        assert_eq!(both, [n * ROUNDS; 2]);
+        assert_eq!(both, [n * rounds; 2]);
         win.fence()?;
         // Flush inside a lock completes what came before it.
         win.lock_all()?;
@@ -86,12 +86,12 @@ pub(super) fn lock_counters(comm: &Communicator) {
         win.unlock_all()?;
         win.fence()?;
         win.get(&mut both, 0, 0)?;
-        assert_eq!(both, [n * ROUNDS, n * ROUNDS + n]);
+        assert_eq!(both, [n * rounds, n * rounds + n]);
         win.free()
     })
     .unwrap();
     if comm.rank() == 0 {
-        assert_eq!(counters, [n * ROUNDS, n * ROUNDS + n]);
+        assert_eq!(counters, [n * rounds, n * rounds + n]);
     }
 }
 
@@ -238,4 +238,49 @@ pub(super) fn misuse(comm: &Communicator) {
     });
     assert!(matches!(leaked, Err(Error::WindowSync(_))), "{leaked:?}");
     comm.barrier().unwrap();
+}
+
+/// Where the transport reads peers' memory (shm with single-copy reads,
+/// libfabric with RDMA reads), a get needs nothing of its target: rank 1
+/// reads rank 0's window while rank 0 makes no communication call at all
+/// (it waits for a file that rank 1 writes after its get). Elsewhere the
+/// window serves gets, and the case checks only that it says so
+/// consistently.
+pub(super) fn passive_get(comm: &Communicator) {
+    let me = comm.rank();
+    let mut memory: Vec<u64> = (0..4096).map(|k| value(me, 7, k)).collect();
+    // A file name every rank agrees on: rank 0's process id and time.
+    let mut id = [0u64; 2];
+    if me == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        id = [u64::from(std::process::id()), nanos];
+    }
+    comm.broadcast(&mut id, 0).unwrap();
+    let marker = std::env::temp_dir().join(format!("hpcomm-rma-{}-{}", id[0], id[1]));
+    comm.scope(|s| {
+        let win = Window::create(s, &mut memory)?;
+        let mut direct = [u8::from(me == 1 && win.reads_directly(0))];
+        comm.broadcast(&mut direct, 1.min(comm.size() - 1))?;
+        win.fence()?;
+        if direct[0] == 1 {
+            if me == 0 {
+                let start = std::time::Instant::now();
+                while !marker.exists() {
+                    assert!(start.elapsed().as_secs() < 60, "rank 1's get waited for rank 0");
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                let _ = std::fs::remove_file(&marker);
+            } else if me == 1 {
+                let mut got = vec![0u64; 4096];
+                win.get(&mut got, 0, 0)?;
+                assert!(got.iter().enumerate().all(|(k, &v)| v == value(0, 7, k)));
+                std::fs::write(&marker, b"read").expect("the marker file");
+            }
+        }
+        win.fence()?;
+        win.free()
+    })
+    .unwrap();
 }

@@ -52,16 +52,23 @@
 //! Each rank serves its window with a task of the progress engine (see
 //! `server.rs`), which runs whenever the rank is in any communication call:
 //! like MPI without a progress thread, a rank that computes for a long time
-//! without communicating delays the accesses to its window. Operations are
-//! *active messages* over the communicator's transport: a small put or
-//! accumulate is one message, a get's data comes back where it lies, and
-//! large data moves by the transport's rendezvous (a single copy over shm).
-//! Calls return when the origin's buffer may be used again: a put or
-//! accumulate once its data is sent, a get once its data has arrived. An
-//! unlock, a flush or a fence returns once every operation this rank issued
-//! before it is complete at its target; a fence also waits until every
-//! operation that targets this rank in the epoch has landed, and holds the
-//! next epoch's accesses to this rank until then.
+//! without communicating delays the puts, accumulates and lock requests to
+//! its window. Those are *active messages* over the communicator's
+//! transport: a small put or accumulate is one message, and large data
+//! moves by the transport's rendezvous (a single copy over shm). A get is
+//! one-sided where the transport reads peers' memory — shm with single-copy
+//! reads (`process_vm_readv`), libfabric with RDMA reads: the origin reads
+//! the target's window itself, the target's runtime takes no part
+//! ([`Window::reads_directly`]); elsewhere (tcp, threads) the target's
+//! server sends the data from where it lies. Calls return when the
+//! origin's buffer may be used again: a put or accumulate once its data is
+//! sent, a get once its data has arrived. An unlock, a flush or a fence
+//! returns once every operation this rank issued before it is complete at
+//! its target; a fence also waits until every operation that targets this
+//! rank in the epoch has landed, holds the next epoch's accesses to this
+//! rank until then, and — where windows are read directly — ends with a
+//! barrier, so that no read of the next epoch sees a window before the
+//! last epoch's accesses to it landed.
 //!
 //! Accumulates with the same operation on the same elements are atomic with
 //! respect to each other, as in MPI; a put and a get or another put to the
@@ -80,8 +87,9 @@ mod tests;
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 
-use hpcomm_runtime::{Communicator, Error, Request, Result, Scope};
+use hpcomm_runtime::{Communicator, Error, RemoteRegion, Request, Result, Scope};
 
 pub use accumulate::{Accumulate, OpCode, Replace, WindowOp};
 pub use wire::LockKind;
@@ -92,6 +100,10 @@ use crate::Collectives;
 use server::Server;
 use wire::{decode_status, Kind, Request as Wire, Tags, HEADER_LEN, INLINE_MAX, STATUS_MAX};
 
+/// Words each rank contributes at creation: its window's bytes, its element
+/// size, whether it exposed the window for reads, and where (two words).
+const WORDS: usize = 5;
+
 /// A window of one-sided communication (`MPI_Win`) over a buffer of every
 /// rank of a communicator; see the [module documentation](self).
 pub struct Window<'r, T: Accumulate> {
@@ -100,6 +112,12 @@ pub struct Window<'r, T: Accumulate> {
     tags: Tags,
     /// Each rank's window, in bytes.
     sizes: Vec<usize>,
+    /// The windows this rank reads directly (one-sided reads), by rank.
+    direct: Vec<Option<RemoteRegion>>,
+    /// Whether any rank exposed its window for direct reads: fences then
+    /// end with a barrier, so that no direct read of the next epoch sees a
+    /// window before its last epoch's accesses landed.
+    reads_anywhere: bool,
     /// The most data a request carries in its own message.
     inline_max: usize,
     /// This rank's server; `None` once freed.
@@ -147,22 +165,42 @@ impl<'r, T: Accumulate> Window<'r, T> {
         let comm = scope.comm();
         let tags = Tags::from_base(tag_for(comm)?);
         let elem = std::mem::size_of::<T>();
-        let mine = [std::mem::size_of_val(buf) as u64, elem as u64];
-        let mut all = vec![0u64; 2 * comm.size()];
+        let size = std::mem::size_of_val(buf);
+        // The server starts first: its first poll (at once) exposes the
+        // memory for one-sided reads where the transport has them.
+        let exposed = Arc::new(OnceLock::new());
+        let server = Server::<T>::new(tags, size, comm.size(), exposed.clone());
+        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
+        let server = scope.start_task(None, Some(bytes), Box::new(server))?;
+        let region = exposed.get().copied().flatten();
+        let [addr, key] = region.map_or([0; 2], RemoteRegion::to_words);
+        let mine = [size as u64, elem as u64, u64::from(region.is_some()), addr, key];
+        let mut all = vec![0u64; WORDS * comm.size()];
         comm.all_gather(&mine, &mut all)?;
-        if all.chunks(2).any(|r| r[1] != elem as u64) {
+        if all.chunks(WORDS).any(|r| r[1] != elem as u64) {
             return Err(Error::CollectiveMismatch(
                 "window element sizes differ between ranks".into(),
             ));
         }
-        let sizes = all.chunks(2).map(|r| r[0] as usize).collect();
-        let server = Server::<T>::new(tags, std::mem::size_of_val(buf), comm.size());
-        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
-        let server = scope.start_task(None, Some(bytes), Box::new(server))?;
+        let sizes = all.chunks(WORDS).map(|r| r[0] as usize).collect();
+        let exposed: Vec<_> = all
+            .chunks(WORDS)
+            .map(|r| (r[2] == 1).then(|| RemoteRegion::from_words([r[3], r[4]])))
+            .collect();
+        // Every rank sees the same list, so all agree on whether fences
+        // need their barrier.
+        let reads_anywhere = exposed.iter().any(Option::is_some);
+        let direct = exposed
+            .into_iter()
+            .enumerate()
+            .map(|(rank, region)| region.filter(|_| comm.can_read(rank)))
+            .collect();
         Ok(Window {
             comm: comm.collective_comm(),
             tags,
             sizes,
+            direct,
+            reads_anywhere,
             inline_max: INLINE_MAX.min(comm.eager_limit().saturating_sub(HEADER_LEN)),
             server: Some(server),
             epoch: RefCell::new(Epoch {
@@ -179,6 +217,14 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// The size in elements of `rank`'s window.
     pub fn len_of(&self, rank: usize) -> Option<usize> {
         self.sizes.get(rank).map(|bytes| bytes / std::mem::size_of::<T>().max(1))
+    }
+
+    /// Whether this rank's gets from `target` are one-sided reads, which
+    /// `target`'s runtime takes no part in (where the transport between
+    /// them reads peers' memory: shm with single-copy reads, libfabric with
+    /// RDMA reads, threads); else they are requests its server answers.
+    pub fn reads_directly(&self, target: usize) -> bool {
+        self.direct.get(target).is_some_and(Option::is_some)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -296,11 +342,16 @@ impl<'r, T: Accumulate> Window<'r, T> {
     }
 
     /// Reads `target`'s window from element `offset` on into `dest`
-    /// (`MPI_Get`); returns once `dest` holds the data.
+    /// (`MPI_Get`); returns once `dest` holds the data. One-sided where
+    /// the transport reads peers' memory ([`Window::reads_directly`]).
     pub fn get(&self, dest: &mut [T], target: usize, offset: usize) -> Result<()> {
         let range = self.check_access(target, offset, dest.len())?;
-        self.send(target, Kind::Get, range, &[])?;
         self.epoch.borrow_mut().issued = true;
+        if let Some(region) = self.direct[target] {
+            // One-sided: the target's runtime takes no part.
+            return self.comm.read_remote(target, region, range.0 as usize, dest);
+        }
+        self.send(target, Kind::Get, range, &[])?;
         if dest.is_empty() {
             return Ok(());
         }
@@ -345,7 +396,11 @@ impl<'r, T: Accumulate> Window<'r, T> {
             }
         }
         first?;
-        self.wait_status(self.comm.rank())
+        let status = self.wait_status(self.comm.rank());
+        if self.reads_anywhere {
+            self.comm.barrier()?;
+        }
+        status
     }
 
     /// Starts a passive-target epoch on `target` (`MPI_Win_lock`): returns

@@ -14,9 +14,10 @@
 
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use hpcomm_runtime::task::{Task, TaskCx, Transfer};
-use hpcomm_runtime::{Error, Result};
+use hpcomm_runtime::{Error, RemoteRegion, Result};
 
 use super::accumulate::{Accumulate, OpCode};
 use super::locks::Locks;
@@ -59,11 +60,19 @@ pub(crate) struct Server<T> {
     failure: Option<String>,
     /// The last fence passed: the task ends once its replies are out.
     ending: bool,
+    /// Where the window's memory is exposed for one-sided reads, set in
+    /// the first poll (`None` inside when the transport has no reads).
+    exposed: Arc<OnceLock<Option<RemoteRegion>>>,
     elem: PhantomData<fn() -> T>,
 }
 
 impl<T: Accumulate> Server<T> {
-    pub(crate) fn new(tags: Tags, size: usize, origins: usize) -> Server<T> {
+    pub(crate) fn new(
+        tags: Tags,
+        size: usize,
+        origins: usize,
+        exposed: Arc<OnceLock<Option<RemoteRegion>>>,
+    ) -> Server<T> {
         Server {
             tags,
             size,
@@ -74,6 +83,7 @@ impl<T: Accumulate> Server<T> {
             last: None,
             failure: None,
             ending: false,
+            exposed,
             elem: PhantomData,
         }
     }
@@ -360,6 +370,9 @@ impl<T: Accumulate> Server<T> {
 
 impl<T: Accumulate> Task for Server<T> {
     fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
+        if self.exposed.get().is_none() {
+            let _ = self.exposed.set(cx.expose_output());
+        }
         if !self.ending {
             for origin in 0..self.origins.len() {
                 self.advance(cx, origin);

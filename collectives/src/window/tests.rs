@@ -127,3 +127,36 @@ fn a_hostile_origin_fails_the_window_and_nothing_else() {
         .unwrap();
     });
 }
+
+/// Loopback reads a peer's memory from inside the process, where a read
+/// racing a write to the window would be a data race: its windows are
+/// never read directly, with reads on or off (`rma-passive-get` in the
+/// self-test checks direct reads over shm processes).
+#[test]
+fn loopback_windows_are_served_not_read() {
+    watchdog(120, || {
+        for rma_read in [true, false] {
+            let config = hpcomm_runtime::ThreadsConfig {
+                loopback: hpcomm_transport::loopback::LoopbackConfig {
+                    rma_read,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            hpcomm_runtime::threads_with(2, &config, |comm| {
+                let mut memory = [comm.rank() as u8; 8];
+                comm.scope(|s| {
+                    let win = Window::create(s, &mut memory)?;
+                    assert!(!win.reads_directly(1 - comm.rank()));
+                    win.fence()?;
+                    let mut got = [0u8; 8];
+                    win.get(&mut got, 1 - comm.rank(), 0)?;
+                    assert_eq!(got, [1 - comm.rank() as u8; 8]);
+                    win.free()
+                })
+                .unwrap();
+            })
+            .unwrap();
+        }
+    });
+}

@@ -488,6 +488,49 @@ impl Engine {
         self.post_recv(ctx, pattern, Some(peer), region, keep_region)
     }
 
+    /// Exposes `region` for peers' one-sided reads: the key they need, or
+    /// `None` where the transport cannot serve them.
+    pub(crate) fn expose(&mut self, region: RegionId) -> Option<RemoteKey> {
+        // Asked of the transport itself: a mixed one (shm and tcp) exposes
+        // for the peers that can read (`can_read`).
+        self.transport.expose(&self.regions, region).ok()
+    }
+
+    /// Whether this endpoint can read what `peer` exposes.
+    pub(crate) fn can_read(&self, peer: PeerId) -> bool {
+        self.transport.peer_capabilities(peer).rma_read
+    }
+
+    /// Starts reading `len` bytes at `offset` of the region `key` that
+    /// `peer` exposed into `dst` (at least `len` bytes long): a one-sided
+    /// read, which the peer's runtime takes no part in.
+    pub(crate) fn start_read(
+        &mut self,
+        ctx: ContextId,
+        (peer, key, offset): (PeerId, RemoteKey, usize),
+        dst: RegionId,
+        len: usize,
+    ) -> Result<ReqId> {
+        if self.is_lost(peer) {
+            return Err(self.loss(peer));
+        }
+        let id = self.state.reqs.alloc(Req::new(Stage::Posted, ctx, Some(dst), Some(peer)));
+        if let Some(req) = self.state.reqs.get_mut(id) {
+            req.info.bytes = len;
+        }
+        if len == 0 {
+            self.state.reqs.finish(
+                &self.regions,
+                id,
+                Ok(Completed { bytes: 0, ..Completed::default() }),
+            );
+            return Ok(id);
+        }
+        self.state.start_reads(id, (peer, key, offset), len, None);
+        self.flush()?;
+        Ok(id)
+    }
+
     /// Whether frames or jobs are still waiting for the transport.
     pub fn has_backlog(&self) -> bool {
         self.state.has_backlog()
@@ -530,13 +573,13 @@ impl Engine {
         }
         while let Some(job) = state.jobs.pop_front() {
             match job {
-                Job::Read { req, peer, key, offset, len } => {
+                Job::Read { req, peer, key, base, offset, len } => {
                     let Some(dst) = state.reqs.get(req).and_then(|r| r.region) else {
                         continue;
                     };
                     let token = req.to_wire();
-                    match transport.start_read(regions, peer, key, offset, dst, offset, len, token)
-                    {
+                    let src = base + offset;
+                    match transport.start_read(regions, peer, key, src, dst, offset, len, token) {
                         Ok(()) => {}
                         Err(TransportError::WouldBlock) => {
                             state.jobs.push_front(job);

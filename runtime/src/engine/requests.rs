@@ -41,8 +41,10 @@ pub(crate) struct Completed {
 pub(super) enum Stage {
     /// A receive waiting in its context's matcher.
     Posted,
-    /// A rendezvous receive reading the sender's buffer in chunks.
-    Reading { outstanding: usize, sreq: u64, error: Option<Box<Error>> },
+    /// A rendezvous receive reading the sender's buffer in chunks (`sreq`
+    /// the sender's request, told `FIN` at the end), or a one-sided read
+    /// of a peer's exposed region (`sreq` `None`).
+    Reading { outstanding: usize, sreq: Option<u64>, error: Option<Box<Error>> },
     /// A rendezvous receive taking `DATA` frames.
     Streaming { got: usize, len: usize },
     /// An eager send whose frame waits in the outbox (holding its region).

@@ -90,9 +90,9 @@ pub(super) struct Outgoing {
 
 #[derive(Debug)]
 pub(super) enum Job {
-    /// Read `len` bytes at `offset` of the peer's exposed buffer into the
-    /// same offset of the request's region.
-    Read { req: ReqId, peer: PeerId, key: RemoteKey, offset: usize, len: usize },
+    /// Read `len` bytes at `base + offset` of the peer's exposed buffer
+    /// into `offset` of the request's region.
+    Read { req: ReqId, peer: PeerId, key: RemoteKey, base: usize, offset: usize, len: usize },
     /// Push the request's region from `offset` in `DATA` frames.
     Push { req: ReqId, peer: PeerId, rreq: u64, offset: usize, len: usize },
 }
@@ -831,7 +831,6 @@ impl State {
         key: RemoteKey,
         read: bool,
     ) {
-        let max_read = self.peer_limits[peer.index()].max_read;
         let Some(req) = self.reqs.get_mut(id) else { return };
         req.info = Completed { src: env.src, tag: env.tag, bytes: env.len };
         req.peer = Some(peer);
@@ -843,16 +842,31 @@ impl State {
         } else if read {
             // At most the receive buffer's length over the read size: the
             // length was checked against the buffer just above.
-            let chunks = env.len.div_ceil(max_read);
-            req.stage = Stage::Reading { outstanding: chunks, sreq, error: None };
-            for c in 0..chunks {
-                let offset = c * max_read;
-                let len = max_read.min(env.len - offset);
-                self.jobs.push_back(Job::Read { req: id, peer, key, offset, len });
-            }
+            self.start_reads(id, (peer, key, 0), env.len, Some(sreq));
         } else {
             req.stage = Stage::Streaming { got: 0, len: env.len };
             self.push_control(peer, &Header::Cts { sreq, rreq: id.to_wire() });
+        }
+    }
+
+    /// Reads `len` bytes at `base` of `peer`'s region `key` into request
+    /// `id`'s region, in chunks of the peer's largest read; `sreq` is the
+    /// sender's request of a rendezvous (told `FIN` at the end).
+    pub(super) fn start_reads(
+        &mut self,
+        id: ReqId,
+        (peer, key, base): (PeerId, RemoteKey, usize),
+        len: usize,
+        sreq: Option<u64>,
+    ) {
+        let max_read = self.peer_limits[peer.index()].max_read.max(1);
+        let Some(req) = self.reqs.get_mut(id) else { return };
+        let chunks = len.div_ceil(max_read);
+        req.stage = Stage::Reading { outstanding: chunks, sreq, error: None };
+        for c in 0..chunks {
+            let offset = c * max_read;
+            let len = max_read.min(len - offset);
+            self.jobs.push_back(Job::Read { req: id, peer, key, base, offset, len });
         }
     }
 
@@ -890,7 +904,7 @@ impl State {
             Some(e) => Err(*e),
             None => Ok(req.info),
         };
-        if let Some(peer) = req.peer {
+        if let (Some(peer), Some(sreq)) = (req.peer, sreq) {
             if !self.lost[peer.index()] {
                 self.push_control(peer, &Header::Fin { sreq });
             }

@@ -1433,7 +1433,7 @@ impl Transport for Ofi {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
-        let (ptr, _) = regions.exposable(region)?;
+        let (ptr, _) = regions.exposable(region, true)?;
         let (_, key) = self.rails[0].ep().region_mr(regions, region)?;
         let addr = if self.mr_mode & FI_MR_VIRT_ADDR as u64 != 0 { ptr.as_ptr() as u64 } else { 0 };
         Ok(RemoteKey { addr, key })

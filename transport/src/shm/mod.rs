@@ -1098,7 +1098,7 @@ impl Transport for Shm {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("shm (single-copy reads not permitted)"));
         }
-        let (ptr, _) = regions.exposable(region)?;
+        let (ptr, _) = regions.exposable(region, true)?;
         Ok(RemoteKey { addr: ptr.as_ptr() as u64, key: 0 })
     }
 
