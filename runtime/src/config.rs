@@ -389,6 +389,7 @@ mod tests {
             rma_read: false,
             max_read: 0,
             revocable: true,
+            reads_from_outside: false,
             ordered: true,
             latency_hint: Duration::from_micros(latency_us),
             spin_pause: false,

@@ -112,6 +112,7 @@ mod tests {
             rma_read: true,
             max_read: 1 << 20,
             revocable: true,
+            reads_from_outside: false,
             ordered: true,
             latency_hint: Default::default(),
             spin_pause: false,

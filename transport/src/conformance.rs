@@ -36,7 +36,7 @@ where
     concurrent_frames_arrive_exactly_once(&make);
     reads_copy_exposed_memory(&make);
     revoked_regions_cannot_be_read(&make);
-    only_read_only_regions_are_exposed(&make);
+    only_outside_readers_get_writable_regions(&make);
     lost_peers_are_reported(&make);
     closing_is_polled_and_ends_in_order(&make);
 }
@@ -426,23 +426,25 @@ pub fn revoked_regions_cannot_be_read<T: Transport>(make: &impl Fn(usize) -> Vec
     assert_eq!(dst, [0u8; 32], "a revoked region was read");
 }
 
-/// Only read-only regions can be exposed: a writable one could be written
-/// (a receive, a read landing in it) while a peer reads it, and reading it
-/// into itself would alias the same bytes as `&` and `&mut`.
-pub fn only_read_only_regions_are_exposed<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
+/// Read-only regions can be exposed; writable ones only where peers read
+/// from outside the process (`reads_from_outside`: kernel or NIC copies).
+/// Read in-process (another thread's copy), a writable one could be written
+/// (a receive, a read landing in it) while a peer reads it — a data race.
+pub fn only_outside_readers_get_writable_regions<T: Transport>(make: &impl Fn(usize) -> Vec<T>) {
     let mut eps = make(2);
     if !eps[0].capabilities().rma_read {
         return;
     }
+    let outside = eps[0].capabilities().reads_from_outside;
     let regions = Regions::new();
     let mut buf = [0u8; 64];
     let owned = regions.insert_owned(vec![0; 64]);
     regions.scope(|s| {
         let id = s.register_mut(&mut buf);
         for region in [id, owned] {
-            match eps[0].expose(&regions, region) {
-                Err(TransportError::InvalidRegion) => {}
-                other => panic!("a writable region was exposed: {other:?}"),
+            match (eps[0].expose(&regions, region), outside) {
+                (Err(TransportError::InvalidRegion), false) | (Ok(_), true) => {}
+                (other, _) => panic!("writable region, reads from outside {outside}: {other:?}"),
             }
         }
     });

@@ -250,7 +250,12 @@ impl Hybrid {
             route[r] = i as u32;
         }
         let world = layout.local.iter().map(|&r| PeerId(r as u32)).collect();
-        let net_caps = Capabilities { rma_read: false, max_read: 0, ..net.capabilities().clone() };
+        let net_caps = Capabilities {
+            rma_read: false,
+            max_read: 0,
+            reads_from_outside: false,
+            ..net.capabilities().clone()
+        };
         let name = if layout.net == Kind::Ofi { "shm+ofi" } else { "shm+tcp" };
         let caps = common(name, shm.capabilities(), &net_caps);
         caps.validate().map_err(TransportError::Setup)?;
@@ -321,6 +326,7 @@ fn common(name: &'static str, a: &Capabilities, b: &Capabilities) -> Capabilitie
         rma_read: false,
         max_read: 0,
         revocable: a.revocable && b.revocable,
+        reads_from_outside: a.reads_from_outside && b.reads_from_outside,
         ordered: a.ordered && b.ordered,
         latency_hint: a.latency_hint.max(b.latency_hint),
         spin_pause: a.spin_pause || b.spin_pause,

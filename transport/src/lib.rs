@@ -120,6 +120,13 @@ pub struct Capabilities {
     /// runtime's own rule is what protects data: a sender keeps its buffer
     /// until the reader's `FIN`.
     pub revocable: bool,
+    /// Whether peers' reads happen outside this process (the kernel's
+    /// `process_vm_readv`, a NIC's RDMA read), so that a writable region
+    /// may be exposed (a one-sided window): a write here while a peer reads
+    /// is then no data race inside the process. Where reads are copies by
+    /// another thread of the process (loopback), only read-only regions are
+    /// exposed.
+    pub reads_from_outside: bool,
     /// Whether frames between a pair arrive in the order they were sent. The
     /// runtime does not rely on it; it only saves the reorder buffer work.
     pub ordered: bool,

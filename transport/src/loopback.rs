@@ -196,6 +196,7 @@ impl Loopback {
             rma_read: config.rma_read,
             max_read: if config.rma_read { 1 << 30 } else { 0 },
             revocable: true,
+            reads_from_outside: false,
             ordered: true,
             latency_hint: Duration::from_nanos(300),
             spin_pause: true,
@@ -377,7 +378,7 @@ impl Transport for Loopback {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("loopback (reads disabled)"));
         }
-        let (ptr, len) = regions.exposable(region, false)?;
+        let (ptr, len) = regions.exposable(region, self.caps.reads_from_outside)?;
         let key = self.fabric.next_window.fetch_add(1, Ordering::Relaxed);
         let window = Arc::new(Window { extent: Mutex::new(Some(Extent { ptr, len })) });
         lock(&self.fabric.windows).insert(key, window.clone());

@@ -500,14 +500,15 @@ impl Regions {
     /// reading its own exposed region into itself would alias `&` and
     /// `&mut`. Every backend's `expose` starts here.
     ///
-    /// `outside`: the backend's peers read from outside this process (the
-    /// kernel's `process_vm_readv`, a NIC's RDMA read), so that a writable
-    /// region may be exposed too — a write here while a peer reads is no
-    /// data race inside this process (the reader may see a mix of old and
-    /// new bytes, which is the program's race, not memory unsafety). A
-    /// backend that reads from inside the process (loopback: another
-    /// thread's copy) exposes only read-only regions, which nothing here
-    /// writes while they are registered.
+    /// `outside` (the backend's `Capabilities::reads_from_outside`): peers
+    /// read from outside this process (the kernel's `process_vm_readv`, a
+    /// NIC's RDMA read), so that a writable region may be exposed too — a
+    /// write here while a peer reads is no data race inside this process
+    /// (the reader may see a mix of old and new bytes, which is the
+    /// program's race, not memory unsafety). A backend that reads from
+    /// inside the process (loopback: another thread's copy) exposes only
+    /// read-only regions, which nothing here writes while they are
+    /// registered.
     pub(crate) fn exposable(
         &self,
         id: RegionId,

@@ -318,13 +318,14 @@ impl Endpoint {
     }
 
     /// Registers a region of `regions` for this endpoint's reads into it
-    /// (writable) or peers' reads from it (read-only), once: the
+    /// (writable) and, when `exposed`, peers' reads from it, once: the
     /// registration is attached to the region and closed when it leaves
     /// its table. Returns its descriptor and key.
     pub(super) fn region_mr(
         &mut self,
         regions: &Regions,
         region: RegionId,
+        exposed: bool,
     ) -> Result<(*mut c_void, u64), TransportError> {
         let found = regions
             .with_exposure(region, |e| {
@@ -335,10 +336,11 @@ impl Endpoint {
         if let Some(found) = found {
             return Ok(found);
         }
-        // Exposed (read-only) regions are read by peers; writable ones are
-        // only the local destination of this rank's reads.
+        // Exposed regions are read by peers (a window is writable too);
+        // writable ones are the local destination of this rank's reads.
         let (ptr, len, writable) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
-        let access = if writable { FI_READ } else { FI_REMOTE_READ } as u64;
+        let remote = if exposed { FI_REMOTE_READ } else { 0 };
+        let access = (remote | if writable { FI_READ } else { 0 }) as u64;
         let bind = (self.mr_mode & FI_MR_ENDPOINT as u64 != 0).then_some(self.raw.as_ptr());
         // SAFETY: a region's memory outlives its registration: the
         // registration is attached to the region below and closed when the
@@ -373,7 +375,7 @@ impl Endpoint {
         if self.read_busy[slot] {
             return Ok(-(FI_EBUSY as isize));
         }
-        let (desc, _) = self.region_mr(regions, dst)?;
+        let (desc, _) = self.region_mr(regions, dst, false)?;
         let (ptr, rlen, writable) = regions.raw(dst).ok_or(TransportError::InvalidRegion)?;
         if !writable || dst_offset.checked_add(len).is_none_or(|end| end > rlen) {
             return Err(TransportError::InvalidRegion);

@@ -520,6 +520,22 @@ fn cause_of(err: i32) -> LossCause {
     }
 }
 
+/// Whether a provider's reads of a writable region (a one-sided window)
+/// are copies from outside this process that complete without the owner's
+/// progress: the shm provider's (the kernel's cross-memory copy; the
+/// self-test's passive get checks it) and EFA's device RDMA reads. Not
+/// where the provider emulates reads with messages its owner's progress
+/// must answer (`ofi_rxm`: a window read there waited for an owner that
+/// made no call; `ofi_rxd`; EFA without device reads): windows there are
+/// served by their owner, as over tcp.
+fn reads_from_outside(provider: &str, emulated_reads: Option<bool>) -> bool {
+    match provider {
+        "shm" => true,
+        "efa" => emulated_reads == Some(false),
+        _ => false,
+    }
+}
+
 /// Whether the rendezvous reads: the provider offers reads, the settings
 /// allow them, and they are not emulated with messages (EFA on a device
 /// without RDMA read, where the pipelined copy is faster).
@@ -668,6 +684,7 @@ impl Ofi {
                 // the runtime's rule (a sender keeps its buffer until
                 // `FIN`) is what protects data.
                 revocable: false,
+                reads_from_outside: rma && reads_from_outside(&prov, emulated_reads),
                 ordered: false,
                 latency_hint: Duration::from_micros(5),
                 spin_pause: false,
@@ -1433,8 +1450,8 @@ impl Transport for Ofi {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
-        let (ptr, _) = regions.exposable(region, true)?;
-        let (_, key) = self.rails[0].ep().region_mr(regions, region)?;
+        let (ptr, _) = regions.exposable(region, self.caps.reads_from_outside)?;
+        let (_, key) = self.rails[0].ep().region_mr(regions, region, true)?;
         let addr = if self.mr_mode & FI_MR_VIRT_ADDR as u64 != 0 { ptr.as_ptr() as u64 } else { 0 };
         Ok(RemoteKey { addr, key })
     }
@@ -1466,7 +1483,7 @@ impl Transport for Ofi {
         }
         // Registered now, so that a region that cannot be is an error of
         // this call.
-        self.rails[0].ep().region_mr(regions, dst)?;
+        self.rails[0].ep().region_mr(regions, dst, false)?;
         let Some(slot) = self.reads_free.pop() else {
             self.reap(None);
             return Err(TransportError::WouldBlock);

@@ -643,6 +643,7 @@ impl Shm {
             rma_read,
             max_read: if rma_read { 1 << 30 } else { 0 },
             revocable: false,
+            reads_from_outside: true,
             ordered: true,
             latency_hint: Duration::from_nanos(200),
             spin_pause: true,
@@ -1098,7 +1099,7 @@ impl Transport for Shm {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("shm (single-copy reads not permitted)"));
         }
-        let (ptr, _) = regions.exposable(region, true)?;
+        let (ptr, _) = regions.exposable(region, self.caps.reads_from_outside)?;
         Ok(RemoteKey { addr: ptr.as_ptr() as u64, key: 0 })
     }
 

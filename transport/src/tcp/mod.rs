@@ -320,6 +320,7 @@ impl Tcp {
             rma_read: false,
             max_read: 0,
             revocable: false,
+            reads_from_outside: false,
             ordered: stripes == 1,
             latency_hint: Duration::from_micros(10),
             spin_pause: false,
