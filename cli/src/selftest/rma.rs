@@ -248,7 +248,9 @@ pub(super) fn misuse(comm: &Communicator) {
 /// consistently.
 pub(super) fn passive_get(comm: &Communicator) {
     let me = comm.rank();
-    let mut memory: Vec<u64> = (0..4096).map(|k| value(me, 7, k)).collect();
+    // 1 MiB: past the eager limit, below which gets are served anyway.
+    const LEN: usize = 1 << 17;
+    let mut memory: Vec<u64> = (0..LEN).map(|k| value(me, 7, k)).collect();
     // A file name every rank agrees on: rank 0's process id and time.
     let mut id = [0u64; 2];
     if me == 0 {
@@ -273,7 +275,7 @@ pub(super) fn passive_get(comm: &Communicator) {
                 }
                 let _ = std::fs::remove_file(&marker);
             } else if me == 1 {
-                let mut got = vec![0u64; 4096];
+                let mut got = vec![0u64; LEN];
                 win.get(&mut got, 0, 0)?;
                 assert!(got.iter().enumerate().all(|(k, &v)| v == value(0, 7, k)));
                 std::fs::write(&marker, b"read").expect("the marker file");

@@ -114,6 +114,10 @@ pub struct Window<'r, T: Accumulate> {
     sizes: Vec<usize>,
     /// The windows this rank reads directly (one-sided reads), by rank.
     direct: Vec<Option<RemoteRegion>>,
+    /// The smallest get read directly: below it a request to the target's
+    /// server and its answer cost less than a read (a system call over
+    /// shm), so small gets are served (see docs/performance.md).
+    direct_min: usize,
     /// Whether any rank exposed its window for direct reads: fences then
     /// end with a barrier, so that no direct read of the next epoch sees a
     /// window before its last epoch's accesses landed.
@@ -137,6 +141,9 @@ struct Epoch {
     issued: bool,
     /// The locks this rank holds, by target.
     locks: Vec<Option<LockKind>>,
+    /// The targets with puts or accumulates not yet known complete (gets
+    /// are complete when they return).
+    unfinished: Vec<bool>,
     /// Why the window failed, once it has: later accesses fail at once.
     failed: Option<Error>,
 }
@@ -200,6 +207,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
             tags,
             sizes,
             direct,
+            direct_min: comm.eager_limit(),
             reads_anywhere,
             inline_max: INLINE_MAX.min(comm.eager_limit().saturating_sub(HEADER_LEN)),
             server: Some(server),
@@ -207,6 +215,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
                 fence: false,
                 issued: false,
                 locks: vec![None; comm.size()],
+                unfinished: vec![false; comm.size()],
                 failed: None,
             }),
             scratch: RefCell::new(Vec::with_capacity(HEADER_LEN + INLINE_MAX)),
@@ -221,8 +230,10 @@ impl<'r, T: Accumulate> Window<'r, T> {
 
     /// Whether this rank's gets from `target` are one-sided reads, which
     /// `target`'s runtime takes no part in (where the transport between
-    /// them reads peers' memory: shm with single-copy reads, libfabric with
-    /// RDMA reads, threads); else they are requests its server answers.
+    /// them reads peers' memory from outside the process: shm with
+    /// single-copy reads, libfabric's shm provider, EFA's device reads) —
+    /// those of at least the eager limit; smaller ones, and every get
+    /// elsewhere, are requests the target's server answers.
     pub fn reads_directly(&self, target: usize) -> bool {
         self.direct.get(target).is_some_and(Option::is_some)
     }
@@ -307,13 +318,21 @@ impl<'r, T: Accumulate> Window<'r, T> {
         })
     }
 
+    /// Notes a put or accumulate to `target`, which a flush, unlock or
+    /// fence completes.
+    fn issued(&self, target: usize) {
+        let mut epoch = self.epoch.borrow_mut();
+        epoch.issued = true;
+        epoch.unfinished[target] = true;
+    }
+
     /// Writes `data` into `target`'s window from element `offset` on
     /// (`MPI_Put`). Returns once `data` may be reused; the put is complete
     /// at the target at the next fence, flush or unlock.
     pub fn put(&self, data: &[T], target: usize, offset: usize) -> Result<()> {
         let range = self.check_access(target, offset, data.len())?;
         self.send(target, Kind::Put, range, bytemuck::cast_slice(data))?;
-        self.epoch.borrow_mut().issued = true;
+        self.issued(target);
         Ok(())
     }
 
@@ -337,7 +356,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
             )));
         }
         self.send(target, Kind::Accumulate(O::CODE), range, bytemuck::cast_slice(data))?;
-        self.epoch.borrow_mut().issued = true;
+        self.issued(target);
         Ok(())
     }
 
@@ -347,9 +366,12 @@ impl<'r, T: Accumulate> Window<'r, T> {
     pub fn get(&self, dest: &mut [T], target: usize, offset: usize) -> Result<()> {
         let range = self.check_access(target, offset, dest.len())?;
         self.epoch.borrow_mut().issued = true;
-        if let Some(region) = self.direct[target] {
+        match self.direct[target] {
             // One-sided: the target's runtime takes no part.
-            return self.comm.read_remote(target, region, range.0 as usize, dest);
+            Some(region) if range.1 >= self.direct_min => {
+                return self.comm.read_remote(target, region, range.0 as usize, dest);
+            }
+            _ => {}
         }
         self.send(target, Kind::Get, range, &[])?;
         if dest.is_empty() {
@@ -384,6 +406,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
         let mut epoch = self.epoch.borrow_mut();
         epoch.fence = true;
         epoch.issued = false;
+        epoch.unfinished.fill(false);
         epoch.failed.clone().map_or(Ok(()), Err)
     }
 
@@ -435,7 +458,10 @@ impl<'r, T: Accumulate> Window<'r, T> {
             return Err(sync_error(format!("unlock of rank {target}, which is not locked")));
         }
         self.send(target, Kind::Unlock, (0, 0), &[])?;
-        self.epoch.borrow_mut().locks[target] = None;
+        let mut epoch = self.epoch.borrow_mut();
+        epoch.locks[target] = None;
+        epoch.unfinished[target] = false;
+        drop(epoch);
         self.wait_status(target)
     }
 
@@ -446,6 +472,11 @@ impl<'r, T: Accumulate> Window<'r, T> {
         self.check_target(target)?;
         if self.epoch.borrow().locks[target].is_none() {
             return Err(sync_error(format!("flush of rank {target}, which is not locked")));
+        }
+        // Gets are complete when they return: only puts and accumulates
+        // need the target's word.
+        if !std::mem::take(&mut self.epoch.borrow_mut().unfinished[target]) {
+            return Ok(());
         }
         self.send(target, Kind::Flush, (0, 0), &[])?;
         self.wait_status(target)
