@@ -32,10 +32,9 @@ enum Step {
     Request(Transfer),
     /// A large put's data landing in the window, `len` bytes.
     PutInPlace { t: Transfer, len: usize },
-    /// A large put's data landing in a buffer, for `range`.
-    PutCopy { t: Transfer, range: Range<usize> },
-    /// A large accumulate's data, to combine into `range`.
-    Accumulate { t: Transfer, range: Range<usize>, op: OpCode },
+    /// A large put's (`op` `None`) or accumulate's data landing in a
+    /// buffer, to copy or combine into `range`.
+    Landing { t: Transfer, range: Range<usize>, op: Option<OpCode> },
     /// In the lock's queue.
     LockWait,
     /// At the fence, until every origin is.
@@ -195,7 +194,8 @@ impl<T: Accumulate> Server<T> {
                 Ok(Some(t)) => Ok(Step::PutInPlace { t, len: range.len() }),
                 Ok(None) => {
                     let buf = self.buffer(range.len());
-                    cx.recv_into(origin, tags.data, buf).map(|t| Step::PutCopy { t, range })
+                    let landing = |t| Step::Landing { t, range, op: None };
+                    cx.recv_into(origin, tags.data, buf).map(landing)
                 }
                 Err(e) => Err(e),
             },
@@ -207,7 +207,8 @@ impl<T: Accumulate> Server<T> {
             }
             Kind::Accumulate(op) => {
                 let buf = self.buffer(range.len());
-                cx.recv_into(origin, tags.data, buf).map(|t| Step::Accumulate { t, range, op })
+                let landing = |t| Step::Landing { t, range, op: Some(op) };
+                cx.recv_into(origin, tags.data, buf).map(landing)
             }
             Kind::Get => match cx.send_in_place(origin, tags.reply, true, range.clone()) {
                 Ok(Some(t)) => Ok(t),
@@ -299,30 +300,22 @@ impl<T: Accumulate> Server<T> {
                 Some(Ok(n)) => self.fail(cx, origin, format!("put of {len} bytes sent {n}")),
                 Some(Err(e)) => self.fail(cx, origin, e.to_string()),
             },
-            Step::PutCopy { t, range } => match cx.test(t) {
-                None => return (Step::PutCopy { t, range }, false),
+            Step::Landing { t, range, op } => match cx.test(t) {
+                None => return (Step::Landing { t, range, op }, false),
                 Some(Ok(data)) if data.len() == range.len() => {
-                    let copied = cx.write_output(|window| window[range].copy_from_slice(&data));
+                    let landed = match op {
+                        None => cx.write_output(|window| window[range].copy_from_slice(&data)),
+                        Some(op) => Self::accumulate(cx, range, op, &data),
+                    };
                     self.spare.push(data);
-                    match copied {
+                    match landed {
                         Ok(()) => Step::Idle,
                         Err(e) => self.fail(cx, origin, e.to_string()),
                     }
                 }
-                Some(Ok(_)) => self.fail(cx, origin, "put data of the wrong length".into()),
-                Some(Err(e)) => self.fail(cx, origin, e.to_string()),
-            },
-            Step::Accumulate { t, range, op } => match cx.test(t) {
-                None => return (Step::Accumulate { t, range, op }, false),
-                Some(Ok(data)) if data.len() == range.len() => {
-                    let applied = Self::accumulate(cx, range, op, &data);
-                    self.spare.push(data);
-                    match applied {
-                        Ok(()) => Step::Idle,
-                        Err(e) => self.fail(cx, origin, e.to_string()),
-                    }
+                Some(Ok(_)) => {
+                    self.fail(cx, origin, "data of another length than announced".into())
                 }
-                Some(Ok(_)) => self.fail(cx, origin, "accumulate data of the wrong length".into()),
                 Some(Err(e)) => self.fail(cx, origin, e.to_string()),
             },
             waiting @ (Step::LockWait | Step::Fenced | Step::Failed) => return (waiting, false),
