@@ -206,7 +206,7 @@ impl Communicator {
 
     /// Whether `other` is this communicator: the same context of the same
     /// endpoint (not a like-numbered one of another universe).
-    pub(crate) fn same_as(&self, other: &Communicator) -> bool {
+    pub fn same_as(&self, other: &Communicator) -> bool {
         self.ctx == other.ctx && Arc::ptr_eq(&self.engine, &other.engine)
     }
 

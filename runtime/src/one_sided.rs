@@ -10,6 +10,7 @@ use hpcomm_transport::{Buffer, RemoteKey};
 
 use crate::comm::{as_bytes_mut, Communicator};
 use crate::error::{Error, Result};
+use crate::request::{Request, Scope};
 
 /// A buffer a peer exposed for one-sided reads: what its owner sends the
 /// others (as two words, [`RemoteRegion::to_words`]) so that they can read
@@ -37,7 +38,49 @@ impl RemoteRegion {
     }
 }
 
+impl<'s> Scope<'s, '_> {
+    /// Starts reading `buf.len()` elements at byte `offset` of the region
+    /// `rank` exposed into `buf`, borrowed by the scope: the non-blocking
+    /// [`Communicator::read_remote`].
+    pub fn iread_remote<T: Pod>(
+        &self,
+        rank: usize,
+        region: RemoteRegion,
+        offset: usize,
+        buf: &'s mut [T],
+    ) -> Result<Request<'_>> {
+        let comm = self.comm();
+        let peer = comm.check_reader(rank)?;
+        let elem = std::mem::size_of::<T>();
+        let bytes = as_bytes_mut(buf)?;
+        let len = bytes.len();
+        let mut engine = comm.engine().lock()?;
+        let dst = self.regions().register_mut(bytes);
+        let id = engine.start_read(comm.context(), (peer, region.key, offset), dst, len);
+        drop(engine);
+        let id = id.inspect_err(|_| self.regions().regions().release(dst))?;
+        Ok(self.started(id, elem))
+    }
+}
+
 impl Communicator {
+    /// The world peer of `rank`, if this rank can read what it exposes.
+    fn check_reader(&self, rank: usize) -> Result<hpcomm_transport::PeerId> {
+        if rank >= self.size() {
+            return Err(Error::InvalidRank {
+                rank: i32::try_from(rank).unwrap_or(i32::MAX),
+                size: self.size(),
+            });
+        }
+        let peer = self.peer(rank as u32);
+        match self.engine().lock()?.can_read(peer) {
+            true => Ok(peer),
+            false => Err(Error::Transport(hpcomm_transport::TransportError::Unsupported(
+                "one-sided reads between these ranks",
+            ))),
+        }
+    }
+
     /// Whether this rank can read what `rank` exposes (the transport
     /// between them has one-sided reads).
     pub fn can_read(&self, rank: usize) -> bool {
@@ -57,21 +100,10 @@ impl Communicator {
         offset: usize,
         buf: &mut [T],
     ) -> Result<()> {
-        if rank >= self.size() {
-            return Err(Error::InvalidRank {
-                rank: i32::try_from(rank).unwrap_or(i32::MAX),
-                size: self.size(),
-            });
-        }
-        let peer = self.peer(rank as u32);
+        let peer = self.check_reader(rank)?;
         let bytes = as_bytes_mut(buf)?;
         let len = bytes.len();
         let engine = self.engine().lock()?;
-        if !engine.can_read(peer) {
-            return Err(Error::Transport(hpcomm_transport::TransportError::Unsupported(
-                "one-sided reads between these ranks",
-            )));
-        }
         self.engine().regions().scope_with(Buffer::Write(bytes), move |_, dst| {
             let mut engine = engine;
             let id = engine.start_read(self.context(), (peer, region.key, offset), dst, len)?;

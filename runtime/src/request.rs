@@ -174,11 +174,24 @@ impl<'s, 'env> Scope<'s, 'env> {
         tag: Tag,
         sync: bool,
     ) -> Result<Request<'_>> {
+        self.isend_via(self.comm, buf, dest, tag, sync)
+    }
+
+    /// A send from this scope on `comm`: the scope's communicator or its
+    /// collective view (the same endpoint and group).
+    fn isend_via<T: Pod>(
+        &self,
+        comm: &Communicator,
+        buf: &'s [T],
+        dest: Rank,
+        tag: Tag,
+        sync: bool,
+    ) -> Result<Request<'_>> {
         let elem = std::mem::size_of::<T>();
-        let Some((to, bytes)) = self.comm.send_target(buf, dest, tag)? else {
+        let Some((to, bytes)) = comm.send_target(buf, dest, tag)? else {
             return Ok(self.request(None, elem));
         };
-        Ok(match self.comm.send_to(self.regions, to, bytes, sync)? {
+        Ok(match comm.send_to(self.regions, to, bytes, sync)? {
             Sent::Now => self.sent(to, buf.len(), elem),
             Sent::Pending(id) => self.request(Some(id), elem),
         })
@@ -236,8 +249,20 @@ impl<'s, 'env> Scope<'s, 'env> {
         src: impl Into<Rank>,
         tag: impl Into<Tag>,
     ) -> Result<Request<'_>> {
+        self.irecv_via(self.comm, buf, src.into(), tag.into())
+    }
+
+    /// A receive in this scope on `comm`: the scope's communicator or its
+    /// collective view (the same endpoint and group).
+    fn irecv_via<T: Pod>(
+        &self,
+        comm: &Communicator,
+        buf: &'s mut [T],
+        src: Rank,
+        tag: Tag,
+    ) -> Result<Request<'_>> {
         let elem = std::mem::size_of::<T>();
-        Ok(match self.comm.start_recv_in(self.regions, buf, src.into(), tag.into())? {
+        Ok(match comm.start_recv_in(self.regions, buf, src, tag)? {
             Started::Pending(id) => self.request(Some(id), elem),
             Started::Done(completed) => {
                 let status = Communicator::status(completed, elem)?;
@@ -245,6 +270,30 @@ impl<'s, 'env> Scope<'s, 'env> {
             }
             Started::Null => self.request(None, elem),
         })
+    }
+
+    /// Starts a send on the collective context of the scope's communicator
+    /// ([`Communicator::collective_comm`]), with `buf` borrowed by the
+    /// scope: for collective and one-sided layers, whose messages must
+    /// never match a user's receive. Tags below 16 are the runtime's.
+    pub fn isend_collective<T: Pod>(
+        &self,
+        buf: &'s [T],
+        dest: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Request<'_>> {
+        self.isend_via(&self.comm.collective_view(), buf, dest.into(), tag.into(), false)
+    }
+
+    /// Starts a receive on the collective context of the scope's
+    /// communicator, as [`Scope::isend_collective`].
+    pub fn irecv_collective<T: Pod>(
+        &self,
+        buf: &'s mut [T],
+        src: impl Into<Rank>,
+        tag: impl Into<Tag>,
+    ) -> Result<Request<'_>> {
+        self.irecv_via(&self.comm.collective_view(), buf, src.into(), tag.into())
     }
 
     /// Waits for every request started in this scope that is still in

@@ -3,7 +3,9 @@
 //! synchronisation, a lock and flushes): the even rank of each pair locks
 //! its partner's window (shared) and, per iteration, puts or gets one
 //! message and flushes (latency, µs per operation), or puts or gets a
-//! window of messages at consecutive offsets and flushes (bandwidth). The
+//! window of messages at consecutive offsets and flushes (bandwidth) — as
+//! requests in flight together (`rget`, `rput`; `put` for data that fits
+//! one message), as MPI's `MPI_Get`/`MPI_Put` are until the flush. The
 //! partner only waits in a barrier, serving its window meanwhile. A window
 //! is created per size, over a page-aligned buffer of `size × window`
 //! bytes, as the C twin's.
@@ -15,6 +17,10 @@ use hpcomm::{Collectives, Communicator, Result};
 
 use super::page_aligned;
 use crate::plan::Kind;
+
+/// The largest put that travels whole in one message (the window's
+/// inline data).
+const INLINE: usize = 4096;
 
 /// Seconds for `iters` iterations (after `skip` untimed ones) of `kind`
 /// with messages of `size` bytes, `window` per iteration for bandwidth.
@@ -41,14 +47,29 @@ pub(super) fn run(
                 if i == skip {
                     start = Instant::now();
                 }
-                for j in 0..per {
-                    let at = j * size;
-                    match kind {
-                        Kind::PutLatency | Kind::PutBw => {
-                            win.put(&data[at..at + size], peer, at)?
+                match kind {
+                    Kind::PutLatency => win.put(&data[..size], peer, 0)?,
+                    Kind::GetLatency => win.get(&mut data[..size], peer, 0)?,
+                    // A window of requests in flight at once (a small put
+                    // goes whole in one message and needs none), completed
+                    // by the inner scope's end.
+                    Kind::PutBw if size <= INLINE => {
+                        for at in (0..per).map(|j| j * size) {
+                            win.put(&data[at..at + size], peer, at)?;
                         }
-                        _ => win.get(&mut data[at..at + size], peer, at)?,
                     }
+                    Kind::PutBw => comm.scope(|t| {
+                        for (j, block) in data.chunks(size).take(per).enumerate() {
+                            let _ = win.rput(t, block, peer, j * size)?;
+                        }
+                        Ok(())
+                    })?,
+                    _ => comm.scope(|t| {
+                        for (j, block) in data.chunks_mut(size.max(1)).take(per).enumerate() {
+                            let _ = win.rget(t, &mut block[..size], peer, j * size)?;
+                        }
+                        Ok(())
+                    })?,
                 }
                 win.flush(peer)?;
             }

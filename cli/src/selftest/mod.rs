@@ -95,6 +95,7 @@ pub const CASES: &[Case] = &[
     Case { name: "rma-get-4mib", min_ranks: 1, body: rma::large_get },
     Case { name: "rma-misuse", min_ranks: 1, body: rma::misuse },
     Case { name: "rma-passive-get", min_ranks: 2, body: rma::passive_get },
+    Case { name: "rma-requests", min_ranks: 1, body: rma::requests },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
     Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },

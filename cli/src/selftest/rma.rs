@@ -286,3 +286,61 @@ pub(super) fn passive_get(comm: &Communicator) {
     })
     .unwrap();
 }
+
+/// Request-based accesses (`rget`, `rput`): 64 gets in flight at once from
+/// the right neighbour at sizes on both sides of the eager limit, then
+/// puts from buffers borrowed by the scope, completed at an unlock; a
+/// request started in a scope of another communicator is an error.
+pub(super) fn requests(comm: &Communicator) {
+    let (me, n) = (comm.rank(), comm.size());
+    let (right, left) = ((me + 1) % n, (me + n - 1) % n);
+    let eager = comm.eager_limit() / 8;
+    for len in [0, 1, 100, eager + 3, 1 << 15] {
+        let mut memory: Vec<u64> = (0..64 * len).map(|k| value(me, 3, k)).collect();
+        let mut got = vec![0u64; 64 * len];
+        let out: Vec<u64> = (0..64 * len).map(|k| value(me, 4, k)).collect();
+        comm.scope(|s| {
+            let win = Window::create(s, &mut memory)?;
+            win.lock(LockKind::Shared, right)?;
+            // Empty, the one request moves nothing and completes.
+            let gets = match len {
+                0 => vec![win.rget(s, &mut got[..], right, 0)?],
+                _ => got
+                    .chunks_mut(len)
+                    .enumerate()
+                    .map(|(i, block)| win.rget(s, block, right, i * len))
+                    .collect::<hpcomm::Result<Vec<_>>>()?,
+            };
+            for r in gets {
+                r.wait()?;
+            }
+            win.unlock(right)?;
+            win.fence()?;
+            win.lock(LockKind::Exclusive, right)?;
+            let puts = match len {
+                0 => vec![win.rput(s, &out[..], right, 0)?],
+                _ => out
+                    .chunks(len)
+                    .enumerate()
+                    .map(|(i, block)| win.rput(s, block, right, i * len))
+                    .collect::<hpcomm::Result<Vec<_>>>()?,
+            };
+            win.unlock(right)?;
+            for r in puts {
+                r.wait()?;
+            }
+            let other = comm.dup()?;
+            let mut spare = [0u64];
+            other.scope(|t| {
+                let r = win.rget(t, &mut spare, right, 0);
+                assert!(matches!(r, Err(Error::InvalidRequest(_))), "{r:?}");
+                Ok(())
+            })?;
+            win.fence()?;
+            win.free()
+        })
+        .unwrap();
+        assert!(got.iter().enumerate().all(|(k, &v)| v == value(right, 3, k)), "len {len}");
+        assert!(memory.iter().enumerate().all(|(k, &v)| v == value(left, 4, k)), "len {len}");
+    }
+}

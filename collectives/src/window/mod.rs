@@ -40,6 +40,11 @@
 //! .unwrap();
 //! ```
 //!
+//! [`rget`](Window::rget) and [`rput`](Window::rput) (`MPI_Rget`,
+//! `MPI_Rput`) start an access and return a request, with the buffer
+//! borrowed by a scope of the window's communicator, so that many are in
+//! flight at once (a scope per batch lets a loop reuse its buffers).
+//!
 //! # How it works, and what it promises
 //!
 //! A window's memory is borrowed by the scope it was created in, like a
@@ -89,7 +94,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 
-use hpcomm_runtime::{Communicator, Error, RemoteRegion, Request, Result, Scope};
+use hpcomm_runtime::{Communicator, Error, Rank, RemoteRegion, Request, Result, Scope};
 
 pub use accumulate::{Accumulate, OpCode, Replace, WindowOp};
 pub use wire::LockKind;
@@ -386,6 +391,75 @@ impl<'r, T: Accumulate> Window<'r, T> {
                 status.count
             ))),
         }
+    }
+
+    /// Checks that `scope` is one of the window's communicator (whose
+    /// engine the request's messages go through).
+    fn check_scope(&self, scope: &Scope<'_, '_>) -> Result<()> {
+        match scope.comm().collective_comm().same_as(&self.comm) {
+            true => Ok(()),
+            false => Err(Error::InvalidRequest(
+                "a window's request started in a scope of another communicator".into(),
+            )),
+        }
+    }
+
+    /// Starts a get (`MPI_Rget`): as [`get`](Window::get), but returns at
+    /// once with a request that completes when `dest` — borrowed by the
+    /// scope, one of the window's communicator — holds the data, so that
+    /// many gets are in flight at once. A flush, unlock or fence does not
+    /// complete it; its request (or the scope's end) does.
+    pub fn rget<'a, 's>(
+        &self,
+        scope: &'a Scope<'s, '_>,
+        dest: &'s mut [T],
+        target: usize,
+        offset: usize,
+    ) -> Result<Request<'a>> {
+        self.check_scope(scope)?;
+        let range = self.check_access(target, offset, dest.len())?;
+        self.epoch.borrow_mut().issued = true;
+        match self.direct[target] {
+            Some(region) if range.1 >= self.direct_min => {
+                scope.iread_remote(target, region, range.0 as usize, dest)
+            }
+            // Nothing to move: a request that completes at once.
+            _ if range.1 == 0 => scope.irecv_collective(dest, Rank::NULL, self.tags.reply),
+            _ => {
+                // The answer's receive first: answers come in the order
+                // asked, and match receives in the order posted.
+                let answer = scope.irecv_collective(dest, target, self.tags.reply)?;
+                self.send(target, Kind::Get, range, &[])?;
+                Ok(answer)
+            }
+        }
+    }
+
+    /// Starts a put (`MPI_Rput`): as [`put`](Window::put), but the data
+    /// goes from `data` — borrowed by the scope, one of the window's
+    /// communicator — in a message of its own, so that large puts overlap;
+    /// the request completes when `data` may be reused. A flush, unlock or
+    /// fence completes the put at its target.
+    pub fn rput<'a, 's>(
+        &self,
+        scope: &'a Scope<'s, '_>,
+        data: &'s [T],
+        target: usize,
+        offset: usize,
+    ) -> Result<Request<'a>> {
+        self.check_scope(scope)?;
+        let range = self.check_access(target, offset, data.len())?;
+        if range.1 == 0 {
+            // Nothing to move: a request that completes at once.
+            return scope.isend_collective(data, Rank::NULL, self.tags.data);
+        }
+        let mut msg = self.scratch.borrow_mut();
+        Wire { kind: Kind::Put, inline: false, offset: range.0, len: range.1 as u64 }
+            .encode(&mut msg);
+        self.comm.send(&msg[..], target, self.tags.request)?;
+        drop(msg);
+        self.issued(target);
+        scope.isend_collective(data, target, self.tags.data)
     }
 
     /// Ends an epoch on every rank and starts the next (`MPI_Win_fence`);

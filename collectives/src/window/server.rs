@@ -35,6 +35,10 @@ enum Step {
     /// A large put's (`op` `None`) or accumulate's data landing in a
     /// buffer, to copy or combine into `range`.
     Landing { t: Transfer, range: Range<usize>, op: Option<OpCode> },
+    /// A get's data on its way from the window: the origin's next request
+    /// waits until it has left, so that an unlock or fence behind the get
+    /// never lets another origin's write reach the data first.
+    Answering(Transfer),
     /// In the lock's queue.
     LockWait,
     /// At the fence, until every origin is.
@@ -222,10 +226,7 @@ impl<T: Accumulate> Server<T> {
                 }
                 Err(e) => Err(e),
             }
-            .map(|t| {
-                self.replies.push(t);
-                Step::Idle
-            }),
+            .map(Step::Answering),
             Kind::Lock(_) if self.failure.is_some() => {
                 self.reply(cx, origin);
                 Ok(Step::Idle)
@@ -317,6 +318,19 @@ impl<T: Accumulate> Server<T> {
                     self.fail(cx, origin, "data of another length than announced".into())
                 }
                 Some(Err(e)) => self.fail(cx, origin, e.to_string()),
+            },
+            Step::Answering(t) => match cx.test(t) {
+                None => return (Step::Answering(t), false),
+                Some(sent) => {
+                    if let Ok(buf) = sent {
+                        if buf.capacity() > 0 {
+                            self.spare.push(buf);
+                        }
+                    }
+                    // A send that failed went to an origin that is gone: its
+                    // next receive fails, and so is it failed here.
+                    Step::Idle
+                }
             },
             waiting @ (Step::LockWait | Step::Fenced | Step::Failed) => return (waiting, false),
         };
