@@ -175,8 +175,12 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// what the window starts with.
     pub fn create<'s>(scope: &'r Scope<'s, '_>, buf: &'s mut [T]) -> Result<Window<'r, T>> {
         let comm = scope.comm();
-        let tags = Tags::from_base(tag_for(comm)?);
         let elem = std::mem::size_of::<T>();
+        if elem == 0 {
+            // Every rank refuses alike, before anything collective.
+            return Err(Error::InvalidCount("a window of zero-sized elements".into()));
+        }
+        let tags = Tags::from_base(tag_for(comm)?);
         let size = std::mem::size_of_val(buf);
         // The server starts first: its first poll (at once) exposes the
         // memory for one-sided reads where the transport has them.

@@ -160,3 +160,17 @@ fn loopback_windows_are_served_not_read() {
         }
     });
 }
+
+#[test]
+fn a_window_of_zero_sized_elements_is_refused() {
+    watchdog(60, || {
+        hpcomm_runtime::threads(2, |comm| {
+            let mut nothing = [[0u8; 0]; 4];
+            let made = comm.scope(|s| Window::create(s, &mut nothing).map(|_| ()));
+            assert!(matches!(made, Err(Error::InvalidCount(_))), "{made:?}");
+            // Nothing collective started: the communicator goes on.
+            comm.barrier().unwrap();
+        })
+        .unwrap();
+    });
+}
