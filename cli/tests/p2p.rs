@@ -78,6 +78,6 @@ cases! {
     window_accumulate_applies_every_operation: "rma-accumulate" on &[1, 2, 3, 8];
     window_get_of_4_mib: "rma-get-4mib" on &[1, 2, 3];
     window_misuse_is_an_error_and_the_window_survives: "rma-misuse" on &[1, 2, 3, 5];
-    window_gets_are_served_where_the_transport_does_not_read: "rma-passive-get" on FEW;
+    window_accesses_need_nothing_of_the_target_where_the_transport_reads: "rma-passive" on FEW;
     window_requests_keep_many_gets_and_puts_in_flight: "rma-requests" on &[1, 2, 3];
 }

@@ -394,7 +394,7 @@ impl Communicator {
     }
 
     /// [`block_until`](Self::block_until) with the engine already held.
-    fn block_holding(
+    pub(crate) fn block_holding(
         &self,
         engine: &mut Engine,
         mut done: impl FnMut(&mut Engine) -> bool,

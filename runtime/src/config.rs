@@ -390,6 +390,7 @@ mod tests {
             max_read: 0,
             revocable: true,
             reads_from_outside: false,
+            rma_write: false,
             ordered: true,
             latency_hint: Duration::from_micros(latency_us),
             spin_pause: false,

@@ -1,14 +1,17 @@
 //! What one-sided layers (`hpcomm-collectives`' windows) need from the
 //! runtime beyond messages: a task exposing its output buffer to peers'
-//! reads ([`TaskCx::expose_output`](crate::task::TaskCx::expose_output)),
-//! and reading what a peer exposed without the peer's runtime taking part
-//! ([`Communicator::read_remote`]) — a single copy by the kernel over shm
-//! (`process_vm_readv`), an RDMA read over libfabric (`fi_read`).
+//! reads and writes
+//! ([`TaskCx::expose_output`](crate::task::TaskCx::expose_output)), and
+//! reading what a peer exposed, or writing into it, without the peer's
+//! runtime taking part ([`Communicator::read_remote`],
+//! [`Communicator::write_remote`]) — a single copy by the kernel over shm
+//! (`process_vm_readv`, `process_vm_writev`), an RDMA read or write over
+//! libfabric (`fi_read`, `fi_write`).
 
 use bytemuck::Pod;
 use hpcomm_transport::{Buffer, RemoteKey};
 
-use crate::comm::{as_bytes_mut, Communicator};
+use crate::comm::{as_bytes, as_bytes_mut, Communicator};
 use crate::error::{Error, Result};
 use crate::request::{Request, Scope};
 
@@ -61,6 +64,30 @@ impl<'s> Scope<'s, '_> {
         let id = id.inspect_err(|_| self.regions().regions().release(dst))?;
         Ok(self.started(id, elem))
     }
+
+    /// Starts writing `data`, borrowed by the scope, at byte `offset` of
+    /// the region `rank` exposed: the non-blocking
+    /// [`Communicator::write_remote`]. The request completes once the bytes
+    /// are in `rank`'s memory.
+    pub fn iwrite_remote<T: Pod>(
+        &self,
+        rank: usize,
+        region: RemoteRegion,
+        offset: usize,
+        data: &'s [T],
+    ) -> Result<Request<'_>> {
+        let comm = self.comm();
+        let peer = comm.check_writer(rank)?;
+        let elem = std::mem::size_of::<T>();
+        let bytes = as_bytes(data)?;
+        let len = bytes.len();
+        let mut engine = comm.engine().lock()?;
+        let src = self.regions().register(bytes);
+        let id = engine.start_write(comm.context(), (peer, region.key, offset), src, len);
+        drop(engine);
+        let id = id.inspect_err(|_| self.regions().regions().release(src))?;
+        Ok(self.started(id, elem))
+    }
 }
 
 impl Communicator {
@@ -79,6 +106,60 @@ impl Communicator {
                 "one-sided reads between these ranks",
             ))),
         }
+    }
+
+    /// The world peer of `rank`, if this rank can write into what it
+    /// exposes.
+    fn check_writer(&self, rank: usize) -> Result<hpcomm_transport::PeerId> {
+        let peer = self.check_reader(rank)?;
+        match self.engine().lock()?.can_write(peer) {
+            true => Ok(peer),
+            false => Err(Error::Transport(hpcomm_transport::TransportError::Unsupported(
+                "one-sided writes between these ranks",
+            ))),
+        }
+    }
+
+    /// Whether this rank can write into what `rank` exposes (the transport
+    /// between them has one-sided writes).
+    pub fn can_write(&self, rank: usize) -> bool {
+        rank < self.size()
+            && self.engine().lock().is_ok_and(|e| e.can_write(self.peer(rank as u32)))
+    }
+
+    /// Writes `data` at byte `offset` of the region `rank` exposed, without
+    /// `rank`'s runtime taking part; returns once the bytes are in `rank`'s
+    /// memory. The caller keeps the range within the region, as for
+    /// [`read_remote`](Communicator::read_remote): where the transport
+    /// cannot tell (shm), a write past it lands in whatever `rank`'s
+    /// memory holds there — a rank only ever writes where its peer told it.
+    pub fn write_remote<T: Pod>(
+        &self,
+        rank: usize,
+        region: RemoteRegion,
+        offset: usize,
+        data: &[T],
+    ) -> Result<()> {
+        let peer = self.check_writer(rank)?;
+        let bytes = as_bytes(data)?;
+        let len = bytes.len();
+        let engine = self.engine().lock()?;
+        self.engine().regions().scope_with(Buffer::Read(bytes), move |_, src| {
+            let mut engine = engine;
+            let id = engine.start_write(self.context(), (peer, region.key, offset), src, len)?;
+            self.wait_holding(&mut engine, id).map(|_| ())
+        })
+    }
+
+    /// Waits until no one-sided write this rank started (on any
+    /// communicator of its endpoint) is still in flight: each has landed in
+    /// its peer's memory or failed.
+    pub fn quiet_writes(&self) -> Result<()> {
+        let mut engine = self.engine().lock()?;
+        if !engine.writing() {
+            return Ok(());
+        }
+        self.block_holding(&mut engine, |e| !e.writing())
     }
 
     /// Whether this rank can read what `rank` exposes (the transport

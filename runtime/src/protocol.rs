@@ -113,6 +113,7 @@ mod tests {
             max_read: 1 << 20,
             revocable: true,
             reads_from_outside: false,
+            rma_write: false,
             ordered: true,
             latency_hint: Default::default(),
             spin_pause: false,

@@ -37,6 +37,7 @@ where
     reads_copy_exposed_memory(&make);
     revoked_regions_cannot_be_read(&make);
     only_outside_readers_get_writable_regions(&make);
+    writes_land_in_exposed_memory(&make);
     lost_peers_are_reported(&make);
     closing_is_polled_and_ends_in_order(&make);
 }
@@ -81,8 +82,8 @@ fn poll_until<T: Transport>(
             Event::Frame { src, header, payload } => {
                 frames.push(Received { src, header: header.to_vec(), payload: payload.to_vec() })
             }
-            Event::ReadDone { token } => others.push(format!("done {token}")),
-            Event::ReadFailed { token, .. } => others.push(format!("failed {token}")),
+            Event::RmaDone { token } => others.push(format!("done {token}")),
+            Event::RmaFailed { token, .. } => others.push(format!("failed {token}")),
             Event::PeerLost { peer, .. } => others.push(format!("lost {peer}")),
         })
         .unwrap_or_else(|e| panic!("{what}: poll failed: {e}"));
@@ -386,6 +387,67 @@ where
     let expected: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     assert!(dst == expected, "read returned wrong bytes");
     drop(owner_thread.join().expect("owner panicked"));
+}
+
+/// Where `rma_write` is offered: a peer writes into an exposed writable
+/// buffer, in parts at offsets, and exactly its bytes land there once the
+/// writes are reported done; the rest of the buffer is untouched.
+pub fn writes_land_in_exposed_memory<T, F>(make: &F)
+where
+    T: Transport + Send + 'static,
+    F: Fn(usize) -> Vec<T>,
+{
+    const LEN: usize = 100_000;
+    let mut eps = make(2);
+    if !eps[1].peer_capabilities(PeerId(0)).rma_write {
+        return;
+    }
+    let mut writer = eps.pop().unwrap();
+    let mut owner = eps.pop().unwrap();
+    let (key_tx, key_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let owner_thread = thread::spawn(move || {
+        let regions = Regions::new();
+        let mut window = vec![0u8; LEN + 16];
+        regions.scope(|s| {
+            let id = s.register_mut(&mut window);
+            key_tx.send(owner.expose(&regions, id).expect("expose")).unwrap();
+            let start = Instant::now();
+            while done_rx.try_recv().is_err() {
+                owner.poll(&regions, &mut |_| {}).expect("poll");
+                assert!(start.elapsed() < DEADLINE, "writer never finished");
+                thread::yield_now();
+            }
+        });
+        (owner, window)
+    });
+    let key = key_rx.recv_timeout(DEADLINE).expect("no key");
+    let regions = Regions::new();
+    let data: Vec<u8> = (0..LEN as u32).map(|i| (i % 251) as u8 | 1).collect();
+    regions.scope(|s| {
+        let id = s.register(&data);
+        writer.start_write(&regions, id, 0, PeerId(0), key, 8, 60_000, 1).expect("write");
+        writer
+            .start_write(&regions, id, 60_000, PeerId(0), key, 60_008, LEN - 60_000, 2)
+            .expect("write");
+        let mut others = Vec::new();
+        poll_until(
+            std::slice::from_mut(&mut writer),
+            0,
+            &regions,
+            &mut Vec::new(),
+            &mut others,
+            |_, o| o.len() >= 2,
+            "writes",
+        );
+        others.sort();
+        assert_eq!(others, vec!["done 1".to_string(), "done 2".to_string()]);
+    });
+    done_tx.send(()).unwrap();
+    let (_owner, window) = owner_thread.join().expect("owner panicked");
+    assert_eq!(window[..8], [0; 8], "a write landed before its offset");
+    assert!(window[8..LEN + 8] == data[..], "writes landed wrong bytes");
+    assert_eq!(window[LEN + 8..], [0; 8], "a write landed past its end");
 }
 
 /// Where the backend says reads are revocable: once a region leaves its

@@ -254,6 +254,7 @@ impl Hybrid {
             rma_read: false,
             max_read: 0,
             reads_from_outside: false,
+            rma_write: false,
             ..net.capabilities().clone()
         };
         let name = if layout.net == Kind::Ofi { "shm+ofi" } else { "shm+tcp" };
@@ -327,6 +328,7 @@ fn common(name: &'static str, a: &Capabilities, b: &Capabilities) -> Capabilitie
         max_read: 0,
         revocable: a.revocable && b.revocable,
         reads_from_outside: a.reads_from_outside && b.reads_from_outside,
+        rma_write: false,
         ordered: a.ordered && b.ordered,
         latency_hint: a.latency_hint.max(b.latency_hint),
         spin_pause: a.spin_pause || b.spin_pause,
@@ -386,8 +388,8 @@ impl Transport for Hybrid {
                 Event::PeerLost { peer, cause } => {
                     Event::PeerLost { peer: world[peer.index()], cause }
                 }
-                Event::ReadFailed { token, error: TransportError::PeerLost(p) } => {
-                    Event::ReadFailed { token, error: TransportError::PeerLost(world[p.index()]) }
+                Event::RmaFailed { token, error: TransportError::PeerLost(p) } => {
+                    Event::RmaFailed { token, error: TransportError::PeerLost(world[p.index()]) }
                 }
                 other => other,
             })
@@ -442,6 +444,26 @@ impl Transport for Hybrid {
                 .start_read(regions, l, key, src_offset, dst, dst_offset, len, token)
                 .map_err(|e| self.shm_error(e)),
             None => Err(TransportError::Unsupported("hybrid (no reads between nodes)")),
+        }
+    }
+
+    fn start_write(
+        &mut self,
+        regions: &Regions,
+        src: RegionId,
+        src_offset: usize,
+        dst: PeerId,
+        key: RemoteKey,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        match self.local(dst) {
+            Some(l) => self
+                .shm
+                .start_write(regions, src, src_offset, l, key, dst_offset, len, token)
+                .map_err(|e| self.shm_error(e)),
+            None => Err(TransportError::Unsupported("hybrid (no writes between nodes)")),
         }
     }
 }

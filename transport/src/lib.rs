@@ -127,6 +127,12 @@ pub struct Capabilities {
     /// another thread of the process (loopback), only read-only regions are
     /// exposed.
     pub reads_from_outside: bool,
+    /// Whether [`Transport::start_write`] works: this rank writes into a
+    /// writable region a peer exposed, from outside the peer's process
+    /// (the kernel's `process_vm_writev`, a NIC's RDMA write), without the
+    /// peer's runtime taking part. Only with `reads_from_outside` (a
+    /// writable region is exposed only then) and `rma_read`.
+    pub rma_write: bool,
     /// Whether frames between a pair arrive in the order they were sent. The
     /// runtime does not rely on it; it only saves the reorder buffer work.
     pub ordered: bool,
@@ -202,6 +208,9 @@ impl Capabilities {
         if self.max_header < 64 {
             return Err(format!("{}: headers must allow at least 64 bytes", self.name));
         }
+        if self.rma_write && !(self.rma_read && self.reads_from_outside) {
+            return Err(format!("{}: writes offered without reads from outside", self.name));
+        }
         if self.rma_read && self.max_read == 0 {
             return Err(format!("{}: reads offered with a zero read size", self.name));
         }
@@ -224,14 +233,16 @@ pub enum Event<'a> {
         /// The payload bytes, as given to `try_send`.
         payload: &'a [u8],
     },
-    /// A read started with [`Transport::start_read`] has landed in its region.
-    ReadDone {
-        /// The token given to `start_read`.
+    /// A read started with [`Transport::start_read`] has landed in its
+    /// region, or a write started with [`Transport::start_write`] has landed
+    /// in the peer's.
+    RmaDone {
+        /// The token given to `start_read` or `start_write`.
         token: u64,
     },
-    /// A read failed; the destination holds no meaningful data.
-    ReadFailed {
-        /// The token given to `start_read`.
+    /// A read or write failed; its destination holds no meaningful data.
+    RmaFailed {
+        /// The token given to `start_read` or `start_write`.
         token: u64,
         /// Why.
         error: TransportError,
@@ -368,7 +379,7 @@ pub trait Transport {
 
     /// Starts reading `len` bytes at `src_offset` of the region `key` that
     /// `src` exposed into `dst` at `dst_offset`. Completion is reported by
-    /// `poll` as [`Event::ReadDone`] or [`Event::ReadFailed`] with `token`.
+    /// `poll` as [`Event::RmaDone`] or [`Event::RmaFailed`] with `token`.
     #[allow(clippy::too_many_arguments)]
     fn start_read(
         &mut self,
@@ -381,6 +392,29 @@ pub trait Transport {
         len: usize,
         token: u64,
     ) -> Result<(), TransportError>;
+
+    /// Starts writing `len` bytes at `src_offset` of the local region `src`
+    /// into the region `key` that `dst` exposed, at `dst_offset`: a
+    /// one-sided write, which `dst`'s runtime takes no part in. `src` is
+    /// pinned until completion, which `poll` reports as
+    /// [`Event::RmaDone`] (the bytes are in the peer's memory) or
+    /// [`Event::RmaFailed`] with `token`. Only where
+    /// [`Capabilities::rma_write`]; by default unsupported.
+    #[allow(clippy::too_many_arguments)]
+    fn start_write(
+        &mut self,
+        regions: &Regions,
+        src: RegionId,
+        src_offset: usize,
+        dst: PeerId,
+        key: RemoteKey,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        let _ = (regions, src, src_offset, dst, key, dst_offset, len, token);
+        Err(TransportError::Unsupported("one-sided writes"))
+    }
 }
 
 /// The built-in backends, dispatched by `match`.
@@ -475,5 +509,18 @@ impl Transport for Backend {
         token: u64,
     ) -> Result<(), TransportError> {
         dispatch!(self, t => t.start_read(regions, src, key, src_offset, dst, dst_offset, len, token))
+    }
+    fn start_write(
+        &mut self,
+        regions: &Regions,
+        src: RegionId,
+        src_offset: usize,
+        dst: PeerId,
+        key: RemoteKey,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        dispatch!(self, t => t.start_write(regions, src, src_offset, dst, key, dst_offset, len, token))
     }
 }

@@ -197,6 +197,7 @@ impl Loopback {
             max_read: if config.rma_read { 1 << 30 } else { 0 },
             revocable: true,
             reads_from_outside: false,
+            rma_write: false,
             ordered: true,
             latency_hint: Duration::from_nanos(300),
             spin_pause: true,
@@ -327,8 +328,8 @@ impl Transport for Loopback {
         let mut events = 0;
         while let Some((token, result)) = self.completions.pop_front() {
             match result {
-                Ok(()) => sink(Event::ReadDone { token }),
-                Err(error) => sink(Event::ReadFailed { token, error }),
+                Ok(()) => sink(Event::RmaDone { token }),
+                Err(error) => sink(Event::RmaFailed { token, error }),
             }
             events += 1;
         }

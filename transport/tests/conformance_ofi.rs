@@ -202,7 +202,7 @@ fn read_destinations_outlive_their_release_until_the_read_completes() {
         reader
             .lock()
             .unwrap()
-            .poll(&mine, &mut |ev| done |= matches!(ev, Event::ReadDone { token: 5 }))
+            .poll(&mine, &mut |ev| done |= matches!(ev, Event::RmaDone { token: 5 }))
             .unwrap();
     }
     assert!(!mine.has_pinned() && mine.is_empty(), "the region outlived its read");

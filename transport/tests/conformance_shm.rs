@@ -162,8 +162,8 @@ fn reads_ignore_the_process_a_key_names() {
             while done.is_none() {
                 reader[0]
                     .poll(&mine, &mut |ev| match ev {
-                        Event::ReadDone { token } => done = Some(Ok(token)),
-                        Event::ReadFailed { token, error } => done = Some(Err((token, error))),
+                        Event::RmaDone { token } => done = Some(Ok(token)),
+                        Event::RmaFailed { token, error } => done = Some(Err((token, error))),
                         _ => {}
                     })
                     .unwrap();

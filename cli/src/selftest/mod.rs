@@ -94,7 +94,7 @@ pub const CASES: &[Case] = &[
     Case { name: "rma-accumulate", min_ranks: 1, body: rma::accumulate_every_op },
     Case { name: "rma-get-4mib", min_ranks: 1, body: rma::large_get },
     Case { name: "rma-misuse", min_ranks: 1, body: rma::misuse },
-    Case { name: "rma-passive-get", min_ranks: 2, body: rma::passive_get },
+    Case { name: "rma-passive", min_ranks: 2, body: rma::passive_access },
     Case { name: "rma-requests", min_ranks: 1, body: rma::requests },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },

@@ -243,12 +243,15 @@ pub(super) fn misuse(comm: &Communicator) {
 /// Where the transport reads peers' memory (shm with single-copy reads,
 /// libfabric with RDMA reads), a get needs nothing of its target: rank 1
 /// reads rank 0's window while rank 0 makes no communication call at all
-/// (it waits for a file that rank 1 writes after its get). Elsewhere the
-/// window serves gets, and the case checks only that it says so
+/// (it waits for a file that rank 1 writes after its get). Where it also
+/// writes into peers' memory (shm with single-copy writes), so does a put:
+/// rank 1 then writes 1 MiB into rank 0's window and reads it back in the
+/// same wait, and rank 0 finds it in its memory afterwards. Elsewhere the
+/// window serves gets and puts, and the case checks only that it says so
 /// consistently.
-pub(super) fn passive_get(comm: &Communicator) {
+pub(super) fn passive_access(comm: &Communicator) {
     let me = comm.rank();
-    // 1 MiB: past the eager limit, below which gets are served anyway.
+    // 1 MiB: past the eager limit, below which accesses are served anyway.
     const LEN: usize = 1 << 17;
     let mut memory: Vec<u64> = (0..LEN).map(|k| value(me, 7, k)).collect();
     // A file name every rank agrees on: rank 0's process id and time.
@@ -261,16 +264,20 @@ pub(super) fn passive_get(comm: &Communicator) {
     }
     comm.broadcast(&mut id, 0).unwrap();
     let marker = std::env::temp_dir().join(format!("hpcomm-rma-{}-{}", id[0], id[1]));
+    let mut direct = [0u8; 2];
     comm.scope(|s| {
         let win = Window::create(s, &mut memory)?;
-        let mut direct = [u8::from(me == 1 && win.reads_directly(0))];
+        if me == 1 {
+            direct = [u8::from(win.reads_directly(0)), u8::from(win.writes_directly(0))];
+            assert!(direct[1] <= direct[0], "a window written but not read directly");
+        }
         comm.broadcast(&mut direct, 1.min(comm.size() - 1))?;
         win.fence()?;
         if direct[0] == 1 {
             if me == 0 {
                 let start = std::time::Instant::now();
                 while !marker.exists() {
-                    assert!(start.elapsed().as_secs() < 60, "rank 1's get waited for rank 0");
+                    assert!(start.elapsed().as_secs() < 60, "rank 1's access waited for rank 0");
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 let _ = std::fs::remove_file(&marker);
@@ -278,13 +285,22 @@ pub(super) fn passive_get(comm: &Communicator) {
                 let mut got = vec![0u64; LEN];
                 win.get(&mut got, 0, 0)?;
                 assert!(got.iter().enumerate().all(|(k, &v)| v == value(0, 7, k)));
-                std::fs::write(&marker, b"read").expect("the marker file");
+                if direct[1] == 1 {
+                    let data: Vec<u64> = (0..LEN).map(|k| value(1, 8, k)).collect();
+                    win.put(&data, 0, 0)?;
+                    win.get(&mut got, 0, 0)?;
+                    assert!(got == data, "a direct put did not land before the get after it");
+                }
+                std::fs::write(&marker, b"done").expect("the marker file");
             }
         }
         win.fence()?;
         win.free()
     })
     .unwrap();
+    if me == 0 && direct[1] == 1 {
+        assert!(memory.iter().enumerate().all(|(k, &v)| v == value(1, 8, k)));
+    }
 }
 
 /// Request-based accesses (`rget`, `rput`): 64 gets in flight at once from

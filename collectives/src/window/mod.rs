@@ -60,19 +60,23 @@
 //! without communicating delays the puts, accumulates and lock requests to
 //! its window. Those are *active messages* over the communicator's
 //! transport: a small put or accumulate is one message, and large data
-//! moves by the transport's rendezvous (a single copy over shm). A get is
-//! one-sided where the transport reads peers' memory — shm with single-copy
-//! reads (`process_vm_readv`), libfabric with RDMA reads: the origin reads
-//! the target's window itself, the target's runtime takes no part
-//! ([`Window::reads_directly`]); elsewhere (tcp, threads) the target's
-//! server sends the data from where it lies. Calls return when the
-//! origin's buffer may be used again: a put or accumulate once its data is
-//! sent, a get once its data has arrived. An unlock, a flush or a fence
+//! moves by the transport's rendezvous (a single copy over shm). A large
+//! get is one-sided where the transport reads peers' memory — shm with
+//! single-copy reads (`process_vm_readv`), libfabric with RDMA reads: the
+//! origin reads the target's window itself, the target's runtime takes no
+//! part ([`Window::reads_directly`]); elsewhere (tcp, threads) the target's
+//! server sends the data from where it lies. Likewise a large put is
+//! one-sided where the transport writes into peers' memory — shm with
+//! single-copy writes (`process_vm_writev`), libfabric with RDMA writes
+//! ([`Window::writes_directly`]); accumulates are always served, to be
+//! atomic. Calls return when the origin's buffer may be used again: a put
+//! or accumulate once its data is sent (a direct put once it has landed),
+//! a get once its data has arrived. An unlock, a flush or a fence
 //! returns once every operation this rank issued before it is complete at
 //! its target; a fence also waits until every operation that targets this
 //! rank in the epoch has landed, holds the next epoch's accesses to this
-//! rank until then, and — where windows are read directly — ends with a
-//! barrier, so that no read of the next epoch sees a window before the
+//! rank until then, and — where windows are accessed directly — ends with a
+//! barrier, so that no access of the next epoch reaches a window before the
 //! last epoch's accesses to it landed.
 //!
 //! Accumulates with the same operation on the same elements are atomic with
@@ -119,13 +123,15 @@ pub struct Window<'r, T: Accumulate> {
     sizes: Vec<usize>,
     /// The windows this rank reads directly (one-sided reads), by rank.
     direct: Vec<Option<RemoteRegion>>,
-    /// The smallest get read directly: below it a request to the target's
-    /// server and its answer cost less than a read (a system call over
-    /// shm), so small gets are served (see docs/performance.md).
+    /// Of those, the ones it also writes directly (one-sided writes).
+    writes: Vec<bool>,
+    /// The smallest get read (or put written) directly: below it a request
+    /// to the target's server costs less than a read (a system call over
+    /// shm), so small accesses are served (see docs/performance.md).
     direct_min: usize,
-    /// Whether any rank exposed its window for direct reads: fences then
-    /// end with a barrier, so that no direct read of the next epoch sees a
-    /// window before its last epoch's accesses landed.
+    /// Whether any rank exposed its window for direct reads and writes:
+    /// fences then end with a barrier, so that no direct access of the
+    /// next epoch reaches a window before its last epoch's accesses landed.
     reads_anywhere: bool,
     /// The most data a request carries in its own message.
     inline_max: usize,
@@ -147,8 +153,11 @@ struct Epoch {
     /// The locks this rank holds, by target.
     locks: Vec<Option<LockKind>>,
     /// The targets with puts or accumulates not yet known complete (gets
-    /// are complete when they return).
+    /// are complete when they return, and so are puts written directly).
     unfinished: Vec<bool>,
+    /// Whether a put written directly by a request (`rput`) may still be
+    /// in flight: a flush, unlock or fence first waits until it has landed.
+    writing: bool,
     /// Why the window failed, once it has: later accesses fail at once.
     failed: Option<Error>,
 }
@@ -206,16 +215,22 @@ impl<'r, T: Accumulate> Window<'r, T> {
         // Every rank sees the same list, so all agree on whether fences
         // need their barrier.
         let reads_anywhere = exposed.iter().any(Option::is_some);
-        let direct = exposed
+        let direct: Vec<_> = exposed
             .into_iter()
             .enumerate()
             .map(|(rank, region)| region.filter(|_| comm.can_read(rank)))
+            .collect();
+        let writes = direct
+            .iter()
+            .enumerate()
+            .map(|(rank, r)| r.is_some() && comm.can_write(rank))
             .collect();
         Ok(Window {
             comm: comm.collective_comm(),
             tags,
             sizes,
             direct,
+            writes,
             direct_min: comm.eager_limit(),
             reads_anywhere,
             inline_max: INLINE_MAX.min(comm.eager_limit().saturating_sub(HEADER_LEN)),
@@ -225,6 +240,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
                 issued: false,
                 locks: vec![None; comm.size()],
                 unfinished: vec![false; comm.size()],
+                writing: false,
                 failed: None,
             }),
             scratch: RefCell::new(Vec::with_capacity(HEADER_LEN + INLINE_MAX)),
@@ -245,6 +261,32 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// elsewhere, are requests the target's server answers.
     pub fn reads_directly(&self, target: usize) -> bool {
         self.direct.get(target).is_some_and(Option::is_some)
+    }
+
+    /// Whether this rank's puts to `target` are one-sided writes, which
+    /// `target`'s runtime takes no part in (where the transport between
+    /// them writes into peers' memory from outside the process: shm with
+    /// single-copy writes) — those of at least the eager limit; smaller
+    /// ones, every accumulate, and every put elsewhere are requests the
+    /// target's server carries out.
+    pub fn writes_directly(&self, target: usize) -> bool {
+        self.writes.get(target).copied().unwrap_or(false)
+    }
+
+    /// Where a put of `len` bytes to `target` is written directly.
+    fn direct_write(&self, target: usize, len: usize) -> Option<RemoteRegion> {
+        match self.writes[target] && len >= self.direct_min {
+            true => self.direct[target],
+            false => None,
+        }
+    }
+
+    /// Waits until every put written directly by a request has landed.
+    fn quiet(&self) -> Result<()> {
+        if std::mem::take(&mut self.epoch.borrow_mut().writing) {
+            self.comm.quiet_writes()?;
+        }
+        Ok(())
     }
 
     fn check_open(&self) -> Result<()> {
@@ -340,6 +382,11 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// at the target at the next fence, flush or unlock.
     pub fn put(&self, data: &[T], target: usize, offset: usize) -> Result<()> {
         let range = self.check_access(target, offset, data.len())?;
+        if let Some(region) = self.direct_write(target, range.1) {
+            // One-sided, and complete at the target when it returns.
+            self.epoch.borrow_mut().issued = true;
+            return self.comm.write_remote(target, region, range.0 as usize, data);
+        }
         self.send(target, Kind::Put, range, bytemuck::cast_slice(data))?;
         self.issued(target);
         Ok(())
@@ -457,6 +504,13 @@ impl<'r, T: Accumulate> Window<'r, T> {
             // Nothing to move: a request that completes at once.
             return scope.isend_collective(data, Rank::NULL, self.tags.data);
         }
+        if let Some(region) = self.direct_write(target, range.1) {
+            let mut epoch = self.epoch.borrow_mut();
+            epoch.issued = true;
+            epoch.writing = true;
+            drop(epoch);
+            return scope.iwrite_remote(target, region, range.0 as usize, data);
+        }
         let mut msg = self.scratch.borrow_mut();
         Wire { kind: Kind::Put, inline: false, offset: range.0, len: range.1 as u64 }
             .encode(&mut msg);
@@ -480,7 +534,9 @@ impl<'r, T: Accumulate> Window<'r, T> {
         // A failed window still fences, so that every rank stays in step
         // (the others wait for this rank's fence); the failure is reported
         // after.
+        let quiet = self.quiet();
         self.fence_all(false)?;
+        quiet?;
         let mut epoch = self.epoch.borrow_mut();
         epoch.fence = true;
         epoch.issued = false;
@@ -535,12 +591,16 @@ impl<'r, T: Accumulate> Window<'r, T> {
         if self.epoch.borrow().locks[target].is_none() {
             return Err(sync_error(format!("unlock of rank {target}, which is not locked")));
         }
+        // The lock is given back even if a write failed, which the next
+        // access reports.
+        let quiet = self.quiet();
         self.send(target, Kind::Unlock, (0, 0), &[])?;
         let mut epoch = self.epoch.borrow_mut();
         epoch.locks[target] = None;
         epoch.unfinished[target] = false;
         drop(epoch);
-        self.wait_status(target)
+        self.wait_status(target)?;
+        quiet
     }
 
     /// Completes every operation issued to `target` so far, inside its
@@ -551,8 +611,9 @@ impl<'r, T: Accumulate> Window<'r, T> {
         if self.epoch.borrow().locks[target].is_none() {
             return Err(sync_error(format!("flush of rank {target}, which is not locked")));
         }
+        self.quiet()?;
         // Gets are complete when they return: only puts and accumulates
-        // need the target's word.
+        // served by the target need its word.
         if !std::mem::take(&mut self.epoch.borrow_mut().unfinished[target]) {
             return Ok(());
         }
@@ -599,12 +660,15 @@ impl<'r, T: Accumulate> Window<'r, T> {
         }
         let held = self.held();
         let unlocked = held.iter().map(|&t| self.unlock(t)).find(Result::is_err);
+        // No write may land once the targets are told the window ends.
+        let quiet = self.quiet();
         let fenced = self.fence_all(true);
         let served = match self.server.take() {
             Some(server) => server.wait().map(|_| ()),
             None => Ok(()),
         };
         unlocked.unwrap_or(Ok(()))?;
+        quiet?;
         fenced?;
         served?;
         match held.is_empty() {

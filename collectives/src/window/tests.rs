@@ -130,7 +130,7 @@ fn a_hostile_origin_fails_the_window_and_nothing_else() {
 
 /// Loopback reads a peer's memory from inside the process, where a read
 /// racing a write to the window would be a data race: its windows are
-/// never read directly, with reads on or off (`rma-passive-get` in the
+/// never read directly, with reads on or off (`rma-passive` in the
 /// self-test checks direct reads over shm processes).
 #[test]
 fn loopback_windows_are_served_not_read() {

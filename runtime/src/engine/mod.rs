@@ -24,7 +24,7 @@ use hpcomm_transport::{
 };
 
 pub(crate) use requests::{Completed, ReqId};
-use requests::{Req, Stage};
+use requests::{Direction, Req, Stage};
 use state::{header_of, transport_error, Body, Job, SendPlan, State};
 pub(crate) use state::{Matched, To};
 
@@ -526,9 +526,50 @@ impl Engine {
             );
             return Ok(id);
         }
-        self.state.start_reads(id, (peer, key, offset), len, None);
+        self.state.start_accesses(id, Direction::Read, (peer, key, offset), len, None);
         self.flush()?;
         Ok(id)
+    }
+
+    /// Whether this endpoint can write into what `peer` exposes.
+    pub(crate) fn can_write(&self, peer: PeerId) -> bool {
+        self.transport.peer_capabilities(peer).rma_write
+    }
+
+    /// Starts writing `len` bytes of `src` at `offset` of the region `key`
+    /// that `peer` exposed: a one-sided write, which the peer's runtime
+    /// takes no part in. Complete once the bytes are in the peer's memory.
+    pub(crate) fn start_write(
+        &mut self,
+        ctx: ContextId,
+        (peer, key, offset): (PeerId, RemoteKey, usize),
+        src: RegionId,
+        len: usize,
+    ) -> Result<ReqId> {
+        if self.is_lost(peer) {
+            return Err(self.loss(peer));
+        }
+        let id = self.state.reqs.alloc(Req::new(Stage::Posted, ctx, Some(src), Some(peer)));
+        if let Some(req) = self.state.reqs.get_mut(id) {
+            req.info.bytes = len;
+        }
+        if len == 0 {
+            self.state.reqs.finish(
+                &self.regions,
+                id,
+                Ok(Completed { bytes: 0, ..Completed::default() }),
+            );
+            return Ok(id);
+        }
+        self.state.start_accesses(id, Direction::Write, (peer, key, offset), len, None);
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Whether a one-sided write of this endpoint is still in flight (a
+    /// window's flush and fence wait until none is).
+    pub(crate) fn writing(&self) -> bool {
+        self.state.writing()
     }
 
     /// Whether frames or jobs are still waiting for the transport.
@@ -573,19 +614,25 @@ impl Engine {
         }
         while let Some(job) = state.jobs.pop_front() {
             match job {
-                Job::Read { req, peer, key, base, offset, len } => {
-                    let Some(dst) = state.reqs.get(req).and_then(|r| r.region) else {
+                Job::Access { req, dir, peer, key, base, offset, len } => {
+                    let Some(local) = state.reqs.get(req).and_then(|r| r.region) else {
                         continue;
                     };
                     let token = req.to_wire();
-                    let src = base + offset;
-                    match transport.start_read(regions, peer, key, src, dst, offset, len, token) {
+                    let remote = base + offset;
+                    let started = match dir {
+                        Direction::Read => transport
+                            .start_read(regions, peer, key, remote, local, offset, len, token),
+                        Direction::Write => transport
+                            .start_write(regions, local, offset, peer, key, remote, len, token),
+                    };
+                    match started {
                         Ok(()) => {}
                         Err(TransportError::WouldBlock) => {
                             state.jobs.push_front(job);
                             break;
                         }
-                        Err(e) => state.read_done(regions, token, Some(transport_error(e))),
+                        Err(e) => state.access_done(regions, token, Some(transport_error(e))),
                     }
                     busy = true;
                 }

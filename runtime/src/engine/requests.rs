@@ -37,14 +37,23 @@ pub(crate) struct Completed {
 }
 
 /// Where a request is in its protocol.
+/// Which way a one-sided transfer moves data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// From the peer's exposed region into the request's.
+    Read,
+    /// From the request's region into the peer's exposed one.
+    Write,
+}
+
 #[derive(Debug)]
 pub(super) enum Stage {
     /// A receive waiting in its context's matcher.
     Posted,
     /// A rendezvous receive reading the sender's buffer in chunks (`sreq`
     /// the sender's request, told `FIN` at the end), or a one-sided read
-    /// of a peer's exposed region (`sreq` `None`).
-    Reading { outstanding: usize, sreq: Option<u64>, error: Option<Box<Error>> },
+    /// of a peer's exposed region or write into it (`sreq` `None`).
+    Accessing { dir: Direction, outstanding: usize, sreq: Option<u64>, error: Option<Box<Error>> },
     /// A rendezvous receive taking `DATA` frames.
     Streaming { got: usize, len: usize },
     /// An eager send whose frame waits in the outbox (holding its region).

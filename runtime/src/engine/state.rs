@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use hpcomm_transport::{Event, LossCause, PeerId, RegionId, Regions, RemoteKey, TransportError};
 
-use super::requests::{Completed, Req, ReqId, Requests, Stage};
+use super::requests::{Completed, Direction, Req, ReqId, Requests, Stage};
 use crate::contexts::Contexts;
 use crate::error::{Error, Result};
 use crate::matching::{Envelope, Matcher, Pattern};
@@ -91,8 +91,16 @@ pub(super) struct Outgoing {
 #[derive(Debug)]
 pub(super) enum Job {
     /// Read `len` bytes at `base + offset` of the peer's exposed buffer
-    /// into `offset` of the request's region.
-    Read { req: ReqId, peer: PeerId, key: RemoteKey, base: usize, offset: usize, len: usize },
+    /// into `offset` of the request's region, or write them the other way.
+    Access {
+        req: ReqId,
+        dir: Direction,
+        peer: PeerId,
+        key: RemoteKey,
+        base: usize,
+        offset: usize,
+        len: usize,
+    },
     /// Push the request's region from `offset` in `DATA` frames.
     Push { req: ReqId, peer: PeerId, rreq: u64, offset: usize, len: usize },
 }
@@ -100,7 +108,7 @@ pub(super) enum Job {
 impl Job {
     fn peer(&self) -> PeerId {
         match *self {
-            Job::Read { peer, .. } | Job::Push { peer, .. } => peer,
+            Job::Access { peer, .. } | Job::Push { peer, .. } => peer,
         }
     }
 }
@@ -640,9 +648,9 @@ impl State {
                     self.peer_lost(regions, src);
                 }
             }
-            Event::ReadDone { token } => self.read_done(regions, token, None),
-            Event::ReadFailed { token, error } => {
-                self.read_done(regions, token, Some(transport_error(error)))
+            Event::RmaDone { token } => self.access_done(regions, token, None),
+            Event::RmaFailed { token, error } => {
+                self.access_done(regions, token, Some(transport_error(error)))
             }
             Event::PeerLost { peer, cause } => {
                 if peer.index() < self.lost.len() {
@@ -842,7 +850,7 @@ impl State {
         } else if read {
             // At most the receive buffer's length over the read size: the
             // length was checked against the buffer just above.
-            self.start_reads(id, (peer, key, 0), env.len, Some(sreq));
+            self.start_accesses(id, Direction::Read, (peer, key, 0), env.len, Some(sreq));
         } else {
             req.stage = Stage::Streaming { got: 0, len: env.len };
             self.push_control(peer, &Header::Cts { sreq, rreq: id.to_wire() });
@@ -850,11 +858,13 @@ impl State {
     }
 
     /// Reads `len` bytes at `base` of `peer`'s region `key` into request
-    /// `id`'s region, in chunks of the peer's largest read; `sreq` is the
-    /// sender's request of a rendezvous (told `FIN` at the end).
-    pub(super) fn start_reads(
+    /// `id`'s region (or writes them from it there), in chunks of the
+    /// peer's largest read; `sreq` is the sender's request of a rendezvous
+    /// (told `FIN` at the end).
+    pub(super) fn start_accesses(
         &mut self,
         id: ReqId,
+        dir: Direction,
         (peer, key, base): (PeerId, RemoteKey, usize),
         len: usize,
         sreq: Option<u64>,
@@ -862,18 +872,25 @@ impl State {
         let max_read = self.peer_limits[peer.index()].max_read.max(1);
         let Some(req) = self.reqs.get_mut(id) else { return };
         let chunks = len.div_ceil(max_read);
-        req.stage = Stage::Reading { outstanding: chunks, sreq, error: None };
+        req.stage = Stage::Accessing { dir, outstanding: chunks, sreq, error: None };
         for c in 0..chunks {
             let offset = c * max_read;
             let len = max_read.min(len - offset);
-            self.jobs.push_back(Job::Read { req: id, peer, key, base, offset, len });
+            self.jobs.push_back(Job::Access { req: id, dir, peer, key, base, offset, len });
         }
     }
 
-    pub(super) fn read_done(&mut self, regions: &Regions, token: u64, error: Option<Error>) {
+    /// Whether a one-sided write of this endpoint is still in flight.
+    pub(super) fn writing(&self) -> bool {
+        self.reqs
+            .iter()
+            .any(|(_, r)| matches!(r.stage, Stage::Accessing { dir: Direction::Write, .. }))
+    }
+
+    pub(super) fn access_done(&mut self, regions: &Regions, token: u64, error: Option<Error>) {
         let id = ReqId::from_wire(token);
         let Some(req) = self.reqs.get_mut(id) else { return };
-        let Stage::Reading { outstanding, sreq, error: first } = &mut req.stage else {
+        let Stage::Accessing { outstanding, sreq, error: first, .. } = &mut req.stage else {
             return;
         };
         *outstanding = outstanding.saturating_sub(1);
@@ -899,7 +916,7 @@ impl State {
             return;
         }
         let Some(req) = self.reqs.get_mut(id) else { return };
-        let Stage::Reading { error: first, .. } = &mut req.stage else { return };
+        let Stage::Accessing { error: first, .. } = &mut req.stage else { return };
         let result = match first.take() {
             Some(e) => Err(*e),
             None => Ok(req.info),
@@ -1168,7 +1185,7 @@ mod tests {
             .jobs
             .iter()
             .map(|job| match *job {
-                Job::Read { offset, len, peer, key, .. } => {
+                Job::Access { offset, len, peer, key, .. } => {
                     assert_eq!((peer, key.key), (PeerId(2), 9));
                     (offset, len)
                 }
@@ -1179,10 +1196,51 @@ mod tests {
         let token = id.to_wire();
         for _ in 0..3 {
             assert!(rig.outcome(id).is_none());
-            rig.state.on_event(&rig.regions, Event::ReadDone { token });
+            rig.state.on_event(&rig.regions, Event::RmaDone { token });
         }
         assert_eq!(rig.outcome(id).unwrap().unwrap(), done(2, 100));
         assert_eq!(rig.sent(), vec![(2, Header::Fin { sreq: 9 }, vec![])]);
+    }
+
+    /// A one-sided write goes in chunks of the peer's largest transfer,
+    /// completes with its last chunk (no `FIN`: the peer takes no part),
+    /// counts as writing until then, and fails when its peer is lost.
+    #[test]
+    fn a_one_sided_write_writes_in_chunks_and_is_in_flight_until_done() {
+        let mut rig = Rig::new(true);
+        let key = RemoteKey { addr: 0x2000, key: 5 };
+        let write = |rig: &mut Rig| {
+            let region = rig.regions.insert_owned(vec![1; 100]);
+            let req = Req::new(Stage::Posted, CTX.collective(), Some(region), Some(PeerId(1)));
+            let id = rig.state.reqs.alloc(req);
+            rig.state.start_accesses(id, Direction::Write, (PeerId(1), key, 16), 100, None);
+            id
+        };
+        let id = write(&mut rig);
+        let chunks: Vec<_> = rig
+            .state
+            .jobs
+            .drain(..)
+            .map(|job| match job {
+                Job::Access { dir, base, offset, len, .. } => (dir, base, offset, len),
+                Job::Push { .. } => panic!("a push for a write"),
+            })
+            .collect();
+        let w = Direction::Write;
+        assert_eq!(chunks, vec![(w, 16, 0, 40), (w, 16, 40, 40), (w, 16, 80, 20)]);
+        let token = id.to_wire();
+        for _ in 0..3 {
+            assert!(rig.state.writing(), "a write in flight");
+            rig.state.on_event(&rig.regions, Event::RmaDone { token });
+        }
+        assert!(!rig.state.writing());
+        assert!(rig.outcome(id).unwrap().is_ok(), "done with its last chunk");
+        assert!(rig.sent().is_empty(), "nothing told to the peer");
+        let lost = write(&mut rig);
+        rig.state
+            .on_event(&rig.regions, Event::PeerLost { peer: PeerId(1), cause: LossCause::Silent });
+        assert!(rig.outcome(lost).unwrap().is_err());
+        assert!(!rig.state.writing(), "a failed write is no longer in flight");
     }
 
     #[test]

@@ -48,8 +48,12 @@ pub(crate) fn pick(entries: &[Candidate<'_>], requested: Option<&str>) -> Option
     }
 }
 
-/// The hints every query starts from: RDM, messages (and reads when
-/// `rma`), contexts we supply, the `mr_mode` bits we support.
+/// The one-sided capabilities asked for with `rma`: reads and writes, ours
+/// and peers' (every provider with `FI_RMA` here offers both).
+const RMA_CAPS: u64 = (FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE) as u64;
+
+/// The hints every query starts from: RDM, messages (and reads and writes
+/// when `rma`), contexts we supply, the `mr_mode` bits we support.
 pub(super) fn hints<'a>(
     api: &'a Api,
     provider: Option<&str>,
@@ -62,8 +66,7 @@ pub(super) fn hints<'a>(
     // fi_allocinfo and are ours until the hints are freed; the provider
     // name is strdup'd, as fi_freeinfo frees it.
     unsafe {
-        (*h).caps =
-            FI_MSG as u64 | if rma { (FI_RMA | FI_READ | FI_REMOTE_READ) as u64 } else { 0 };
+        (*h).caps = FI_MSG as u64 | if rma { RMA_CAPS } else { 0 };
         (*h).mode = FI_CONTEXT | FI_CONTEXT2;
         (*(*h).ep_attr).type_ = FI_EP_RDM;
         (*(*h).domain_attr).mr_mode = mr_mode as c_int;

@@ -50,12 +50,33 @@ type ReadFn = unsafe extern "C" fn(
     u64,
     *mut c_void,
 ) -> isize;
+type WriteMsgFn = unsafe extern "C" fn(*mut fid_ep, *const fi_msg_rma, u64) -> isize;
 type GetOptFn = unsafe extern "C" fn(*mut fid, c_int, c_int, *mut c_void, *mut usize) -> c_int;
 
 /// `FI_OPT_EFA_EMULATED_READ` (`fi_ext_efa.h`, a provider-specific option
 /// our bindings do not carry): whether the EFA provider emulates reads
 /// with messages because the device cannot do them.
 pub(super) const FI_OPT_EFA_EMULATED_READ: c_int = -(0xefa << 16) + 1;
+
+/// `FI_OPT_EFA_EMULATED_WRITE` (the next option of `fi_ext_efa.h`):
+/// whether the EFA provider emulates writes with messages.
+pub(super) const FI_OPT_EFA_EMULATED_WRITE: c_int = -(0xefa << 16) + 2;
+
+/// A provider's one-sided operation.
+enum Op {
+    Read(ReadFn),
+    Write(WriteMsgFn, u64),
+}
+
+/// Which way a one-sided transfer moves data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rma {
+    /// From a peer's exposed region into a local one (`fi_read`).
+    Read,
+    /// From a local region into a peer's exposed one (`fi_writemsg`),
+    /// with these flags.
+    Write { flags: u64 },
+}
 
 /// The sizes of an endpoint's slots.
 #[derive(Clone, Copy, Debug)]
@@ -64,8 +85,8 @@ pub(super) struct Slots {
     pub rx: usize,
     /// Send buffers.
     pub tx: usize,
-    /// Reads in flight at once.
-    pub reads: usize,
+    /// Reads and writes in flight at once.
+    pub rma: usize,
     /// Bytes of every buffer.
     pub frame: usize,
 }
@@ -77,14 +98,15 @@ pub(super) enum Completion {
     Recv { buf: usize, len: usize },
     /// Send buffer `slot` is free again.
     Sent { slot: usize },
-    /// Read `slot` landed in `region` (now to be unpinned).
-    Read { slot: usize, region: Option<RegionId> },
+    /// Read or write `slot` is complete; its local `region` is to be
+    /// unpinned.
+    Rma { slot: usize, region: Option<RegionId> },
     /// Receive buffer `buf` failed (and is no longer posted).
     RecvFailed { buf: usize, err: c_int },
     /// The send from buffer `slot` failed; the buffer is free.
     SendFailed { slot: usize, err: c_int },
-    /// Read `slot` failed; `region` is to be unpinned.
-    ReadFailed { slot: usize, region: Option<RegionId>, err: c_int },
+    /// Read or write `slot` failed; `region` is to be unpinned.
+    RmaFailed { slot: usize, region: Option<RegionId>, err: c_int },
     /// A completion of no operation of ours.
     Unknown { err: c_int },
 }
@@ -96,6 +118,7 @@ pub(super) struct Endpoint {
     recv: RecvFn,
     inject: InjectFn,
     read: Option<ReadFn>,
+    write: Option<WriteMsgFn>,
     getopt: Option<GetOptFn>,
     name: Vec<u8>,
     slots: Slots,
@@ -104,9 +127,9 @@ pub(super) struct Endpoint {
     contexts: Box<[fi_context2]>,
     rx_posted: Vec<bool>,
     tx_busy: Vec<bool>,
-    /// The destination of each read in flight, pinned.
-    read_region: Vec<Option<RegionId>>,
-    read_busy: Vec<bool>,
+    /// The local region of each read or write in flight, pinned.
+    rma_region: Vec<Option<RegionId>>,
+    rma_busy: Vec<bool>,
     // Dropped after the endpoint is closed, in this order.
     rx: Slab,
     tx: Slab,
@@ -133,7 +156,7 @@ impl Endpoint {
     ) -> Result<Endpoint, String> {
         let api = domain.api;
         let av = AddressVector::open(domain, ranks)?;
-        let mut cq = CompletionQueue::open(domain, (slots.rx + slots.tx + slots.reads) * 2)?;
+        let mut cq = CompletionQueue::open(domain, (slots.rx + slots.tx + slots.rma) * 2)?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: the domain and the entry are live; `raw` receives the
         // endpoint.
@@ -148,7 +171,7 @@ impl Endpoint {
         // SAFETY: the endpoint is live; each table is the provider's. Any
         // failure closes it (once) before its address vector and queue go.
         let ops = unsafe { bind_enable_and_look_up(raw.as_ptr(), &av, &mut cq) };
-        let (send, recv, inject, read, getopt, name) = match ops {
+        let (send, recv, inject, (read, write), getopt, name) = match ops {
             Ok(ops) => ops,
             Err((what, ret)) => {
                 // SAFETY: opened above, used by nothing else.
@@ -171,13 +194,14 @@ impl Endpoint {
                 return Err(e);
             }
         };
-        let total = slots.rx + slots.tx + slots.reads;
+        let total = slots.rx + slots.tx + slots.rma;
         Ok(Endpoint {
             raw,
             send,
             recv,
             inject,
             read,
+            write,
             getopt,
             name,
             slots,
@@ -186,8 +210,8 @@ impl Endpoint {
             contexts: (0..total).map(|_| unsafe { std::mem::zeroed() }).collect(),
             rx_posted: vec![false; slots.rx],
             tx_busy: vec![false; slots.tx],
-            read_region: vec![None; slots.reads],
-            read_busy: vec![false; slots.reads],
+            rma_region: vec![None; slots.rma],
+            rma_busy: vec![false; slots.rma],
             rx,
             tx,
             cq,
@@ -238,6 +262,11 @@ impl Endpoint {
     /// Whether the provider offers reads (`fi_read` in its table).
     pub(super) fn has_read(&self) -> bool {
         self.read.is_some()
+    }
+
+    /// Whether the provider offers writes (`fi_writemsg` in its table).
+    pub(super) fn has_write(&self) -> bool {
+        self.write.is_some()
     }
 
     /// Posts receive buffer `b` (no-op if it is posted); the provider's
@@ -318,9 +347,10 @@ impl Endpoint {
     }
 
     /// Registers a region of `regions` for this endpoint's reads into it
-    /// (writable) and, when `exposed`, peers' reads from it, once: the
-    /// registration is attached to the region and closed when it leaves
-    /// its table. Returns its descriptor and key.
+    /// (writable) and writes from it and, when `exposed`, peers' reads
+    /// from it and writes into it (writable), once: the registration is
+    /// attached to the region and closed when it leaves its table. Returns
+    /// its descriptor and key.
     pub(super) fn region_mr(
         &mut self,
         regions: &Regions,
@@ -336,11 +366,16 @@ impl Endpoint {
         if let Some(found) = found {
             return Ok(found);
         }
-        // Exposed regions are read by peers (a window is writable too);
-        // writable ones are the local destination of this rank's reads.
+        // Exposed regions are read by peers, and written where writable (a
+        // window); writable ones are the local destination of this rank's
+        // reads; any is the source of its writes.
         let (ptr, len, writable) = regions.raw(region).ok_or(TransportError::InvalidRegion)?;
-        let remote = if exposed { FI_REMOTE_READ } else { 0 };
-        let access = (remote | if writable { FI_READ } else { 0 }) as u64;
+        let remote = match (exposed, writable) {
+            (false, _) => 0,
+            (true, false) => FI_REMOTE_READ,
+            (true, true) => FI_REMOTE_READ | FI_REMOTE_WRITE,
+        };
+        let access = (remote | FI_WRITE | if writable { FI_READ } else { 0 }) as u64;
         let bind = (self.mr_mode & FI_MR_ENDPOINT as u64 != 0).then_some(self.raw.as_ptr());
         // SAFETY: a region's memory outlives its registration: the
         // registration is attached to the region below and closed when the
@@ -356,57 +391,77 @@ impl Endpoint {
         Ok(found)
     }
 
-    /// Starts read `slot`: `len` bytes at `addr` (key `key`) of peer `src`
-    /// into `dst` at `dst_offset`, which is pinned until the read's
-    /// completion. The provider's return code, or a region error.
+    /// Starts one-sided transfer `slot`: `len` bytes between `local` at
+    /// `local_offset` and `addr` (key `key`) of peer `peer` — read into
+    /// `local` or written from it, as `dir` says; `local` is pinned until
+    /// the completion. A write's flags make it complete once its bytes are
+    /// in the peer's memory, so that a message sent after it tells the
+    /// peer they are there. The provider's return code, or a region error.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn read(
+    pub(super) fn rma(
         &mut self,
         regions: &Regions,
         slot: usize,
-        dst: RegionId,
-        dst_offset: usize,
+        dir: Rma,
+        (local, local_offset): (RegionId, usize),
         len: usize,
-        src: fi_addr_t,
-        addr: u64,
-        key: u64,
+        peer: fi_addr_t,
+        (addr, key): (u64, u64),
     ) -> Result<isize, TransportError> {
-        let read = self.read.ok_or(TransportError::Unsupported("ofi (no fi_read)"))?;
-        if self.read_busy[slot] {
+        if self.rma_busy[slot] {
             return Ok(-(FI_EBUSY as isize));
         }
-        let (desc, _) = self.region_mr(regions, dst, false)?;
-        let (ptr, rlen, writable) = regions.raw(dst).ok_or(TransportError::InvalidRegion)?;
-        if !writable || dst_offset.checked_add(len).is_none_or(|end| end > rlen) {
+        let (desc, _) = self.region_mr(regions, local, false)?;
+        let (ptr, rlen, writable) = regions.raw(local).ok_or(TransportError::InvalidRegion)?;
+        let fits = local_offset.checked_add(len).is_some_and(|end| end <= rlen);
+        if !fits || (dir == Rma::Read && !writable) {
             return Err(TransportError::InvalidRegion);
         }
-        if !regions.pin(dst) {
+        let op = match dir {
+            Rma::Read => self.read.map(Op::Read).ok_or("ofi (no fi_read)"),
+            Rma::Write { flags } => {
+                self.write.map(|w| Op::Write(w, flags)).ok_or("ofi (no fi_writemsg)")
+            }
+        };
+        let op = op.map_err(TransportError::Unsupported)?;
+        if !regions.pin(local) {
             return Err(TransportError::InvalidRegion);
         }
         let ctx =
             (&mut self.contexts[self.slots.rx + self.slots.tx + slot] as *mut fi_context2).cast();
-        // SAFETY: the destination lies inside a writable region (checked
-        // above) that is pinned: its table keeps the memory and its
-        // registration until the completion is handed up and unpinned,
-        // whatever happens to the request meanwhile. The context slot is
-        // this read's own.
+        // SAFETY: the local range lies inside its region (checked above;
+        // writable for a read) that is pinned: its table keeps the memory
+        // and its registration until the completion is handed up and
+        // unpinned, whatever happens to the request meanwhile. The context
+        // slot is this transfer's own. A write's message and its arrays
+        // live across the call, which copies what it needs of them.
         let ret = unsafe {
-            read(
-                self.raw.as_ptr(),
-                ptr.as_ptr().add(dst_offset).cast(),
-                len,
-                desc,
-                src,
-                addr,
-                key,
-                ctx,
-            )
+            let at = ptr.as_ptr().add(local_offset).cast::<c_void>();
+            match op {
+                Op::Read(read) => read(self.raw.as_ptr(), at, len, desc, peer, addr, key, ctx),
+                Op::Write(write, flags) => {
+                    let iov = iovec { iov_base: at, iov_len: len };
+                    let mut descs = [desc];
+                    let remote = fi_rma_iov { addr, len, key };
+                    let msg = fi_msg_rma {
+                        msg_iov: &iov,
+                        desc: descs.as_mut_ptr(),
+                        iov_count: 1,
+                        addr: peer,
+                        rma_iov: &remote,
+                        rma_iov_count: 1,
+                        context: ctx,
+                        data: 0,
+                    };
+                    write(self.raw.as_ptr(), &msg, flags | FI_COMPLETION as u64)
+                }
+            }
         };
         if ret == 0 {
-            self.read_busy[slot] = true;
-            self.read_region[slot] = Some(dst);
+            self.rma_busy[slot] = true;
+            self.rma_region[slot] = Some(local);
         } else {
-            regions.unpin(dst);
+            regions.unpin(local);
         }
         Ok(ret)
     }
@@ -417,7 +472,7 @@ impl Endpoint {
         let slots = self.slots;
         let slot_of = |context: *mut c_void| -> Option<usize> {
             let at = (context as usize).checked_sub(base)? / std::mem::size_of::<fi_context2>();
-            (at < slots.rx + slots.tx + slots.reads).then_some(at)
+            (at < slots.rx + slots.tx + slots.rma).then_some(at)
         };
         let mut n = 0;
         match self.cq.read() {
@@ -435,8 +490,8 @@ impl Endpoint {
                         }
                         Some(a) => {
                             let slot = a - slots.rx - slots.tx;
-                            self.read_busy[slot] = false;
-                            Completion::Read { slot, region: self.read_region[slot].take() }
+                            self.rma_busy[slot] = false;
+                            Completion::Rma { slot, region: self.rma_region[slot].take() }
                         }
                         None => Completion::Unknown { err: 0 },
                     };
@@ -455,8 +510,8 @@ impl Endpoint {
                     }
                     Some(a) => {
                         let slot = a - slots.rx - slots.tx;
-                        self.read_busy[slot] = false;
-                        Completion::ReadFailed { slot, region: self.read_region[slot].take(), err }
+                        self.rma_busy[slot] = false;
+                        Completion::RmaFailed { slot, region: self.rma_region[slot].take(), err }
                     }
                     None => Completion::Unknown { err },
                 };
@@ -489,7 +544,7 @@ unsafe fn bind_enable_and_look_up(
     av: &AddressVector,
     cq: &mut CompletionQueue,
 ) -> Result<
-    (SendFn, RecvFn, InjectFn, Option<ReadFn>, Option<GetOptFn>, Vec<u8>),
+    (SendFn, RecvFn, InjectFn, (Option<ReadFn>, Option<WriteMsgFn>), Option<GetOptFn>, Vec<u8>),
     (&'static str, Option<c_int>),
 > {
     // SAFETY: the caller's contract; every table pointer of a live object
@@ -516,6 +571,7 @@ unsafe fn bind_enable_and_look_up(
         let recv = msg.recv.ok_or(("fi_recv", None))?;
         let inject = msg.inject.ok_or(("fi_inject", None))?;
         let read = (*ep).rma.as_ref().and_then(|r| r.read);
+        let write = (*ep).rma.as_ref().and_then(|r| r.writemsg);
         let getopt = (*ep).ops.as_ref().and_then(|o| o.getopt);
         let getname = (*ep).cm.as_ref().and_then(|c| c.getname).ok_or(("fi_getname", None))?;
         let mut name = vec![0u8; 256];
@@ -528,6 +584,6 @@ unsafe fn bind_enable_and_look_up(
             ));
         }
         name.truncate(len);
-        Ok((send, recv, inject, read, getopt, name))
+        Ok((send, recv, inject, (read, write), getopt, name))
     }
 }

@@ -116,10 +116,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ep::{Completion, Endpoint, Slots};
+use ep::{Completion, Endpoint, Rma, Slots};
 use rail::{Rail, NO_ADDR, STRIPE_AT};
 use sys::{fi_addr_t, FI_EAGAIN, FI_ECANCELED, FI_MR_ALLOCATED, FI_MR_ENDPOINT, FI_MR_LOCAL};
-use sys::{FI_MR_PROV_KEY, FI_MR_VIRT_ADDR};
+use sys::{FI_DELIVERY_COMPLETE, FI_MR_PROV_KEY, FI_MR_VIRT_ADDR};
 
 use crate::exchange::Exchange;
 use crate::{
@@ -136,7 +136,7 @@ const KIND_BYE: u8 = 2;
 const KIND_HELLO: u8 = 3;
 const KIND_PING: u8 = 4;
 /// Reads in flight at once.
-const MAX_READS: usize = 256;
+const MAX_RMA: usize = 256;
 /// Receive buffers that may wait for an idle poll before they are posted
 /// again (of at least 8).
 const REPOST_AT: usize = 4;
@@ -407,13 +407,15 @@ pub(crate) fn probe(config: &OfiConfig) -> crate::backend::Probe {
     crate::backend::Probe { status, notes }
 }
 
-/// A read waiting for the provider to take it.
-struct PendingRead {
+/// A read or write waiting for the provider to take it.
+struct PendingRma {
     slot: usize,
-    dst: RegionId,
-    dst_offset: usize,
+    dir: Rma,
+    /// The local region and offset: a read's destination, a write's source.
+    local: RegionId,
+    local_offset: usize,
     len: usize,
-    src: fi_addr_t,
+    peer: fi_addr_t,
     addr: u64,
     key: u64,
 }
@@ -453,10 +455,10 @@ pub struct Ofi {
     next_rail: usize,
     completions: [Completion; cq::BATCH],
     /// Reads the provider could not take yet.
-    unposted_reads: VecDeque<PendingRead>,
-    reads_free: Vec<usize>,
-    read_token: Vec<u64>,
-    done_reads: VecDeque<(u64, Option<TransportError>, Option<RegionId>)>,
+    unposted_rma: VecDeque<PendingRma>,
+    rma_free: Vec<usize>,
+    rma_token: Vec<u64>,
+    done_rma: VecDeque<(u64, Option<TransportError>, Option<RegionId>)>,
     scratch: Vec<u8>,
     /// Frames to this endpoint itself.
     own: VecDeque<Vec<u8>>,
@@ -520,19 +522,33 @@ fn cause_of(err: i32) -> LossCause {
     }
 }
 
-/// Whether a provider's reads of a writable region (a one-sided window)
-/// are copies from outside this process that complete without the owner's
-/// progress: the shm provider's (the kernel's cross-memory copy; the
-/// self-test's passive get checks it) and EFA's device RDMA reads. Not
-/// where the provider emulates reads with messages its owner's progress
-/// must answer (`ofi_rxm`: a window read there waited for an owner that
-/// made no call; `ofi_rxd`; EFA without device reads): windows there are
-/// served by their owner, as over tcp.
-fn reads_from_outside(provider: &str, emulated_reads: Option<bool>) -> bool {
+/// Whether a provider's reads of a writable region (a one-sided window),
+/// or writes into one, are copies from outside this process that complete
+/// without the owner's progress: the shm provider's (the kernel's
+/// cross-memory copy; the self-test's passive get and put check it) and
+/// EFA's device RDMA reads and writes. Not where the provider emulates
+/// them with messages its owner's progress must answer (`ofi_rxm`: a
+/// window read there waited for an owner that made no call; `ofi_rxd`;
+/// EFA without device reads or writes): windows there are served by their
+/// owner, as over tcp. `emulated` is what EFA says of the operation.
+fn from_outside(provider: &str, emulated: Option<bool>) -> bool {
     match provider {
         "shm" => true,
-        "efa" => emulated_reads == Some(false),
+        "efa" => emulated == Some(false),
         _ => false,
+    }
+}
+
+/// The flags of a window's write: complete once the bytes are in the
+/// peer's memory. The shm provider's writes are the origin's own
+/// cross-memory copy, in the peer's memory when the write completes
+/// (asking it for `FI_DELIVERY_COMPLETE` instead makes the write wait for
+/// the peer's progress, which a one-sided write must not); elsewhere
+/// (EFA's device writes) `FI_DELIVERY_COMPLETE` says so.
+fn write_flags(provider: &str) -> u64 {
+    match provider {
+        "shm" => 0,
+        _ => FI_DELIVERY_COMPLETE as u64,
     }
 }
 
@@ -641,7 +657,7 @@ impl Ofi {
         let slots = Slots {
             rx: config.rx_buffers.max(8),
             tx: config.tx_buffers.max(8),
-            reads: MAX_READS,
+            rma: MAX_RMA,
             frame: PREFIX + MAX_HEADER + max_payload,
         };
         let mut rails = Vec::with_capacity(infos.len());
@@ -659,6 +675,9 @@ impl Ofi {
         let emulated_reads = (prov == "efa")
             .then(|| rails[0].ep_ref().option_bool(ep::FI_OPT_EFA_EMULATED_READ))
             .flatten();
+        let emulated_writes = (prov == "efa")
+            .then(|| rails[0].ep_ref().option_bool(ep::FI_OPT_EFA_EMULATED_WRITE))
+            .flatten();
         // With several rails the rendezvous streams, so that its frames
         // take every rail; a read is one operation on one rail.
         let rma = use_reads(
@@ -666,6 +685,10 @@ impl Ofi {
             config.reads && rails.len() == 1,
             emulated_reads,
         );
+        let reads_from_outside = rma && from_outside(&prov, emulated_reads);
+        let rma_write = reads_from_outside
+            && rails[0].ep_ref().has_write()
+            && from_outside(&prov, emulated_writes);
         let eager_limit = config.eager_limit.min(max_payload);
         let mut ofi = Ofi {
             me: PeerId(me as u32),
@@ -684,7 +707,8 @@ impl Ofi {
                 // the runtime's rule (a sender keeps its buffer until
                 // `FIN`) is what protects data.
                 revocable: false,
-                reads_from_outside: rma && reads_from_outside(&prov, emulated_reads),
+                reads_from_outside,
+                rma_write,
                 ordered: false,
                 latency_hint: Duration::from_micros(5),
                 spin_pause: false,
@@ -698,10 +722,10 @@ impl Ofi {
             peer_rails: vec![0; ranks],
             next_rail: 0,
             completions: [Completion::Unknown { err: 0 }; cq::BATCH],
-            unposted_reads: VecDeque::new(),
-            reads_free: (0..MAX_READS).rev().collect(),
-            read_token: vec![0; MAX_READS],
-            done_reads: VecDeque::new(),
+            unposted_rma: VecDeque::new(),
+            rma_free: (0..MAX_RMA).rev().collect(),
+            rma_token: vec![0; MAX_RMA],
+            done_rma: VecDeque::new(),
             scratch: Vec::new(),
             own: VecDeque::new(),
             sent: vec![0; ranks],
@@ -864,11 +888,11 @@ impl Ofi {
     /// hybrid backend, which sleeps in one backend at a time).
     pub fn has_work(&mut self) -> bool {
         let ready = |ofi: &Ofi| ofi.rails.iter().any(|r| !r.ready.is_empty());
-        if !self.own.is_empty() || ready(self) || !self.done_reads.is_empty() {
+        if !self.own.is_empty() || ready(self) || !self.done_rma.is_empty() {
             return true;
         }
         self.reap(None);
-        ready(self) || !self.done_reads.is_empty() || self.unreported
+        ready(self) || !self.done_rma.is_empty() || self.unreported
     }
 
     /// The 8-byte prefix of a frame of `kind` with a header of `hlen`.
@@ -923,9 +947,9 @@ impl Ofi {
                     None => self.rails[r].ready.push_back((buf, len)),
                 },
                 Completion::Sent { slot } => self.rails[r].free_tx(slot),
-                Completion::Read { slot, region } => {
-                    self.reads_free.push(slot);
-                    self.done_reads.push_back((self.read_token[slot], None, region));
+                Completion::Rma { slot, region } => {
+                    self.rma_free.push(slot);
+                    self.done_rma.push_back((self.rma_token[slot], None, region));
                 }
                 Completion::SendFailed { slot, err } => {
                     self.rails[r].free_tx(slot);
@@ -941,11 +965,11 @@ impl Ofi {
                         let _ = self.post_recv(r, buf);
                     }
                 }
-                Completion::ReadFailed { slot, region, err } => {
-                    tracing::debug!("ofi: {}", self.error("a read", err as isize));
-                    self.reads_free.push(slot);
-                    self.done_reads.push_back((
-                        self.read_token[slot],
+                Completion::RmaFailed { slot, region, err } => {
+                    tracing::debug!("ofi: {}", self.error("a read or write", err as isize));
+                    self.rma_free.push(slot);
+                    self.done_rma.push_back((
+                        self.rma_token[slot],
                         Some(TransportError::InvalidRegion),
                         region,
                     ));
@@ -1206,17 +1230,24 @@ impl Ofi {
         TransportError::PeerLost(PeerId(dst as u32))
     }
 
-    /// Posts the reads waiting for the provider, in order, until it pushes
-    /// back (after one round of progress).
-    fn post_reads(&mut self, regions: &Regions) {
+    /// Posts the reads and writes waiting for the provider, in order, until
+    /// it pushes back (after one round of progress).
+    fn post_rma(&mut self, regions: &Regions) {
         let mut progressed = false;
-        while let Some(read) = self.unposted_reads.front() {
-            let PendingRead { slot, dst, dst_offset, len, src, addr, key } = *read;
-            let posted =
-                self.rails[0].ep().read(regions, slot, dst, dst_offset, len, src, addr, key);
+        while let Some(read) = self.unposted_rma.front() {
+            let PendingRma { slot, dir, local, local_offset, len, peer, addr, key } = *read;
+            let posted = self.rails[0].ep().rma(
+                regions,
+                slot,
+                dir,
+                (local, local_offset),
+                len,
+                peer,
+                (addr, key),
+            );
             match posted {
                 Ok(0) => {
-                    self.unposted_reads.pop_front();
+                    self.unposted_rma.pop_front();
                 }
                 Ok(r) if r == -(FI_EAGAIN as isize) => {
                     if progressed {
@@ -1226,14 +1257,16 @@ impl Ofi {
                     self.reap(None);
                 }
                 failed => {
-                    self.unposted_reads.pop_front();
-                    self.reads_free.push(slot);
+                    self.unposted_rma.pop_front();
+                    self.rma_free.push(slot);
                     let error = match failed {
                         Err(e) => e,
-                        Ok(r) => setup(self.error("fi_read", r)),
+                        Ok(r) => setup(
+                            self.error(if dir == Rma::Read { "fi_read" } else { "fi_writemsg" }, r),
+                        ),
                     };
                     // Not pinned (the endpoint pins only what it posted).
-                    self.done_reads.push_back((self.read_token[slot], Some(error), None));
+                    self.done_rma.push_back((self.rma_token[slot], Some(error), None));
                 }
             }
         }
@@ -1381,8 +1414,8 @@ impl Transport for Ofi {
             events += 1;
         }
         self.post_sends_all();
-        if !self.unposted_reads.is_empty() {
-            self.post_reads(regions);
+        if !self.unposted_rma.is_empty() {
+            self.post_rma(regions);
         }
         for r in 0..self.rails.len() {
             while let Some((b, len)) = self.rails[r].ready.pop_front() {
@@ -1404,14 +1437,14 @@ impl Transport for Ofi {
                 self.maybe_probe();
             }
         }
-        while let Some((token, error, region)) = self.done_reads.pop_front() {
+        while let Some((token, error, region)) = self.done_rma.pop_front() {
             // The provider is done with the memory: it may go now.
             if let Some(region) = region {
                 regions.unpin(region);
             }
             sink(match error {
-                None => Event::ReadDone { token },
-                Some(error) => Event::ReadFailed { token, error },
+                None => Event::RmaDone { token },
+                Some(error) => Event::RmaFailed { token, error },
             });
             events += 1;
         }
@@ -1437,7 +1470,7 @@ impl Transport for Ofi {
         }
         self.maybe_probe();
         let ready = self.rails.iter().any(|r| !r.ready.is_empty());
-        if self.own.is_empty() && !ready && self.done_reads.is_empty() {
+        if self.own.is_empty() && !ready && self.done_rma.is_empty() {
             std::thread::sleep(timeout.min(Duration::from_micros(50)));
         }
     }
@@ -1484,21 +1517,69 @@ impl Transport for Ofi {
         // Registered now, so that a region that cannot be is an error of
         // this call.
         self.rails[0].ep().region_mr(regions, dst, false)?;
-        let Some(slot) = self.reads_free.pop() else {
+        let Some(slot) = self.rma_free.pop() else {
             self.reap(None);
             return Err(TransportError::WouldBlock);
         };
-        self.read_token[slot] = token;
-        self.unposted_reads.push_back(PendingRead {
+        self.rma_token[slot] = token;
+        self.unposted_rma.push_back(PendingRma {
             slot,
-            dst,
-            dst_offset,
+            dir: Rma::Read,
+            local: dst,
+            local_offset: dst_offset,
             len,
-            src: self.rails[0].addrs[s],
-            addr: key.addr + src_offset as u64,
+            peer: self.rails[0].addrs[s],
+            addr: key.addr.wrapping_add(src_offset as u64),
             key: key.key,
         });
-        self.post_reads(regions);
+        self.post_rma(regions);
+        Ok(())
+    }
+
+    fn start_write(
+        &mut self,
+        regions: &Regions,
+        src: RegionId,
+        src_offset: usize,
+        dst: PeerId,
+        key: RemoteKey,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        if !self.caps.rma_write {
+            return Err(TransportError::Unsupported("ofi (this provider's writes need the peer)"));
+        }
+        let d = dst.index();
+        if d >= self.ranks {
+            return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
+        }
+        if self.lost[d] {
+            return Err(TransportError::PeerLost(dst));
+        }
+        let (_, rlen, _) = regions.raw(src).ok_or(TransportError::InvalidRegion)?;
+        if src_offset.checked_add(len).is_none_or(|end| end > rlen) {
+            return Err(TransportError::InvalidRegion);
+        }
+        // Registered now, so that a region that cannot be is an error of
+        // this call.
+        self.rails[0].ep().region_mr(regions, src, false)?;
+        let Some(slot) = self.rma_free.pop() else {
+            self.reap(None);
+            return Err(TransportError::WouldBlock);
+        };
+        self.rma_token[slot] = token;
+        self.unposted_rma.push_back(PendingRma {
+            slot,
+            dir: Rma::Write { flags: write_flags(&self.provider) },
+            local: src,
+            local_offset: src_offset,
+            len,
+            peer: self.rails[0].addrs[d],
+            addr: key.addr.wrapping_add(dst_offset as u64),
+            key: key.key,
+        });
+        self.post_rma(regions);
         Ok(())
     }
 }

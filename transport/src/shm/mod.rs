@@ -460,23 +460,46 @@ fn read_remote(pid: i32, addr: u64, dst: &mut [u8]) -> io::Result<()> {
     while done < dst.len() {
         let rest = &mut dst[done..];
         let local = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
-        let remote = libc::iovec {
-            iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void,
-            iov_len: rest.len(),
-        };
+        let remote = remote_iovec(addr, done, rest.len());
         // SAFETY: `local` describes the writable slice `rest`, which lives
         // across the call; `remote` names memory of another process, which
         // the kernel checks (EFAULT) and which is never dereferenced here.
         let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read nothing"));
-        }
-        done += n as usize;
+        done += moved(n)?;
     }
     Ok(())
+}
+
+/// Writes `src` at `addr` in process `pid`.
+fn write_remote(pid: i32, addr: u64, src: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < src.len() {
+        let rest = &src[done..];
+        let local =
+            libc::iovec { iov_base: rest.as_ptr() as *mut libc::c_void, iov_len: rest.len() };
+        let remote = remote_iovec(addr, done, rest.len());
+        // SAFETY: `local` describes the slice `rest`, which lives across the
+        // call and which the kernel only reads; `remote` names memory of
+        // another process, which the kernel checks (EFAULT) and which is
+        // never dereferenced here.
+        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+        done += moved(n)?;
+    }
+    Ok(())
+}
+
+/// The `len` bytes at `addr + done` of another process.
+fn remote_iovec(addr: u64, done: usize, len: usize) -> libc::iovec {
+    libc::iovec { iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void, iov_len: len }
+}
+
+/// The bytes a `process_vm_readv` or `process_vm_writev` moved.
+fn moved(n: isize) -> io::Result<usize> {
+    match n {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "moved nothing")),
+        n => Ok(n as usize),
+    }
 }
 
 impl Shm {
@@ -644,6 +667,7 @@ impl Shm {
             max_read: if rma_read { 1 << 30 } else { 0 },
             revocable: false,
             reads_from_outside: true,
+            rma_write: rma_read,
             ordered: true,
             latency_hint: Duration::from_nanos(200),
             spin_pause: true,
@@ -1036,8 +1060,8 @@ impl Transport for Shm {
         let mut events = 0;
         while let Some((token, result)) = self.completions.pop_front() {
             match result {
-                Ok(()) => sink(Event::ReadDone { token }),
-                Err(error) => sink(Event::ReadFailed { token, error }),
+                Ok(()) => sink(Event::RmaDone { token }),
+                Err(error) => sink(Event::RmaFailed { token, error }),
             }
             events += 1;
         }
@@ -1129,6 +1153,42 @@ impl Transport for Shm {
                 Some(d) => {
                     read_remote(pid, key.addr.wrapping_add(src_offset as u64), d).map_err(|e| {
                         tracing::debug!("process_vm_readv from rank {src}: {e}");
+                        TransportError::InvalidRegion
+                    })
+                }
+                None => Err(TransportError::InvalidRegion),
+            })
+            .unwrap_or(Err(TransportError::InvalidRegion));
+        self.completions.push_back((token, result));
+        Ok(())
+    }
+
+    fn start_write(
+        &mut self,
+        regions: &Regions,
+        src: RegionId,
+        src_offset: usize,
+        dst: PeerId,
+        key: RemoteKey,
+        dst_offset: usize,
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        if !self.caps.rma_write {
+            return Err(TransportError::Unsupported("shm (single-copy writes not permitted)"));
+        }
+        if dst.index() >= self.ranks {
+            return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
+        }
+        // As for reads: the process is the one this rank knows the peer by,
+        // so that a key can only name memory of the peer that sent it.
+        let pid = self.pids[dst.index()];
+        let range = src_offset..src_offset.checked_add(len).ok_or(TransportError::InvalidRegion)?;
+        let result = regions
+            .with(src, |s| match s.get(range) {
+                Some(s) => {
+                    write_remote(pid, key.addr.wrapping_add(dst_offset as u64), s).map_err(|e| {
+                        tracing::debug!("process_vm_writev to rank {dst}: {e}");
                         TransportError::InvalidRegion
                     })
                 }

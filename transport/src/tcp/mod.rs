@@ -321,6 +321,7 @@ impl Tcp {
             max_read: 0,
             revocable: false,
             reads_from_outside: false,
+            rma_write: false,
             ordered: stripes == 1,
             latency_hint: Duration::from_micros(10),
             spin_pause: false,
