@@ -32,8 +32,13 @@ fn crash_during_all_reduce(world: &hpcomm::Communicator, victim: usize) -> hpcom
 pub fn run(names: &[String], list: bool, crash: Option<usize>) -> i32 {
     use hpcomm_cli::selftest::{case, CASES};
     if list {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A reader that went away (`| head`) ends the list, not the program.
         for c in CASES {
-            println!("{:<16} (at least {} ranks)", c.name, c.min_ranks);
+            if writeln!(out, "{:<17} (at least {} ranks)", c.name, c.min_ranks).is_err() {
+                break;
+            }
         }
         return 0;
     }

@@ -80,4 +80,5 @@ cases! {
     window_misuse_is_an_error_and_the_window_survives: "rma-misuse" on &[1, 2, 3, 5];
     window_accesses_need_nothing_of_the_target_where_the_transport_reads: "rma-passive" on FEW;
     window_requests_keep_many_gets_and_puts_in_flight: "rma-requests" on &[1, 2, 3];
+    windows_the_runtime_allocates_outlive_scopes_and_give_their_memory_back: "rma-allocate" on &[1, 2, 3];
 }

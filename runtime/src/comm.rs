@@ -295,9 +295,11 @@ impl Communicator {
         &self,
         buffers: (Option<RegionId>, Option<RegionId>),
         task: Box<dyn Task>,
+        keep_output: bool,
     ) -> Result<ReqId> {
         let ctx = self.ctx.collective();
-        Ok(self.engine.lock()?.start_task(ctx, self.rank, self.group.clone(), buffers, task))
+        let group = self.group.clone();
+        Ok(self.engine.lock()?.start_task(ctx, self.rank, group, buffers, task, keep_output))
     }
 
     /// Sets which ranks share a node (an endpoint's world takes its

@@ -238,7 +238,7 @@ impl<'s, 'env> Scope<'s, 'env> {
     ) -> Result<Request<'_>> {
         let input = input.map(|i| self.regions.register(i));
         let output = output.map(|o| self.regions.register_mut(o));
-        let id = self.comm.start_task((input, output), task)?;
+        let id = self.comm.start_task((input, output), task, false)?;
         Ok(self.request(Some(id), 1))
     }
 

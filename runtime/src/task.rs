@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use hpcomm_transport::{PeerId, RegionId};
 
+use crate::comm::Communicator;
 use crate::engine::{Engine, ReqId, To};
 use crate::error::{Error, Result};
 use crate::types::ContextId;
@@ -39,6 +40,49 @@ pub trait Task: Send {
     /// scope does not wait forever.
     fn scope_ends(&mut self) -> Option<Error> {
         None
+    }
+}
+
+/// A task started on a communicator with memory of its own as its output
+/// buffer ([`Communicator::start_owned_task`]), not tied to a scope: it
+/// runs until it ends by itself, and [`OwnedTask::wait`] gives the memory
+/// back. A one-sided window allocated by the runtime (`MPI_Win_allocate`)
+/// is served by one. Leaked (never waited for), the task keeps running and
+/// its memory stays with the engine until the endpoint closes: nothing
+/// borrowed can be freed under it.
+#[derive(Debug)]
+pub struct OwnedTask {
+    comm: Communicator,
+    id: ReqId,
+    output: RegionId,
+}
+
+impl Communicator {
+    /// Starts `task` with `output` as its output buffer, owned by the
+    /// engine while the task runs (see [`OwnedTask`]).
+    pub fn start_owned_task(&self, output: Vec<u8>, task: Box<dyn Task>) -> Result<OwnedTask> {
+        let regions = self.engine().regions().clone();
+        let region = regions.insert_owned(output);
+        match self.start_task((None, Some(region)), task, true) {
+            Ok(id) => Ok(OwnedTask { comm: self.collective_view(), id, output: region }),
+            Err(e) => {
+                regions.release(region);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl OwnedTask {
+    /// Waits until the task ends, and gives its output memory back with
+    /// the task's outcome: `Err` if it failed (the memory is then
+    /// released).
+    pub fn wait(self) -> Result<Vec<u8>> {
+        let outcome = self.comm.wait_id(self.id);
+        let regions = self.comm.engine().regions();
+        let memory = regions.take_owned(self.output);
+        outcome?;
+        memory.ok_or_else(|| Error::Protocol("a task's output memory is gone".into()))
     }
 }
 

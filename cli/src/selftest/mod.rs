@@ -96,6 +96,7 @@ pub const CASES: &[Case] = &[
     Case { name: "rma-misuse", min_ranks: 1, body: rma::misuse },
     Case { name: "rma-passive", min_ranks: 2, body: rma::passive_access },
     Case { name: "rma-requests", min_ranks: 1, body: rma::requests },
+    Case { name: "rma-allocate", min_ranks: 1, body: rma::allocated },
     Case { name: "coll-barrier", min_ranks: 1, body: collectives::barrier },
     Case { name: "coll-bcast", min_ranks: 1, body: collectives::broadcast },
     Case { name: "coll-reduce", min_ranks: 1, body: collectives::reduce },

@@ -360,3 +360,68 @@ pub(super) fn requests(comm: &Communicator) {
         assert!(memory.iter().enumerate().all(|(k, &v)| v == value(left, 4, k)), "len {len}");
     }
 }
+
+/// Windows the runtime allocates (`Window::allocate`), held in a program's
+/// state beyond any scope: zeroed at first; every rank puts a block past
+/// the eager limit into every rank's window (one-sided writes into the
+/// runtime's memory where the transport has them) and accumulates into a
+/// counter; `into_vec` gives each rank's memory back as the last epoch
+/// left it. A window over a borrowed buffer refuses `into_vec`; sizes that
+/// cannot be allocated (an overflow on rank 0, too much memory on rank 1)
+/// fail every rank alike, and the communicator still works, as it does
+/// after an allocated window is leaked.
+pub(super) fn allocated(comm: &Communicator) {
+    struct State {
+        halo: Window<'static, u64>,
+        count: Window<'static, u64>,
+    }
+    let (me, n) = (comm.rank(), comm.size());
+    let block = comm.eager_limit() / 8 + 5;
+    let state = State {
+        halo: Window::allocate(comm, n * block).unwrap(),
+        count: Window::allocate(comm, 1).unwrap(),
+    };
+    assert_eq!(state.halo.len_of(n - 1), Some(n * block));
+    state.halo.fence().unwrap();
+    let mut mine = vec![1u64; n * block];
+    state.halo.get(&mut mine, me, 0).unwrap();
+    assert!(mine.iter().all(|&v| v == 0), "allocated memory starts zeroed");
+    state.halo.fence().unwrap();
+    let data: Vec<u64> = (0..block).map(|k| value(me, 9, k)).collect();
+    for target in 0..n {
+        state.halo.put(&data, target, me * block).unwrap();
+    }
+    state.halo.fence().unwrap();
+    state.count.fence().unwrap();
+    state.count.accumulate(&[me as u64 + 1], 0, 0, Sum).unwrap();
+    state.count.fence().unwrap();
+    let halo = state.halo.into_vec().unwrap();
+    for origin in 0..n {
+        let got = &halo[origin * block..][..block];
+        assert!(got.iter().enumerate().all(|(k, &v)| v == value(origin, 9, k)), "rank {origin}");
+    }
+    let total = if me == 0 { n * (n + 1) / 2 } else { 0 };
+    assert_eq!(state.count.into_vec().unwrap(), [total as u64], "rank 0 counts");
+
+    let mut cell = [0u64];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut cell)?;
+        assert!(matches!(win.into_vec(), Err(Error::InvalidRequest(_))));
+        Ok(())
+    })
+    .unwrap();
+
+    let len = match me {
+        0 => usize::MAX / 4,
+        1 => isize::MAX as usize / 8,
+        _ => 4,
+    };
+    match (Window::<u64>::allocate(comm, len), me) {
+        (Err(Error::InvalidCount(_)), 0 | 1) | (Err(Error::CollectiveMismatch(_)), _) => {}
+        (other, _) => panic!("rank {me}: {other:?}"),
+    }
+    // Leaked, an allocated window's server keeps its memory and runs on;
+    // nothing else notices.
+    std::mem::forget(Window::<u64>::allocate(comm, 4).unwrap());
+    comm.barrier().unwrap();
+}

@@ -96,8 +96,10 @@ mod tests;
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use hpcomm_runtime::task::OwnedTask;
 use hpcomm_runtime::{Communicator, Error, Rank, RemoteRegion, Request, Result, Scope};
 
 pub use accumulate::{Accumulate, OpCode, Replace, WindowOp};
@@ -106,7 +108,7 @@ pub use wire::LockKind;
 use crate::nonblocking::tag_for;
 use crate::op::Operation;
 use crate::Collectives;
-use server::Server;
+use server::{Link, Server};
 use wire::{decode_status, Kind, Request as Wire, Tags, HEADER_LEN, INLINE_MAX, STATUS_MAX};
 
 /// Words each rank contributes at creation: its window's bytes, its element
@@ -136,11 +138,30 @@ pub struct Window<'r, T: Accumulate> {
     /// The most data a request carries in its own message.
     inline_max: usize,
     /// This rank's server; `None` once freed.
-    server: Option<Request<'r>>,
+    server: Option<Serving<'r>>,
     epoch: RefCell<Epoch>,
     /// A request's message, built here to allocate nothing per call.
     scratch: RefCell<Vec<u8>>,
     elem: PhantomData<T>,
+}
+
+/// The task serving this rank's window, and whose its memory is.
+#[derive(Debug)]
+enum Serving<'r> {
+    /// Over a buffer the window's scope borrowed ([`Window::create`]).
+    Borrowed(Request<'r>),
+    /// Over memory the runtime allocated ([`Window::allocate`]).
+    Owned(OwnedTask),
+}
+
+impl Serving<'_> {
+    /// Waits until the server ends; the memory, if the runtime's.
+    fn wait(self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Serving::Borrowed(request) => request.wait().map(|_| None),
+            Serving::Owned(task) => task.wait().map(Some),
+        }
+    }
 }
 
 /// What the origin may access now.
@@ -184,29 +205,121 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// what the window starts with.
     pub fn create<'s>(scope: &'r Scope<'s, '_>, buf: &'s mut [T]) -> Result<Window<'r, T>> {
         let comm = scope.comm();
+        let size = std::mem::size_of_val(buf);
+        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
+        Window::open(comm, size, |server| {
+            scope.start_task(None, Some(bytes), Box::new(server)).map(Serving::Borrowed)
+        })
+    }
+
+    /// Creates a window over `len` elements of zeroed memory the runtime
+    /// allocates on every rank of `comm` (`MPI_Win_allocate`); collective.
+    /// Not tied to a scope, the window can live in a program's state for
+    /// as long as it is needed; its memory is reached through the window's
+    /// calls (the owner targets its own rank), and
+    /// [`into_vec`](Window::into_vec) frees the window and gives the
+    /// memory back. Requests (`rget`, `rput`) still borrow their buffers
+    /// through a scope of `comm`. A rank whose memory cannot be allocated
+    /// fails the creation on every rank.
+    ///
+    /// ```
+    /// use hpcomm_collectives::op::Sum;
+    /// use hpcomm_collectives::window::Window;
+    ///
+    /// /// A solver's state keeps its window from step to step.
+    /// struct Solver {
+    ///     hits: Window<'static, u64>,
+    /// }
+    ///
+    /// hpcomm_runtime::threads(3, |comm| {
+    ///     let solver = Solver { hits: Window::allocate(comm, 1).unwrap() };
+    ///     for _step in 0..2 {
+    ///         solver.hits.fence().unwrap();
+    ///         solver.hits.accumulate(&[1], 0, 0, Sum).unwrap();
+    ///     }
+    ///     solver.hits.fence().unwrap();
+    ///     let hits = solver.hits.into_vec().unwrap();
+    ///     assert_eq!(hits, [if comm.rank() == 0 { 6 } else { 0 }]);
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn allocate(comm: &Communicator, len: usize) -> Result<Window<'static, T>> {
+        let elem = std::mem::size_of::<T>();
+        let memory = len.checked_mul(elem).and_then(|size| {
+            let mut memory = Vec::new();
+            memory.try_reserve_exact(size).ok()?;
+            memory.resize(size, 0u8);
+            Some(memory)
+        });
+        let size = memory.as_ref().map_or(usize::MAX, Vec::len);
+        Window::open(comm, size, |server| match memory {
+            Some(memory) => comm.start_owned_task(memory, Box::new(server)).map(Serving::Owned),
+            None => Err(Error::InvalidCount(format!(
+                "a window of {len} elements of {elem} bytes cannot be allocated"
+            ))),
+        })
+    }
+
+    /// What creating a window of `size` bytes on this rank takes, whoever
+    /// owns the memory: `start` starts its server. Collective: every rank
+    /// agrees on failure (its own, or another rank's).
+    fn open<'c>(
+        comm: &'c Communicator,
+        size: usize,
+        start: impl FnOnce(Server<T>) -> Result<Serving<'r>>,
+    ) -> Result<Window<'r, T>> {
         let elem = std::mem::size_of::<T>();
         if elem == 0 {
             // Every rank refuses alike, before anything collective.
             return Err(Error::InvalidCount("a window of zero-sized elements".into()));
         }
         let tags = Tags::from_base(tag_for(comm)?);
-        let size = std::mem::size_of_val(buf);
         // The server starts first: its first poll (at once) exposes the
-        // memory for one-sided reads where the transport has them.
-        let exposed = Arc::new(OnceLock::new());
-        let server = Server::<T>::new(tags, size, comm.size(), exposed.clone());
-        let bytes: &'s mut [u8] = bytemuck::cast_slice_mut(buf);
-        let server = scope.start_task(None, Some(bytes), Box::new(server))?;
-        let region = exposed.get().copied().flatten();
+        // memory for one-sided access where the transport has it.
+        let link = Arc::new(Link::default());
+        let server = match size {
+            usize::MAX => Err(Error::InvalidCount("window memory".into())),
+            _ => start(Server::<T>::new(tags, size, comm.size(), link.clone())),
+        };
+        let region = link.exposed.get().copied().flatten();
         let [addr, key] = region.map_or([0; 2], RemoteRegion::to_words);
-        let mine = [size as u64, elem as u64, u64::from(region.is_some()), addr, key];
+        // A rank that could not start its window says so with an element
+        // size of 0, so that every rank fails alike.
+        let ok = server.is_ok();
+        let mine =
+            [size as u64, if ok { elem as u64 } else { 0 }, u64::from(region.is_some()), addr, key];
         let mut all = vec![0u64; WORDS * comm.size()];
-        comm.all_gather(&mine, &mut all)?;
-        if all.chunks(WORDS).any(|r| r[1] != elem as u64) {
-            return Err(Error::CollectiveMismatch(
-                "window element sizes differ between ranks".into(),
-            ));
-        }
+        let gathered = comm.all_gather(&mine, &mut all);
+        let refused = all.chunks(WORDS).position(|r| r[1] == 0);
+        let mismatch = all.chunks(WORDS).any(|r| r[1] != 0 && r[1] != elem as u64);
+        let outcome = match (gathered, refused, mismatch) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), Some(_), _) if !ok => Err(server
+                .as_ref()
+                .err()
+                .cloned()
+                .unwrap_or_else(|| Error::InvalidCount("window memory".into()))),
+            (Ok(()), Some(rank), _) => Err(Error::CollectiveMismatch(format!(
+                "rank {rank} could not create its part of the window"
+            ))),
+            (Ok(()), None, true) => {
+                Err(Error::CollectiveMismatch("window element sizes differ between ranks".into()))
+            }
+            (Ok(()), None, false) => Ok(()),
+        };
+        let server = match (outcome, server) {
+            (Ok(()), Ok(server)) => server,
+            (outcome, server) => {
+                // Nothing was sent to any server: each ends by itself.
+                link.abandoned.store(true, Ordering::Relaxed);
+                if let Ok(server) = server {
+                    let _ = server.wait();
+                }
+                return Err(outcome
+                    .err()
+                    .unwrap_or_else(|| Error::InvalidCount("window memory".into())));
+            }
+        };
         let sizes = all.chunks(WORDS).map(|r| r[0] as usize).collect();
         let exposed: Vec<_> = all
             .chunks(WORDS)
@@ -651,12 +764,28 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// completes first; locks still held are given back, and reported as an
     /// error. Dropping a window frees it too, reporting nothing.
     pub fn free(mut self) -> Result<()> {
-        self.close()
+        self.close().map(|_| ())
     }
 
-    fn close(&mut self) -> Result<()> {
+    /// Frees the window as [`free`](Window::free) does, and gives back this
+    /// rank's memory of a window the runtime allocated
+    /// ([`Window::allocate`]), as it is after every operation completed.
+    /// A window over a borrowed buffer is freed and its buffer is the
+    /// caller's again when the scope ends: an error here.
+    pub fn into_vec(mut self) -> Result<Vec<T>> {
+        match self.close()? {
+            Some(memory) => Ok(bytemuck::pod_collect_to_vec(&memory)),
+            None => Err(Error::InvalidRequest(
+                "into_vec of a window over a borrowed buffer (the buffer is the caller's once \
+                 its scope ends)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn close(&mut self) -> Result<Option<Vec<u8>>> {
         if self.server.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let held = self.held();
         let unlocked = held.iter().map(|&t| self.unlock(t)).find(Result::is_err);
@@ -664,15 +793,15 @@ impl<'r, T: Accumulate> Window<'r, T> {
         let quiet = self.quiet();
         let fenced = self.fence_all(true);
         let served = match self.server.take() {
-            Some(server) => server.wait().map(|_| ()),
-            None => Ok(()),
+            Some(server) => server.wait(),
+            None => Ok(None),
         };
         unlocked.unwrap_or(Ok(()))?;
         quiet?;
         fenced?;
-        served?;
+        let memory = served?;
         match held.is_empty() {
-            true => Ok(()),
+            true => Ok(memory),
             false => Err(sync_error(format!("window freed while holding locks on {held:?}"))),
         }
     }

@@ -14,6 +14,7 @@
 
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use hpcomm_runtime::task::{Task, TaskCx, Transfer};
@@ -47,6 +48,18 @@ enum Step {
     Failed,
 }
 
+/// What a window's origin side shares with its server.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    /// Where the window's memory is exposed for one-sided reads and
+    /// writes, set in the server's first poll (`None` inside when the
+    /// transport has none).
+    pub(crate) exposed: OnceLock<Option<RemoteRegion>>,
+    /// Set when the window's creation failed on some rank: the server ends
+    /// at its next poll, and no origin sends it anything.
+    pub(crate) abandoned: AtomicBool,
+}
+
 pub(crate) struct Server<T> {
     tags: Tags,
     /// The window's size in bytes.
@@ -63,19 +76,12 @@ pub(crate) struct Server<T> {
     failure: Option<String>,
     /// The last fence passed: the task ends once its replies are out.
     ending: bool,
-    /// Where the window's memory is exposed for one-sided reads, set in
-    /// the first poll (`None` inside when the transport has no reads).
-    exposed: Arc<OnceLock<Option<RemoteRegion>>>,
+    link: Arc<Link>,
     elem: PhantomData<fn() -> T>,
 }
 
 impl<T: Accumulate> Server<T> {
-    pub(crate) fn new(
-        tags: Tags,
-        size: usize,
-        origins: usize,
-        exposed: Arc<OnceLock<Option<RemoteRegion>>>,
-    ) -> Server<T> {
+    pub(crate) fn new(tags: Tags, size: usize, origins: usize, link: Arc<Link>) -> Server<T> {
         Server {
             tags,
             size,
@@ -86,7 +92,7 @@ impl<T: Accumulate> Server<T> {
             last: None,
             failure: None,
             ending: false,
-            exposed,
+            link,
             elem: PhantomData,
         }
     }
@@ -158,20 +164,23 @@ impl<T: Accumulate> Server<T> {
     /// Combines `data` into `range` of the window with `op`.
     fn accumulate(cx: &mut TaskCx<'_>, range: Range<usize>, op: OpCode, data: &[u8]) -> Result<()> {
         cx.write_output(|window| {
-            // The window is the user's `&mut [T]` and `range` starts at a
-            // whole element, so this holds; an error rather than a panic
-            // if it ever did not.
-            let target: &mut [T] = bytemuck::try_cast_slice_mut(&mut window[range])
-                .map_err(|e| Error::Protocol(format!("window memory: {e}")))?;
-            match bytemuck::try_cast_slice::<u8, T>(data) {
-                Ok(origin) => T::accumulate(op, target, origin),
-                Err(_) => {
-                    // Data behind a header is not always aligned for `T`.
-                    let mut aligned = vec![T::zeroed(); target.len()];
-                    bytemuck::cast_slice_mut(&mut aligned).copy_from_slice(data);
-                    T::accumulate(op, target, &aligned)
-                }
+            let window = &mut window[range];
+            // Data behind a header is not always aligned for `T`, nor is a
+            // window the runtime allocated (bytes; a user's `&mut [T]` is).
+            let origin: std::borrow::Cow<'_, [T]> = match bytemuck::try_cast_slice(data) {
+                Ok(origin) => origin.into(),
+                Err(_) => bytemuck::pod_collect_to_vec(data).into(),
             };
+            match bytemuck::try_cast_slice_mut::<u8, T>(window) {
+                Ok(target) => {
+                    T::accumulate(op, target, &origin);
+                }
+                Err(_) => {
+                    let mut target: Vec<T> = bytemuck::pod_collect_to_vec(window);
+                    T::accumulate(op, &mut target, &origin);
+                    window.copy_from_slice(bytemuck::cast_slice(&target));
+                }
+            }
             Ok(())
         })?
     }
@@ -377,8 +386,11 @@ impl<T: Accumulate> Server<T> {
 
 impl<T: Accumulate> Task for Server<T> {
     fn poll(&mut self, cx: &mut TaskCx<'_>) -> Result<bool> {
-        if self.exposed.get().is_none() {
-            let _ = self.exposed.set(cx.expose_output());
+        if self.link.abandoned.load(Ordering::Relaxed) {
+            return Err(Error::WindowSync("the window's creation failed".into()));
+        }
+        if self.link.exposed.get().is_none() {
+            let _ = self.link.exposed.set(cx.expose_output());
         }
         if !self.ending {
             for origin in 0..self.origins.len() {

@@ -403,8 +403,13 @@ impl Engine {
         group: std::sync::Arc<[PeerId]>,
         (input, output): (Option<RegionId>, Option<RegionId>),
         task: Box<dyn Task>,
+        keep_output: bool,
     ) -> ReqId {
-        let id = self.state.reqs.alloc(Req::new(Stage::Task, ctx, output, None));
+        let mut req = Req::new(Stage::Task, ctx, output, None);
+        // An owned output stays in the table when the task ends, for its
+        // owner to take back.
+        req.keep_region = keep_output;
+        let id = self.state.reqs.alloc(req);
         self.tasks.push(TaskEntry { id, ctx, rank, group, input, task });
         self.poll_tasks();
         id
