@@ -43,6 +43,11 @@ impl Locks {
         Ok(false)
     }
 
+    /// Whether `origin` holds the lock.
+    pub(crate) fn holds(&self, origin: usize) -> bool {
+        self.held.get(origin).is_some_and(Option::is_some)
+    }
+
     /// `origin` gives its lock back; the origins that hold it now, in the
     /// order they asked. `Err` if it held none.
     pub(crate) fn release(&mut self, origin: usize) -> Result<Vec<usize>, String> {

@@ -59,8 +59,10 @@
 //! like MPI without a progress thread, a rank that computes for a long time
 //! without communicating delays the puts, accumulates and lock requests to
 //! its window. Those are *active messages* over the communicator's
-//! transport: a small put or accumulate is one message, and large data
-//! moves by the transport's rendezvous (a single copy over shm). A large
+//! transport: a small put or accumulate is one message (held until the
+//! origin's next window call, so that a flush or unlock right after it
+//! travels in the same message), and large data moves by the transport's
+//! rendezvous (a single copy over shm). A large
 //! get is one-sided where the transport reads peers' memory — shm with
 //! single-copy reads (`process_vm_readv`), libfabric with RDMA reads: the
 //! origin reads the target's window itself, the target's runtime takes no
@@ -70,7 +72,8 @@
 //! single-copy writes (`process_vm_writev`), libfabric with RDMA writes
 //! ([`Window::writes_directly`]); accumulates are always served, to be
 //! atomic. Calls return when the origin's buffer may be used again: a put
-//! or accumulate once its data is sent (a direct put once it has landed),
+//! or accumulate once its data is sent or copied (a direct put once it
+//! has landed),
 //! a get once its data has arrived. An unlock, a flush or a fence
 //! returns once every operation this rank issued before it is complete at
 //! its target; a fence also waits until every operation that targets this
@@ -94,7 +97,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -109,7 +112,8 @@ use crate::nonblocking::tag_for;
 use crate::op::Operation;
 use crate::Collectives;
 use server::{Link, Server};
-use wire::{decode_status, Kind, Request as Wire, Tags, HEADER_LEN, INLINE_MAX, STATUS_MAX};
+use wire::{decode_status, set_then, Kind, Request as Wire, Tags, Then};
+use wire::{HEADER_LEN, INLINE_MAX, STATUS_MAX};
 
 /// Words each rank contributes at creation: its window's bytes, its element
 /// size, whether it exposed the window for reads, and where (two words).
@@ -142,6 +146,10 @@ pub struct Window<'r, T: Accumulate> {
     epoch: RefCell<Epoch>,
     /// A request's message, built here to allocate nothing per call.
     scratch: RefCell<Vec<u8>>,
+    /// The target of the inline put or accumulate held unsent in
+    /// `scratch`: a flush or unlock of that target right after it travels
+    /// in the same message; anything else sends it first.
+    held: Cell<Option<usize>>,
     elem: PhantomData<T>,
 }
 
@@ -357,6 +365,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
                 failed: None,
             }),
             scratch: RefCell::new(Vec::with_capacity(HEADER_LEN + INLINE_MAX)),
+            held: Cell::new(None),
             elem: PhantomData,
         })
     }
@@ -447,9 +456,32 @@ impl<'r, T: Accumulate> Window<'r, T> {
         }
     }
 
+    /// Sends the request held unsent, if there is one (see `held`).
+    fn release(&self) -> Result<()> {
+        match self.held.take() {
+            Some(target) => self.comm.send(&self.scratch.borrow()[..], target, self.tags.request),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the request held for `target` with `then` to follow it there
+    /// (a flush or unlock, answered by one status); `false` if none is
+    /// held for `target`, which the caller then asks for alone.
+    fn release_with(&self, target: usize, then: Then) -> Result<bool> {
+        if self.held.get() != Some(target) {
+            return Ok(false);
+        }
+        self.held.set(None);
+        let mut msg = self.scratch.borrow_mut();
+        set_then(&mut msg, then);
+        self.comm.send(&msg[..], target, self.tags.request)?;
+        Ok(true)
+    }
+
     /// Sends a request to `target` about `len` bytes at byte `offset`, with
     /// the data of a put or accumulate in the same message when it is
-    /// small, else after it.
+    /// small, else after it; a small put or accumulate is held unsent
+    /// until the next call (see `held`), after any request held before.
     fn send(
         &self,
         target: usize,
@@ -460,11 +492,16 @@ impl<'r, T: Accumulate> Window<'r, T> {
         if len == 0 && matches!(kind, Kind::Put | Kind::Accumulate(_) | Kind::Get) {
             return Ok(()); // nothing to move, as with a count of 0 in MPI
         }
+        self.release()?;
         let inline = !data.is_empty() && data.len() <= self.inline_max;
         let mut msg = self.scratch.borrow_mut();
-        Wire { kind, inline, offset, len: len as u64 }.encode(&mut msg);
+        Wire { kind, inline, then: Then::Nothing, offset, len: len as u64 }.encode(&mut msg);
         if inline {
             msg.extend_from_slice(data);
+            if matches!(kind, Kind::Put | Kind::Accumulate(_)) {
+                self.held.set(Some(target));
+                return Ok(());
+            }
         }
         self.comm.send(&msg[..], target, self.tags.request)?;
         if !inline && !data.is_empty() {
@@ -497,6 +534,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
         let range = self.check_access(target, offset, data.len())?;
         if let Some(region) = self.direct_write(target, range.1) {
             // One-sided, and complete at the target when it returns.
+            self.release()?;
             self.epoch.borrow_mut().issued = true;
             return self.comm.write_remote(target, region, range.0 as usize, data);
         }
@@ -534,6 +572,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// the transport reads peers' memory ([`Window::reads_directly`]).
     pub fn get(&self, dest: &mut [T], target: usize, offset: usize) -> Result<()> {
         let range = self.check_access(target, offset, dest.len())?;
+        self.release()?;
         self.epoch.borrow_mut().issued = true;
         match self.direct[target] {
             // One-sided: the target's runtime takes no part.
@@ -582,6 +621,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
     ) -> Result<Request<'a>> {
         self.check_scope(scope)?;
         let range = self.check_access(target, offset, dest.len())?;
+        self.release()?;
         self.epoch.borrow_mut().issued = true;
         match self.direct[target] {
             Some(region) if range.1 >= self.direct_min => {
@@ -613,6 +653,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
     ) -> Result<Request<'a>> {
         self.check_scope(scope)?;
         let range = self.check_access(target, offset, data.len())?;
+        self.release()?;
         if range.1 == 0 {
             // Nothing to move: a request that completes at once.
             return scope.isend_collective(data, Rank::NULL, self.tags.data);
@@ -625,8 +666,14 @@ impl<'r, T: Accumulate> Window<'r, T> {
             return scope.iwrite_remote(target, region, range.0 as usize, data);
         }
         let mut msg = self.scratch.borrow_mut();
-        Wire { kind: Kind::Put, inline: false, offset: range.0, len: range.1 as u64 }
-            .encode(&mut msg);
+        Wire {
+            kind: Kind::Put,
+            inline: false,
+            then: Then::Nothing,
+            offset: range.0,
+            len: range.1 as u64,
+        }
+        .encode(&mut msg);
         self.comm.send(&msg[..], target, self.tags.request)?;
         drop(msg);
         self.issued(target);
@@ -707,7 +754,9 @@ impl<'r, T: Accumulate> Window<'r, T> {
         // The lock is given back even if a write failed, which the next
         // access reports.
         let quiet = self.quiet();
-        self.send(target, Kind::Unlock, (0, 0), &[])?;
+        if !self.release_with(target, Then::Unlock)? {
+            self.send(target, Kind::Unlock, (0, 0), &[])?;
+        }
         let mut epoch = self.epoch.borrow_mut();
         epoch.locks[target] = None;
         epoch.unfinished[target] = false;
@@ -730,7 +779,9 @@ impl<'r, T: Accumulate> Window<'r, T> {
         if !std::mem::take(&mut self.epoch.borrow_mut().unfinished[target]) {
             return Ok(());
         }
-        self.send(target, Kind::Flush, (0, 0), &[])?;
+        if !self.release_with(target, Then::Flush)? {
+            self.send(target, Kind::Flush, (0, 0), &[])?;
+        }
         self.wait_status(target)
     }
 

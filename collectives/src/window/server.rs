@@ -22,7 +22,7 @@ use hpcomm_runtime::{Error, RemoteRegion, Result};
 
 use super::accumulate::{Accumulate, OpCode};
 use super::locks::Locks;
-use super::wire::{encode_status, Kind, Request, Tags, HEADER_LEN, INLINE_MAX};
+use super::wire::{encode_status, Kind, Request, Tags, Then, HEADER_LEN, INLINE_MAX};
 
 /// Where one origin's stream of requests stands.
 #[derive(Debug)]
@@ -199,6 +199,14 @@ impl<T: Accumulate> Server<T> {
             },
             _ => 0..0,
         };
+        if request.then == Then::Unlock && !self.locks.holds(origin) {
+            // Refused before the put or accumulate it follows is applied.
+            return self.fail(
+                cx,
+                origin,
+                format!("rank {origin} gave back a lock it did not hold"),
+            );
+        }
         let step = match request.kind {
             Kind::Put if request.inline => {
                 cx.write_output(|window| window[range].copy_from_slice(data)).map(|()| Step::Idle)
@@ -248,18 +256,8 @@ impl<T: Accumulate> Server<T> {
                 Ok(false) => Ok(Step::LockWait),
                 Err(why) => return self.fail(cx, origin, why),
             },
-            Kind::Unlock => match self.locks.release(origin) {
-                Ok(granted) => {
-                    self.reply(cx, origin);
-                    self.grant(cx, &granted);
-                    Ok(Step::Idle)
-                }
-                Err(why) => return self.fail(cx, origin, why),
-            },
-            Kind::Flush => {
-                self.reply(cx, origin);
-                Ok(Step::Idle)
-            }
+            Kind::Unlock => return self.follow(cx, origin, Then::Unlock),
+            Kind::Flush => return self.follow(cx, origin, Then::Flush),
             Kind::Fence { last } => {
                 if self.last.is_some_and(|l| l != last) {
                     let why = "ranks disagree whether the window is freed (some freed it, others \
@@ -270,7 +268,31 @@ impl<T: Accumulate> Server<T> {
                 Ok(Step::Fenced)
             }
         };
-        step.unwrap_or_else(|e| self.fail(cx, origin, e.to_string()))
+        match step {
+            Ok(Step::Idle) => self.follow(cx, origin, request.then),
+            Ok(step) => step,
+            Err(e) => self.fail(cx, origin, e.to_string()),
+        }
+    }
+
+    /// Does what a flush or unlock asks (`then`), on its own or after an
+    /// inline put or accumulate that carried it: the next step.
+    fn follow(&mut self, cx: &mut TaskCx<'_>, origin: usize, then: Then) -> Step {
+        match then {
+            Then::Nothing => Step::Idle,
+            Then::Flush => {
+                self.reply(cx, origin);
+                Step::Idle
+            }
+            Then::Unlock => match self.locks.release(origin) {
+                Ok(granted) => {
+                    self.reply(cx, origin);
+                    self.grant(cx, &granted);
+                    Step::Idle
+                }
+                Err(why) => self.fail(cx, origin, why),
+            },
+        }
     }
 
     /// Advances `origin`'s requests as far as they go without waiting.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hpcomm_runtime::{Communicator, Error};
 
-use super::wire::{Kind, LockKind, Request, HEADER_LEN, INLINE_MAX};
+use super::wire::{Kind, LockKind, Request, Then, HEADER_LEN, INLINE_MAX};
 use super::{OpCode, Window};
 use crate::Collectives;
 
@@ -30,7 +30,7 @@ fn watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
 
 fn header(kind: Kind, inline: bool, offset: u64, len: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    Request { kind, inline, offset, len }.encode(&mut out);
+    Request { kind, inline, then: Then::Nothing, offset, len }.encode(&mut out);
     out
 }
 
@@ -46,6 +46,11 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
     float_bits.extend_from_slice(&[0; 8]);
     let mut version = header(Kind::Flush, false, 0, 0);
     version[0] = 9;
+    let mut get_then = header(Kind::Get, false, 0, 8);
+    get_then[4] = 1;
+    let mut put_unlock = header(Kind::Put, true, 0, 8);
+    put_unlock[4] = 2;
+    put_unlock.extend_from_slice(&[5; 8]);
     vec![
         ("empty", vec![]),
         ("truncated header", vec![1, 1, 0]),
@@ -56,6 +61,8 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
         ("a get past the end", header(Kind::Get, false, 0, 1 << 40)),
         ("longer than any request", vec![0; HEADER_LEN + INLINE_MAX + 1]),
         ("an unlock without a lock", header(Kind::Unlock, false, 0, 0)),
+        ("a follow-up on a get", get_then),
+        ("a put's unlock without a lock", put_unlock),
         ("a second lock", header(Kind::Lock(LockKind::Shared), false, 0, 0)),
         ("a bitwise operation on floats", float_bits),
     ]

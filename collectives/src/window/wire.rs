@@ -16,7 +16,8 @@
 //! | 1     | kind: put 1, accumulate 2, get 3, lock 4, unlock 5, flush 6, fence 7 |
 //! | 2     | argument: the operation of an accumulate, the lock kind (shared 1, exclusive 2), a fence's last flag |
 //! | 3     | whether the data follows in this message (1) or on the data tag (0) |
-//! | 4..8  | zero                                                   |
+//! | 4     | then: nothing 0, flush 1, unlock 2 — what the target does after an inline put or accumulate, as if the origin had sent it next |
+//! | 5..8  | zero                                                   |
 //! | 8..16 | first byte in the target's window                      |
 //! | 16..24| bytes                                                  |
 
@@ -25,7 +26,7 @@ use hpcomm_runtime::{Error, Result};
 use super::accumulate::OpCode;
 
 /// The wire format's version.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Bytes of a request header.
 pub(crate) const HEADER_LEN: usize = 24;
@@ -74,12 +75,33 @@ pub(crate) enum Kind {
     },
 }
 
+/// What a target does after an inline put or accumulate, as if its origin
+/// had sent the request next: a put and the flush or unlock right after it
+/// travel as one message, answered by one status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    Nothing,
+    Flush,
+    Unlock,
+}
+
+impl Then {
+    fn to_wire(self) -> u8 {
+        match self {
+            Then::Nothing => 0,
+            Then::Flush => 1,
+            Then::Unlock => 2,
+        }
+    }
+}
+
 /// A request header, as sent and as checked on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Request {
     pub(crate) kind: Kind,
     /// Whether the data follows the header in the same message.
     pub(crate) inline: bool,
+    pub(crate) then: Then,
     pub(crate) offset: u64,
     pub(crate) len: u64,
 }
@@ -96,8 +118,9 @@ impl Request {
             Kind::Flush => (6, 0),
             Kind::Fence { last } => (7, u8::from(last)),
         };
+        let then = self.then.to_wire();
         out.clear();
-        out.extend_from_slice(&[VERSION, kind, arg, u8::from(self.inline), 0, 0, 0, 0]);
+        out.extend_from_slice(&[VERSION, kind, arg, u8::from(self.inline), then, 0, 0, 0]);
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.len.to_le_bytes());
     }
@@ -136,8 +159,20 @@ impl Request {
             w.copy_from_slice(&head[at..at + 8]);
             u64::from_le_bytes(w)
         };
-        let request = Request { kind, inline, offset: word(8), len: word(16) };
+        let then = match head[4] {
+            0 => Then::Nothing,
+            1 => Then::Flush,
+            2 => Then::Unlock,
+            _ => return Err(bad("unknown follow-up")),
+        };
+        if head[5..8] != [0; 3] {
+            return Err(bad("reserved bytes set"));
+        }
+        let request = Request { kind, inline, then, offset: word(8), len: word(16) };
         let carries = matches!(request.kind, Kind::Put | Kind::Accumulate(_));
+        if then != Then::Nothing && !(inline && carries) {
+            return Err(bad("a follow-up on a request other than an inline put or accumulate"));
+        }
         match (inline, carries) {
             (true, true) if rest.len() as u64 != request.len => {
                 Err(bad("inline data of another length than the header says"))
@@ -146,6 +181,14 @@ impl Request {
             (false, _) if !rest.is_empty() => Err(bad("bytes after the header")),
             _ => Ok((request, rest)),
         }
+    }
+}
+
+/// Sets what the target does after the inline put or accumulate whose
+/// encoded request `msg` holds.
+pub(crate) fn set_then(msg: &mut [u8], then: Then) {
+    if let Some(byte) = msg.get_mut(4) {
+        *byte = then.to_wire();
     }
 }
 
@@ -201,31 +244,45 @@ mod tests {
         ];
         let mut out = Vec::new();
         for kind in kinds {
-            let r = Request { kind, inline: false, offset: 1 << 40, len: 12345 };
+            let r =
+                Request { kind, inline: false, then: Then::Nothing, offset: 1 << 40, len: 12345 };
             r.encode(&mut out);
             assert_eq!(out.len(), HEADER_LEN);
             assert_eq!(Request::decode(&out).unwrap(), (r, &[][..]));
         }
-        let put = Request { kind: Kind::Put, inline: true, offset: 8, len: 3 };
-        put.encode(&mut out);
-        out.extend_from_slice(&[7, 8, 9]);
-        assert_eq!(Request::decode(&out).unwrap(), (put, &[7u8, 8, 9][..]));
+        for then in [Then::Flush, Then::Unlock, Then::Nothing] {
+            let put = Request { kind: Kind::Put, inline: true, then, offset: 8, len: 3 };
+            put.encode(&mut out);
+            out.extend_from_slice(&[7, 8, 9]);
+            assert_eq!(Request::decode(&out).unwrap(), (put, &[7u8, 8, 9][..]));
+        }
+        let mut flushed = out.clone();
+        set_then(&mut flushed, Then::Flush);
+        assert_eq!(Request::decode(&flushed).unwrap().0.then, Then::Flush);
 
         // Truncated, a wrong version, unknown kinds and arguments, data
         // lengths that disagree, data where none belongs.
         assert!(Request::decode(&out[..HEADER_LEN - 1]).is_err());
         assert!(Request::decode(&out[..HEADER_LEN + 2]).is_err());
-        for (at, value) in [(0, 2), (1, 0), (1, 8), (3, 2)] {
+        for (at, value) in [(0, 1), (1, 0), (1, 8), (3, 2), (4, 3), (5, 1), (7, 1)] {
             let mut bad = out.clone();
             bad[at] = value;
             assert!(Request::decode(&bad).is_err(), "byte {at} = {value} accepted");
         }
         let mut get = Vec::new();
-        Request { kind: Kind::Get, inline: true, offset: 0, len: 1 }.encode(&mut get);
+        Request { kind: Kind::Get, inline: true, then: Then::Nothing, offset: 0, len: 1 }
+            .encode(&mut get);
         get.push(0);
         assert!(Request::decode(&get).is_err());
+        // A follow-up only after an inline put or accumulate.
+        for (kind, inline) in [(Kind::Get, false), (Kind::Put, false), (Kind::Flush, false)] {
+            let mut r = Vec::new();
+            Request { kind, inline, then: Then::Flush, offset: 0, len: 0 }.encode(&mut r);
+            assert!(Request::decode(&r).is_err(), "{kind:?} with a follow-up");
+        }
         let mut acc = Vec::new();
-        Request { kind: Kind::Accumulate(OpCode::Sum), inline: false, offset: 0, len: 1 }
+        let sum = Kind::Accumulate(OpCode::Sum);
+        Request { kind: sum, inline: false, then: Then::Nothing, offset: 0, len: 1 }
             .encode(&mut acc);
         acc[2] = 200;
         assert!(Request::decode(&acc).is_err());
