@@ -62,25 +62,24 @@
 //! transport: a small put or accumulate is one message (held until the
 //! origin's next window call, so that a flush or unlock right after it
 //! travels in the same message), and large data moves by the transport's
-//! rendezvous (a single copy over shm). A large
-//! get is one-sided where the transport reads peers' memory — shm with
-//! single-copy reads (`process_vm_readv`), libfabric with RDMA reads: the
-//! origin reads the target's window itself, the target's runtime takes no
-//! part ([`Window::reads_directly`]); elsewhere (tcp, threads) the target's
+//! rendezvous (a single copy over shm). A large get is one-sided where the
+//! transport reads peers' memory — shm with single-copy reads
+//! (`process_vm_readv`), libfabric with RDMA reads: the origin reads the
+//! target's window itself, the target's runtime takes no part
+//! ([`Window::reads_directly`]); elsewhere (tcp, threads) the target's
 //! server sends the data from where it lies. Likewise a large put is
 //! one-sided where the transport writes into peers' memory — shm with
 //! single-copy writes (`process_vm_writev`), libfabric with RDMA writes
 //! ([`Window::writes_directly`]); accumulates are always served, to be
 //! atomic. Calls return when the origin's buffer may be used again: a put
 //! or accumulate once its data is sent or copied (a direct put once it
-//! has landed),
-//! a get once its data has arrived. An unlock, a flush or a fence
-//! returns once every operation this rank issued before it is complete at
-//! its target; a fence also waits until every operation that targets this
-//! rank in the epoch has landed, holds the next epoch's accesses to this
-//! rank until then, and — where windows are accessed directly — ends with a
-//! barrier, so that no access of the next epoch reaches a window before the
-//! last epoch's accesses to it landed.
+//! has landed), a get once its data has arrived. An unlock, a flush or a
+//! fence returns once every operation this rank issued before it is
+//! complete at its target; a fence also waits until every operation that
+//! targets this rank in the epoch has landed, holds the next epoch's
+//! accesses to this rank until then, and — where windows are accessed
+//! directly — ends with a barrier, so that no access of the next epoch
+//! reaches a window before the last epoch's accesses to it landed.
 //!
 //! Accumulates with the same operation on the same elements are atomic with
 //! respect to each other, as in MPI; a put and a get or another put to the
@@ -153,7 +152,7 @@ pub struct Window<'r, T: Accumulate> {
     elem: PhantomData<T>,
 }
 
-/// The task serving this rank's window, and whose its memory is.
+/// The task serving this rank's window, and whose memory it serves.
 #[derive(Debug)]
 enum Serving<'r> {
     /// Over a buffer the window's scope borrowed ([`Window::create`]).
@@ -259,7 +258,7 @@ impl<'r, T: Accumulate> Window<'r, T> {
             memory.resize(size, 0u8);
             Some(memory)
         });
-        let size = memory.as_ref().map_or(usize::MAX, Vec::len);
+        let size = memory.as_ref().map_or(0, Vec::len);
         Window::open(comm, size, |server| match memory {
             Some(memory) => comm.start_owned_task(memory, Box::new(server)).map(Serving::Owned),
             None => Err(Error::InvalidCount(format!(
@@ -271,8 +270,8 @@ impl<'r, T: Accumulate> Window<'r, T> {
     /// What creating a window of `size` bytes on this rank takes, whoever
     /// owns the memory: `start` starts its server. Collective: every rank
     /// agrees on failure (its own, or another rank's).
-    fn open<'c>(
-        comm: &'c Communicator,
+    fn open(
+        comm: &Communicator,
         size: usize,
         start: impl FnOnce(Server<T>) -> Result<Serving<'r>>,
     ) -> Result<Window<'r, T>> {
@@ -285,47 +284,36 @@ impl<'r, T: Accumulate> Window<'r, T> {
         // The server starts first: its first poll (at once) exposes the
         // memory for one-sided access where the transport has it.
         let link = Arc::new(Link::default());
-        let server = match size {
-            usize::MAX => Err(Error::InvalidCount("window memory".into())),
-            _ => start(Server::<T>::new(tags, size, comm.size(), link.clone())),
-        };
+        let server = start(Server::<T>::new(tags, size, comm.size(), link.clone()));
         let region = link.exposed.get().copied().flatten();
         let [addr, key] = region.map_or([0; 2], RemoteRegion::to_words);
-        // A rank that could not start its window says so with an element
+        // A rank that could not start its part says so with an element
         // size of 0, so that every rank fails alike.
-        let ok = server.is_ok();
-        let mine =
-            [size as u64, if ok { elem as u64 } else { 0 }, u64::from(region.is_some()), addr, key];
+        let said = if server.is_ok() { elem as u64 } else { 0 };
+        let mine = [size as u64, said, u64::from(region.is_some()), addr, key];
         let mut all = vec![0u64; WORDS * comm.size()];
-        let gathered = comm.all_gather(&mine, &mut all);
-        let refused = all.chunks(WORDS).position(|r| r[1] == 0);
-        let mismatch = all.chunks(WORDS).any(|r| r[1] != 0 && r[1] != elem as u64);
-        let outcome = match (gathered, refused, mismatch) {
-            (Err(e), _, _) => Err(e),
-            (Ok(()), Some(_), _) if !ok => Err(server
-                .as_ref()
-                .err()
-                .cloned()
-                .unwrap_or_else(|| Error::InvalidCount("window memory".into()))),
-            (Ok(()), Some(rank), _) => Err(Error::CollectiveMismatch(format!(
-                "rank {rank} could not create its part of the window"
-            ))),
-            (Ok(()), None, true) => {
-                Err(Error::CollectiveMismatch("window element sizes differ between ranks".into()))
+        let agreed = comm.all_gather(&mine, &mut all).and_then(|()| {
+            if let Some(rank) = all.chunks(WORDS).position(|r| r[1] == 0) {
+                return Err(Error::CollectiveMismatch(format!(
+                    "rank {rank} could not create its part of the window"
+                )));
             }
-            (Ok(()), None, false) => Ok(()),
-        };
-        let server = match (outcome, server) {
-            (Ok(()), Ok(server)) => server,
-            (outcome, server) => {
+            match all.chunks(WORDS).all(|r| r[1] == elem as u64) {
+                true => Ok(()),
+                false => Err(Error::CollectiveMismatch(
+                    "window element sizes differ between ranks".into(),
+                )),
+            }
+        });
+        let server = match (server, agreed) {
+            (Ok(server), Ok(())) => server,
+            // This rank's own failure says more than the others' word of it.
+            (Err(own), _) => return Err(own),
+            (Ok(server), Err(e)) => {
                 // Nothing was sent to any server: each ends by itself.
                 link.abandoned.store(true, Ordering::Relaxed);
-                if let Ok(server) = server {
-                    let _ = server.wait();
-                }
-                return Err(outcome
-                    .err()
-                    .unwrap_or_else(|| Error::InvalidCount("window memory".into())));
+                let _ = server.wait();
+                return Err(e);
             }
         };
         let sizes = all.chunks(WORDS).map(|r| r[0] as usize).collect();
