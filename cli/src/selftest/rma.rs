@@ -369,7 +369,8 @@ pub(super) fn requests(comm: &Communicator) {
 /// left it. A window over a borrowed buffer refuses `into_vec`; sizes that
 /// cannot be allocated (an overflow on rank 0, too much memory on rank 1)
 /// fail every rank alike, and the communicator still works, as it does
-/// after an allocated window is leaked.
+/// after an allocated window is leaked. A window outlives the communicator
+/// it was allocated on.
 pub(super) fn allocated(comm: &Communicator) {
     struct State {
         halo: Window<'static, u64>,
@@ -420,6 +421,16 @@ pub(super) fn allocated(comm: &Communicator) {
         (Err(Error::InvalidCount(_)), 0 | 1) | (Err(Error::CollectiveMismatch(_)), _) => {}
         (other, _) => panic!("rank {me}: {other:?}"),
     }
+    // An allocated window outlives the communicator it was made on: the
+    // communicator's context stays while the window's server runs on it.
+    let dup = comm.dup().unwrap();
+    let orphan = Window::<u64>::allocate(&dup, 2).unwrap();
+    drop(dup);
+    orphan.fence().unwrap();
+    orphan.accumulate(&[1, 2], 0, 0, Sum).unwrap();
+    orphan.fence().unwrap();
+    let got = orphan.into_vec().unwrap();
+    assert_eq!(got, if me == 0 { [n as u64, 2 * n as u64] } else { [0, 0] });
     // Leaked, an allocated window's server keeps its memory and runs on;
     // nothing else notices.
     std::mem::forget(Window::<u64>::allocate(comm, 4).unwrap());
