@@ -23,6 +23,9 @@
 //!   (ptrace scope) is probed at start-up by every rank; if any may not, all
 //!   fall back to the pipelined rendezvous through the rings, and rank 0 logs
 //!   it once. It is never an error.
+//! - One-sided windows: with the same permission, a peer's exposed window is
+//!   read with `process_vm_readv` and written with `process_vm_writev`
+//!   ([`Transport::start_write`]), without the peer taking part.
 //! - Waiting: an idle rank sleeps on the process-shared futex in its block;
 //!   a sender that finds the receiver asleep rings it.
 
