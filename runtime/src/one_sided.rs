@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use hpcomm_transport::{Buffer, RemoteKey};
 
 use crate::comm::{as_bytes, as_bytes_mut, Communicator};
+use crate::engine::Direction;
 use crate::error::{Error, Result};
 use crate::request::{Request, Scope};
 
@@ -59,7 +60,13 @@ impl<'s> Scope<'s, '_> {
         let len = bytes.len();
         let mut engine = comm.engine().lock()?;
         let dst = self.regions().register_mut(bytes);
-        let id = engine.start_read(comm.context(), (peer, region.key, offset), dst, len);
+        let id = engine.start_access(
+            comm.context(),
+            Direction::Read,
+            (peer, region.key, offset),
+            dst,
+            len,
+        );
         drop(engine);
         let id = id.inspect_err(|_| self.regions().regions().release(dst))?;
         Ok(self.started(id, elem))
@@ -83,7 +90,13 @@ impl<'s> Scope<'s, '_> {
         let len = bytes.len();
         let mut engine = comm.engine().lock()?;
         let src = self.regions().register(bytes);
-        let id = engine.start_write(comm.context(), (peer, region.key, offset), src, len);
+        let id = engine.start_access(
+            comm.context(),
+            Direction::Write,
+            (peer, region.key, offset),
+            src,
+            len,
+        );
         drop(engine);
         let id = id.inspect_err(|_| self.regions().regions().release(src))?;
         Ok(self.started(id, elem))
@@ -146,7 +159,13 @@ impl Communicator {
         let engine = self.engine().lock()?;
         self.engine().regions().scope_with(Buffer::Read(bytes), move |_, src| {
             let mut engine = engine;
-            let id = engine.start_write(self.context(), (peer, region.key, offset), src, len)?;
+            let id = engine.start_access(
+                self.context(),
+                Direction::Write,
+                (peer, region.key, offset),
+                src,
+                len,
+            )?;
             self.wait_holding(&mut engine, id).map(|_| ())
         })
     }
@@ -187,7 +206,13 @@ impl Communicator {
         let engine = self.engine().lock()?;
         self.engine().regions().scope_with(Buffer::Write(bytes), move |_, dst| {
             let mut engine = engine;
-            let id = engine.start_read(self.context(), (peer, region.key, offset), dst, len)?;
+            let id = engine.start_access(
+                self.context(),
+                Direction::Read,
+                (peer, region.key, offset),
+                dst,
+                len,
+            )?;
             self.wait_holding(&mut engine, id).map(|_| ())
         })
     }

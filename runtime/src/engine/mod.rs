@@ -23,8 +23,8 @@ use hpcomm_transport::{
     Backend, Capabilities, PeerId, RegionId, Regions, RemoteKey, Transport, TransportError,
 };
 
-pub(crate) use requests::{Completed, ReqId};
-use requests::{Direction, Req, Stage};
+pub(crate) use requests::{Completed, Direction, ReqId};
+use requests::{Req, Stage};
 use state::{header_of, transport_error, Body, Job, SendPlan, State};
 pub(crate) use state::{Matched, To};
 
@@ -506,55 +506,28 @@ impl Engine {
         self.transport.peer_capabilities(peer).rma_read
     }
 
-    /// Starts reading `len` bytes at `offset` of the region `key` that
-    /// `peer` exposed into `dst` (at least `len` bytes long): a one-sided
-    /// read, which the peer's runtime takes no part in.
-    pub(crate) fn start_read(
-        &mut self,
-        ctx: ContextId,
-        (peer, key, offset): (PeerId, RemoteKey, usize),
-        dst: RegionId,
-        len: usize,
-    ) -> Result<ReqId> {
-        if self.is_lost(peer) {
-            return Err(self.loss(peer));
-        }
-        let id = self.state.reqs.alloc(Req::new(Stage::Posted, ctx, Some(dst), Some(peer)));
-        if let Some(req) = self.state.reqs.get_mut(id) {
-            req.info.bytes = len;
-        }
-        if len == 0 {
-            self.state.reqs.finish(
-                &self.regions,
-                id,
-                Ok(Completed { bytes: 0, ..Completed::default() }),
-            );
-            return Ok(id);
-        }
-        self.state.start_accesses(id, Direction::Read, (peer, key, offset), len, None);
-        self.flush()?;
-        Ok(id)
-    }
-
     /// Whether this endpoint can write into what `peer` exposes.
     pub(crate) fn can_write(&self, peer: PeerId) -> bool {
         self.transport.peer_capabilities(peer).rma_write
     }
 
-    /// Starts writing `len` bytes of `src` at `offset` of the region `key`
-    /// that `peer` exposed: a one-sided write, which the peer's runtime
-    /// takes no part in. Complete once the bytes are in the peer's memory.
-    pub(crate) fn start_write(
+    /// Starts a one-sided access of `len` bytes at `offset` of the region
+    /// `key` that `peer` exposed, which the peer's runtime takes no part
+    /// in: a read into `local` or a write from it (at least `len` bytes
+    /// long), as `dir` says. A write is complete once the bytes are in the
+    /// peer's memory.
+    pub(crate) fn start_access(
         &mut self,
         ctx: ContextId,
+        dir: Direction,
         (peer, key, offset): (PeerId, RemoteKey, usize),
-        src: RegionId,
+        local: RegionId,
         len: usize,
     ) -> Result<ReqId> {
         if self.is_lost(peer) {
             return Err(self.loss(peer));
         }
-        let id = self.state.reqs.alloc(Req::new(Stage::Posted, ctx, Some(src), Some(peer)));
+        let id = self.state.reqs.alloc(Req::new(Stage::Posted, ctx, Some(local), Some(peer)));
         if let Some(req) = self.state.reqs.get_mut(id) {
             req.info.bytes = len;
         }
@@ -566,7 +539,7 @@ impl Engine {
             );
             return Ok(id);
         }
-        self.state.start_accesses(id, Direction::Write, (peer, key, offset), len, None);
+        self.state.start_accesses(id, dir, (peer, key, offset), len, None);
         self.flush()?;
         Ok(id)
     }

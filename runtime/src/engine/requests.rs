@@ -39,7 +39,7 @@ pub(crate) struct Completed {
 /// Where a request is in its protocol.
 /// Which way a one-sided transfer moves data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Direction {
+pub(crate) enum Direction {
     /// From the peer's exposed region into the request's.
     Read,
     /// From the request's region into the peer's exposed one.

@@ -1503,37 +1503,7 @@ impl Transport for Ofi {
         if !self.caps.rma_read {
             return Err(TransportError::Unsupported("ofi (this provider offers no reads)"));
         }
-        let s = src.index();
-        if s >= self.ranks {
-            return Err(TransportError::InvalidPeer { peer: src, size: self.ranks });
-        }
-        if self.lost[s] {
-            return Err(TransportError::PeerLost(src));
-        }
-        let (_, rlen, writable) = regions.raw(dst).ok_or(TransportError::InvalidRegion)?;
-        if !writable || dst_offset.checked_add(len).is_none_or(|end| end > rlen) {
-            return Err(TransportError::InvalidRegion);
-        }
-        // Registered now, so that a region that cannot be is an error of
-        // this call.
-        self.rails[0].ep().region_mr(regions, dst, false)?;
-        let Some(slot) = self.rma_free.pop() else {
-            self.reap(None);
-            return Err(TransportError::WouldBlock);
-        };
-        self.rma_token[slot] = token;
-        self.unposted_rma.push_back(PendingRma {
-            slot,
-            dir: Rma::Read,
-            local: dst,
-            local_offset: dst_offset,
-            len,
-            peer: self.rails[0].addrs[s],
-            addr: key.addr.wrapping_add(src_offset as u64),
-            key: key.key,
-        });
-        self.post_rma(regions);
-        Ok(())
+        self.start_rma(regions, Rma::Read, (dst, dst_offset), (src, key, src_offset), len, token)
     }
 
     fn start_write(
@@ -1550,20 +1520,39 @@ impl Transport for Ofi {
         if !self.caps.rma_write {
             return Err(TransportError::Unsupported("ofi (this provider's writes need the peer)"));
         }
-        let d = dst.index();
-        if d >= self.ranks {
-            return Err(TransportError::InvalidPeer { peer: dst, size: self.ranks });
+        let dir = Rma::Write { flags: write_flags(&self.provider) };
+        self.start_rma(regions, dir, (src, src_offset), (dst, key, dst_offset), len, token)
+    }
+}
+
+impl Ofi {
+    /// Queues a read into, or write from, `local` at its offset, of `len`
+    /// bytes at the offset of `peer`'s region `key`, and posts what the
+    /// provider takes.
+    fn start_rma(
+        &mut self,
+        regions: &Regions,
+        dir: Rma,
+        (local, local_offset): (RegionId, usize),
+        (peer, key, offset): (PeerId, RemoteKey, usize),
+        len: usize,
+        token: u64,
+    ) -> Result<(), TransportError> {
+        let p = peer.index();
+        if p >= self.ranks {
+            return Err(TransportError::InvalidPeer { peer, size: self.ranks });
         }
-        if self.lost[d] {
-            return Err(TransportError::PeerLost(dst));
+        if self.lost[p] {
+            return Err(TransportError::PeerLost(peer));
         }
-        let (_, rlen, _) = regions.raw(src).ok_or(TransportError::InvalidRegion)?;
-        if src_offset.checked_add(len).is_none_or(|end| end > rlen) {
+        let (_, rlen, writable) = regions.raw(local).ok_or(TransportError::InvalidRegion)?;
+        let fits = local_offset.checked_add(len).is_some_and(|end| end <= rlen);
+        if !fits || (dir == Rma::Read && !writable) {
             return Err(TransportError::InvalidRegion);
         }
         // Registered now, so that a region that cannot be is an error of
         // this call.
-        self.rails[0].ep().region_mr(regions, src, false)?;
+        self.rails[0].ep().region_mr(regions, local, false)?;
         let Some(slot) = self.rma_free.pop() else {
             self.reap(None);
             return Err(TransportError::WouldBlock);
@@ -1571,12 +1560,12 @@ impl Transport for Ofi {
         self.rma_token[slot] = token;
         self.unposted_rma.push_back(PendingRma {
             slot,
-            dir: Rma::Write { flags: write_flags(&self.provider) },
-            local: src,
-            local_offset: src_offset,
+            dir,
+            local,
+            local_offset,
             len,
-            peer: self.rails[0].addrs[d],
-            addr: key.addr.wrapping_add(dst_offset as u64),
+            peer: self.rails[0].addrs[p],
+            addr: key.addr.wrapping_add(offset as u64),
             key: key.key,
         });
         self.post_rma(regions);
