@@ -75,6 +75,7 @@ cases! {
     an_endpoint_used_from_a_second_thread_is_busy: "busy-endpoint" on &[2, 3];
     window_fence_epochs_put_and_get_at_every_size: "rma-fence" on &[1, 2, 3, 5];
     window_locks_guard_a_counter_every_rank_increments_1000_times: "rma-lock" on &[1, 2, 4];
+    window_locks_guard_large_blocks_read_and_written_in_turn: "rma-lock-large" on &[1, 2, 4];
     window_accumulate_applies_every_operation: "rma-accumulate" on &[1, 2, 3, 8];
     window_get_of_4_mib: "rma-get-4mib" on &[1, 2, 3];
     window_misuse_is_an_error_and_the_window_survives: "rma-misuse" on &[1, 2, 3, 5];

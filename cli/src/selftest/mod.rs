@@ -91,6 +91,7 @@ pub const CASES: &[Case] = &[
     Case { name: "busy-endpoint", min_ranks: 2, body: threads::busy_endpoint },
     Case { name: "rma-fence", min_ranks: 1, body: rma::fence_epochs },
     Case { name: "rma-lock", min_ranks: 1, body: rma::lock_counters },
+    Case { name: "rma-lock-large", min_ranks: 1, body: rma::lock_large_blocks },
     Case { name: "rma-accumulate", min_ranks: 1, body: rma::accumulate_every_op },
     Case { name: "rma-get-4mib", min_ranks: 1, body: rma::large_get },
     Case { name: "rma-misuse", min_ranks: 1, body: rma::misuse },

@@ -436,3 +436,33 @@ pub(super) fn allocated(comm: &Communicator) {
     std::mem::forget(Window::<u64>::allocate(comm, 4).unwrap());
     comm.barrier().unwrap();
 }
+
+/// Every rank adds 1 to every element of a block of rank 0's window 100
+/// times, as a get and a put of the whole block under an exclusive lock;
+/// the block is past the eager limit, so that both are one-sided where the
+/// transport reads and writes peers' memory. A lost update shows if an
+/// unlock ever returned before its put landed, or a get saw a block before
+/// the last holder's put.
+pub(super) fn lock_large_blocks(comm: &Communicator) {
+    let n = comm.size() as u64;
+    let rounds = 100;
+    let len = comm.eager_limit() / 8 + 3;
+    let mut block = vec![0u64; len];
+    comm.scope(|s| {
+        let win = Window::create(s, &mut block)?;
+        let mut mine = vec![0u64; len];
+        for _ in 0..rounds {
+            win.lock(LockKind::Exclusive, 0)?;
+            win.get(&mut mine, 0, 0)?;
+            mine.iter_mut().for_each(|v| *v += 1);
+            win.put(&mine, 0, 0)?;
+            win.unlock(0)?;
+        }
+        comm.barrier()?;
+        win.free()
+    })
+    .unwrap();
+    if comm.rank() == 0 {
+        assert!(block.iter().all(|&v| v == n * rounds), "lost updates: {:?}", &block[..4]);
+    }
+}
