@@ -15,6 +15,12 @@ fn print_caps(caps: &Capabilities) {
             "pipelined copy"
         }
     );
+    let windows = match (caps.rma_read && caps.reads_from_outside, caps.rma_write) {
+        (true, true) => "large gets and puts one-sided (the owner takes no part)",
+        (true, false) => "large gets one-sided; puts served by the owner",
+        (false, _) => "served by the owner's progress",
+    };
+    println!("    windows        {windows}");
     println!(
         "    ordered        {}",
         if caps.ordered { "yes" } else { "no (the runtime restores order)" }
