@@ -183,6 +183,7 @@ impl<'a> TaskCx<'a> {
         match started {
             Ok(id) => {
                 self.active = true;
+                self.engine.adopt(id, self.id);
                 Ok(Transfer { id, region: kept.then_some(region) })
             }
             Err(e) => {
@@ -233,6 +234,16 @@ impl<'a> TaskCx<'a> {
         let Some(region) = self.window(true, range, true) else { return Ok(None) };
         let started = self.engine.task_recv(self.ctx, (from as u32, peer, tag), region, false);
         self.begun(started, region, false).map(Some)
+    }
+
+    /// A count that changes whenever one of this task's transfers
+    /// finishes. A task whose every step waits for one of its transfers
+    /// may skip its work in a poll while the count is what it was at the
+    /// start of its last full poll — read it first thing, so that nothing
+    /// finishing during that poll goes unseen. (An endpoint with many
+    /// windows then polls only the servers whose transfers moved.)
+    pub fn finished(&self) -> u64 {
+        self.engine.wakes(self.id)
     }
 
     /// The outcome of a finished in-place receive, once: the bytes that

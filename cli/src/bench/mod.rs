@@ -75,6 +75,11 @@ pub struct BenchOptions {
     /// column, their sum.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Other windows alive, unused, while the one-sided benchmarks run
+    /// (put-latency, get-latency, put-bw, get-bw): what serving windows
+    /// that see no traffic costs the one that does.
+    #[arg(long, default_value_t = 0)]
+    pub idle_windows: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -353,6 +358,13 @@ fn run(o: &BenchOptions) -> Result<()> {
     if o.threads == 0 || (o.threads > 1 && o.kind != Kind::Mr) {
         return Err(Error::InvalidCount("--threads is for mr, and at least 1".into()));
     }
+    if o.idle_windows > 0 && !o.kind.one_sided() {
+        return Err(Error::InvalidCount("--idle-windows is for the one-sided benchmarks".into()));
+    }
+    // Freed (collectively) as the run ends.
+    let _idle = (0..o.idle_windows)
+        .map(|_| hpcomm::window::Window::<u64>::allocate(comm, 1))
+        .collect::<Result<Vec<_>>>()?;
     let endpoints = if o.threads > 1 { comm.endpoints(o.threads)? } else { Vec::new() };
     // The sum over the threads, for each size, with `--threads`.
     let mut sums = Vec::new();

@@ -77,6 +77,11 @@ pub(crate) struct Server<T> {
     /// The last fence passed: the task ends once its replies are out.
     ending: bool,
     link: Arc<Link>,
+    /// The count of this server's finished transfers at the start of its
+    /// last full poll.
+    seen: u64,
+    /// Whether that poll left every origin waiting for a transfer.
+    settled: bool,
     elem: PhantomData<fn() -> T>,
 }
 
@@ -93,6 +98,8 @@ impl<T: Accumulate> Server<T> {
             failure: None,
             ending: false,
             link,
+            seen: 0,
+            settled: false,
             elem: PhantomData,
         }
     }
@@ -430,6 +437,15 @@ impl<T: Accumulate> Task for Server<T> {
         if self.link.exposed.get().is_none() {
             let _ = self.link.exposed.set(cx.expose_output());
         }
+        // Every step of a settled server waits for one of its transfers:
+        // while none has finished since its last full poll, there is
+        // nothing to do (an endpoint with many windows serves each only
+        // when its own traffic moved).
+        let finished = cx.finished();
+        if self.settled && finished == self.seen {
+            return Ok(false);
+        }
+        self.seen = finished;
         if !self.ending {
             for origin in 0..self.origins.len() {
                 self.advance(cx, origin);
@@ -437,6 +453,9 @@ impl<T: Accumulate> Task for Server<T> {
             self.pass_fence(cx);
         }
         self.reap(cx);
+        // An origin left idle (granted a lock, or past a fence, after its
+        // turn in this pass) still has to post its next receive.
+        self.settled = !self.ending && !self.origins.iter().any(|s| matches!(s, Step::Idle));
         Ok(self.ending && self.replies.is_empty())
     }
 

@@ -361,6 +361,16 @@ impl Engine {
         self.state.reqs.get(id).and_then(|r| r.region)
     }
 
+    /// Marks transfer `id` as task `task`'s (see `Requests::adopt`).
+    pub(crate) fn adopt(&mut self, id: ReqId, task: ReqId) {
+        self.state.reqs.adopt(id, task);
+    }
+
+    /// How many of task `task`'s transfers have finished (wrapping).
+    pub(crate) fn wakes(&self, task: ReqId) -> u64 {
+        self.state.reqs.get(task).map_or(0, |r| r.wakes)
+    }
+
     /// Whether the request has finished (or is unknown).
     pub fn is_done(&self, id: ReqId) -> bool {
         self.state.reqs.get(id).is_none_or(Req::done)

@@ -85,6 +85,10 @@ pub(super) struct Req {
     /// The context of the transfer: a collective context fails as a whole
     /// when one of its members is lost.
     pub ctx: ContextId,
+    /// The task that started this transfer, told when it finishes.
+    pub owner: Option<ReqId>,
+    /// For a task: how many of its transfers have finished (wrapping).
+    pub wakes: u64,
 }
 
 impl Req {
@@ -95,7 +99,8 @@ impl Req {
         region: Option<RegionId>,
         peer: Option<PeerId>,
     ) -> Req {
-        Req { stage, region, peer, info: Completed::default(), keep_region: false, ctx }
+        let info = Completed::default();
+        Req { stage, region, peer, info, keep_region: false, ctx, owner: None, wakes: 0 }
     }
 
     /// Whether it has finished.
@@ -146,6 +151,21 @@ impl Requests {
         (slot.generation == id.generation).then_some(slot.req.as_mut()).flatten()
     }
 
+    /// Marks transfer `id` as started by task `task`, which is told when it
+    /// finishes (at once if it has).
+    pub fn adopt(&mut self, id: ReqId, task: ReqId) {
+        let done = match self.get_mut(id) {
+            Some(req) => {
+                req.owner = Some(task);
+                req.done()
+            }
+            None => true,
+        };
+        if let Some(task) = self.get_mut(task).filter(|_| done) {
+            task.wakes = task.wakes.wrapping_add(1);
+        }
+    }
+
     /// Ends a request with `result` and releases its region (unless the
     /// engine keeps it). A request ends once: later outcomes are ignored.
     pub fn finish(&mut self, regions: &Regions, id: ReqId, result: Result<Completed>) {
@@ -158,6 +178,10 @@ impl Requests {
                 if let Some(region) = req.region.take() {
                     regions.release(region);
                 }
+            }
+            let owner = req.owner;
+            if let Some(task) = owner.and_then(|t| self.get_mut(t)) {
+                task.wakes = task.wakes.wrapping_add(1);
             }
         }
     }
