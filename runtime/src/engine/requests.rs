@@ -263,4 +263,27 @@ mod tests {
         assert!(matches!(reqs.get(sync).unwrap().stage, Stage::AwaitReply));
         assert!(reqs.get(plain).unwrap().done());
     }
+
+    #[test]
+    fn a_task_is_told_when_its_transfers_finish() {
+        let regions = Regions::new();
+        let mut reqs = Requests::default();
+        let new = || Req::new(Stage::Posted, ContextId(1), None, None);
+        let task = reqs.alloc(Req::new(Stage::Task, ContextId(1), None, None));
+        let (mine, other) = (reqs.alloc(new()), reqs.alloc(new()));
+        reqs.adopt(mine, task);
+        let wakes = |reqs: &Requests| reqs.get(task).unwrap().wakes;
+        reqs.finish(&regions, other, Ok(Completed::default()));
+        assert_eq!(wakes(&reqs), 0, "another transfer finished");
+        reqs.finish(&regions, mine, Ok(Completed::default()));
+        assert_eq!(wakes(&reqs), 1);
+        reqs.finish(&regions, mine, Ok(Completed::default()));
+        assert_eq!(wakes(&reqs), 1, "a request ends once");
+        // Adopted after it finished (at once, inside the call that started
+        // it): counted at adoption.
+        let quick = reqs.alloc(new());
+        reqs.finish(&regions, quick, Ok(Completed::default()));
+        reqs.adopt(quick, task);
+        assert_eq!(wakes(&reqs), 2);
+    }
 }
