@@ -9,7 +9,7 @@
 //! libfabric (`fi_read`, `fi_write`).
 
 use bytemuck::Pod;
-use hpcomm_transport::{Buffer, RemoteKey};
+use hpcomm_transport::{Buffer, RemoteKey, TransportError};
 
 use crate::comm::{as_bytes, as_bytes_mut, Communicator};
 use crate::engine::Direction;
@@ -53,23 +53,8 @@ impl<'s> Scope<'s, '_> {
         offset: usize,
         buf: &'s mut [T],
     ) -> Result<Request<'_>> {
-        let comm = self.comm();
-        let peer = comm.check_reader(rank)?;
         let elem = std::mem::size_of::<T>();
-        let bytes = as_bytes_mut(buf)?;
-        let len = bytes.len();
-        let mut engine = comm.engine().lock()?;
-        let dst = self.regions().register_mut(bytes);
-        let id = engine.start_access(
-            comm.context(),
-            Direction::Read,
-            (peer, region.key, offset),
-            dst,
-            len,
-        );
-        drop(engine);
-        let id = id.inspect_err(|_| self.regions().regions().release(dst))?;
-        Ok(self.started(id, elem))
+        self.start_remote(rank, (region, offset), Buffer::Write(as_bytes_mut(buf)?), elem)
     }
 
     /// Starts writing `data`, borrowed by the scope, at byte `offset` of
@@ -83,29 +68,50 @@ impl<'s> Scope<'s, '_> {
         offset: usize,
         data: &'s [T],
     ) -> Result<Request<'_>> {
-        let comm = self.comm();
-        let peer = comm.check_writer(rank)?;
         let elem = std::mem::size_of::<T>();
-        let bytes = as_bytes(data)?;
-        let len = bytes.len();
+        self.start_remote(rank, (region, offset), Buffer::Read(as_bytes(data)?), elem)
+    }
+
+    /// Starts a one-sided access of `rank`'s region at `offset`: a read
+    /// into a writable `local`, a write from a read-only one.
+    fn start_remote(
+        &self,
+        rank: usize,
+        (region, offset): (RemoteRegion, usize),
+        local: Buffer<'s>,
+        elem: usize,
+    ) -> Result<Request<'_>> {
+        let comm = self.comm();
+        let dir = direction(&local);
+        let peer = comm.check_peer(rank, dir)?;
         let mut engine = comm.engine().lock()?;
-        let src = self.regions().register(bytes);
-        let id = engine.start_access(
-            comm.context(),
-            Direction::Write,
-            (peer, region.key, offset),
-            src,
-            len,
-        );
+        let (local, len) = match local {
+            Buffer::Read(bytes) => (self.regions().register(bytes), bytes.len()),
+            Buffer::Write(bytes) => {
+                let len = bytes.len();
+                (self.regions().register_mut(bytes), len)
+            }
+        };
+        let id = engine.start_access(comm.context(), dir, (peer, region.key, offset), local, len);
         drop(engine);
-        let id = id.inspect_err(|_| self.regions().regions().release(src))?;
+        let id = id.inspect_err(|_| self.regions().regions().release(local))?;
         Ok(self.started(id, elem))
     }
 }
 
+/// Which way an access with `local` as its buffer goes: a writable one is
+/// read into, a read-only one written from.
+fn direction(local: &Buffer<'_>) -> Direction {
+    match local {
+        Buffer::Read(_) => Direction::Write,
+        Buffer::Write(_) => Direction::Read,
+    }
+}
+
 impl Communicator {
-    /// The world peer of `rank`, if this rank can read what it exposes.
-    fn check_reader(&self, rank: usize) -> Result<hpcomm_transport::PeerId> {
+    /// The world peer of `rank`, if this rank can access what it exposes
+    /// in direction `dir` (a write needs reads too).
+    fn check_peer(&self, rank: usize, dir: Direction) -> Result<hpcomm_transport::PeerId> {
         if rank >= self.size() {
             return Err(Error::InvalidRank {
                 rank: i32::try_from(rank).unwrap_or(i32::MAX),
@@ -113,24 +119,21 @@ impl Communicator {
             });
         }
         let peer = self.peer(rank as u32);
-        match self.engine().lock()?.can_read(peer) {
-            true => Ok(peer),
-            false => Err(Error::Transport(hpcomm_transport::TransportError::Unsupported(
-                "one-sided reads between these ranks",
-            ))),
+        let engine = self.engine().lock()?;
+        let unsupported = |what| Err(Error::Transport(TransportError::Unsupported(what)));
+        if !engine.can_read(peer) {
+            return unsupported("one-sided reads between these ranks");
         }
+        if dir == Direction::Write && !engine.can_write(peer) {
+            return unsupported("one-sided writes between these ranks");
+        }
+        Ok(peer)
     }
 
-    /// The world peer of `rank`, if this rank can write into what it
-    /// exposes.
-    fn check_writer(&self, rank: usize) -> Result<hpcomm_transport::PeerId> {
-        let peer = self.check_reader(rank)?;
-        match self.engine().lock()?.can_write(peer) {
-            true => Ok(peer),
-            false => Err(Error::Transport(hpcomm_transport::TransportError::Unsupported(
-                "one-sided writes between these ranks",
-            ))),
-        }
+    /// Whether this rank can read what `rank` exposes (the transport
+    /// between them has one-sided reads).
+    pub fn can_read(&self, rank: usize) -> bool {
+        rank < self.size() && self.engine().lock().is_ok_and(|e| e.can_read(self.peer(rank as u32)))
     }
 
     /// Whether this rank can write into what `rank` exposes (the transport
@@ -138,53 +141,6 @@ impl Communicator {
     pub fn can_write(&self, rank: usize) -> bool {
         rank < self.size()
             && self.engine().lock().is_ok_and(|e| e.can_write(self.peer(rank as u32)))
-    }
-
-    /// Writes `data` at byte `offset` of the region `rank` exposed, without
-    /// `rank`'s runtime taking part; returns once the bytes are in `rank`'s
-    /// memory. The caller keeps the range within the region, as for
-    /// [`read_remote`](Communicator::read_remote): where the transport
-    /// cannot tell (shm), a write past it lands in whatever `rank`'s
-    /// memory holds there — a rank only ever writes where its peer told it.
-    pub fn write_remote<T: Pod>(
-        &self,
-        rank: usize,
-        region: RemoteRegion,
-        offset: usize,
-        data: &[T],
-    ) -> Result<()> {
-        let peer = self.check_writer(rank)?;
-        let bytes = as_bytes(data)?;
-        let len = bytes.len();
-        let engine = self.engine().lock()?;
-        self.engine().regions().scope_with(Buffer::Read(bytes), move |_, src| {
-            let mut engine = engine;
-            let id = engine.start_access(
-                self.context(),
-                Direction::Write,
-                (peer, region.key, offset),
-                src,
-                len,
-            )?;
-            self.wait_holding(&mut engine, id).map(|_| ())
-        })
-    }
-
-    /// Waits until no one-sided write this rank started (on any
-    /// communicator of its endpoint) is still in flight: each has landed in
-    /// its peer's memory or failed.
-    pub fn quiet_writes(&self) -> Result<()> {
-        let mut engine = self.engine().lock()?;
-        if !engine.writing() {
-            return Ok(());
-        }
-        self.block_holding(&mut engine, |e| !e.writing())
-    }
-
-    /// Whether this rank can read what `rank` exposes (the transport
-    /// between them has one-sided reads).
-    pub fn can_read(&self, rank: usize) -> bool {
-        rank < self.size() && self.engine().lock().is_ok_and(|e| e.can_read(self.peer(rank as u32)))
     }
 
     /// Reads `buf.len()` elements at byte `offset` of the region `rank`
@@ -200,20 +156,56 @@ impl Communicator {
         offset: usize,
         buf: &mut [T],
     ) -> Result<()> {
-        let peer = self.check_reader(rank)?;
-        let bytes = as_bytes_mut(buf)?;
-        let len = bytes.len();
+        self.access_remote(rank, (region, offset), Buffer::Write(as_bytes_mut(buf)?))
+    }
+
+    /// Writes `data` at byte `offset` of the region `rank` exposed, without
+    /// `rank`'s runtime taking part; returns once the bytes are in `rank`'s
+    /// memory. The caller keeps the range within the region, as for
+    /// [`read_remote`](Communicator::read_remote): where the transport
+    /// cannot tell (shm), a write past it lands in whatever `rank`'s
+    /// memory holds there — a rank only ever writes where its peer told it.
+    pub fn write_remote<T: Pod>(
+        &self,
+        rank: usize,
+        region: RemoteRegion,
+        offset: usize,
+        data: &[T],
+    ) -> Result<()> {
+        self.access_remote(rank, (region, offset), Buffer::Read(as_bytes(data)?))
+    }
+
+    /// A blocking one-sided access of `rank`'s region at `offset`: a read
+    /// into a writable `local`, a write from a read-only one.
+    fn access_remote(
+        &self,
+        rank: usize,
+        (region, offset): (RemoteRegion, usize),
+        local: Buffer<'_>,
+    ) -> Result<()> {
+        let dir = direction(&local);
+        let peer = self.check_peer(rank, dir)?;
+        let len = match &local {
+            Buffer::Read(bytes) => bytes.len(),
+            Buffer::Write(bytes) => bytes.len(),
+        };
         let engine = self.engine().lock()?;
-        self.engine().regions().scope_with(Buffer::Write(bytes), move |_, dst| {
+        self.engine().regions().scope_with(local, move |_, local| {
             let mut engine = engine;
-            let id = engine.start_access(
-                self.context(),
-                Direction::Read,
-                (peer, region.key, offset),
-                dst,
-                len,
-            )?;
+            let id =
+                engine.start_access(self.context(), dir, (peer, region.key, offset), local, len)?;
             self.wait_holding(&mut engine, id).map(|_| ())
         })
+    }
+
+    /// Waits until no one-sided write this rank started (on any
+    /// communicator of its endpoint) is still in flight: each has landed in
+    /// its peer's memory or failed.
+    pub fn quiet_writes(&self) -> Result<()> {
+        let mut engine = self.engine().lock()?;
+        if !engine.writing() {
+            return Ok(());
+        }
+        self.block_holding(&mut engine, |e| !e.writing())
     }
 }
